@@ -1,0 +1,114 @@
+"""Settings from the environment (spec §9), overridable by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+
+
+def env_flag(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in TRUE_WORDS
+
+
+def first_nonempty(*values: str | None) -> str | None:
+    for value in values:
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    data_dir: Path = Path("data")
+    feed_sources_path: Path | None = None
+    admin_token: str | None = None
+    discord_enabled: bool = False
+    discord_webhook_url: str | None = None
+    discord_notify_events: tuple[str, ...] = ("push", "release")
+    backend_url: str | None = None
+    backend_secret: str | None = None
+    workspace_mode: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read spec §9's variables. HOST defaults to loopback (the Bun service bound 0.0.0.0 open)."""
+        e = dict(os.environ if env is None else env)
+        port_text = first_nonempty(e.get("PORT")) or "3000"
+        try:
+            port = int(port_text)
+            if not 0 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            from core.errors import ConfigError
+
+            raise ConfigError(f"PORT must be a port number 0..65535, got {port_text!r}") from None
+        events = tuple(
+            item.strip() for item in (e.get("DISCORD_NOTIFY_EVENTS") or "push,release").split(",") if item.strip()
+        )
+        sources = first_nonempty(e.get("FEED_SOURCES_PATH"))
+        return cls(
+            host=first_nonempty(e.get("HOST")) or "127.0.0.1",
+            port=port,
+            data_dir=Path(first_nonempty(e.get("DATA_DIR")) or "data"),
+            feed_sources_path=Path(sources) if sources else None,
+            admin_token=first_nonempty(e.get("PATCH_ADMIN_TOKEN")),
+            discord_enabled=env_flag(e.get("DISCORD_OUTPUT_ENABLED")),
+            discord_webhook_url=first_nonempty(e.get("DISCORD_WEBHOOK_URL")),
+            discord_notify_events=events,
+            backend_url=first_nonempty(
+                e.get("PATCH_WORKSPACE_BACKEND_URL"), e.get("PATCH_FLOW_BACKEND_URL"), e.get("PATCH_FLOW_DISPATCH_URL")
+            ),
+            backend_secret=first_nonempty(e.get("PATCH_WORKSPACE_BACKEND_SECRET"), e.get("PATCH_FLOW_DISPATCH_SECRET")),
+            workspace_mode=first_nonempty(e.get("CODEX_WORKSPACE_MODE")),
+            env=e,
+        )
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Apply CLI flags; `None` means "flag not given"."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "data_dir" in given:
+            given["data_dir"] = Path(given["data_dir"])
+        if "feed_sources_path" in given:
+            given["feed_sources_path"] = Path(given["feed_sources_path"])
+        return replace(self, **given)
+
+    def describe(self) -> dict[str, Any]:
+        """A secret-free view for `status`, `doctor` and health."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dataDir": str(self.data_dir),
+            "feedSourcesPath": str(self.feed_sources_path) if self.feed_sources_path else None,
+            "adminToken": "set" if self.admin_token else "unset",
+            "discord": {
+                "enabled": self.discord_enabled,
+                "webhook": "set" if self.discord_webhook_url else "unset",
+                "notifyEvents": list(self.discord_notify_events),
+            },
+            "backendUrl": redact_url(self.backend_url) if self.backend_url else None,
+            "backendSecret": "set" if self.backend_secret else "unset",
+            "workspaceMode": self.workspace_mode,
+        }
+
+
+def redact_url(url: str) -> str:
+    """Drop userinfo and query (tokens hide there) before a URL reaches a log or record."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = "<redacted>" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

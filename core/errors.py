@@ -1,0 +1,25 @@
+"""Exceptions shared by every layer; each carries a stable machine code for JSON errors."""
+
+from __future__ import annotations
+
+
+class PatchmoiError(Exception):
+    """Base error. `code` is stable (used in HTTP `error` fields and `--json` output)."""
+
+    code = "error"
+
+
+class ConfigError(PatchmoiError):
+    """A configuration file or environment value is invalid. The message names the file and field."""
+
+    code = "invalid_config"
+
+
+class NotFoundError(PatchmoiError):
+    code = "not_found"
+
+
+class UsageError(PatchmoiError):
+    """A caller passed a bad argument (unknown status filter, missing flag)."""
+
+    code = "invalid_request"

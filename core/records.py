@@ -1,0 +1,205 @@
+"""The product's records, with the spec's exact JSON field names.
+
+Each record round-trips through JSON and keeps fields it does not know (in `extra`), so files written by
+the Bun service or by a newer patchmoi survive a rewrite by this one. `None` fields are omitted on output,
+as the Bun service omitted undefined keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Self
+
+DISPATCH_STATUSES = ("dispatched", "failed", "skipped")
+ATTEMPT_STATUSES = ("started", "completed", "changed", "needs_intervention", "blocked", "failed", "skipped")
+RESULT_STATUSES = ("skipped", "completed", "changed", "needs_intervention", "blocked", "failed")
+TERMINAL_ATTEMPT_STATUSES = frozenset(ATTEMPT_STATUSES) - {"started"}
+
+
+def now_iso() -> str:
+    """ISO-8601 with milliseconds and Z, as JavaScript's `toISOString()` writes it."""
+    return iso_from_datetime(datetime.now(UTC))
+
+
+def iso_from_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+_FIELD_KEYS: dict[type, dict[str, str]] = {}
+
+
+@dataclass
+class Record:
+    """Base: dataclass fields map to camelCase JSON keys; unknown keys live in `extra`."""
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
+
+    @classmethod
+    def _field_keys(cls) -> dict[str, str]:
+        cached = _FIELD_KEYS.get(cls)
+        if cached is None:
+            cached = {
+                f.name: f.metadata.get("json", _camel(f.name)) for f in dataclasses.fields(cls) if f.name != "extra"
+            }
+            _FIELD_KEYS[cls] = cached
+        return cached
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        keys = cls._field_keys()
+        by_json = {json_key: attr for attr, json_key in keys.items()}
+        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            attr = by_json.get(key)
+            if attr is None:
+                extra[key] = value
+            else:
+                kwargs[attr] = value
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name != "extra"
+            and f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        for attr in missing:
+            kwargs[attr] = None
+        return cls(**kwargs, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for attr, json_key in self._field_keys().items():
+            value = getattr(self, attr)
+            if value is not None:
+                out[json_key] = value
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+
+@dataclass
+class FeedSignal(Record):
+    source_id: str
+    provider: str
+    event: str
+    entry_id: str
+    title: str
+    url: str | None = None
+    author: str | None = None
+    published_at: str | None = None
+    repo: dict[str, Any] = field(default_factory=dict)
+    ref: str | None = None
+    sha: str | None = None
+    target: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    received_at: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.source_id}:{self.entry_id}"
+
+
+@dataclass
+class FeedJob(Record):
+    id: str
+    kind: str
+    source_id: str
+    provider: str
+    upstream_repo_full_name: str | None = None
+    target_repo_full_name: str | None = None
+    branch: str | None = None
+    upstream_ref: str | None = None
+    upstream_sha: str | None = None
+    entry_id: str | None = None
+    url: str | None = None
+    created_at: str | None = None
+
+
+@dataclass
+class FlowEvent(Record):
+    id: str
+    type: str
+    source: str = "patch"
+    occurred_at: str | None = None
+    received_at: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DispatchRecord(Record):
+    event_id: str
+    event_type: str | None = None
+    operation: str = "dispatch"
+    target: str | None = None
+    transport: str | None = None
+    workspace_backend_url: str | None = None
+    url: str | None = None
+    status: str = "dispatched"
+    run_ids: list[str] | None = None
+    matched: int | None = None
+    idempotent: bool | None = None
+    http_status: int | None = None
+    error: str | None = None
+    reason: str | None = None
+    created_at: str | None = None
+
+
+@dataclass
+class MaintenanceAttempt(Record):
+    id: str
+    event_id: str
+    event_type: str | None = None
+    operation: str = "dispatch"
+    status: str = "started"
+    upstream_repo: str | None = None
+    upstream_ref: str | None = None
+    upstream_sha: str | None = None
+    upstream_tag: str | None = None
+    workspace_backend_url: str | None = None
+    workspace_run_ids: list[str] = field(default_factory=list)
+    workspace_run_statuses: dict[str, str] = field(default_factory=dict)
+    candidate_refs: list[dict[str, Any]] = field(default_factory=list)
+    workspace_thread_refs: list[dict[str, Any]] | None = None
+    message: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    completed_at: str | None = None
+
+
+@dataclass
+class WorkspaceRun(Record):
+    """One local step execution, durable in `workspace-runs.jsonl` (latest record per id wins)."""
+
+    id: str
+    event_id: str
+    flow_name: str | None = None
+    step_name: str | None = None
+    runner: str | None = None
+    backend: str | None = "local"
+    process_status: str | None = None
+    result_status: str | None = None
+    status: str = "queued"
+    effective_status: str | None = None
+    needs_attention: bool | None = None
+    attempt_count: int | None = None
+    result_payload: dict[str, Any] | None = None
+    output: list[dict[str, Any]] | None = None
+    log: list[dict[str, Any]] | None = None
+    error: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None

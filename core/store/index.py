@@ -1,0 +1,252 @@
+"""A derived, rebuildable SQLite index beside one JSONL file.
+
+It maps line offsets to the few fields queries filter on, so `list`, `get` and "latest record per id"
+cost O(limit) whatever the file's size. The JSONL file stays the truth: the index keeps a watermark (bytes
+indexed), the file's inode and a hash of the bytes just before the watermark; if any of these no longer
+matches the file, or the database is unreadable, the index is dropped and rebuilt from the file.
+Any process catches the index up with the bytes other processes appended (one SQLite write transaction, so
+two processes never index the same bytes twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.store.jsonl import FILE_MODE, JsonlFile, ensure_dir
+
+SCHEMA_VERSION = "1"
+_SIG_BYTES = 64
+_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which record fields a log is queried by. `latest` keeps a latest-record-per-id table."""
+
+    id_of: Callable[[dict[str, Any]], str | None]
+    k1: str | None = None
+    k2: str | None = None
+    latest: bool = False
+
+
+_Row = tuple[int, int, str | None, str | None, str | None]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class LogIndex:
+    def __init__(self, file: JsonlFile, index_dir: Path, spec: IndexSpec) -> None:
+        self.file = file
+        self.spec = spec
+        self.db_path = index_dir / (file.path.name + ".sqlite")
+        self._lock = threading.RLock()
+        self._known_size = -1
+        self._conn: sqlite3.Connection | None = None
+        ensure_dir(index_dir)
+
+    # -- connection --------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        if not self.db_path.exists():
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+        try:
+            conn = self._open_db()
+        except sqlite3.DatabaseError:
+            self._drop_db_files()
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+            conn = self._open_db()
+        self._conn = conn
+        return conn
+
+    def _open_db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")  # derived data: a crash at worst means a rebuild
+        conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE IF NOT EXISTS rec(off INTEGER PRIMARY KEY, len INTEGER, id TEXT, k1 TEXT, k2 TEXT);
+            CREATE INDEX IF NOT EXISTS rec_id ON rec(id, off);
+            CREATE INDEX IF NOT EXISTS rec_k1 ON rec(k1, off);
+            CREATE INDEX IF NOT EXISTS rec_k2 ON rec(k2, off);
+            CREATE TABLE IF NOT EXISTS latest(id TEXT PRIMARY KEY, off INTEGER, k1 TEXT, k2 TEXT);
+            CREATE INDEX IF NOT EXISTS latest_off ON latest(off);
+            CREATE INDEX IF NOT EXISTS latest_k1 ON latest(k1, off);
+            CREATE INDEX IF NOT EXISTS latest_k2 ON latest(k2, off);
+            CREATE TABLE IF NOT EXISTS bad(off INTEGER PRIMARY KEY, len INTEGER, error TEXT);
+            """
+        )
+        conn.execute("SELECT count(*) FROM meta").fetchone()
+        return conn
+
+    def _drop_db_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(self.db_path) + suffix)
+
+    # -- catch-up ----------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Index bytes appended since the last look (by any process). Cheap when nothing changed."""
+        size = self.file.size()
+        if size == self._known_size:
+            return
+        with self._lock:
+            try:
+                self._refresh_locked(size)
+            except sqlite3.DatabaseError:
+                # A damaged index is only a cache: rebuild it from the log.
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                self._drop_db_files()
+                self._refresh_locked(self.file.size())
+
+    def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _signature(self, upto: int) -> str:
+        if upto <= 0:
+            return ""
+        start = max(0, upto - _SIG_BYTES)
+        data = self.file.read_at([(start, upto - start)])[0]
+        return hashlib.sha1(data).hexdigest()
+
+    def _refresh_locked(self, size: int) -> None:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            meta = self._meta(conn)
+            mark = int(meta.get("watermark", "0"))
+            try:
+                inode = str(os.stat(self.file.path).st_ino)
+            except FileNotFoundError:
+                inode = ""
+            stale = (
+                meta.get("version") != SCHEMA_VERSION
+                or (mark > 0 and meta.get("inode") != inode)
+                or mark > size
+                or meta.get("sig", "") != self._signature(mark)
+            )
+            if stale:
+                for table in ("rec", "latest", "bad", "meta"):
+                    conn.execute(f"DELETE FROM {table}")
+                mark = 0
+            mark = self._index_from(conn, mark, size)
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [("version", SCHEMA_VERSION), ("watermark", str(mark)), ("inode", inode),
+                 ("sig", self._signature(mark))],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._known_size = size
+
+    def _index_from(self, conn: sqlite3.Connection, mark: int, size: int) -> int:
+        spec = self.spec
+        rows: list[_Row] = []
+        bad: list[tuple[int, int, str]] = []
+        end = mark
+        for off, line in self.file.scan(mark, size):
+            end = off + len(line) + 1
+            stripped = line.strip()
+            if not stripped:
+                continue
+            try:
+                obj = json.loads(stripped)
+                if not isinstance(obj, dict):
+                    raise ValueError("line is not a JSON object")
+            except ValueError as exc:
+                bad.append((off, len(line), str(exc)[:200]))
+                continue
+            rows.append((
+                off,
+                len(line),
+                spec.id_of(obj),
+                _text(obj.get(spec.k1)) if spec.k1 else None,
+                _text(obj.get(spec.k2)) if spec.k2 else None,
+            ))
+            if len(rows) >= _BATCH:
+                self._insert(conn, rows)
+                rows = []
+        self._insert(conn, rows)
+        if bad:
+            conn.executemany("INSERT OR REPLACE INTO bad(off, len, error) VALUES (?, ?, ?)", bad)
+        return end
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[_Row]) -> None:
+        if not rows:
+            return
+        conn.executemany("INSERT OR REPLACE INTO rec(off, len, id, k1, k2) VALUES (?, ?, ?, ?, ?)", rows)
+        if self.spec.latest:
+            conn.executemany(
+                "INSERT OR REPLACE INTO latest(id, off, k1, k2) VALUES (?, ?, ?, ?)",
+                [(r[2], r[0], r[3], r[4]) for r in rows if r[2] is not None],
+            )
+
+    # -- queries -----------------------------------------------------------------------------------------
+    def _query(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        self.refresh()
+        with self._lock:
+            return self._connect().execute(sql, args).fetchall()
+
+    def spans(
+        self, *, latest: bool = False, filters: dict[str, str] | None = None, limit: int = 50,
+        before: int | None = None,
+    ) -> list[tuple[int, int]]:
+        """(offset, length) of matching lines, newest first."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (filters or {}).items():
+            where.append(f"{'l.' if latest else ''}{column} = ?")
+            args.append(value)
+        if before is not None:
+            where.append(f"{'l.' if latest else ''}off < ?")
+            args.append(before)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        if latest:
+            sql = f"SELECT l.off, r.len FROM latest l JOIN rec r ON r.off = l.off {clause} ORDER BY l.off DESC LIMIT ?"
+        else:
+            sql = f"SELECT off, len FROM rec {clause} ORDER BY off DESC LIMIT ?"
+        return [(int(a), int(b)) for a, b in self._query(sql, [*args, limit])]
+
+    def span_of(self, record_id: str) -> tuple[int, int] | None:
+        rows = self._query("SELECT off, len FROM rec WHERE id = ? ORDER BY off DESC LIMIT 1", [record_id])
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+    def count_by(self, column: str, *, latest: bool = False) -> dict[str, int]:
+        table = "latest" if latest else "rec"
+        rows = self._query(f"SELECT {column}, count(*) FROM {table} GROUP BY {column}", [])
+        return {str(k): int(v) for k, v in rows if k is not None}
+
+    def total(self, *, latest: bool = False) -> int:
+        rows = self._query(f"SELECT count(*) FROM {'latest' if latest else 'rec'}", [])
+        return int(rows[0][0])
+
+    def bad_lines(self) -> list[tuple[int, int, str]]:
+        return [(int(a), int(b), str(c)) for a, b, c in self._query("SELECT off, len, error FROM bad ORDER BY off", [])]
+
+    def watermark(self) -> int:
+        self.refresh()
+        with self._lock:
+            return int(self._meta(self._connect()).get("watermark", "0"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._known_size = -1

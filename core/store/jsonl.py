@@ -1,0 +1,220 @@
+"""One append-only JSONL file: locked, fsynced appends and torn-tail repair.
+
+Every process (server, TUI, CLI) appends under an exclusive `flock` on a sidecar `<file>.lock`, so a record
+is one complete line written by one `write()`. A file left without a final newline (a writer killed
+mid-write) is repaired under the same lock: the partial bytes move to `<file>.quarantine` and the file is
+truncated back to its last newline.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from core.records import now_iso
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_CHUNK = 1 << 20
+
+
+def ensure_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    """One record → one line. `\\n` inside strings is escaped by JSON, so a line is a record."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a whole file atomically: temp file, fsync, rename, fsync the directory."""
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class JsonlFile:
+    """Appends and raw reads of one JSONL file. Thread-safe within a process, lock-safe across processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.quarantine_path = path.with_name(path.name + ".quarantine")
+        self._thread_lock = threading.Lock()
+        self._write_fd: int | None = None
+        self._lock_fd: int | None = None
+
+    # -- locking -----------------------------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive across threads and processes; held for a whole append (or repair)."""
+        with self._thread_lock:
+            if self._lock_fd is None:
+                ensure_dir(self.path.parent)
+                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _fd(self) -> int:
+        if self._write_fd is None:
+            ensure_dir(self.path.parent)
+            existed = self.path.exists()
+            self._write_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            if not existed:
+                fsync_dir(self.path.parent)
+        return self._write_fd
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def append_lines(self, lines: Sequence[bytes]) -> tuple[int, int]:
+        """Append complete lines; returns (offset of the first, end offset). Caller holds `locked()`."""
+        fd = self._fd()
+        self._repair_locked(fd)
+        start = os.fstat(fd).st_size
+        data = b"".join(lines)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+        return start, start + len(data)
+
+    def repair(self) -> int:
+        """Quarantine a torn tail, if any. Returns the number of bytes moved."""
+        if not self.path.exists():
+            return 0
+        with self.locked():
+            return self._repair_locked(self._fd())
+
+    def _repair_locked(self, fd: int) -> int:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0
+        rfd = os.open(self.path, os.O_RDONLY)
+        try:
+            if os.pread(rfd, 1, size - 1) == b"\n":
+                return 0
+            cut = self._last_newline_end(rfd, size)
+            tail = os.pread(rfd, size - cut, cut)
+        finally:
+            os.close(rfd)
+        entry = {
+            "file": self.path.name,
+            "offset": cut,
+            "length": len(tail),
+            "quarantinedAt": now_iso(),
+            "reason": "torn tail (no final newline): a writer stopped mid-record",
+            "bytesBase64": base64.b64encode(tail).decode("ascii"),
+        }
+        qfd = os.open(self.quarantine_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            os.write(qfd, encode_line(entry))
+            os.fsync(qfd)
+        finally:
+            os.close(qfd)
+        os.truncate(self.path, cut)
+        os.fsync(fd)
+        return len(tail)
+
+    @staticmethod
+    def _last_newline_end(rfd: int, size: int) -> int:
+        pos = size
+        while pos > 0:
+            start = max(0, pos - 65536)
+            block = os.pread(rfd, pos - start, start)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                return start + idx + 1
+            pos = start
+        return 0
+
+    def quarantined_bytes(self) -> int:
+        total = 0
+        try:
+            with self.quarantine_path.open("rb") as fh:
+                for line in fh:
+                    try:
+                        total += int(json.loads(line).get("length", 0))
+                    except (ValueError, AttributeError):
+                        continue
+        except FileNotFoundError:
+            return 0
+        return total
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_at(self, spans: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read lines at (offset, length) spans with positional reads (no whole-file load)."""
+        if not spans:
+            return []
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return [os.pread(fd, length, offset) for offset, length in spans]
+        finally:
+            os.close(fd)
+
+    def scan(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Yield (offset, line without newline) for complete lines in [start, stop)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            end = os.fstat(fd).st_size if stop is None else stop
+            pos = start
+            carry = b""
+            carry_at = start
+            while pos < end:
+                block = os.pread(fd, min(_CHUNK, end - pos), pos)
+                if not block:
+                    break
+                pos += len(block)
+                data = carry + block
+                base = carry_at
+                lines = data.split(b"\n")
+                carry = lines.pop()
+                for line in lines:
+                    yield base, line
+                    base += len(line) + 1
+                carry_at = base
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._thread_lock:
+            for fd in (self._write_fd, self._lock_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._write_fd = None
+            self._lock_fd = None

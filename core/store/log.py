@@ -1,0 +1,162 @@
+"""A JSONL log with its index: append, list newest first, get by id, latest per id, health."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.store.index import IndexSpec, LogIndex
+from core.store.jsonl import JsonlFile, encode_line
+
+
+@dataclass(frozen=True)
+class LogHealth:
+    file: str
+    records: int
+    bytes: int
+    skipped_lines: int
+    quarantined_bytes: int
+    first_skipped: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "records": self.records,
+            "bytes": self.bytes,
+            "skippedLines": self.skipped_lines,
+            "quarantinedBytes": self.quarantined_bytes,
+            "firstSkipped": self.first_skipped,
+        }
+
+
+class Log:
+    def __init__(self, path: Path, index_dir: Path, spec: IndexSpec) -> None:
+        self.file = JsonlFile(path)
+        self.index = LogIndex(self.file, index_dir, spec)
+        self.spec = spec
+        self._repaired = False
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def open(self) -> None:
+        """Repair a torn tail (under the lock) and catch the index up. Called lazily by readers."""
+        if not self._repaired:
+            self.file.repair()
+            self._repaired = True
+        self.index.refresh()
+
+    # -- writes ------------------------------------------------------------------------------------------
+    def append(self, record: dict[str, Any]) -> int:
+        """Append one record durably (locked, fsynced). Returns its byte offset."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Sequence[dict[str, Any]]) -> list[int]:
+        """Append a batch with one lock and one fsync. Returns each record's offset."""
+        if not records:
+            return []
+        lines = [encode_line(r) for r in records]
+        with self.file.locked():
+            start, _ = self.file.append_lines(lines)
+        offsets = []
+        pos = start
+        for line in lines:
+            offsets.append(pos)
+            pos += len(line)
+        return offsets
+
+    def append_if_absent(self, record: dict[str, Any], record_id: str) -> bool:
+        """Append unless a record with this id exists; check and write under one lock."""
+        line = encode_line(record)
+        with self.file.locked():
+            self.index.refresh()
+            if self.index.span_of(record_id) is not None:
+                return False
+            self.file.append_lines([line])
+        return True
+
+    # -- reads -------------------------------------------------------------------------------------------
+    def _decode(self, spans: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+        out = []
+        for raw in self.file.read_at(spans):
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue  # the index never points at a bad line; this guards a file replaced under us
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def select(
+        self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
+        before: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first. `filters` keys are the spec's field names (mapped to indexed columns)."""
+        self.open()
+        columns = self._columns(filters)
+        return self._decode(self.index.spans(latest=latest, filters=columns, limit=limit, before=before))
+
+    def list_with_offsets(
+        self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
+        before: int | None = None,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        self.open()
+        spans = self.index.spans(latest=latest, filters=self._columns(filters), limit=limit, before=before)
+        return [(off, rec) for (off, _), rec in zip(spans, self._decode(spans), strict=False)]
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        """The last record with this id (the latest wins)."""
+        self.open()
+        span = self.index.span_of(record_id)
+        if span is None:
+            return None
+        found = self._decode([span])
+        return found[0] if found else None
+
+    def count_by(self, field: str, *, latest: bool = False) -> dict[str, int]:
+        self.open()
+        return self.index.count_by(self._column_of(field), latest=latest)
+
+    def total(self, *, latest: bool = False) -> int:
+        self.open()
+        return self.index.total(latest=latest)
+
+    def health(self) -> LogHealth:
+        self.open()
+        bad = self.index.bad_lines()
+        return LogHealth(
+            file=self.path.name,
+            records=self.index.total(),
+            bytes=self.file.size(),
+            skipped_lines=len(bad),
+            quarantined_bytes=self.file.quarantined_bytes(),
+            first_skipped=[{"offset": o, "length": n, "error": e} for o, n, e in bad[:5]],
+        )
+
+    def _column_of(self, field: str) -> str:
+        if field == self.spec.k1:
+            return "k1"
+        if field == self.spec.k2:
+            return "k2"
+        raise ValueError(f"{self.path.name} is not indexed by {field!r}")
+
+    def _columns(self, filters: dict[str, str] | None) -> dict[str, str]:
+        return {self._column_of(k): v for k, v in (filters or {}).items() if v is not None}
+
+    def iter_all(self) -> Iterable[dict[str, Any]]:
+        """Every valid record in file order (for rebuilds and exports, not request paths)."""
+        for _, line in self.file.scan(0):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+    def close(self) -> None:
+        self.index.close()
+        self.file.close()

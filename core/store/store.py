@@ -1,0 +1,177 @@
+"""The store over DATA_DIR's files (spec §7): the one place records are read and written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from core.errors import PatchmoiError, UsageError
+from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+from core.store.index import IndexSpec
+from core.store.jsonl import atomic_write, ensure_dir
+from core.store.log import Log
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+RUN_STATUSES = (
+    "queued", "running", "completed", "changed", "skipped", "needs_intervention", "blocked", "failed", "unknown",
+)
+
+
+def parse_limit(value: Any, default: int = DEFAULT_LIMIT) -> int:
+    """Spec §5: empty or non-finite → default; truncated; clamped to 1..500."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    if not math.isfinite(number):
+        return default
+    return max(1, min(MAX_LIMIT, int(number)))
+
+
+def check_status(value: str | None, allowed: tuple[str, ...], what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise UsageError(f"invalid {what} status {value!r}; expected one of: {', '.join(allowed)}")
+    return value
+
+
+def _key(name: str) -> Any:
+    def get(obj: dict[str, Any]) -> str | None:
+        value = obj.get(name)
+        return value if isinstance(value, str) else None
+
+    return get
+
+
+def _signal_id(obj: dict[str, Any]) -> str | None:
+    sid, eid = obj.get("sourceId"), obj.get("entryId")
+    return f"{sid}:{eid}" if isinstance(sid, str) and isinstance(eid, str) else None
+
+
+FILES: dict[str, tuple[str, IndexSpec]] = {
+    "feed_events": ("feed-events.jsonl", IndexSpec(_signal_id, k1="sourceId", k2="event")),
+    "feed_jobs": ("feed-jobs.jsonl", IndexSpec(_key("id"), k1="sourceId", k2="kind")),
+    "flow_events": ("flow-events.jsonl", IndexSpec(_key("id"), k1="type")),
+    "legacy_dispatches": ("flow-dispatches.jsonl", IndexSpec(_key("eventId"), k1="eventId", k2="status")),
+    "dispatches": ("workspace-dispatches.jsonl", IndexSpec(_key("eventId"), k1="eventId", k2="status")),
+    "attempts": ("maintenance-attempts.jsonl", IndexSpec(_key("id"), k1="eventId", k2="status", latest=True)),
+    "runs": ("workspace-runs.jsonl", IndexSpec(_key("id"), k1="eventId", k2="status", latest=True)),
+    "outbox": ("notifications.jsonl", IndexSpec(_key("id"), k1="kind", k2="status", latest=True)),
+}
+
+
+class Store:
+    """Every reader and writer of DATA_DIR goes through this (server, TUI, CLI, poller, runner)."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self.index_dir = self.data_dir / ".index"
+        self.logs: dict[str, Log] = {
+            name: Log(self.data_dir / filename, self.index_dir, spec) for name, (filename, spec) in FILES.items()
+        }
+        self.feed_events = self.logs["feed_events"]
+        self.feed_jobs = self.logs["feed_jobs"]
+        self.flow_events = self.logs["flow_events"]
+        self.dispatches = self.logs["dispatches"]
+        self.legacy_dispatches = self.logs["legacy_dispatches"]
+        self.attempts = self.logs["attempts"]
+        self.runs = self.logs["runs"]
+        self.outbox = self.logs["outbox"]
+        self.state_path = self.data_dir / "feed-state.json"
+
+    def ensure(self) -> None:
+        ensure_dir(self.data_dir)
+
+    # -- flow events -------------------------------------------------------------------------------------
+    def list_events(self, *, type: str | None = None, limit: Any = None) -> list[dict[str, Any]]:
+        return self.flow_events.select(limit=parse_limit(limit), filters={"type": type} if type else None)
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        return self.flow_events.get(event_id)
+
+    def record_event(self, event: dict[str, Any]) -> bool:
+        """Append a flow event unless its id is already stored (intent is recorded once)."""
+        return self.flow_events.append_if_absent(event, str(event["id"]))
+
+    # -- dispatches --------------------------------------------------------------------------------------
+    def list_dispatches(
+        self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
+    ) -> list[dict[str, Any]]:
+        check_status(status, DISPATCH_STATUSES, "dispatch")
+        n = parse_limit(limit)
+        filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
+        out = self.dispatches.select(limit=n, filters=filters)
+        if len(out) < n and self.legacy_dispatches.path.exists():
+            out += self.legacy_dispatches.select(limit=n - len(out), filters=filters)
+        return out
+
+    # -- attempts ----------------------------------------------------------------------------------------
+    def list_attempts(
+        self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
+    ) -> list[dict[str, Any]]:
+        check_status(status, ATTEMPT_STATUSES, "attempt")
+        filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
+        return self.attempts.select(limit=parse_limit(limit), filters=filters, latest=True)
+
+    def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
+        return self.attempts.get(attempt_id)
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def list_runs(
+        self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
+    ) -> list[dict[str, Any]]:
+        check_status(status, RUN_STATUSES, "run")
+        filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
+        return self.runs.select(limit=parse_limit(limit), filters=filters, latest=True)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return self.runs.get(run_id)
+
+    # -- feed state --------------------------------------------------------------------------------------
+    def read_state(self) -> dict[str, Any]:
+        """`feed-state.json`; a missing file is `{}`. A corrupt one is kept aside, never overwritten blind."""
+        try:
+            text = self.state_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            from core.errors import ConfigError
+
+            raise ConfigError(f"{self.state_path}: invalid JSON ({exc}); fix or move it aside") from None
+        return data if isinstance(data, dict) else {}
+
+    def read_state_safely(self) -> dict[str, Any]:
+        """For status views: a corrupt state file is reported, not raised."""
+        try:
+            return self.read_state()
+        except PatchmoiError as exc:
+            return {"error": str(exc)}
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Atomic: temp file, fsync, rename (pretty JSON with a trailing newline, as the Bun service wrote)."""
+        atomic_write(self.state_path, (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    # -- health ------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        files = {}
+        for log in self.logs.values():
+            if log.path.exists():
+                files[log.path.name] = log.health().to_dict()
+        return {
+            "dataDir": str(self.data_dir),
+            "files": files,
+            "skippedLines": sum(f["skippedLines"] for f in files.values()),
+            "quarantinedBytes": sum(f["quarantinedBytes"] for f in files.values()),
+        }
+
+    def close(self) -> None:
+        for log in self.logs.values():
+            log.close()

@@ -1,0 +1,1 @@
+"""The operator front door: the `patchmoi` command and the Textual dashboard."""

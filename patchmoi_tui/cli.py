@@ -1,0 +1,126 @@
+"""The `patchmoi` command. Progress goes to stderr, results to stdout (`--json` for machines).
+
+Exit codes: 0 ok, 1 failure or not found, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from core import __version__
+from core.config import Settings
+from core.errors import ConfigError, NotFoundError, PatchmoiError, UsageError
+from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+from patchmoi_tui import commands_read
+from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's default is exit 2 with usage; keep, but say more
+        self.print_usage(sys.stderr)
+        print(f"error: {message}\n(run '{self.prog} --help' for the options)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", help="state directory (env DATA_DIR, default ./data)")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="patchmoi",
+        description=(
+            "Keep a fork's patch stack alive on top of upstream: watch upstream feeds, record each new release "
+            "as a flow event, rebuild the patches, and track the outcome."
+        ),
+        epilog=(
+            "examples:\n"
+            "  patchmoi status                      what happened lately\n"
+            "  patchmoi events --limit 10           newest flow events\n"
+            "  patchmoi attempts --status needs_intervention\n"
+            "  patchmoi show 'patch:upstream.release:acme/widget:v1.2.0'\n"
+            "\nEnvironment: DATA_DIR, FEED_SOURCES_PATH, PATCH_WORKSPACE_BACKEND_URL/SECRET, PATCH_ADMIN_TOKEN,\n"
+            "DISCORD_OUTPUT_ENABLED, DISCORD_WEBHOOK_URL, DISCORD_NOTIFY_EVENTS, HOST, PORT (see README)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"patchmoi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("status", "summary of the store: counts, latest attempt, store health", commands_read.cmd_status)
+    p.add_argument("--limit", type=int, default=20, help="how many latest records to show (default 20)")
+
+    p = add("events", "list flow events, newest first", commands_read.cmd_events)
+    p.add_argument("--type", help="only this event type (e.g. upstream.release)")
+    p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
+
+    p = add("dispatches", "list dispatch records, newest first", commands_read.cmd_dispatches)
+    p.add_argument("--event-id", help="only dispatches of this flow event")
+    p.add_argument("--status", choices=DISPATCH_STATUSES, help="only this dispatch status")
+    p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
+
+    p = add("attempts", "list maintenance attempts (latest state of each), newest first", commands_read.cmd_attempts)
+    p.add_argument("--event-id", help="only attempts of this flow event")
+    p.add_argument("--status", choices=ATTEMPT_STATUSES, help="only this attempt status")
+    p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
+
+    p = add("show", "show one flow event (with its dispatches and attempts), attempt or run", commands_read.cmd_show)
+    p.add_argument("id", help="a flow event id, maintenance attempt id or workspace run id")
+
+    p = add("follow", "print records as they are appended by any process (Ctrl-C to stop)", commands_read.cmd_follow)
+    p.add_argument("--from-start", action="store_true", help="print existing records first")
+    return parser
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    base = Settings.from_env()
+    return base.with_overrides(
+        data_dir=getattr(args, "data_dir", None),
+        feed_sources_path=getattr(args, "sources", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        settings = settings_for(args)
+        return handler(args, settings)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except NotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PatchmoiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Small helpers shared by the CLI's command modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.config import Settings
+from core.errors import NotFoundError
+from core.store import Store
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def emit_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def open_store(settings: Settings, *, must_exist: bool = True) -> Store:
+    data_dir = Path(settings.data_dir)
+    if must_exist and not data_dir.is_dir():
+        raise NotFoundError(f"data directory {data_dir} does not exist (set DATA_DIR or pass --data-dir)")
+    return Store(data_dir)

@@ -1,0 +1,275 @@
+"""Read-only commands: status, events, dispatches, attempts, show, follow. They need no secrets."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from core.config import Settings
+from core.errors import NotFoundError
+from core.store import Store, parse_limit
+from core.store.follow import follow
+from patchmoi_tui.cliutil import EXIT_OK, emit_json, open_store
+from patchmoi_tui.textfmt import relative_time, shorten, table
+
+STATUS_GLYPHS = {
+    "started": "…", "dispatched": "→", "completed": "✓", "changed": "✚", "skipped": "·",
+    "needs_intervention": "!", "blocked": "⊘", "failed": "✗", "queued": "…", "running": "▶",
+}
+
+
+def glyph(status: Any) -> str:
+    return f"{STATUS_GLYPHS.get(str(status), '?')} {status}"
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    events = store.list_events(type=args.type, limit=args.limit)
+    if args.json:
+        emit_json({"events": events})
+        return EXIT_OK
+    if not events:
+        print("no flow events")
+        return EXIT_OK
+    rows = [
+        (relative_time(e.get("receivedAt")), e.get("type"), _payload_label(e), e.get("id"))
+        for e in events
+    ]
+    print(table(("RECEIVED", "TYPE", "REPO@REF", "ID"), rows, (10, 24, 40, 0)))
+    return EXIT_OK
+
+
+def _payload_label(event: dict[str, Any]) -> str:
+    payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+    assert isinstance(payload, dict)
+    repo = payload.get("repo") or payload.get("packageName") or "-"
+    ref = payload.get("tag") or payload.get("version") or payload.get("ref") or ""
+    sha = payload.get("sha")
+    if not ref and isinstance(sha, str):
+        ref = sha[:12]
+    return f"{repo}@{ref}" if ref else str(repo)
+
+
+def cmd_dispatches(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    records = store.list_dispatches(event_id=args.event_id, status=args.status, limit=args.limit)
+    if args.json:
+        emit_json({"dispatches": records})
+        return EXIT_OK
+    if not records:
+        print("no dispatch records")
+        return EXIT_OK
+    rows = [
+        (
+            relative_time(r.get("createdAt")),
+            glyph(r.get("status")),
+            r.get("operation", "dispatch"),
+            r.get("transport", "-"),
+            r.get("error") or (",".join(r.get("runIds") or []) or "-"),
+            r.get("eventId"),
+        )
+        for r in records
+    ]
+    print(table(("CREATED", "STATUS", "OP", "TRANSPORT", "RUNS/ERROR", "EVENT"), rows, (10, 14, 9, 15, 30, 0)))
+    return EXIT_OK
+
+
+def cmd_attempts(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    attempts = store.list_attempts(event_id=args.event_id, status=args.status, limit=args.limit)
+    if args.json:
+        emit_json({"attempts": attempts})
+        return EXIT_OK
+    if not attempts:
+        print("no maintenance attempts")
+        return EXIT_OK
+    rows = [
+        (
+            relative_time(a.get("updatedAt")),
+            glyph(a.get("status")),
+            a.get("operation", "dispatch"),
+            _attempt_label(a),
+            shorten(a.get("error") or a.get("message") or "", 40),
+            a.get("id"),
+        )
+        for a in attempts
+    ]
+    print(table(("UPDATED", "STATUS", "OP", "UPSTREAM", "OUTCOME", "ID"), rows, (10, 22, 9, 32, 40, 0)))
+    return EXIT_OK
+
+
+def _attempt_label(a: dict[str, Any]) -> str:
+    repo = a.get("upstreamRepo") or "-"
+    ref = a.get("upstreamTag") or a.get("upstreamRef") or (str(a.get("upstreamSha") or "")[:12])
+    return f"{repo}@{ref}" if ref else str(repo)
+
+
+def status_summary(store: Store, limit: int) -> dict[str, Any]:
+    latest_attempts = store.list_attempts(limit=limit)
+    return {
+        "dataDir": str(store.data_dir),
+        "latest": {
+            "events": store.list_events(limit=limit),
+            "dispatches": store.list_dispatches(limit=limit),
+            "attempts": latest_attempts,
+        },
+        "totals": {
+            "events": store.flow_events.total(),
+            "dispatches": store.dispatches.total() + store.legacy_dispatches.total(),
+            "attempts": store.attempts.total(latest=True),
+            "runs": store.runs.total(latest=True),
+            "signals": store.feed_events.total(),
+        },
+        "attemptStatusCounts": store.attempts.count_by("status", latest=True),
+        "dispatchStatusCounts": _merge_counts(
+            store.dispatches.count_by("status"), store.legacy_dispatches.count_by("status")
+        ),
+        "feedState": store.read_state_safely(),
+        "store": store.health(),
+    }
+
+
+def _merge_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    summary = status_summary(store, parse_limit(args.limit, 20))
+    if args.json:
+        emit_json(summary)
+        return EXIT_OK
+    totals = summary["totals"]
+    print(f"data dir     {summary['dataDir']}")
+    print(
+        f"records      {totals['signals']} signals, {totals['events']} flow events, "
+        f"{totals['dispatches']} dispatches, {totals['attempts']} attempts, {totals['runs']} runs"
+    )
+    counts = summary["attemptStatusCounts"]
+    if counts:
+        print("attempts     " + ", ".join(f"{glyph(k)} {v}" for k, v in sorted(counts.items())))
+    dcounts = summary["dispatchStatusCounts"]
+    if dcounts:
+        print("dispatches   " + ", ".join(f"{glyph(k)} {v}" for k, v in sorted(dcounts.items())))
+    latest = summary["latest"]["attempts"]
+    if latest:
+        a = latest[0]
+        print(f"latest       {glyph(a.get('status'))} {_attempt_label(a)} {relative_time(a.get('updatedAt'))}")
+    health = summary["store"]
+    state = "ok" if not (health["skippedLines"] or health["quarantinedBytes"]) else "DAMAGED"
+    print(
+        f"store        {state}: {health['skippedLines']} malformed lines skipped, "
+        f"{health['quarantinedBytes']} torn-tail bytes quarantined"
+    )
+    for name, info in health["files"].items():
+        if info["skippedLines"]:
+            first = info["firstSkipped"][0]
+            print(f"  {name}: malformed line at byte {first['offset']} ({first['error']})")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    found = describe_id(store, args.id)
+    if found is None:
+        raise NotFoundError(f"no flow event, maintenance attempt or run has id {args.id!r}")
+    if args.json:
+        emit_json(found)
+        return EXIT_OK
+    print(render_detail(found))
+    return EXIT_OK
+
+
+def describe_id(store: Store, record_id: str) -> dict[str, Any] | None:
+    """Walk the chain from any id: event → dispatches → attempts → runs."""
+    event = store.get_event(record_id)
+    if event is not None:
+        return {
+            "kind": "event",
+            "event": event,
+            "dispatches": store.list_dispatches(event_id=record_id, limit=50),
+            "attempts": store.list_attempts(event_id=record_id, limit=50),
+            "runs": store.list_runs(event_id=record_id, limit=50),
+        }
+    attempt = store.get_attempt(record_id)
+    if attempt is not None:
+        run_ids = [r for r in attempt.get("workspaceRunIds") or [] if isinstance(r, str)]
+        runs = [run for rid in run_ids if (run := store.get_run(rid)) is not None]
+        return {"kind": "attempt", "attempt": attempt, "event": store.get_event(str(attempt.get("eventId"))),
+                "runs": runs}
+    run = store.get_run(record_id)
+    if run is not None:
+        return {"kind": "run", "run": run}
+    return None
+
+
+def render_detail(found: dict[str, Any]) -> str:
+    lines: list[str] = []
+    kind = found["kind"]
+    if kind == "event":
+        e = found["event"]
+        lines += [f"flow event   {e.get('id')}", f"type         {e.get('type')}",
+                  f"received     {e.get('receivedAt')} ({relative_time(e.get('receivedAt'))})",
+                  "payload      " + json.dumps(e.get("payload"), ensure_ascii=False)[:400]]
+        lines.append(f"dispatches   {len(found['dispatches'])}")
+        for d in found["dispatches"]:
+            error = f"  {d['error']}" if d.get("error") else ""
+            lines.append(f"  {relative_time(d.get('createdAt')):>8}  {glyph(d.get('status'))}  "
+                         f"{d.get('operation')} via {d.get('transport')}{error}")
+        lines.append(f"attempts     {len(found['attempts'])}")
+        for a in found["attempts"]:
+            lines.append(f"  {relative_time(a.get('updatedAt')):>8}  {glyph(a.get('status'))}  {a.get('id')}")
+    elif kind == "attempt":
+        a = found["attempt"]
+        lines += [f"attempt      {a.get('id')}", f"status       {glyph(a.get('status'))}",
+                  f"event        {a.get('eventId')}", f"upstream     {_attempt_label(a)}",
+                  f"updated      {a.get('updatedAt')} ({relative_time(a.get('updatedAt'))})"]
+        if a.get("message"):
+            lines.append(f"message      {a['message']}")
+        if a.get("error"):
+            lines.append(f"error        {a['error']}")
+        for ref in a.get("candidateRefs") or []:
+            lines.append(f"candidate    {ref.get('kind')} {ref.get('ref')} {str(ref.get('sha') or '')[:12]}")
+        for run in found.get("runs") or []:
+            lines.append(f"run          {glyph(run.get('status'))} {run.get('id')}")
+    else:
+        r = found["run"]
+        lines += [f"run          {r.get('id')}", f"status       {glyph(r.get('status'))}",
+                  f"event        {r.get('eventId')}", f"step         {r.get('flowName')}/{r.get('stepName')}"]
+        result = r.get("resultPayload") or {}
+        if result.get("message"):
+            lines.append(f"message      {result['message']}")
+        for entry in r.get("log") or []:
+            lines.append(f"  $ {entry.get('command')}  → exit {entry.get('exitCode')}")
+            out = str(entry.get("output") or "").strip()
+            for line in out.splitlines()[-8:]:
+                lines.append(f"      {line}")
+    return "\n".join(lines)
+
+
+def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings, must_exist=False)
+    store.ensure()
+    paths = [log.path for log in store.logs.values()]
+    offsets = {p: 0 for p in paths} if args.from_start else None
+
+    async def run() -> None:
+        async for batch in follow(paths, from_offsets=offsets):
+            for item in batch:
+                if args.json:
+                    sys.stdout.write(json.dumps({"file": item.file, "record": item.record}, ensure_ascii=False) + "\n")
+                else:
+                    rec = item.record
+                    label = rec.get("id") or rec.get("eventId") or rec.get("entryId")
+                    kind = rec.get("status") or rec.get("type") or rec.get("event") or ""
+                    print(f"{item.file:<28} {kind:<20} {label}")
+            sys.stdout.flush()
+
+    asyncio.run(run())
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The Starlette HTTP server (headless mode): routes are thin calls into core."""

@@ -1,0 +1,27 @@
+"""Shared fixtures: real temp dirs, real processes, the project's own interpreter."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never inherit an operator's patchmoi environment."""
+    for name in list(os.environ):
+        if name.startswith(("PATCH_", "DISCORD_", "CODEX_", "FEED_SOURCES")) or name in ("DATA_DIR", "HOST", "PORT"):
+            monkeypatch.delenv(name, raising=False)
