@@ -135,10 +135,11 @@ def load_sources(path: Path | str) -> list[FeedSource]:
     """Parse and validate a feed-sources file. Raises ConfigError on the first problem."""
     p = Path(path)
     doc = _load_json(p)
-    return parse_sources(doc, str(p))
+    return parse_sources(doc, str(p), base_dir=p.resolve().parent)
 
 
-def parse_sources(doc: Any, origin: str = "feed-sources.json") -> list[FeedSource]:
+def parse_sources(doc: Any, origin: str = "feed-sources.json", base_dir: Path | None = None) -> list[FeedSource]:
+    """Validate a parsed document. Relative `target.workspace` paths resolve against `base_dir`."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{origin}: top level must be an object like {{\"sources\": [...]}}")
     raw_sources = doc.get("sources", [])
@@ -150,7 +151,7 @@ def parse_sources(doc: Any, origin: str = "feed-sources.json") -> list[FeedSourc
         label = f"sources[{index}]"
         if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"].strip():
             label = f"source '{item['id'].strip()}'"
-        source = _parse_source(item, _Checker(origin, label))
+        source = _parse_source(item, _Checker(origin, label), base_dir)
         if source.id in seen:
             raise ConfigError(f"{origin}: {label}: field 'id' duplicates an earlier source")
         seen.add(source.id)
@@ -158,7 +159,7 @@ def parse_sources(doc: Any, origin: str = "feed-sources.json") -> list[FeedSourc
     return out
 
 
-def _parse_source(item: Any, c: _Checker) -> FeedSource:
+def _parse_source(item: Any, c: _Checker, base_dir: Path | None) -> FeedSource:
     if not isinstance(item, dict):
         raise ConfigError(f"{c.path}: {c.where}: must be an object")
     sid = c.string(item, "id", required=True)
@@ -193,7 +194,7 @@ def _parse_source(item: Any, c: _Checker) -> FeedSource:
     prime = item.get("primeOnly", True)
     if not isinstance(prime, bool):
         raise c.fail("primeOnly", f"must be true or false, got {json.dumps(prime)}")
-    target = _parse_target(item.get("target"), c) if item.get("target") is not None else None
+    target = _parse_target(item.get("target"), c, base_dir) if item.get("target") is not None else None
     return FeedSource(
         id=sid,
         provider=provider or "",
@@ -207,7 +208,7 @@ def _parse_source(item: Any, c: _Checker) -> FeedSource:
     )
 
 
-def _parse_target(raw: Any, c: _Checker) -> Target:
+def _parse_target(raw: Any, c: _Checker, base_dir: Path | None) -> Target:
     if not isinstance(raw, dict):
         raise c.fail("target", "must be an object")
     mode = c.string(raw, "mode", required=True, prefix="target.")
@@ -245,6 +246,8 @@ def _parse_target(raw: Any, c: _Checker) -> Target:
     if transport not in ("auto", "http", "local"):
         raise c.fail("target.transport", f"must be 'auto', 'http' or 'local', got {json.dumps(transport)}")
     workspace = c.string(raw, "workspace", required=False, prefix="target.")
+    if workspace and base_dir is not None and not Path(workspace).is_absolute():
+        workspace = str((base_dir / workspace).resolve())
     return Target(
         mode=mode,
         raw=raw,

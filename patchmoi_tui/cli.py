@@ -16,6 +16,7 @@ from core.errors import ConfigError, NotFoundError, PatchmoiError, UsageError
 from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 from patchmoi_tui import commands_read
 from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from patchmoi_tui.commands_ops import add_ops_commands
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("show", "show one flow event (with its dispatches and attempts), attempt or run", commands_read.cmd_show)
     p.add_argument("id", help="a flow event id, maintenance attempt id or workspace run id")
+
+    add_ops_commands(sub, _common)
 
     p = add("follow", "print records as they are appended by any process (Ctrl-C to stop)", commands_read.cmd_follow)
     p.add_argument("--from-start", action="store_true", help="print existing records first")

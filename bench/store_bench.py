@@ -1,0 +1,172 @@
+"""Store benchmark (ARCHITECTURE §3 targets) on a 1,000,000-event store.
+
+Prints: append rate (batched and fsync-per-record), index build, store open time in a fresh process,
+newest-50 list, filtered list, get by id, latest-per-id attempts, cross-process follow latency (p50/p95)
+and the reader's peak RSS growth.
+
+    .venv/bin/python bench/store_bench.py [--events 1000000] [--dir DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.store import Store  # noqa: E402
+
+TYPES = ("upstream.release", "upstream.branch_update", "downstream.release")
+
+
+def make_event(i: int) -> dict[str, object]:
+    t = TYPES[i % 3] if i % 1000 else "downstream.release"
+    return {
+        "id": f"patch:github-acme-widget-releases:tag:github.com,2008:Repository/1/v{i}:{t}",
+        "type": t,
+        "source": "patch",
+        "occurredAt": "2026-11-21T10:00:00.000Z",
+        "receivedAt": "2026-11-21T10:00:01.000Z",
+        "payload": {
+            "provider": "github", "event": "release", "sourceId": "github-acme-widget-releases",
+            "entryId": f"tag:github.com,2008:Repository/1/v{i}", "title": f"v{i}",
+            "url": f"https://github.com/acme/widget/releases/tag/v{i}", "author": "octocat",
+            "repo": "acme/widget", "repoOwner": "acme", "repoName": "widget", "ref": f"v{i}", "tag": f"v{i}",
+        },
+    }
+
+
+def timed(fn, repeat: int = 200) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+
+
+READER = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from core.store import Store
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t1 = time.perf_counter()
+store = Store(sys.argv[1])
+first = store.list_events(limit=50)
+t2 = time.perf_counter()
+for _ in range(200):
+    store.list_events(limit=50); store.list_events(type="downstream.release", limit=50)
+    store.get_event(first[-1]["id"]); store.list_attempts(limit=50)
+rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"open_ms": (t2 - t1) * 1000, "import_ms": (t1 - t0) * 1000, "rss_growth_mb": (rss1 - rss0) / 1024}))
+"""
+
+FOLLOWER = r"""
+import asyncio, json, sys, time
+from pathlib import Path
+from core.store.follow import follow
+async def main():
+    path = Path(sys.argv[1]); want = int(sys.argv[2]); got = []
+    print("ready", flush=True)
+    async for batch in follow([path]):
+        now = time.time()
+        for item in batch:
+            if "sentAt" in item.record:
+                got.append((now - item.record["sentAt"]) * 1000)
+        if len(got) >= want:
+            break
+    print(json.dumps(got), flush=True)
+asyncio.run(main())
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--dir", type=Path)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    base = args.dir or Path(tempfile.mkdtemp(prefix="patchmoi-store-bench-"))
+    data = base / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    print(f"store: {data}  events: {args.events:,}")
+    store = Store(data)
+
+    # fsync per record, on a side file
+    side = Store(base / "side")
+    n_single = 2000
+    t0 = time.perf_counter()
+    for i in range(n_single):
+        side.flow_events.append(make_event(i))
+    single_rate = n_single / (time.perf_counter() - t0)
+
+    batch = 1000
+    t0 = time.perf_counter()
+    for start in range(0, args.events, batch):
+        store.flow_events.append_many([make_event(i) for i in range(start, min(args.events, start + batch))])
+    batched_rate = args.events / (time.perf_counter() - t0)
+    attempts = [
+        {"id": f"att-{i % 5000}", "eventId": f"e{i % 5000}", "status": ("started", "changed", "failed")[i % 3],
+         "updatedAt": "2026-11-21T10:00:02.000Z"}
+        for i in range(20000)
+    ]
+    store.attempts.append_many(attempts)
+    size_mb = store.flow_events.file.size() / 1e6
+
+    t0 = time.perf_counter()
+    store.list_events(limit=1)
+    index_build = time.perf_counter() - t0
+    store.list_attempts(limit=1)
+    print(f"append, fsync per record      {single_rate:10,.0f} records/s")
+    print(f"append, batches of {batch}       {batched_rate:10,.0f} records/s   ({size_mb:,.0f} MB file)")
+    print(f"index build from scratch      {index_build:10.2f} s  (once; incremental afterwards)")
+
+    out = subprocess.run([sys.executable, "-c", READER, str(data)], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    reader = json.loads(out.stdout)
+    print(f"store open + first list       {reader['open_ms']:10.1f} ms   (fresh process; target <= 1000 ms)")
+
+    store2 = Store(data)
+    some_id = make_event(args.events // 2)["id"]
+    for label, fn in (
+        ("list newest 50", lambda: store2.list_events(limit=50)),
+        ("list type filter 50", lambda: store2.list_events(type="downstream.release", limit=50)),
+        ("get by id", lambda: store2.get_event(str(some_id))),
+        ("attempts latest-per-id 50", lambda: store2.list_attempts(status="changed", limit=50)),
+    ):
+        p50, p95 = timed(fn)
+        print(f"{label:<29} {p50:10.2f} ms p50  {p95:6.2f} ms p95   (target <= 5 ms)")
+
+    follower = subprocess.Popen([sys.executable, "-c", FOLLOWER, str(data / "flow-events.jsonl"), "200"], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
+    assert follower.stdout is not None
+    follower.stdout.readline()
+    time.sleep(0.5)
+    for i in range(200):
+        rec = make_event(args.events + i)
+        rec["sentAt"] = time.time()
+        store.flow_events.append(rec)
+        time.sleep(0.02)
+    lat = sorted(json.loads(follower.stdout.readline()))
+    follower.wait(timeout=30)
+    print(f"follow latency (cross-proc)   {statistics.median(lat):10.1f} ms p50  {lat[int(len(lat) * .95) - 1]:6.1f} ms p95"
+          "   (target p95 <= 100 ms)")
+    print(f"reader peak RSS growth        {reader['rss_growth_mb']:10.1f} MB   (target <= 150 MB)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"writer+indexer peak RSS       {peak:10.1f} MB   (whole bench process, index build included)")
+    if not args.keep and args.dir is None:
+        shutil.rmtree(base)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Dispatch transports (http, local), backend selection and signatures."""

@@ -1,0 +1,343 @@
+"""Dispatch, retry, replay and sync: every write of a dispatch record, attempt or local run goes here.
+
+One place chooses the backend for an event (the source's target, as at the original dispatch), so retry and
+replay reach the same backend the poller used (the Bun service fell back to global env: spec §11.7).
+Local runs execute in subprocesses; with `wait=False` (server, poller) they continue in the background and
+the caller gets the dispatch record at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.attempts import attempt_id_for, changed, merge_runs, new_attempt
+from core.config import redact_url
+from core.dispatch.http import BackendError, HttpBackend
+from core.dispatch.selection import SECRET_ENVS, Backend, select_backend
+from core.errors import ConfigError, NotFoundError, PatchmoiError
+from core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
+from core.sources import FeedSource
+from core.store import Store
+from core.workspace.runner import execute_step
+from core.workspace.steps import Step, matching_steps
+
+AttemptHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class DispatchOutcome:
+    event: dict[str, Any]
+    record: dict[str, Any]
+    attempt: dict[str, Any]
+    task: asyncio.Task[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.event, "record": self.record, "attempt": self.attempt}
+
+
+def new_run_id() -> str:
+    return f"run-{now_iso().replace(':', '').replace('-', '').replace('.', '')}-{secrets.token_hex(3)}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        env: Mapping[str, str],
+        *,
+        sources: Callable[[], list[FeedSource]] | None = None,
+        client: httpx.AsyncClient | None = None,
+        on_attempt: AttemptHook | None = None,
+        workspace: Path | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.env = env
+        self.sources = sources
+        self._client = client
+        self._own_client = client is None
+        self.on_attempt = on_attempt
+        self.workspace = workspace
+        self.progress = progress or (lambda _msg: None)
+        self.tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        self._run_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        return self._client
+
+    async def aclose(self) -> None:
+        await self.drain()
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for background local runs (used at shutdown and by `poll --once`)."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+
+    # -- backend selection -------------------------------------------------------------------------------
+    def source_for(self, event: dict[str, Any]) -> FeedSource | None:
+        payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+        assert isinstance(payload, dict)
+        source_id = payload.get("sourceId")
+        if not source_id or self.sources is None:
+            return None
+        try:
+            sources = self.sources()
+        except PatchmoiError:
+            return None
+        return next((s for s in sources if s.id == source_id), None)
+
+    def backend_for(self, event: dict[str, Any]) -> Backend:
+        source = self.source_for(event)
+        if source is not None:
+            return select_backend(source.target, self.env, self.workspace)
+        previous = self.store.list_dispatches(event_id=str(event.get("id")), limit=1)
+        if previous and previous[0].get("transport") == "workspace-http" and previous[0].get("workspaceBackendUrl"):
+            url = str(previous[0]["workspaceBackendUrl"])
+            secret = next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)
+            return Backend("http", url=url, secret=secret)
+        return select_backend(None, self.env, self.workspace)
+
+    # -- dispatch / retry / replay -----------------------------------------------------------------------
+    async def dispatch(
+        self,
+        event: dict[str, Any],
+        *,
+        operation: str = "dispatch",
+        reason: str | None = None,
+        backend: Backend | None = None,
+        wait: bool = True,
+    ) -> DispatchOutcome:
+        backend = backend or self.backend_for(event)
+        self.progress(f"[flow] {operation} {event.get('id')} -> {backend.transport}")
+        if backend.kind == "local":
+            return await self._dispatch_local(event, operation, reason, backend, wait)
+        base: dict[str, Any] = {
+            "eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
+            "target": backend.target, "transport": backend.transport,
+            "workspaceBackendUrl": redact_url(backend.base or ""),
+        }
+        if reason:
+            base["reason"] = reason
+        runs: list[dict[str, Any]] = []
+        if backend.kind == "ws":
+            record = {**base, "status": "failed", "createdAt": now_iso(),
+                      "error": "workspace-ws (ws:// backend URLs) is not supported by patchmoi; use an http(s) URL"}
+        else:
+            assert backend.base is not None
+            http = HttpBackend(backend.base, backend.secret, self.client)
+            url = http.replay_url(str(event["id"])) if operation == "replay" else http.events_url()
+            base["url"] = redact_url(url)
+            try:
+                reply = await (http.replay(str(event["id"])) if operation == "replay" else http.dispatch(event))
+            except BackendError as exc:
+                record = {**base, "status": "failed", "error": str(exc), "createdAt": now_iso()}
+                if exc.status is not None:
+                    record["httpStatus"] = exc.status
+            else:
+                record = {**base, "status": "dispatched", "runIds": reply.run_ids, "createdAt": now_iso()}
+                if isinstance(reply.body.get("matched"), int):
+                    record["matched"] = reply.body["matched"]
+                if isinstance(reply.body.get("idempotent"), bool):
+                    record["idempotent"] = reply.body["idempotent"]
+                runs = reply.runs
+        self.store.dispatches.append(record)
+        attempt = self._new_attempt(event, record)
+        if runs:
+            attempt = merge_runs(attempt, runs, str(record["createdAt"]))
+        self._save_attempt(attempt)
+        return DispatchOutcome(event, record, attempt)
+
+    async def retry(self, event_id: str, *, reason: str | None = None, wait: bool = True) -> DispatchOutcome:
+        event = self._event(event_id)
+        return await self.dispatch(event, operation="dispatch", reason=reason, wait=wait)
+
+    async def replay(self, event_id: str, *, reason: str | None = None, wait: bool = True) -> DispatchOutcome:
+        event = self._event(event_id)
+        return await self.dispatch(event, operation="replay", reason=reason, wait=wait)
+
+    def _event(self, event_id: str) -> dict[str, Any]:
+        event = self.store.get_event(event_id)
+        if event is None:
+            raise NotFoundError(f"no flow event with id {event_id!r}")
+        return event
+
+    def _new_attempt(self, event: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        base_id = attempt_id_for(str(event.get("id")), str(record.get("operation")), str(record.get("createdAt")))
+        attempt_id, n = base_id, 1
+        while self.store.get_attempt(attempt_id) is not None:  # ms timestamps collide: make the id unique
+            n += 1
+            attempt_id = f"{base_id}#{n}"
+        return new_attempt(event, record, attempt_id)
+
+    def _save_attempt(self, attempt: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
+        self.store.attempts.append(attempt)
+        if self.on_attempt is not None and attempt.get("status") in TERMINAL_ATTEMPT_STATUSES and (
+            previous is None or previous.get("status") != attempt.get("status")
+        ):
+            self.on_attempt(attempt)
+
+    # -- local -------------------------------------------------------------------------------------------
+    async def _dispatch_local(
+        self, event: dict[str, Any], operation: str, reason: str | None, backend: Backend, wait: bool
+    ) -> DispatchOutcome:
+        base: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
+                                "target": "local", "transport": "local"}
+        if reason:
+            base["reason"] = reason
+        workspace = backend.workspace
+        steps: list[Step] = []
+        error = None
+        if workspace is None:
+            error = ("no workspace backend URL and no local workspace for this event: set target.workspace in "
+                     "feed-sources.json, pass --workspace, or set PATCH_WORKSPACE_BACKEND_URL")
+        elif not workspace.is_dir():
+            error = f"local workspace {workspace} does not exist"
+        else:
+            try:
+                steps = matching_steps(workspace, event)
+            except ConfigError as exc:
+                record = {**base, "status": "failed", "error": str(exc), "createdAt": now_iso()}
+                return self._finish_without_runs(event, record)
+            if not steps:
+                error = f"no step in {workspace} runs for event type {event.get('type')!r}"
+        if error is not None:
+            record = {**base, "status": "skipped", "matched": 0, "runIds": [], "error": error, "createdAt": now_iso()}
+            return self._finish_without_runs(event, record)
+        assert workspace is not None
+        created = now_iso()
+        runs = [
+            {"id": new_run_id(), "eventId": event.get("id"), "eventType": event.get("type"), "flowName": step.flow,
+             "stepName": step.name, "runner": step.runner, "backend": "local", "operation": operation,
+             "workspace": str(workspace), "status": "queued", "effectiveStatus": "queued", "createdAt": created,
+             "pid": os.getpid()}
+            for step in steps
+        ]
+        self.store.runs.append_many(runs)
+        for run, step in zip(runs, steps, strict=True):
+            self.progress(f"[flow] queued {step.flow}/{step.name} ({step.runner}) {run['id']}")
+        record = {**base, "status": "dispatched", "runIds": [r["id"] for r in runs], "matched": len(runs),
+                  "createdAt": created}
+        self.store.dispatches.append(record)
+        attempt = self._new_attempt(event, record)
+        self._save_attempt(attempt)
+        coro = self._execute(event, attempt, list(zip(runs, steps, strict=True)), workspace)
+        if wait:
+            attempt = await coro
+            return DispatchOutcome(event, record, attempt)
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return DispatchOutcome(event, record, attempt, task)
+
+    def _finish_without_runs(self, event: dict[str, Any], record: dict[str, Any]) -> DispatchOutcome:
+        self.store.dispatches.append(record)
+        attempt = self._new_attempt(event, record)
+        if record.get("error"):
+            attempt["message"] = record["error"]
+        self._save_attempt(attempt)
+        return DispatchOutcome(event, record, attempt)
+
+    async def _execute(
+        self, event: dict[str, Any], attempt: dict[str, Any], planned: list[tuple[dict[str, Any], Step]],
+        workspace: Path,
+    ) -> dict[str, Any]:
+        # One local run per workspace at a time: two rebuilds of one fork must not race on its git state.
+        lock = self._run_locks.setdefault(str(workspace.resolve()), asyncio.Lock())
+        finished: list[dict[str, Any]] = []
+        async with lock:
+            for run, step in planned:
+                running = {**run, "status": "running", "effectiveStatus": "running", "startedAt": now_iso(),
+                           "pid": os.getpid()}
+                self.store.runs.append(running)
+                self.progress(f"[flow] start {step.flow}/{step.name} {run['id']}")
+                try:
+                    done = await execute_step(step, running, event, workspace, data_dir=self.store.data_dir,
+                                              env=dict(self.env))
+                except asyncio.CancelledError:
+                    self.store.runs.append({**running, "status": "failed", "effectiveStatus": "failed",
+                                            "error": "interrupted (shutdown)", "completedAt": now_iso()})
+                    raise
+                self.store.runs.append(done)
+                self.progress(f"[flow] done {step.flow}/{step.name} {run['id']} status={done.get('status')}")
+                finished.append(done)
+        merged = merge_runs(attempt, finished, now_iso())
+        if changed(attempt, merged):
+            self._save_attempt(merged, attempt)
+        self.progress(f"[flow] attempt {merged.get('status')} {merged.get('id')}")
+        return merged
+
+    # -- sync --------------------------------------------------------------------------------------------
+    async def sync(self, attempt_id: str) -> dict[str, Any]:
+        attempt = self.store.get_attempt(attempt_id)
+        if attempt is None:
+            raise NotFoundError(f"no maintenance attempt with id {attempt_id!r}")
+        run_ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
+        backend_url = attempt.get("workspaceBackendUrl")
+        if backend_url:
+            http = HttpBackend(str(backend_url), None, self.client)
+            if run_ids:
+                runs = list(await asyncio.gather(*(http.get_run(rid) for rid in run_ids)))
+            else:
+                body = await http.list_runs(event_id=str(attempt.get("eventId")))
+                runs = [r for r in body.get("runs", []) if isinstance(r, dict)]
+        else:
+            runs = [run for rid in run_ids if (run := self.store.get_run(rid)) is not None]
+        merged = merge_runs(attempt, runs, now_iso())
+        if changed(attempt, merged):
+            self._save_attempt(merged, attempt)
+            return merged
+        return attempt if not runs else merged
+
+    # -- recovery ----------------------------------------------------------------------------------------
+    def interrupted_runs(self) -> list[dict[str, Any]]:
+        """Local runs left queued or running by a process that died (call before starting new runs)."""
+        out: list[dict[str, Any]] = []
+        for status in ("queued", "running"):
+            out.extend(r for r in self.store.list_runs(status=status, limit=500) if not _owner_alive(r))
+        return out
+
+    def fail_interrupted(self) -> int:
+        runs = self.interrupted_runs()
+        for run in runs:
+            self.store.runs.append({**run, "status": "failed", "effectiveStatus": "failed", "processStatus": "failed",
+                                    "error": "interrupted: the process running this step stopped; retry the event",
+                                    "completedAt": now_iso()})
+        for attempt_id in {a["id"] for run in runs for a in self.store.list_attempts(event_id=str(run.get("eventId")))}:
+            with contextlib.suppress(PatchmoiError):
+                attempt = self.store.get_attempt(attempt_id)
+                if attempt and attempt.get("status") == "started" and not attempt.get("workspaceBackendUrl"):
+                    ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
+                    runs_now = [r for rid in ids if (r := self.store.get_run(rid)) is not None]
+                    merged = merge_runs(attempt, runs_now, now_iso())
+                    if changed(attempt, merged):
+                        self._save_attempt(merged, attempt)
+        return len(runs)
+
+
+def _owner_alive(run: dict[str, Any]) -> bool:
+    """A run whose recorded pid is still alive belongs to another live process (a CLI `run`, say)."""
+    pid = run.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

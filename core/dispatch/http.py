@@ -1,0 +1,159 @@
+"""The `workspace-http` transport: signed POSTs to a workspace backend, and run/event queries (spec §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from core.config import redact_url
+from core.dispatch.signing import signed_headers
+from core.feeds.fetch import USER_AGENT, parse_retry_after
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class BackendError(Exception):
+    """A backend call failed; `status` is the HTTP status when there was a response."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass
+class BackendReply:
+    status_code: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        runs = self.body.get("runs")
+        return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+    @property
+    def run_ids(self) -> list[str]:
+        ids = self.body.get("runIds")
+        if isinstance(ids, list):
+            return [str(i) for i in ids]
+        return [str(r["id"]) for r in self.runs if r.get("id") is not None]
+
+
+class HttpBackend:
+    def __init__(
+        self,
+        base: str,
+        secret: str | None,
+        client: httpx.AsyncClient,
+        *,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base = base.rstrip("/")
+        self.secret = secret
+        self.client = client
+        self.attempts = attempts
+        self.backoff = backoff
+        self.timeout = timeout
+
+    def events_url(self) -> str:
+        return f"{self.base}/events"
+
+    def replay_url(self, event_id: str) -> str:
+        return f"{self.base}/events/{quote(event_id, safe='')}/replay"
+
+    async def _post(self, url: str, body: bytes, msg_id: str) -> BackendReply:
+        last: BackendError | None = None
+        for attempt in range(self.attempts):
+            if attempt:
+                delay = self.backoff * (2 ** (attempt - 1))
+                if last is not None and last.retry_after is not None:
+                    delay = min(30.0, last.retry_after)
+                await asyncio.sleep(delay)
+            try:
+                resp = await self.client.post(
+                    url, content=body, headers={**signed_headers(self.secret, msg_id, body), "user-agent": USER_AGENT},
+                    timeout=self.timeout,
+                )
+            except httpx.TimeoutException:
+                last = BackendError(f"POST {_path(url)} timed out after {self.timeout:.0f}s")
+                continue
+            except httpx.HTTPError as exc:
+                last = BackendError(f"POST {_path(url)} failed: {type(exc).__name__} (backend unreachable?)")
+                continue
+            if 200 <= resp.status_code < 300:
+                return BackendReply(resp.status_code, _json_object(resp))
+            detail = _error_detail(resp)
+            last = BackendError(
+                f"Flow backend POST {_path(url)} failed with {resp.status_code}{detail}",
+                resp.status_code,
+                parse_retry_after(resp.headers.get("retry-after")),
+            )
+            if resp.status_code not in RETRY_STATUSES:
+                break
+        assert last is not None
+        raise last
+
+    async def dispatch(self, event: dict[str, Any]) -> BackendReply:
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        return await self._post(self.events_url(), body, str(event["id"]))
+
+    async def replay(self, event_id: str) -> BackendReply:
+        # The compat body is exactly {"wait":false}; the Standard Webhooks id binds the signature to this event.
+        return await self._post(self.replay_url(event_id), b'{"wait":false}', f"replay:{event_id}")
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self.base}{path}"
+        try:
+            resp = await self.client.get(
+                url, params={k: v for k, v in (params or {}).items() if v not in (None, "")},
+                headers={"user-agent": USER_AGENT}, timeout=self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise BackendError(f"GET {path} failed: {type(exc).__name__} (backend unreachable?)") from None
+        if not 200 <= resp.status_code < 300:
+            raise BackendError(f"Flow backend GET {path} failed with {resp.status_code}{_error_detail(resp)}",
+                               resp.status_code)
+        return _json_object(resp)
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        body = await self.get_json(f"/runs/{quote(run_id, safe='')}")
+        run = body.get("run", body)
+        return run if isinstance(run, dict) else {}
+
+    async def list_runs(self, event_id: str | None = None, status: str | None = None,
+                        limit: int | None = None) -> dict[str, Any]:
+        return await self.get_json("/runs", {"eventId": event_id, "status": status, "limit": limit})
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        return await self.get_json(f"/events/{quote(event_id, safe='')}")
+
+    async def list_events(self, type: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return await self.get_json("/events", {"type": type, "limit": limit})
+
+
+def _path(url: str) -> str:
+    return httpx.URL(url).path
+
+
+def _json_object(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {"value": body}
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    text = resp.text[:200].strip()
+    return f": {text}" if text else ""
+
+
+def describe_url(url: str) -> str:
+    return redact_url(url)

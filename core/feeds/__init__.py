@@ -1,0 +1,1 @@
+"""Feed intake: fetch, parse, cursor."""

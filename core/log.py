@@ -1,0 +1,30 @@
+"""Structured logs: one JSON object per line on stderr (`{"type": "feed.accepted", ...}`), never secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from core.records import now_iso
+
+logger = logging.getLogger("patchmoi")
+
+
+def log_event(type_: str, **fields: Any) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    record = {"ts": now_iso(), "type": type_, **{k: v for k, v in fields.items() if v is not None}}
+    logger.info(json.dumps(record, ensure_ascii=False, default=str))
+
+
+def configure(level: int = logging.INFO) -> None:
+    """Send patchmoi's JSON lines to stderr (the CLI and server call this once)."""
+    if logger.handlers:
+        logger.setLevel(level)
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

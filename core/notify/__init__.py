@@ -1,0 +1,1 @@
+"""Notification sinks (Discord) behind a durable outbox."""

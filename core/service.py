@@ -1,0 +1,294 @@
+"""The running product: poll loop, dispatch queue, reconciler, notification sender, health.
+
+The poller never waits on dispatch: new flow events go on a bounded-concurrency queue. Passes of one
+source never overlap, each source keeps its own interval (with jitter), and only one process polls a
+DATA_DIR (an exclusive, non-blocking flock on `poller.lock`); others still serve reads and operator actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.config import Settings
+from core.dispatch.dispatcher import Dispatcher
+from core.errors import ConfigError, PatchmoiError
+from core.feeds.fetch import Fetcher, FetchLimits
+from core.feeds.poller import Poller, PollReport
+from core.log import log_event
+from core.notify.discord import DiscordSender, Outbox
+from core.records import now_iso
+from core.sources import FeedSource, load_sources
+from core.store import Store
+from core.store.jsonl import FILE_MODE, ensure_dir
+
+RECONCILE_WINDOW = 500
+
+
+class PollerLock:
+    """One poller per DATA_DIR, across processes."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "poller.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        ensure_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+@dataclass
+class SourcesFile:
+    """Re-read on change; an invalid edit keeps the last good list and reports the error."""
+
+    path: Path | None
+    sources: list[FeedSource] = field(default_factory=list)
+    mtime: float | None = None
+    error: str | None = None
+
+    def load(self) -> list[FeedSource]:
+        if self.path is None:
+            return []
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError as exc:
+            self.error = f"{self.path}: cannot read: {exc.strerror}"
+            return self.sources
+        if mtime != self.mtime:
+            try:
+                self.sources = load_sources(self.path)
+                self.error = None
+            except ConfigError as exc:
+                self.error = str(exc)
+                log_event("feed.sources_invalid", error=self.error)
+            self.mtime = mtime
+        return self.sources
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fetch_limits: FetchLimits | None = None,
+        dispatch_concurrency: int = 4,
+        poll_concurrency: int = 32,
+        workspace: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = Store(settings.data_dir)
+        self.store.ensure()
+        self.sources_file = SourcesFile(settings.feed_sources_path)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        self.fetcher = Fetcher(fetch_limits)
+        self.outbox = Outbox(self.store, settings)
+        self.sender = DiscordSender(self.outbox, self.http)
+        self.dispatcher = Dispatcher(
+            self.store, settings.env, sources=self.sources_file.load, client=self.http,
+            on_attempt=self._on_attempt, workspace=workspace,
+        )
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.poller = Poller(self.store, self.fetcher, self.outbox, self.queue.put_nowait,
+                             concurrency=poll_concurrency)
+        self.lock = PollerLock(self.store.data_dir)
+        self.polling = False
+        self.dispatch_concurrency = dispatch_concurrency
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self.started_at = now_iso()
+        self.last_error: str | None = None
+
+    def _on_attempt(self, attempt: dict[str, Any]) -> None:
+        if self.outbox.enqueue_attempt(attempt):
+            self._outbox_wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    async def start(self, *, poll: bool = True) -> None:
+        """Start workers; with `poll`, take the poller lock and start the poll loop (if sources exist)."""
+        failed = self.dispatcher.fail_interrupted()
+        if failed:
+            log_event("runs.interrupted", count=failed)
+        for _ in range(self.dispatch_concurrency):
+            self._tasks.append(asyncio.create_task(self._dispatch_worker()))
+        self._tasks.append(asyncio.create_task(self._outbox_loop()))
+        if poll and self.settings.feed_sources_path is not None:
+            if self.lock.acquire():
+                self.polling = True
+                self.reconcile()
+                self._tasks.append(asyncio.create_task(self._poll_loop()))
+            else:
+                self.last_error = f"another process (pid {self.lock.holder()}) is polling this DATA_DIR"
+                log_event("feed.poller_locked", holder=self.lock.holder())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.dispatcher.drain(timeout=10.0)
+        for run_task in list(self.dispatcher.tasks):
+            run_task.cancel()
+        self.poller.state.flush()
+        self.lock.release()
+        await self.fetcher.aclose()
+        await self.http.aclose()
+        self.store.close()
+
+    # -- polling -----------------------------------------------------------------------------------------
+    async def poll_once(self, *, drain_timeout: float = 600.0) -> list[PollReport]:
+        """One pass over every source, then dispatch what it produced and deliver notifications."""
+        if not self.lock.acquire():
+            raise PatchmoiError(f"another process (pid {self.lock.holder()}) is polling {self.store.data_dir}; "
+                                "stop it or use its API")
+        try:
+            sources = self.sources_file.load()
+            if self.sources_file.error:
+                raise ConfigError(self.sources_file.error)
+            self.reconcile()
+            reports = await self.poller.poll_all(sources)
+            await self.drain_dispatches()
+            await self.dispatcher.drain(timeout=drain_timeout)
+            await self.sender.deliver_pending(deadline=time.monotonic() + 30)
+            return reports
+        finally:
+            self.lock.release()
+
+    async def drain_dispatches(self) -> None:
+        while not self.queue.empty():
+            await self._dispatch_one(self.queue.get_nowait())
+
+    async def _poll_loop(self) -> None:
+        due: dict[str, float] = {}
+        running: dict[str, asyncio.Task[PollReport]] = {}
+        while not self._stop.is_set():
+            sources = self.sources_file.load()
+            now = time.monotonic()
+            for src in sources:
+                if src.id in running:
+                    continue
+                if due.get(src.id, 0.0) <= now:
+                    running[src.id] = asyncio.create_task(self.poller.poll_source(src))
+            done = [sid for sid, t in running.items() if t.done()]
+            for sid in done:
+                report = running.pop(sid).result()
+                source = next((s for s in sources if s.id == sid), None)
+                if source is not None:
+                    delay = self.poller.next_due(source, report.status)
+                    due[sid] = time.monotonic() + delay
+                    self.poller.health.setdefault(sid, {})["nextDueAt"] = _iso_in(delay)
+            self.poller.state.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.25)
+
+    # -- dispatch ----------------------------------------------------------------------------------------
+    def reconcile(self) -> int:
+        """Queue recent feed flow events that have no dispatch record (a crash between record and dispatch)."""
+        count = 0
+        for event in self.store.list_events(limit=RECONCILE_WINDOW):
+            payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+            has_dispatch = bool(self.store.list_dispatches(event_id=str(event["id"]), limit=1))
+            if payload and payload.get("sourceId") and not has_dispatch:
+                self.queue.put_nowait(event)
+                count += 1
+        if count:
+            log_event("dispatch.reconciled", count=count)
+        return count
+
+    async def _dispatch_worker(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                await self._dispatch_one(event)
+            except Exception as exc:
+                self.last_error = f"dispatch of {event.get('id')} failed: {exc}"
+                log_event("dispatch.error", eventId=event.get("id"), error=str(exc))
+            finally:
+                self.queue.task_done()
+
+    async def _dispatch_one(self, event: dict[str, Any]) -> None:
+        if self.store.list_dispatches(event_id=str(event["id"]), limit=1):
+            return  # already dispatched (by us before a restart, or by an operator)
+        outcome = await self.dispatcher.dispatch(event, wait=False)
+        log_event("dispatch.done", eventId=event.get("id"), status=outcome.record.get("status"),
+                  transport=outcome.record.get("transport"))
+
+    # -- notifications -----------------------------------------------------------------------------------
+    async def _outbox_loop(self) -> None:
+        while True:
+            try:
+                await self.sender.deliver_pending(deadline=time.monotonic() + 60)
+            except Exception as exc:
+                self.last_error = f"notification sender: {exc}"
+            self._outbox_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wake.wait(), 2.0)
+
+    # -- health ------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        sources = self.sources_file.load() if self.settings.feed_sources_path else []
+        state = self.poller.state.data
+        per_source = []
+        for s in sources:
+            h = dict(self.poller.health.get(s.id, {"sourceId": s.id}))
+            st = state.get(s.id) if isinstance(state.get(s.id), dict) else {}
+            assert isinstance(st, dict)
+            h.setdefault("lastCheckedAt", st.get("lastCheckedAt"))
+            if st.get("lastError") and "lastError" not in h:
+                h["lastError"] = st.get("lastError")
+            h["intervalSeconds"] = s.poll_interval_seconds
+            per_source.append(h)
+        return {
+            "status": "ok" if not self.sources_file.error else "degraded",
+            "startedAt": self.started_at,
+            "polling": self.polling,
+            "pollerLockHolder": None if self.polling else self.lock.holder() if self.lock.path.exists() else None,
+            "sourcesError": self.sources_file.error,
+            "sources": per_source,
+            "dispatchQueueDepth": self.queue.qsize(),
+            "localRunsInFlight": len(self.dispatcher.tasks),
+            "notificationsPending": len(self.outbox.pending()) if self.outbox.active else 0,
+            "notificationsLastError": self.sender.last_error,
+            "lastError": self.last_error,
+            "store": self.store.health(),
+        }
+
+
+def _iso_in(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    from core.records import iso_from_datetime
+
+    return iso_from_datetime(datetime.now(UTC) + timedelta(seconds=seconds))

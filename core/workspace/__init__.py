@@ -1,0 +1,1 @@
+"""The local workspace runner: steps, step execution, the git patch-stack rebuild."""

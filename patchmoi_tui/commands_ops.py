@@ -1,0 +1,314 @@
+"""Commands that act: poll, run, retry, replay, sync, runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from core.config import Settings
+from core.dispatch.dispatcher import Dispatcher, DispatchOutcome
+from core.dispatch.http import BackendError
+from core.dispatch.selection import Backend, select_backend
+from core.errors import PatchmoiError, UsageError
+from core.events import downstream_release_event, upstream_branch_event, upstream_release_event
+from core.log import configure
+from core.service import Service
+from core.sources import FeedSource, load_sources
+from core.store import Store
+from core.workspace.steps import matching_steps
+from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, open_store, progress
+from patchmoi_tui.commands_read import glyph
+from patchmoi_tui.textfmt import relative_time, shorten, table
+
+BAD_OUTCOMES = ("failed", "blocked", "needs_intervention")
+
+
+def add_ops_commands(sub: Any, common: Any) -> None:
+    def add(name: str, help_text: str, handler: Any, description: str | None = None) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description or help_text,
+                                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("poll", "poll the feed sources (forever, or one pass with --once)", cmd_poll,
+            "Poll every source in FEED_SOURCES_PATH (or --sources). New entries become feed signals and, for\n"
+            "maintained targets, flow events that are dispatched. --once runs one pass, waits for the\n"
+            "dispatches and notifications it caused, prints a report and exits (1 if a source failed).")
+    p.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+
+    run = add("run", "build a flow event by hand and dispatch it", _run_usage,
+              "Build a deterministic flow event and dispatch it (to the backend in PATCH_WORKSPACE_BACKEND_URL,\n"
+              "or locally in --workspace). --dry-run shows what would run and writes nothing.")
+    run_sub = run.add_subparsers(dest="run_kind", metavar="KIND")
+
+    def add_run(name: str, help_text: str) -> argparse.ArgumentParser:
+        rp: argparse.ArgumentParser = run_sub.add_parser(name, help=help_text, description=help_text)
+        common(rp)
+        rp.add_argument("--workspace", metavar="PATH", help="run locally in this fork checkout")
+        rp.add_argument("--allow-local", action="store_true", help="run locally in the current directory")
+        rp.add_argument("--dry-run", action="store_true", help="show matching steps; write nothing")
+        rp.add_argument("--record-only", action="store_true", help="record the event without dispatching it")
+        rp.add_argument("--sources", metavar="FILE", help=argparse.SUPPRESS)
+        rp.set_defaults(handler=cmd_run)
+        return rp
+
+    rp = add_run("upstream-release", "an upstream release: --repo OWNER/NAME --tag TAG")
+    rp.add_argument("--repo")
+    rp.add_argument("--tag")
+    rp = add_run("upstream-branch", "an upstream branch update: --repo OWNER/NAME [--ref] [--sha]")
+    rp.add_argument("--repo")
+    rp.add_argument("--ref", default="refs/heads/main")
+    rp.add_argument("--sha")
+    rp = add_run("downstream-release", "a release of our own package: --package NAME --version V [--repo]")
+    rp.add_argument("--package", "--package-name", dest="package")
+    rp.add_argument("--version", "--tag", dest="version")
+    rp.add_argument("--repo")
+    rp = add_run("event", "an event from a JSON file with string 'id' and 'type': --file FILE")
+    rp.add_argument("--file", required=True)
+
+    for name, verb in (("retry", "re-dispatch a flow event to the same backend (idempotent by id)"),
+                       ("replay", "ask the backend for new runs of a stored flow event")):
+        p = add(name, verb, cmd_retry_replay)
+        p.add_argument("id", help="flow event id")
+        p.add_argument("--reason", help="why (recorded with the dispatch and the attempt)")
+        p.add_argument("--sources", metavar="FILE", help="feed-sources.json, to reach the source's own backend")
+        p.add_argument("--workspace", metavar="PATH", help="run locally in this fork checkout")
+        p.set_defaults(operation=name)
+
+    p = add("sync", "refresh a maintenance attempt from its runs (backend or local)", cmd_sync)
+    p.add_argument("id", help="maintenance attempt id")
+
+    p = add("runs", "list workspace runs (local runner), newest first", cmd_runs)
+    p.add_argument("--event-id")
+    p.add_argument("--status")
+    p.add_argument("--limit", default=None)
+
+
+def _run_usage(args: argparse.Namespace, settings: Settings) -> int:
+    raise UsageError("run needs a KIND: upstream-release, upstream-branch, downstream-release or event "
+                     "(see 'patchmoi run --help')")
+
+
+def _sources(settings: Settings) -> list[FeedSource]:
+    return load_sources(settings.feed_sources_path) if settings.feed_sources_path else []
+
+
+def _dispatcher(settings: Settings, store: Store, workspace: Path | None) -> Dispatcher:
+    return Dispatcher(store, settings.env, sources=lambda: _sources(settings), workspace=workspace, progress=progress)
+
+
+def _print_outcome(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(out)
+        return
+    record, attempt = out.get("record") or {}, out.get("attempt") or {}
+    print(f"event     {out['event'].get('id')}")
+    if "recorded" in out:
+        print(f"recorded  {'yes' if out['recorded'] else 'no (already stored)'}")
+    if record:
+        extra = f" ({record.get('error')})" if record.get("error") else ""
+        print(f"dispatch  {glyph(record.get('status'))} via {record.get('transport')}{extra}")
+    if attempt:
+        print(f"attempt   {glyph(attempt.get('status'))} {attempt.get('id')}")
+        if attempt.get("message"):
+            print(f"message   {attempt['message']}")
+        for ref in attempt.get("candidateRefs") or []:
+            print(f"candidate {ref.get('ref')} {str(ref.get('sha') or '')[:12]}")
+
+
+def _exit_for(outcome: DispatchOutcome) -> int:
+    if outcome.record.get("status") == "failed" or outcome.attempt.get("status") in BAD_OUTCOMES:
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# -- poll ------------------------------------------------------------------------------------------------
+def cmd_poll(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.feed_sources_path is None:
+        raise UsageError("no feed sources: pass --sources FILE or set FEED_SOURCES_PATH")
+    load_sources(settings.feed_sources_path)  # validate first: a bad file is a usage error, exit 2
+    configure()
+    if args.once:
+        return asyncio.run(_poll_once(args, settings))
+    return asyncio.run(_poll_forever(settings))
+
+
+async def _poll_once(args: argparse.Namespace, settings: Settings) -> int:
+    service = Service(settings)
+    try:
+        reports = await service.poll_once()
+    finally:
+        await service.stop()
+    data = [r.to_dict() for r in reports]
+    if args.json:
+        emit_json({"sources": data})
+    else:
+        rows = [(r["sourceId"], r["status"], r["emitted"],
+                 shorten(r.get("error") or "; ".join(r.get("warnings", [])), 70)) for r in data]
+        print(table(("SOURCE", "STATUS", "NEW", "ERROR/WARNING"), rows, (32, 12, 4, 0)))
+    return EXIT_FAIL if any(r.status == "error" for r in reports) else EXIT_OK
+
+
+async def _poll_forever(settings: Settings) -> int:
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start(poll=True)
+    if not service.polling:
+        await service.stop()
+        raise PatchmoiError(service.last_error or "poller did not start")
+    progress(f"polling {len(service.sources_file.load())} source(s) from {settings.feed_sources_path}; Ctrl-C stops")
+    await stop.wait()
+    await service.stop()
+    return EXIT_OK
+
+
+# -- run -------------------------------------------------------------------------------------------------
+def _build_event(args: argparse.Namespace) -> dict[str, Any]:
+    kind = args.run_kind
+    if kind == "upstream-release":
+        if not args.repo:
+            raise UsageError("run upstream-release requires --repo")
+        if not args.tag:
+            raise UsageError("run upstream-release requires --tag")
+        return upstream_release_event(args.repo, args.tag).to_dict()
+    if kind == "upstream-branch":
+        if not args.repo:
+            raise UsageError("run upstream-branch requires --repo")
+        return upstream_branch_event(args.repo, args.ref, args.sha).to_dict()
+    if kind == "downstream-release":
+        if not args.package or not args.version:
+            raise UsageError("run downstream-release requires --package and --version")
+        return downstream_release_event(args.package, args.version, args.repo).to_dict()
+    try:
+        event = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"event file {args.file} not found") from None
+    except ValueError as exc:
+        raise UsageError(f"event file {args.file} is not valid JSON: {exc}") from None
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        raise UsageError(f"event file {args.file} must be a JSON object with string 'id' and 'type'")
+    event.setdefault("source", "patch")
+    event.setdefault("payload", {})
+    return event
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    event = _build_event(args)
+    workspace = Path(args.workspace).resolve() if args.workspace else (Path.cwd() if args.allow_local else None)
+    if workspace is not None:
+        backend = Backend("local", workspace=workspace)
+    else:
+        backend = select_backend(None, settings.env)
+        guarded = args.run_kind != "event" and not args.dry_run and not args.record_only
+        actions = (settings.env.get("CODEX_WORKSPACE_MODE") == "actions"
+                   or settings.env.get("GITHUB_ACTIONS") == "true")
+        if guarded and backend.kind == "local" and not actions:
+            raise UsageError(f"run {args.run_kind} dispatch requires PATCH_WORKSPACE_BACKEND_URL, "
+                             "CODEX_WORKSPACE_MODE=actions, --workspace PATH or --allow-local; use --dry-run to "
+                             "preview")
+    if args.dry_run:
+        matches: list[dict[str, Any]] = []
+        if backend.kind == "local" and backend.workspace is not None:
+            matches = [{"flow": s.flow, "step": s.name, "runner": s.runner}
+                       for s in matching_steps(backend.workspace, event)]
+        out = {"event": event, "backend": backend.transport, "matches": matches}
+        if args.json:
+            emit_json(out)
+        else:
+            print(f"event    {event['id']}\nbackend  {backend.transport}")
+            for m in matches:
+                print(f"step     {m['flow']}/{m['step']} ({m['runner']})")
+            if backend.kind != "local":
+                print("steps    decided by the backend")
+        return EXIT_OK
+    store = open_store(settings, must_exist=False)
+    store.ensure()
+    recorded = store.record_event(event)
+    stored = store.get_event(str(event["id"])) or event
+    if args.record_only:
+        emit_json({"event": stored, "recorded": recorded}) if args.json else print(
+            f"recorded {stored['id']}" if recorded else f"already stored {stored['id']}")
+        return EXIT_OK
+    configure()
+    dispatcher = _dispatcher(settings, store, workspace)
+
+    async def go() -> DispatchOutcome:
+        try:
+            return await dispatcher.dispatch(stored, backend=backend, wait=True)
+        finally:
+            await dispatcher.aclose()
+
+    outcome = asyncio.run(go())
+    _print_outcome({**outcome.to_dict(), "recorded": recorded}, args.json)
+    return _exit_for(outcome)
+
+
+# -- retry / replay / sync / runs ------------------------------------------------------------------------
+def cmd_retry_replay(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    workspace = Path(args.workspace).resolve() if args.workspace else None
+    dispatcher = _dispatcher(settings, store, workspace)
+
+    async def go() -> DispatchOutcome:
+        try:
+            if args.operation == "replay":
+                return await dispatcher.replay(args.id, reason=args.reason)
+            return await dispatcher.retry(args.id, reason=args.reason)
+        finally:
+            await dispatcher.aclose()
+
+    configure()
+    outcome = asyncio.run(go())
+    _print_outcome(outcome.to_dict(), args.json)
+    return _exit_for(outcome)
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    dispatcher = _dispatcher(settings, store, None)
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await dispatcher.sync(args.id)
+        finally:
+            await dispatcher.aclose()
+
+    try:
+        attempt = asyncio.run(go())
+    except BackendError as exc:
+        raise PatchmoiError(f"sync failed: {exc}") from None
+    if args.json:
+        emit_json({"attempt": attempt})
+    else:
+        print(f"attempt   {glyph(attempt.get('status'))} {attempt.get('id')}")
+        for rid, status in (attempt.get("workspaceRunStatuses") or {}).items():
+            print(f"run       {glyph(status)} {rid}")
+        if attempt.get("message"):
+            print(f"message   {attempt['message']}")
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    runs = store.list_runs(event_id=args.event_id, status=args.status, limit=args.limit)
+    if args.json:
+        emit_json({"runs": runs})
+        return EXIT_OK
+    if not runs:
+        print("no workspace runs")
+        return EXIT_OK
+    rows = [(relative_time(r.get("completedAt") or r.get("createdAt")), glyph(r.get("status")),
+             f"{r.get('flowName')}/{r.get('stepName')}",
+             shorten(r.get("error") or (r.get("resultPayload") or {}).get("message") or "", 40), r.get("id"))
+            for r in runs]
+    print(table(("WHEN", "STATUS", "STEP", "MESSAGE", "ID"), rows, (10, 22, 24, 40, 0)))
+    return EXIT_OK
