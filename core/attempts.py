@@ -186,7 +186,10 @@ def merge_runs(attempt: dict[str, Any], runs: list[dict[str, Any]], updated_at: 
     if merged["status"] != "started":
         done = [r.get("completedAt") or r.get("finishedAt") for r in runs]
         done = [d for d in done if isinstance(d, str) and d]
-        merged["completedAt"] = done[-1] if done else updated_at
+        if done:
+            merged["completedAt"] = done[-1]
+        elif not (attempt.get("completedAt") and attempt.get("status") == merged["status"]):
+            merged["completedAt"] = updated_at  # else keep it: a re-sync must not look like a change
     return merged
 
 

@@ -35,6 +35,8 @@ class Settings:
     backend_url: str | None = None
     backend_secret: str | None = None
     workspace_mode: str | None = None
+    fetch_deadline: float = 20.0
+    max_feed_bytes: int = 5 * 1024 * 1024
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -54,6 +56,8 @@ class Settings:
             item.strip() for item in (e.get("DISCORD_NOTIFY_EVENTS") or "push,release").split(",") if item.strip()
         )
         sources = first_nonempty(e.get("FEED_SOURCES_PATH"))
+        deadline = _positive(e, "PATCHMOI_FETCH_DEADLINE", 20.0)
+        max_bytes = int(_positive(e, "PATCHMOI_MAX_FEED_BYTES", 5 * 1024 * 1024))
         return cls(
             host=first_nonempty(e.get("HOST")) or "127.0.0.1",
             port=port,
@@ -68,6 +72,8 @@ class Settings:
             ),
             backend_secret=first_nonempty(e.get("PATCH_WORKSPACE_BACKEND_SECRET"), e.get("PATCH_FLOW_DISPATCH_SECRET")),
             workspace_mode=first_nonempty(e.get("CODEX_WORKSPACE_MODE")),
+            fetch_deadline=deadline,
+            max_feed_bytes=max_bytes,
             env=e,
         )
 
@@ -97,6 +103,21 @@ class Settings:
             "backendSecret": "set" if self.backend_secret else "unset",
             "workspaceMode": self.workspace_mode,
         }
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    text = first_nonempty(env.get(name))
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        from core.errors import ConfigError
+
+        raise ConfigError(f"{name} must be a positive number, got {text!r}")
+    return value
 
 
 def redact_url(url: str) -> str:

@@ -109,7 +109,8 @@ class Service:
         self.store.ensure()
         self.sources_file = SourcesFile(settings.feed_sources_path)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
-        self.fetcher = Fetcher(fetch_limits)
+        self.fetcher = Fetcher(fetch_limits or FetchLimits(deadline=settings.fetch_deadline,
+                                                           max_bytes=settings.max_feed_bytes))
         self.outbox = Outbox(self.store, settings)
         self.sender = DiscordSender(self.outbox, self.http)
         self.dispatcher = Dispatcher(
