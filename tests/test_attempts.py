@@ -58,9 +58,8 @@ def test_good_candidates_survive_a_failed_run() -> None:
 
 
 def test_thread_refs_are_collected_with_labels() -> None:
-    merged = merge_runs(attempt(), [run("run-1", "needs_intervention", artifacts={
-        "interventionTurn": {"threadId": "th-1", "turnId": "tu-1", "threadJsonPath": "/x.json", "turnStatus": "done"}})],
-        "t")
+    turn = {"threadId": "th-1", "turnId": "tu-1", "threadJsonPath": "/x.json", "turnStatus": "done"}
+    merged = merge_runs(attempt(), [run("run-1", "needs_intervention", artifacts={"interventionTurn": turn})], "t")
     assert merged["workspaceThreadRefs"] == [{"threadId": "th-1", "turnId": "tu-1", "threadJsonPath": "/x.json",
                                               "turnStatus": "done", "label": "interventionTurn", "runId": "run-1",
                                               "flowName": "fork", "stepName": "release-cycle"}]

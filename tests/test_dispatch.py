@@ -64,7 +64,7 @@ async def test_retry_and_replay_use_the_sources_own_backend(data_dir: Path, tmp_
     assert again.record["idempotent"] is True and again.record["runIds"] == first.record["runIds"]
     assert replay.record["operation"] == "replay" and replay.record["runIds"] == ["run-2"]
     assert replay.record["url"] == f"{backend.url}/events/{'patch%3Arel%3Aentry-1%3Aupstream.release'}/replay"
-    replay_req = [r for r in server.requests if r.path.endswith("/replay")][0]
+    replay_req = next(r for r in server.requests if r.path.endswith("/replay"))
     assert replay_req.body == b'{"wait":false}' and replay_req.headers["webhook-id"] == f"replay:{event['id']}"
     attempts = store.list_attempts(event_id=event["id"])
     assert [a["operation"] for a in attempts] == ["replay", "dispatch", "dispatch"]
