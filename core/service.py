@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from core.attempts import attempt_id_for, new_attempt
 from core.config import Settings
 from core.dispatch.dispatcher import Dispatcher
 from core.errors import ConfigError, PatchmoiError
@@ -226,7 +227,21 @@ class Service:
                 count += 1
         if count:
             log_event("dispatch.reconciled", count=count)
+        self._reconcile_attempts()
         return count
+
+    def _reconcile_attempts(self) -> None:
+        """A dispatch record whose attempt was never written (a crash between the two appends) gets one."""
+        for record in self.store.list_dispatches(limit=RECONCILE_WINDOW):
+            if record.get("operation") not in ("dispatch", "replay") or not record.get("createdAt"):
+                continue
+            attempt_id = attempt_id_for(str(record.get("eventId")), str(record["operation"]), str(record["createdAt"]))
+            if self.store.get_attempt(attempt_id) is not None:
+                continue
+            event = self.store.get_event(str(record.get("eventId")))
+            if event is not None:
+                self.store.attempts.append(new_attempt(event, record, attempt_id))
+                log_event("attempt.reconciled", attemptId=attempt_id)
 
     async def _dispatch_worker(self) -> None:
         while True:

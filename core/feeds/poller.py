@@ -153,6 +153,12 @@ class Poller:
     async def _poll(self, source: FeedSource, report: PollReport) -> None:
         st = self.state.get(source.id)
         prev = dict(st or {})
+        not_before = float(prev.get("notBefore") or 0)
+        if not_before > time.time():
+            report.status = "error"
+            report.error = (f"Feed {source.id} waiting until {_iso_at(not_before)} (the host sent Retry-After); "
+                            "not fetched")
+            return
         result = await self.fetcher.fetch(
             source.url,
             etag=prev.get("etag") if not prev.get("lastError") else None,
@@ -161,6 +167,8 @@ class Poller:
         now = now_iso()
         if result.error:
             report.status, report.error = "error", f"Feed {source.id} {result.error}"
+            if result.retry_after:
+                self.state.put(source.id, {**prev, "notBefore": time.time() + result.retry_after}, flush=False)
             return
         if result.not_modified:
             report.status = "not_modified"
@@ -176,7 +184,8 @@ class Poller:
         new, warnings, priming = self.select_new(source, parsed.entries, st)
         report.warnings.extend(warnings)
         seen = [str(x) for x in prev.get("seen") or []]
-        base = {**prev, "etag": result.etag, "lastModified": result.last_modified, "lastError": None}
+        base = {**prev, "etag": result.etag, "lastModified": result.last_modified, "lastError": None,
+                "notBefore": None}
         for entry in new:
             event_id = self._accept(source, entry)
             report.emitted += 1
@@ -246,3 +255,11 @@ class Poller:
             interval = min(interval * (2 ** min(errors - 1, 4)), 6 * 3600)
         wait = self.fetcher.host_wait(source.url)
         return max(wait, interval * random.uniform(0.9, 1.1))
+
+
+def _iso_at(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    from core.records import iso_from_datetime
+
+    return iso_from_datetime(datetime.fromtimestamp(epoch, UTC))
