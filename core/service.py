@@ -102,7 +102,7 @@ class Service:
         *,
         fetch_limits: FetchLimits | None = None,
         dispatch_concurrency: int = 4,
-        poll_concurrency: int = 32,
+        poll_concurrency: int = 64,
         workspace: Path | None = None,
     ) -> None:
         self.settings = settings

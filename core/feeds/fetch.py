@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -31,6 +32,7 @@ class FetchLimits:
     deadline: float = 20.0
     max_bytes: int = 5 * 1024 * 1024
     max_connections: int = 64
+    shards: int = 8
 
 
 @dataclass
@@ -75,19 +77,30 @@ class Fetcher:
     def __init__(self, limits: FetchLimits | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.limits = limits or FetchLimits()
         lim = self.limits
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(lim.read_timeout, connect=lim.connect_timeout),
-            limits=httpx.Limits(max_connections=lim.max_connections, max_keepalive_connections=lim.max_connections),
-            headers={"user-agent": USER_AGENT, "accept": ACCEPT, "accept-encoding": "gzip, deflate"},
-            follow_redirects=False,
-            transport=transport,
-        )
+        per_shard = max(1, lim.max_connections // lim.shards)
+        # Several small pools, not one big one: httpcore's pool bookkeeping grows with pool size x waiting
+        # requests, and 8 pools of 8 measured 3-4x faster than one pool of 64 (bench/poll_bench.py).
+        self.clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(lim.read_timeout, connect=lim.connect_timeout),
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                headers={"user-agent": USER_AGENT, "accept": ACCEPT, "accept-encoding": "gzip, deflate"},
+                follow_redirects=False,
+                transport=transport,
+            )
+            for _ in range(lim.shards)
+        ]
         self.host_not_before: dict[str, float] = {}
         self.requests = 0
         self.bytes_downloaded = 0
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for client in self.clients:
+            await client.aclose()
+
+    def client_for(self, url: str) -> httpx.AsyncClient:
+        """A stable shard per URL, so a feed's polls reuse one kept-alive connection."""
+        return self.clients[zlib.crc32(url.encode()) % len(self.clients)]
 
     def host_wait(self, url: str) -> float:
         host = urlsplit(url).netloc
@@ -117,11 +130,12 @@ class Fetcher:
         if last_modified:
             headers["if-modified-since"] = last_modified
         current = url
+        client = self.client_for(url)
         for _ in range(MAX_REDIRECTS + 1):
             if urlsplit(current).scheme not in ("http", "https"):
                 raise FetchError(f"refused redirect to a non-http(s) URL ({urlsplit(current).scheme}:)")
             self.requests += 1
-            async with self.client.stream("GET", current, headers=headers) as resp:
+            async with client.stream("GET", current, headers=headers) as resp:
                 if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                     await resp.aclose()
                     current = urljoin(current, resp.headers["location"])
