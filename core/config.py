@@ -37,6 +37,7 @@ class Settings:
     workspace_mode: str | None = None
     fetch_deadline: float = 20.0
     max_feed_bytes: int = 5 * 1024 * 1024
+    min_poll_seconds: float = 30.0
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -74,6 +75,7 @@ class Settings:
             workspace_mode=first_nonempty(e.get("CODEX_WORKSPACE_MODE")),
             fetch_deadline=deadline,
             max_feed_bytes=max_bytes,
+            min_poll_seconds=_positive(e, "PATCHMOI_MIN_POLL_SECONDS", 30.0),
             env=e,
         )
 

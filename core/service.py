@@ -120,7 +120,7 @@ class Service:
         )
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.poller = Poller(self.store, self.fetcher, self.outbox, self.queue.put_nowait,
-                             concurrency=poll_concurrency)
+                             concurrency=poll_concurrency, min_interval=settings.min_poll_seconds)
         self.lock = PollerLock(self.store.data_dir)
         self.polling = False
         self.dispatch_concurrency = dispatch_concurrency

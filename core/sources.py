@@ -17,7 +17,6 @@ PROVIDERS = ("codeberg", "github", "jojo", "npm", "forgejo", "gitea", "gitlab", 
 EVENTS = ("push", "release")
 WORKFLOW_MODES = ("workspace_flow", "flow_dispatch")
 LEGACY_MODES = ("notify_only", "fork_sync")
-MIN_INTERVAL_SECONDS = 30.0
 DEFAULT_INTERVAL_SECONDS = 300.0
 
 
@@ -202,7 +201,7 @@ def _parse_source(item: Any, c: _Checker, base_dir: Path | None) -> FeedSource:
         event=event or "",
         repo=repo,
         target=target,
-        poll_interval_seconds=max(MIN_INTERVAL_SECONDS, float(interval)),
+        poll_interval_seconds=float(interval),
         prime_only=prime,
         raw=item,
     )

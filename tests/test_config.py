@@ -70,7 +70,7 @@ def test_both_target_shapes_alias_and_options(tmp_path: Path) -> None:
     a, b, c = load_sources(write(tmp_path, doc))
     assert a.target and a.target.mode == "fork_sync" and not a.target.is_workflow
     assert b.target and b.target.is_workflow and b.target.dispatch_url == "http://x/events"
-    assert c.prime_only is False and c.poll_interval_seconds == 30.0  # clamped to the minimum
+    assert c.prime_only is False and c.poll_interval_seconds == 5.0  # the poller clamps to its minimum
     assert c.target and c.target.workspace == "/w"
     assert load_sources(write(tmp_path, {})) == []
 

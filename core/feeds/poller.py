@@ -82,7 +82,9 @@ class Poller:
         on_flow_event: Callable[[dict[str, Any]], None],
         *,
         concurrency: int = 32,
+        min_interval: float = 30.0,
     ) -> None:
+        self.min_interval = min_interval
         self.store = store
         self.fetcher = fetcher
         self.outbox = outbox
@@ -248,7 +250,7 @@ class Poller:
 
     def next_due(self, source: FeedSource, last_status: str | None) -> float:
         """Seconds until the next poll: the interval with ±10% jitter, longer after errors or Retry-After."""
-        interval = source.poll_interval_seconds
+        interval = max(self.min_interval, source.poll_interval_seconds)
         h = self.health.get(source.id, {})
         errors = int(h.get("consecutiveErrors", 0))
         if errors:

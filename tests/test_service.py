@@ -1,0 +1,101 @@
+"""The long-running service: per-source schedules, no overlapping passes, one poller per DATA_DIR."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from core.errors import PatchmoiError
+from core.service import Service
+
+from .feeds import atom_releases, source
+from .loopback import LoopbackServer, Reply
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    s = LoopbackServer().start()
+    yield s
+    s.stop()
+
+
+def make_settings(tmp_path: Path, sources: list[dict[str, object]]) -> Settings:
+    (tmp_path / "feed-sources.json").write_text(json.dumps({"sources": sources}))
+    return Settings.from_env({"DATA_DIR": str(tmp_path / "data"),
+                              "FEED_SOURCES_PATH": str(tmp_path / "feed-sources.json"),
+                              "PATCHMOI_MIN_POLL_SECONDS": "0.2"})
+
+
+async def test_poll_loop_honours_intervals_and_never_overlaps(tmp_path: Path, server: LoopbackServer) -> None:
+    active = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def slow(_req: object) -> Reply:
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        time.sleep(0.6)  # slower than the interval: a second pass must not start meanwhile
+        with lock:
+            active["now"] -= 1
+        return Reply(body=atom_releases(["v1"]))
+
+    server.route("/slow.atom", slow)
+    server.route("/fast.atom", Reply(body=atom_releases(["v1"])))
+    fast = source("fast", f"{server.url}/fast.atom")
+    fast["pollIntervalSeconds"] = 0.2
+    slow_src = source("slow", f"{server.url}/slow.atom")
+    slow_src["pollIntervalSeconds"] = 0.2
+    lazy = source("lazy", f"{server.url}/fast.atom?lazy=1")
+    lazy["pollIntervalSeconds"] = 3600
+    service = Service(make_settings(tmp_path, [fast, slow_src, lazy]))
+    await service.start()
+    assert service.polling
+    await asyncio.sleep(2.5)
+    health = service.health()
+    await service.stop()
+    fast_polls = len([r for r in server.hits("/fast.atom") if not r.query])
+    assert fast_polls >= 5  # every ~0.2 s (with jitter)
+    assert active["max"] == 1  # the slow source's passes never overlapped
+    assert len([r for r in server.requests if r.query.get("lazy") is not None]) == 1  # polled once, then waits
+    by_id = {s["sourceId"]: s for s in health["sources"]}
+    assert by_id["lazy"]["nextDueAt"] > by_id["fast"]["nextDueAt"]
+    assert health["dispatchQueueDepth"] == 0 and health["store"]["skippedLines"] == 0
+
+
+async def test_one_poller_per_data_dir(tmp_path: Path, server: LoopbackServer) -> None:
+    server.route("/r.atom", Reply(body=atom_releases(["v1"])))
+    settings = make_settings(tmp_path, [source("r", f"{server.url}/r.atom")])
+    first = Service(settings)
+    await first.start()
+    second = Service(settings)
+    await second.start()
+    try:
+        assert first.polling and not second.polling
+        assert "another process" in (second.last_error or "")
+        with pytest.raises(PatchmoiError, match="is polling"):
+            await second.poll_once()
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_invalid_sources_edit_keeps_last_good_list(tmp_path: Path, server: LoopbackServer) -> None:
+    server.route("/r.atom", Reply(body=atom_releases(["v1"])))
+    settings = make_settings(tmp_path, [source("r", f"{server.url}/r.atom")])
+    service = Service(settings)
+    assert [s.id for s in service.sources_file.load()] == ["r"]
+    time.sleep(0.01)
+    (tmp_path / "feed-sources.json").write_text('{"sources": [ {"id": "broken", }')
+    import os
+
+    os.utime(tmp_path / "feed-sources.json", (time.time() + 5, time.time() + 5))
+    assert [s.id for s in service.sources_file.load()] == ["r"]
+    assert "invalid JSON" in (service.health()["sourcesError"] or "")
+    await service.stop()
