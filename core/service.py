@@ -24,12 +24,12 @@ from core.dispatch.dispatcher import Dispatcher
 from core.errors import ConfigError, PatchmoiError
 from core.feeds.fetch import Fetcher, FetchLimits
 from core.feeds.poller import Poller, PollReport
+from core.fsutil import FILE_MODE, ensure_dir
 from core.log import log_event
 from core.notify.discord import DiscordSender, Outbox
 from core.records import now_iso
 from core.sources import FeedSource, load_sources
 from core.store import Store
-from core.store.jsonl import FILE_MODE, ensure_dir
 
 RECONCILE_WINDOW = 500
 

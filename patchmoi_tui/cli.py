@@ -17,6 +17,7 @@ from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 from patchmoi_tui import commands_read
 from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from patchmoi_tui.commands_ops import add_ops_commands
+from patchmoi_tui.commands_patch import add_patch_commands
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="a flow event id, maintenance attempt id or workspace run id")
 
     add_ops_commands(sub, _common)
+    add_patch_commands(sub, _common)
 
     p = add("follow", "print records as they are appended by any process (Ctrl-C to stop)", commands_read.cmd_follow)
     p.add_argument("--from-start", action="store_true", help="print existing records first")

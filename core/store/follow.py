@@ -17,7 +17,7 @@ from typing import Any
 
 import watchfiles
 
-from core.store.jsonl import ensure_dir
+from core.fsutil import ensure_dir
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.store.jsonl import FILE_MODE, JsonlFile, ensure_dir
+from core.fsutil import FILE_MODE, ensure_dir
+from core.store.jsonl import JsonlFile
 
 SCHEMA_VERSION = "1"
 _SIG_BYTES = 64

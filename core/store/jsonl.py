@@ -18,43 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from core.fsutil import FILE_MODE, ensure_dir, fsync_dir
 from core.records import now_iso
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 _CHUNK = 1 << 20
-
-
-def ensure_dir(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
     """One record → one line. `\\n` inside strings is escaped by JSON, so a line is a record."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a whole file atomically: temp file, fsync, rename, fsync the directory."""
-    ensure_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class JsonlFile:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import PatchmoiError, UsageError
+from core.fsutil import atomic_write, ensure_dir
 from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 from core.store.index import IndexSpec
-from core.store.jsonl import atomic_write, ensure_dir
 from core.store.log import Log
 
 DEFAULT_LIMIT = 50
