@@ -21,6 +21,8 @@ import httpx
 from core.attempts import attempt_id_for, new_attempt
 from core.config import Settings
 from core.dispatch.dispatcher import Dispatcher
+from core.dispatch.http import HttpBackend
+from core.dispatch.selection import Backend
 from core.errors import ConfigError, PatchmoiError
 from core.feeds.fetch import Fetcher, FetchLimits
 from core.feeds.poller import Poller, PollReport
@@ -29,7 +31,8 @@ from core.log import log_event
 from core.notify.discord import DiscordSender, Outbox
 from core.records import now_iso
 from core.sources import FeedSource, load_sources
-from core.store import Store
+from core.store import Store, parse_limit
+from core.views import event_view, run_view
 
 RECONCILE_WINDOW = 500
 
@@ -271,6 +274,55 @@ class Service:
             self._outbox_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._outbox_wake.wait(), 2.0)
+
+    # -- workspace runs and events (local store, or the configured backend) ---------------------------------
+    def backend(self) -> HttpBackend | None:
+        url = self.settings.backend_url
+        if not url or url.startswith(("ws://", "wss://")):
+            return None
+        base = Backend("http", url=url).base
+        assert base is not None
+        return HttpBackend(base, self.settings.backend_secret, self.http)
+
+    async def workspace_runs(self, event_id: str | None, status: str | None, limit: Any) -> dict[str, Any]:
+        backend = self.backend()
+        if backend is not None:
+            raw = await backend.list_runs(event_id, status, parse_limit(limit))
+            runs = [run_view(r) for r in raw.get("runs", []) if isinstance(r, dict)]
+            out: dict[str, Any] = {"runs": runs, "raw": raw}
+        else:
+            runs = [run_view(r) for r in self.store.list_runs(event_id=event_id, status=status, limit=limit)]
+            out = {"runs": runs, "raw": {"source": "local"}}
+        if event_id:
+            out["eventId"] = event_id
+        return out
+
+    async def workspace_run(self, run_id: str) -> dict[str, Any] | None:
+        backend = self.backend()
+        if backend is not None:
+            return run_view(await backend.get_run(run_id))
+        run = self.store.get_run(run_id)
+        return run_view(run) if run is not None else None
+
+    async def workspace_events(self, type: str | None, limit: Any) -> dict[str, Any]:
+        backend = self.backend()
+        if backend is not None:
+            raw = await backend.list_events(type, parse_limit(limit))
+            return {"events": [event_view(e) for e in raw.get("events", []) if isinstance(e, dict)], "raw": raw}
+        events = self.store.list_events(type=type, limit=limit)
+        return {"events": [event_view(e, self.store.list_runs(event_id=str(e["id"]), limit=50)) for e in events],
+                "raw": {"source": "local"}}
+
+    async def workspace_event(self, event_id: str) -> dict[str, Any] | None:
+        backend = self.backend()
+        if backend is not None:
+            body = await backend.get_event(event_id)
+            event = body.get("event", body)
+            return event_view(event) if isinstance(event, dict) else None
+        stored = self.store.get_event(event_id)
+        if stored is None:
+            return None
+        return event_view(stored, self.store.list_runs(event_id=event_id, limit=50))
 
     # -- health ------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -84,9 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_ops_commands(sub, _common)
     add_patch_commands(sub, _common)
 
+    p = add("serve", "run the HTTP API (and the poller, unless --no-poll)", cmd_serve)
+    p.add_argument("--host", help="bind address (env HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (env PORT, default 3000)")
+    p.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
+    p.add_argument("--no-poll", action="store_true", help="serve the API only; do not poll feeds")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow a non-loopback bind without PATCH_ADMIN_TOKEN (not recommended)")
+
     p = add("follow", "print records as they are appended by any process (Ctrl-C to stop)", commands_read.cmd_follow)
     p.add_argument("--from-start", action="store_true", help="print existing records first")
     return parser
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import importlib
+
+    # The server package is loaded by name: the CLI and the server never import each other statically.
+    serve = importlib.import_module("server.run").serve
+    return int(serve(settings, poll=not args.no_poll, insecure_no_auth=args.insecure_no_auth))
 
 
 def settings_for(args: argparse.Namespace) -> Settings:

@@ -162,7 +162,7 @@ class Rebuild:
         command = self.config.conflict_command
         if not command:
             return (f"patch {state['pending']} conflicts with the new upstream base in {', '.join(files)}; resolve "
-                    f"in {wt.cwd}, `git add` the files, then retry the event")
+                    f"in {wt.cwd}, `git add` the files, then retry")
         result = run_shell(command, wt.cwd, self.config.conflict_timeout, self.log)
         if result.ok and not self._unmerged_after_add(wt):
             self._continue(wt, state)

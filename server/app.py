@@ -1,0 +1,256 @@
+"""The Starlette app: spec §5 routes on the raw path, admin auth, body limits, JSON errors everywhere.
+
+Ids contain `:` and `/` and arrive percent-encoded, so routing splits `scope["raw_path"]` and decodes each
+segment itself (Starlette's router would decode `%2F` first and mis-split the id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from core.config import Settings
+from core.dispatch.http import BackendError
+from core.errors import NotFoundError, UsageError
+from core.log import log_event
+from core.service import Service
+from server.openapi import openapi_document
+
+MAX_BODY = 64 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str | None = None) -> None:
+        super().__init__(message or code)
+        self.status, self.code, self.message = status, code, message
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return JSONResponse(body, status_code=status, media_type="application/json; charset=utf-8")
+
+
+def error(status: int, code: str, message: str | None = None) -> Response:
+    body = {"error": code}
+    if message:
+        body["message"] = message
+    return json_response(body, status)
+
+
+def authorized(request: Request, token: str) -> bool:
+    """Bearer (scheme case-insensitive) or X-Patch-Admin-Token, compared in constant time."""
+    given = request.headers.get("x-patch-admin-token")
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        given = value.strip()
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+Handler = Callable[["Api", Request, list[str]], Awaitable[Response]]
+
+
+class Api:
+    """Holds the service; `dispatch` maps (method, raw path segments) to a handler."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.store = service.store
+
+    # -- routing -----------------------------------------------------------------------------------------
+    async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        path = raw.decode("latin-1").split("?", 1)[0]
+        try:
+            response = await self.dispatch(request, path)
+        except ApiError as exc:
+            response = error(exc.status, exc.code, exc.message)
+        except UsageError as exc:
+            response = error(400, "invalid_request", str(exc))
+        except NotFoundError as exc:
+            response = error(404, "not_found", str(exc))
+        except BackendError as exc:
+            response = error(502, "backend_error", str(exc))
+        except Exception as exc:  # never a bare 500
+            log_event("http.error", path=path, error=f"{type(exc).__name__}: {exc}")
+            response = error(500, "internal_error", "unexpected server error; see the server log")
+        log_event("http.request", method=request.method, path=path, status=response.status_code,
+                  durationMs=round((time.perf_counter() - started) * 1000, 1))
+        return response
+
+    async def dispatch(self, request: Request, path: str) -> Response:
+        segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+        head = segments[0] if segments else ""
+        if head == "healthz":
+            return PlainTextResponse("ok\n")
+        routes: dict[str, Handler] = {
+            "flow-events": Api.flow_events, "workspace-dispatches": Api.dispatches, "flow-dispatches": Api.dispatches,
+            "maintenance-attempts": Api.attempts, "workspace-runs": Api.workspace_runs,
+            "workspace-events": Api.workspace_events, "readyz": Api.ready, "openapi.json": Api.openapi,
+        }
+        handler = routes.get(head)
+        if handler is None:
+            return error(404, "not_found")
+        token = self.service.settings.admin_token
+        if token and not authorized(request, token):
+            return error(401, "unauthorized")
+        return await handler(self, request, segments[1:])
+
+    # -- handlers ----------------------------------------------------------------------------------------
+    async def ready(self, request: Request, rest: list[str]) -> Response:
+        _require(request, rest, "GET")
+        return json_response(self.service.health())
+
+    async def openapi(self, request: Request, rest: list[str]) -> Response:
+        _require(request, rest, "GET")
+        return json_response(openapi_document())
+
+    async def flow_events(self, request: Request, rest: list[str]) -> Response:
+        q = request.query_params
+        if not rest:
+            if request.method != "GET":
+                return error(404, "not_found")
+            return json_response({"events": self.store.list_events(type=q.get("type") or None, limit=q.get("limit"))})
+        if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("retry", "replay")) or not rest[0]:
+            return error(404, "not_found")
+        event_id = rest[0]
+        event = self.store.get_event(event_id)
+        if event is None:
+            return error(404, "flow_event_not_found")
+        if len(rest) == 1:
+            if request.method != "GET":
+                return error(405, "method_not_allowed")
+            return json_response({"event": event,
+                                  "dispatches": self.store.list_dispatches(event_id=event_id, limit=q.get("limit"))})
+        if request.method != "POST":
+            return error(405, "method_not_allowed")
+        reason = await _reason(request)
+        dispatcher = self.service.dispatcher
+        if rest[1] == "replay":
+            outcome = await dispatcher.replay(event_id, reason=reason, wait=False)
+        else:
+            outcome = await dispatcher.retry(event_id, reason=reason, wait=False)
+        status = 502 if outcome.record.get("status") == "failed" else 202
+        return json_response(outcome.to_dict(), status)
+
+    async def dispatches(self, request: Request, rest: list[str]) -> Response:
+        if rest:
+            return error(404, "not_found")
+        if request.method != "GET":
+            return error(405, "method_not_allowed")
+        q = request.query_params
+        return json_response({"dispatches": self.store.list_dispatches(
+            event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit"))})
+
+    async def attempts(self, request: Request, rest: list[str]) -> Response:
+        q = request.query_params
+        if not rest:
+            if request.method != "GET":
+                return error(405, "method_not_allowed")
+            return json_response({"attempts": self.store.list_attempts(
+                event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit"))})
+        if len(rest) > 2 or (len(rest) == 2 and rest[1] != "sync") or not rest[0]:
+            return error(404, "not_found")
+        attempt = self.store.get_attempt(rest[0])
+        if attempt is None:
+            return error(404, "maintenance_attempt_not_found")
+        if len(rest) == 1:
+            if request.method != "GET":
+                return error(405, "method_not_allowed")
+            return json_response({"attempt": attempt})
+        if request.method != "POST":
+            return error(405, "method_not_allowed")
+        await _reason(request)  # enforce the body limit
+        return json_response({"attempt": await self.service.dispatcher.sync(rest[0])}, 202)
+
+    async def workspace_runs(self, request: Request, rest: list[str]) -> Response:
+        if request.method != "GET" or len(rest) > 1:
+            return error(405, "method_not_allowed")
+        q = request.query_params
+        if not rest:
+            return json_response(await self.service.workspace_runs(q.get("eventId") or None, q.get("status") or None,
+                                                                    q.get("limit")))
+        run = await self.service.workspace_run(rest[0])
+        if run is None:
+            return error(404, "workspace_run_not_found")
+        return json_response({"run": run})
+
+    async def workspace_events(self, request: Request, rest: list[str]) -> Response:
+        if request.method != "GET" or len(rest) > 1:
+            return error(405, "method_not_allowed")
+        q = request.query_params
+        if not rest:
+            return json_response(await self.service.workspace_events(q.get("type") or None, q.get("limit")))
+        event = await self.service.workspace_event(rest[0])
+        if event is None:
+            return error(404, "workspace_event_not_found")
+        return json_response({"event": event})
+
+
+def _require(request: Request, rest: list[str], method: str) -> None:
+    if rest:
+        raise ApiError(404, "not_found")
+    if request.method != method:
+        raise ApiError(405, "method_not_allowed")
+
+
+async def _reason(request: Request) -> str | None:
+    """Read a small optional JSON body `{"reason": "..."}`; larger than 64 KiB is 413."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise ApiError(413, "payload_too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    if not body.strip():
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None  # the Bun API ignored bodies; a non-JSON body is not an error
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return str(reason)[:500] if isinstance(reason, str) and reason.strip() else None
+
+
+def create_app(settings: Settings, *, poll: bool = True, service: Service | None = None) -> Starlette:
+    holder: dict[str, Api] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        svc = service or Service(settings)
+        await svc.start(poll=poll)
+        holder["api"] = Api(svc)
+        log_event("server.started", polling=svc.polling, dataDir=str(settings.data_dir))
+        try:
+            yield
+        finally:
+            await svc.stop()
+            log_event("server.stopped")
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        api = holder.get("api")
+        request = Request(scope, receive)
+        response = error(503, "starting") if api is None else await api(request)
+        await response(scope, receive, send)
+
+    app = Starlette(routes=[], lifespan=lifespan)
+    # Every request goes to `endpoint` (the router's default): a path pattern would not match every raw path
+    # (a `%0A` in an id, say) and would answer with a non-JSON error.
+    app.router.default = endpoint
+    return app

@@ -1,0 +1,98 @@
+"""The OpenAPI 3.1 document for every route (served at GET /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core import __version__
+from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+
+
+def _error(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Error"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ok(description: str, key: str | None = None, status: str = "200") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    if key:
+        schema = {"type": "object", "required": [key], "properties": {key: {}}}
+    return {status: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+LIMIT = {"name": "limit", "in": "query", "required": False, "description": "1..500, default 50",
+         "schema": {"type": "string"}}
+COMMON_ERRORS = {"401": _error("missing or wrong admin token"), "400": _error("invalid query parameter")}
+
+
+def _id(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": "percent-encode ':' and '/'",
+            "schema": {"type": "string", "minLength": 1}}
+
+
+def _q(name: str, enum: tuple[str, ...] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = list(enum)
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def openapi_document() -> dict[str, Any]:
+    reason_body = {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"reason": {"type": "string", "maxLength": 500}}}}}}
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "liveness (no auth)", "security": [], "responses": {
+            "200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/readyz": {"get": {"summary": "poller state per source, queue depth, store health",
+                            "responses": {**_ok("health"), **COMMON_ERRORS}}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": {**_ok("OpenAPI"), **COMMON_ERRORS}}},
+        "/flow-events": {"get": {"summary": "flow events, newest first", "parameters": [_q("type"), LIMIT],
+                                 "responses": {**_ok("events", "events"), **COMMON_ERRORS}}},
+        "/flow-events/{id}": {"get": {"summary": "one flow event and its dispatches", "parameters": [_id("id"), LIMIT],
+                                      "responses": {**_ok("event", "event"), "404": _error("unknown id"),
+                                                    **COMMON_ERRORS}}},
+        "/workspace-dispatches": {"get": {"summary": "dispatch records (legacy file first)", "parameters": [
+            _q("eventId"), _q("status", DISPATCH_STATUSES), LIMIT],
+            "responses": {**_ok("dispatches", "dispatches"), **COMMON_ERRORS}}},
+        "/flow-dispatches": {"get": {"summary": "alias of /workspace-dispatches", "parameters": [
+            _q("eventId"), _q("status", DISPATCH_STATUSES), LIMIT],
+            "responses": {**_ok("dispatches", "dispatches"), **COMMON_ERRORS}}},
+        "/maintenance-attempts": {"get": {"summary": "latest state of each attempt", "parameters": [
+            _q("eventId"), _q("status", ATTEMPT_STATUSES), LIMIT],
+            "responses": {**_ok("attempts", "attempts"), **COMMON_ERRORS}}},
+        "/maintenance-attempts/{id}": {"get": {"summary": "one attempt", "parameters": [_id("id")], "responses": {
+            **_ok("attempt", "attempt"), "404": _error("unknown id"), **COMMON_ERRORS}}},
+        "/workspace-runs": {"get": {"summary": "runs (local runner, or proxied backend)", "parameters": [
+            _q("eventId"), _q("status"), LIMIT], "responses": {**_ok("runs", "runs"), "502": _error("backend"),
+                                                                **COMMON_ERRORS}}},
+        "/workspace-runs/{id}": {"get": {"summary": "one run", "parameters": [_id("id")], "responses": {
+            **_ok("run", "run"), "404": _error("unknown run"), "502": _error("backend"), **COMMON_ERRORS}}},
+        "/workspace-events": {"get": {"summary": "events as the workspace sees them", "parameters": [
+            _q("type"), LIMIT], "responses": {**_ok("events", "events"), "502": _error("backend"), **COMMON_ERRORS}}},
+        "/workspace-events/{id}": {"get": {"summary": "one workspace event", "parameters": [_id("id")], "responses": {
+            **_ok("event", "event"), "404": _error("unknown event"), "502": _error("backend"), **COMMON_ERRORS}}},
+    }
+    for op in ("retry", "replay"):
+        paths[f"/flow-events/{{id}}/{op}"] = {"post": {
+            "summary": f"{op} a stored flow event (same backend as its source)", "parameters": [_id("id")],
+            "requestBody": reason_body,
+            "responses": {**_ok("dispatched", "record", "202"), "502": _error("dispatch failed"),
+                          "404": _error("unknown id"), "413": _error("body too large"), **COMMON_ERRORS}}}
+    paths["/maintenance-attempts/{id}/sync"] = {"post": {
+        "summary": "refresh an attempt from its runs", "parameters": [_id("id")],
+        "responses": {**_ok("synced", "attempt", "202"), "404": _error("unknown id"), "502": _error("backend"),
+                      "413": _error("body too large"), **COMMON_ERRORS}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "patchmoi", "version": __version__,
+                 "description": "Upstream intake, dispatch and maintenance attempts. Errors are JSON "
+                                "`{\"error\": code, \"message\"?: text}`."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "header": {"type": "apiKey", "in": "header", "name": "X-Patch-Admin-Token"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"],
+                                  "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
+        },
+        "security": [{"bearer": []}, {"header": []}],
+        "paths": paths,
+    }
