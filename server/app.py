@@ -39,6 +39,12 @@ def json_response(body: Any, status: int = 200) -> Response:
     return JSONResponse(body, status_code=status, media_type="application/json; charset=utf-8")
 
 
+def raw_list(key: str, lines: list[bytes]) -> Response:
+    """`{"<key>": [...]}` assembled from stored JSON lines without decoding and re-encoding them."""
+    body = b'{"' + key.encode() + b'":[' + b",".join(lines) + b"]}"
+    return Response(body, media_type="application/json; charset=utf-8")
+
+
 def error(status: int, code: str, message: str | None = None) -> Response:
     body = {"error": code}
     if message:
@@ -122,7 +128,7 @@ class Api:
         if not rest:
             if request.method != "GET":
                 return error(404, "not_found")
-            return json_response({"events": self.store.list_events(type=q.get("type") or None, limit=q.get("limit"))})
+            return raw_list("events", self.store.list_events_raw(type=q.get("type") or None, limit=q.get("limit")))
         if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("retry", "replay")) or not rest[0]:
             return error(404, "not_found")
         event_id = rest[0]
@@ -159,8 +165,8 @@ class Api:
         if not rest:
             if request.method != "GET":
                 return error(405, "method_not_allowed")
-            return json_response({"attempts": self.store.list_attempts(
-                event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit"))})
+            return raw_list("attempts", self.store.list_attempts_raw(
+                event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")))
         if len(rest) > 2 or (len(rest) == 2 and rest[1] != "sync") or not rest[0]:
             return error(404, "not_found")
         attempt = self.store.get_attempt(rest[0])

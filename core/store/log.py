@@ -100,6 +100,15 @@ class Log:
         columns = self._columns(filters)
         return self._decode(self.index.spans(latest=latest, filters=columns, limit=limit, before=before))
 
+    def select_raw(
+        self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
+    ) -> list[bytes]:
+        """Like `select`, but the stored JSON lines themselves (each one a valid object: the index only
+        points at lines that parsed), for responses that would only re-encode them."""
+        self.open()
+        spans = self.index.spans(latest=latest, filters=self._columns(filters), limit=limit)
+        return [raw.rstrip(b"\r") for raw in self.file.read_at(spans)]
+
     def list_with_offsets(
         self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
         before: int | None = None,

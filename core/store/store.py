@@ -92,6 +92,9 @@ class Store:
     def list_events(self, *, type: str | None = None, limit: Any = None) -> list[dict[str, Any]]:
         return self.flow_events.select(limit=parse_limit(limit), filters={"type": type} if type else None)
 
+    def list_events_raw(self, *, type: str | None = None, limit: Any = None) -> list[bytes]:
+        return self.flow_events.select_raw(limit=parse_limit(limit), filters={"type": type} if type else None)
+
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         return self.flow_events.get(event_id)
 
@@ -118,6 +121,13 @@ class Store:
         check_status(status, ATTEMPT_STATUSES, "attempt")
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
         return self.attempts.select(limit=parse_limit(limit), filters=filters, latest=True)
+
+    def list_attempts_raw(
+        self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
+    ) -> list[bytes]:
+        check_status(status, ATTEMPT_STATUSES, "attempt")
+        filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
+        return self.attempts.select_raw(limit=parse_limit(limit), filters=filters, latest=True)
 
     def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
         return self.attempts.get(attempt_id)
