@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow a non-loopback bind without PATCH_ADMIN_TOKEN (not recommended)")
 
+    p = add("tui", "the live dashboard (local DATA_DIR, or a running server with --url)", cmd_tui)
+    p.add_argument("--url", help="a running patchmoi server (remote mode), e.g. http://127.0.0.1:3000")
+    p.add_argument("--token", help="admin token for --url (env PATCH_ADMIN_TOKEN)")
+    p.add_argument("--read-only", action="store_true", help="disable retry, replay and sync")
+    p.add_argument("--sources", metavar="FILE", help="feed-sources.json, for per-source backends on retry")
+    p.add_argument("--workspace", metavar="PATH", help="fork checkout for local retries of hand-run events")
+
     p = add("follow", "print records as they are appended by any process (Ctrl-C to stop)", commands_read.cmd_follow)
     p.add_argument("--from-start", action="store_true", help="print existing records first")
     return parser
@@ -103,6 +110,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # The server package is loaded by name: the CLI and the server never import each other statically.
     serve = importlib.import_module("server.run").serve
     return int(serve(settings, poll=not args.no_poll, insecure_no_auth=args.insecure_no_auth))
+
+
+def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
+    from patchmoi_tui.app import PatchmoiApp
+    from patchmoi_tui.client import Client, LocalClient, RemoteClient
+
+    client: Client
+    if args.url:
+        client = RemoteClient(args.url, args.token or settings.admin_token, read_only=args.read_only)
+    else:
+        from pathlib import Path
+
+        workspace = Path(args.workspace).resolve() if args.workspace else None
+        client = LocalClient(settings, read_only=args.read_only, workspace=workspace)
+    PatchmoiApp(client).run()
+    return EXIT_OK
 
 
 def settings_for(args: argparse.Namespace) -> Settings:

@@ -24,6 +24,7 @@ from core.dispatch.http import BackendError
 from core.errors import NotFoundError, UsageError
 from core.log import log_event
 from core.service import Service
+from core.store import parse_limit
 from server.openapi import openapi_document
 
 MAX_BODY = 64 * 1024
@@ -105,6 +106,7 @@ class Api:
             "flow-events": Api.flow_events, "workspace-dispatches": Api.dispatches, "flow-dispatches": Api.dispatches,
             "maintenance-attempts": Api.attempts, "workspace-runs": Api.workspace_runs,
             "workspace-events": Api.workspace_events, "readyz": Api.ready, "openapi.json": Api.openapi,
+            "feed-signals": Api.signals,
         }
         handler = routes.get(head)
         if handler is None:
@@ -150,6 +152,13 @@ class Api:
             outcome = await dispatcher.retry(event_id, reason=reason, wait=False)
         status = 502 if outcome.record.get("status") == "failed" else 202
         return json_response(outcome.to_dict(), status)
+
+    async def signals(self, request: Request, rest: list[str]) -> Response:
+        _require(request, rest, "GET")
+        q = request.query_params
+        source = q.get("sourceId") or None
+        return raw_list("signals", self.store.feed_events.select_raw(
+            limit=parse_limit(q.get("limit")), filters={"sourceId": source} if source else None))
 
     async def dispatches(self, request: Request, rest: list[str]) -> Response:
         if rest:

@@ -110,7 +110,7 @@ def test_serve_process_end_to_end(tmp_path: Path, server: LoopbackServer) -> Non
 PATHS = ["/flow-events", "/flow-events/{id}", "/flow-events/{id}/retry", "/flow-events/{id}/replay",
          "/workspace-dispatches", "/flow-dispatches", "/maintenance-attempts", "/maintenance-attempts/{id}",
          "/maintenance-attempts/{id}/sync", "/workspace-runs", "/workspace-runs/{id}", "/workspace-events",
-         "/workspace-events/{id}", "/readyz", "/openapi.json", "/healthz", "/nope/{id}"]
+         "/workspace-events/{id}", "/feed-signals", "/readyz", "/openapi.json", "/healthz", "/nope/{id}"]
 text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 
 

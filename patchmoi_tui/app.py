@@ -1,0 +1,382 @@
+"""The operator dashboard: five live-tailed tabs, a detail view, and keys for retry, replay and sync."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from core.errors import PatchmoiError
+from patchmoi_tui.client import Client
+from patchmoi_tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec
+from patchmoi_tui.screens import ConfirmScreen, DetailScreen, FilterScreen, HelpScreen
+from patchmoi_tui.textfmt import relative_time
+
+PAGE = 200
+MAX_ROWS = 5000  # memory stays bounded whatever the history: older rows are left to filters and the CLI
+
+
+class PatchmoiApp(App[None]):
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere keep the styles
+    TITLE = "patchmoi"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("slash", "filter", "Filter"),
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("r", "retry", "Retry"),
+        Binding("R", "replay", "Replay"),
+        Binding("s", "sync", "Sync"),
+        Binding("j", "cursor('down')", show=False),
+        Binding("k", "cursor('up')", show=False),
+        Binding("g", "cursor('top')", show=False),
+        Binding("G", "cursor('bottom')", show=False),
+        *(Binding(str(i + 1), f"tab('{t.kind}')", show=False) for i, t in enumerate(TABS)),
+    ]
+
+    def __init__(self, client: Client, *, clock: Callable[[], datetime] | None = None,
+                 health_interval: float = 5.0) -> None:
+        super().__init__()
+        self.client = client
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.health_interval = health_interval
+        self.rows: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in TABS}
+        self.exhausted: dict[str, bool] = {t.kind: False for t in TABS}
+        self.row_filter = RowFilter.parse("")
+        self.follow = True
+        self.last_refresh: datetime | None = None
+        self.health: dict[str, Any] = {}
+        self.last_error: str | None = None
+        self.sub_title = client.label + (" (read-only)" if client.read_only else "")
+
+    # -- layout ------------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="tabs"):
+            for i, spec in enumerate(TABS):
+                with TabPane(f"{i + 1} {spec.title}", id=f"tab-{spec.kind}"):
+                    table: DataTable[Any] = DataTable(id=spec.kind, cursor_type="row", zebra_stripes=True)
+                    yield table
+        yield Static("", id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        for spec in TABS:
+            table = self.table(spec.kind)
+            for label, width in spec.columns:
+                table.add_column(label, width=width or None, key=label)
+        await self.load_all()
+        self.table("signals").focus()
+        self.tail()
+        self.health_loop()
+
+    # -- data --------------------------------------------------------------------------------------------
+    def table(self, kind: str) -> DataTable[Any]:
+        return self.query_one(f"#{kind}", DataTable)
+
+    @property
+    def active_kind(self) -> str:
+        active = self.query_one(TabbedContent).active or "tab-signals"
+        return active.removeprefix("tab-")
+
+    async def load_all(self) -> None:
+        for spec in TABS:
+            await self.reload(spec.kind)
+        await self.refresh_health()
+
+    async def reload(self, kind: str) -> None:
+        """Fetch the newest page and merge it over what is loaded (new rows on top, changed rows updated)."""
+        try:
+            fresh = await self.client.rows(kind, PAGE)
+        except PatchmoiError as exc:
+            self.last_error = str(exc)
+            self.update_status()
+            return
+        spec = TAB_BY_KIND[kind]
+        keys = {spec.key(r) for r in fresh}
+        older = [r for r in self.rows[kind][len(fresh):] if spec.key(r) not in keys] if self.rows[kind] else []
+        self.rows[kind] = (fresh + older)[:MAX_ROWS]
+        if len(fresh) < PAGE and not older:
+            self.exhausted[kind] = True
+        self.last_refresh = self.clock()
+        self.render_table(kind)
+
+    async def load_older(self, kind: str) -> None:
+        rows = self.rows[kind]
+        if self.exhausted[kind] or not rows or len(rows) >= MAX_ROWS:
+            return
+        cursor = rows[-1].get("_cursor")
+        if cursor is None:
+            self.exhausted[kind] = True
+            return
+        older = await self.client.rows(kind, PAGE, before=cursor)
+        if len(older) < PAGE:
+            self.exhausted[kind] = True
+        spec = TAB_BY_KIND[kind]
+        table = self.table(kind)
+        now = self.clock()
+        known = {spec.key(r) for r in rows}
+        for rec in older:
+            key = spec.key(rec)
+            if key in known:
+                continue
+            rows.append(rec)
+            if self.row_filter.matches(rec):
+                table.add_row(*spec.cells(rec, now), key=key)
+
+    def render_table(self, kind: str) -> None:
+        spec: TabSpec = TAB_BY_KIND[kind]
+        table = self.table(kind)
+        selected = None
+        if table.row_count and not self.follow:
+            try:
+                selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            except Exception:  # a stale coordinate: keep the cursor where the table puts it
+                selected = None
+        table.clear()
+        now = self.clock()
+        seen: set[str] = set()
+        for rec in self.rows[kind]:
+            key = spec.key(rec)
+            if key in seen or not self.row_filter.matches(rec):
+                continue
+            seen.add(key)
+            table.add_row(*spec.cells(rec, now), key=key)
+        if selected is not None and selected in seen:
+            table.move_cursor(row=table.get_row_index(selected))
+        else:
+            table.move_cursor(row=0)
+
+    def selected(self, kind: str | None = None) -> dict[str, Any] | None:
+        kind = kind or self.active_kind
+        table = self.table(kind)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+        spec = TAB_BY_KIND[kind]
+        return next((r for r in self.rows[kind] if spec.key(r) == key), None)
+
+    # -- live tail ---------------------------------------------------------------------------------------
+    @work(exclusive=True, group="tail", exit_on_error=False)
+    async def tail(self) -> None:
+        async for kinds in self.client.changes():
+            for kind in kinds:
+                await self.reload(kind)
+            self.update_status()
+
+    @work(exclusive=True, group="health", exit_on_error=False)
+    async def health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            await self.refresh_health()
+
+    async def refresh_health(self) -> None:
+        try:
+            self.health = await self.client.health()
+        except PatchmoiError as exc:
+            self.last_error = str(exc)
+        self.update_status()
+
+    def update_status(self) -> None:
+        h = self.health
+        sources = h.get("sources") or []
+        failing = [s for s in sources if s.get("lastError")]
+        parts: list[Text | str] = []
+        if sources:
+            style = "red" if failing else "green"
+            parts.append(Text(f"● {len(sources)} sources" + (f", {len(failing)} failing" if failing else ""),
+                              style=style))
+        else:
+            parts.append(Text("○ no sources polled", style="bright_black"))
+        if h.get("dispatchQueueDepth") is not None:
+            parts.append(f"queue {h['dispatchQueueDepth']}")
+        if h.get("localRunsInFlight"):
+            parts.append(f"runs {h['localRunsInFlight']}")
+        store = h.get("store") or {}
+        if store.get("skippedLines") or store.get("quarantinedBytes"):
+            parts.append(Text(f"store: {store.get('skippedLines', 0)} bad lines", style="yellow"))
+        parts.append("follow on" if self.follow else Text("follow off", style="yellow"))
+        if self.row_filter.active:
+            parts.append(Text(f"filter {self.row_filter.describe()}", style="bold"))
+        if self.last_refresh is not None:
+            seconds = (self.clock() - self.last_refresh).total_seconds()
+            parts.append(f"updated {relative_time(self.last_refresh.isoformat(), self.clock())}"
+                         if seconds >= 1 else "updated now")
+        error = self.last_error or (failing[0].get("lastError") if failing else None)
+        if error:
+            parts.append(Text(f"last error: {error}", style="red"))
+        line = Text(" · ").join(p if isinstance(p, Text) else Text(p) for p in parts)
+        self.query_one("#status", Static).update(line)
+
+    # -- actions -----------------------------------------------------------------------------------------
+    def action_tab(self, kind: str) -> None:
+        self.query_one(TabbedContent).active = f"tab-{kind}"
+        self.table(kind).focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.table(self.active_kind).focus()
+
+    async def action_cursor(self, where: str) -> None:
+        table = self.table(self.active_kind)
+        if where == "down":
+            table.action_cursor_down()
+        elif where == "up":
+            table.action_cursor_up()
+        elif where == "top":
+            table.move_cursor(row=0)
+        else:
+            await self.load_older(self.active_kind)
+            table.move_cursor(row=max(0, table.row_count - 1))
+
+    async def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        table = event.data_table
+        if table.id and table.row_count and event.cursor_row >= table.row_count - 5:
+            await self.load_older(table.id)  # rows load on demand as the cursor nears the end
+
+    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        kind = event.data_table.id or self.active_kind
+        record = self.selected(kind)
+        if record is None:
+            return
+        try:
+            chain = await self.client.describe(kind, record)
+        except PatchmoiError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        await self.push_screen(DetailScreen(chain))
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+        if self.follow:
+            self.table(self.active_kind).move_cursor(row=0)
+        self.notify(f"follow {'on: newest rows stay in view' if self.follow else 'off'}")
+        self.update_status()
+
+    def action_filter(self) -> None:
+        def apply(value: str | None) -> None:
+            if value is None:
+                return
+            self.row_filter = RowFilter.parse(value)
+            for spec in TABS:
+                self.render_table(spec.kind)
+            self.update_status()
+
+        self.push_screen(FilterScreen(self.row_filter.describe()), apply)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    async def _event_id_of(self, record: dict[str, Any]) -> str | None:
+        if self.active_kind == "events":
+            return str(record.get("id"))
+        if record.get("eventId"):
+            return str(record["eventId"])
+        chain = await self.client.describe(self.active_kind, record)
+        event = chain.get("event")
+        return str(event["id"]) if event else None
+
+    async def _confirm_event_action(self, op: str) -> None:
+        if self.client.read_only:
+            self.notify(f"read-only mode: {op} is disabled", severity="warning")
+            return
+        record = self.selected()
+        event_id = await self._event_id_of(record) if record else None
+        if not event_id:
+            self.notify(f"select a row with a flow event to {op}", severity="warning")
+            return
+        body = (f"{op.capitalize()} flow event\n{event_id}\n\n" +
+                ("Re-sends the same event to the same backend; a backend that already has it answers duplicate."
+                 if op == "retry" else "Asks the backend (or the local runner) for new runs of this event."))
+
+        def done(reason: str | None) -> None:
+            if reason is not None:
+                self.run_action_worker(op, event_id, reason or None)
+
+        self.push_screen(ConfirmScreen(f"{op.capitalize()}?", body), done)
+
+    @work(group="actions", exit_on_error=False)
+    async def run_action_worker(self, op: str, ident: str, reason: str | None) -> None:
+        try:
+            if op == "retry":
+                result = await self.client.retry(ident, reason)
+            elif op == "replay":
+                result = await self.client.replay(ident, reason)
+            else:
+                result = await self.client.sync(ident)
+        except PatchmoiError as exc:
+            self.notify(f"{op} failed: {exc}", severity="error", timeout=10)
+            return
+        except Exception as exc:
+            self.notify(f"{op} failed: {type(exc).__name__}: {exc}", severity="error", timeout=10)
+            return
+        record = result.get("record") or {}
+        attempt = result.get("attempt") or {}
+        if op == "sync":
+            self.notify(f"sync: attempt is {attempt.get('status')}", title="sync")
+        elif record.get("status") == "failed":
+            self.notify(f"{op}: dispatch failed: {record.get('error')}", severity="error", timeout=10)
+        elif record.get("status") == "skipped":
+            self.notify(f"{op}: skipped: {record.get('error')}", severity="warning", timeout=10)
+        else:
+            self.notify(f"{op}: {record.get('status')} via {record.get('transport')}; attempt "
+                        f"{attempt.get('status')}", title=op)
+
+    async def action_retry(self) -> None:
+        await self._confirm_event_action("retry")
+
+    async def action_replay(self) -> None:
+        await self._confirm_event_action("replay")
+
+    async def action_sync(self) -> None:
+        if self.client.read_only:
+            self.notify("read-only mode: sync is disabled", severity="warning")
+            return
+        record = self.selected()
+        attempt_id = None
+        if record is not None and self.active_kind == "attempts":
+            attempt_id = str(record.get("id"))
+        elif record is not None:
+            chain = await self.client.describe(self.active_kind, record)
+            attempts = chain.get("attempts") or []
+            attempt_id = str(attempts[0]["id"]) if attempts else None
+        if not attempt_id:
+            self.notify("select an attempt (tab 3) to sync", severity="warning")
+            return
+
+        def done(reason: str | None) -> None:
+            if reason is not None:
+                self.run_action_worker("sync", attempt_id, None)
+
+        self.push_screen(ConfirmScreen("Sync?", f"Sync maintenance attempt\n{attempt_id}\n\nRe-reads its runs "
+                                       "and records the outcome if it changed."), done)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        actions: list[tuple[str, str, Callable[[], Any]]] = [
+            ("Retry selected event", "re-dispatch to the same backend", self.action_retry),
+            ("Replay selected event", "new runs for the event", self.action_replay),
+            ("Sync selected attempt", "refresh from its runs", self.action_sync),
+            ("Filter rows", "repo:, status:, type:, source: or text", self.action_filter),
+            ("Toggle follow", "keep the newest rows in view", self.action_toggle_follow),
+            ("Show keys", "every key binding", self.action_help),
+        ]
+        for spec in TABS:
+            actions.append((f"Go to {spec.title}", f"tab {spec.kind}",
+                            lambda kind=spec.kind: self.action_tab(kind)))  # type: ignore[misc]
+        for title, help_text, callback in actions:
+            yield SystemCommand(title, help_text, callback)
+
+    async def on_unmount(self) -> None:
+        await self.client.close()

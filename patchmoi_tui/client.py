@@ -1,0 +1,227 @@
+"""One small client interface for the dashboard: local (a DATA_DIR through core) or remote (the HTTP API).
+
+Screens call these methods and never know which mode they are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from core.config import Settings
+from core.dispatch.dispatcher import Dispatcher
+from core.errors import PatchmoiError
+from core.sources import load_sources
+from core.store import Store
+from core.store.follow import follow
+
+KINDS = ("signals", "events", "attempts", "dispatches", "runs")
+
+
+class Client(Protocol):
+    label: str
+    read_only: bool
+
+    async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]: ...
+    async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]: ...
+    async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
+    async def replay(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
+    async def sync(self, attempt_id: str) -> dict[str, Any]: ...
+    async def health(self) -> dict[str, Any]: ...
+    def changes(self) -> AsyncIterator[set[str]]: ...
+    async def close(self) -> None: ...
+
+
+FILE_KIND = {
+    "feed-events.jsonl": "signals", "flow-events.jsonl": "events", "maintenance-attempts.jsonl": "attempts",
+    "workspace-dispatches.jsonl": "dispatches", "flow-dispatches.jsonl": "dispatches",
+    "workspace-runs.jsonl": "runs",
+}
+
+
+class LocalClient:
+    """Reads the store directly and live-tails its files; actions dispatch through core (like the CLI)."""
+
+    def __init__(self, settings: Settings, *, read_only: bool = False, workspace: Path | None = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.data_dir)
+        self.store.ensure()
+        self.read_only = read_only
+        self.label = f"local {settings.data_dir}"
+        sources_path = settings.feed_sources_path
+        self.dispatcher = Dispatcher(
+            self.store, settings.env, workspace=workspace,
+            sources=(lambda: load_sources(sources_path)) if sources_path is not None else None,
+        )
+        self._stop = asyncio.Event()
+
+    async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
+        log, latest = {
+            "signals": (self.store.feed_events, False), "events": (self.store.flow_events, False),
+            "attempts": (self.store.attempts, True), "dispatches": (self.store.dispatches, False),
+            "runs": (self.store.runs, True),
+        }[kind]
+        pairs = log.list_with_offsets(limit=limit, latest=latest, before=before)
+        return [{**rec, "_cursor": off} for off, rec in pairs]
+
+    async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+        return describe_local(self.store, kind, record)
+
+    async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]:
+        return (await self.dispatcher.retry(event_id, reason=reason, wait=False)).to_dict()
+
+    async def replay(self, event_id: str, reason: str | None) -> dict[str, Any]:
+        return (await self.dispatcher.replay(event_id, reason=reason, wait=False)).to_dict()
+
+    async def sync(self, attempt_id: str) -> dict[str, Any]:
+        return {"attempt": await self.dispatcher.sync(attempt_id)}
+
+    async def health(self) -> dict[str, Any]:
+        state = self.store.read_state_safely()
+        sources = []
+        for sid, st in state.items():
+            if isinstance(st, dict):
+                sources.append({"sourceId": sid, "lastCheckedAt": st.get("lastCheckedAt"),
+                                "lastError": st.get("lastError")})
+        lock = self.store.data_dir / "poller.lock"
+        return {"sources": sources, "store": self.store.health(), "dispatchQueueDepth": None,
+                "localRunsInFlight": len(self.dispatcher.tasks),
+                "pollerLockHolder": lock.read_text().strip() if lock.exists() else None}
+
+    async def changes(self) -> AsyncIterator[set[str]]:
+        paths = [self.store.data_dir / name for name in FILE_KIND]
+        async for batch in follow(paths, stop=self._stop, debounce_ms=30):
+            kinds = {FILE_KIND[item.file] for item in batch if item.file in FILE_KIND}
+            if kinds:
+                yield kinds
+
+    async def close(self) -> None:
+        self._stop.set()
+        await self.dispatcher.aclose()
+        self.store.close()
+
+
+def describe_local(store: Store, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The chain around a record: event → dispatches → attempts → runs (candidate refs and logs inside)."""
+    event_id = str(record.get("eventId") or record.get("id") or "")
+    if kind == "signals":
+        event_id = ""
+        for ev in store.list_events(limit=200):
+            payload = ev.get("payload") or {}
+            if payload.get("sourceId") == record.get("sourceId") and payload.get("entryId") == record.get("entryId"):
+                event_id = str(ev["id"])
+                break
+        if not event_id:
+            return {"signal": record}
+    event = store.get_event(event_id)
+    attempts = store.list_attempts(event_id=event_id, limit=20)
+    runs = store.list_runs(event_id=event_id, limit=20)
+    out: dict[str, Any] = {"event": event, "dispatches": store.list_dispatches(event_id=event_id, limit=20),
+                           "attempts": attempts, "runs": runs}
+    if kind == "signals":
+        out["signal"] = record
+    return out
+
+
+class RemoteClient:
+    """The HTTP API of a running `patchmoi serve` (admin token as Bearer); refreshes by polling."""
+
+    def __init__(self, url: str, token: str | None, *, read_only: bool = False, interval: float = 2.0) -> None:
+        self.base = url.rstrip("/")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.AsyncClient(base_url=self.base, headers=headers, timeout=15.0)
+        self.read_only = read_only
+        self.label = f"remote {self.base}"
+        self.interval = interval
+        self._stop = asyncio.Event()
+        self._last: dict[str, str] = {}
+
+    async def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            resp = await self.http.get(path, params={k: v for k, v in (params or {}).items() if v is not None})
+        except httpx.HTTPError as exc:
+            raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        return self._json(resp)
+
+    def _json(self, resp: httpx.Response) -> dict[str, Any]:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        if resp.status_code == 401:
+            raise PatchmoiError(f"{self.base} refused the admin token (401); pass --token or PATCH_ADMIN_TOKEN")
+        if resp.status_code >= 400 and resp.status_code != 502:
+            raise PatchmoiError(f"{resp.request.method} {resp.request.url.path} → {resp.status_code} "
+                                f"{body.get('error', '')} {body.get('message', '')}".strip())
+        return body if isinstance(body, dict) else {}
+
+    async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
+        path, key = {"signals": ("/feed-signals", "signals"), "events": ("/flow-events", "events"),
+                     "attempts": ("/maintenance-attempts", "attempts"),
+                     "dispatches": ("/workspace-dispatches", "dispatches"), "runs": ("/workspace-runs", "runs")}[kind]
+        if before is not None:
+            return []  # the API pages by limit only (max 500)
+        body = await self._get(path, {"limit": min(limit, 500)})
+        rows = body.get(key, [])
+        return [r for r in rows if isinstance(r, dict)]
+
+    async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+        event_id = str(record.get("eventId") or record.get("id") or "")
+        if kind == "signals":
+            return {"signal": record}
+        body = await self._get(f"/flow-events/{quote(event_id, safe='')}") if event_id else {}
+        attempts = (await self._get("/maintenance-attempts", {"eventId": event_id, "limit": 20})).get("attempts", [])
+        try:
+            runs = (await self._get("/workspace-runs", {"eventId": event_id, "limit": 20})).get("runs", [])
+        except PatchmoiError:
+            runs = []
+        return {"event": body.get("event"), "dispatches": body.get("dispatches", []), "attempts": attempts,
+                "runs": runs}
+
+    async def _post(self, path: str, reason: str | None) -> dict[str, Any]:
+        try:
+            resp = await self.http.post(path, json={"reason": reason} if reason else None)
+        except httpx.HTTPError as exc:
+            raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        return self._json(resp)
+
+    async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]:
+        return await self._post(f"/flow-events/{quote(event_id, safe='')}/retry", reason)
+
+    async def replay(self, event_id: str, reason: str | None) -> dict[str, Any]:
+        return await self._post(f"/flow-events/{quote(event_id, safe='')}/replay", reason)
+
+    async def sync(self, attempt_id: str) -> dict[str, Any]:
+        return await self._post(f"/maintenance-attempts/{quote(attempt_id, safe='')}/sync", None)
+
+    async def health(self) -> dict[str, Any]:
+        return await self._get("/readyz")
+
+    async def changes(self) -> AsyncIterator[set[str]]:
+        """Poll the newest record of each list; yield the kinds whose head changed."""
+        while not self._stop.is_set():
+            changed: set[str] = set()
+            for kind in KINDS:
+                try:
+                    head = await self.rows(kind, 1)
+                except PatchmoiError:
+                    continue
+                marker = repr(head[:1])
+                if self._last.get(kind) not in (None, marker):
+                    changed.add(kind)
+                self._last[kind] = marker
+            if changed:
+                yield changed
+            started = time.monotonic()
+            while not self._stop.is_set() and time.monotonic() - started < self.interval:
+                await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        self._stop.set()
+        await self.http.aclose()

@@ -1,0 +1,153 @@
+"""How each tab shows a record: columns, a stable row key, status glyph and colour, and filter matching."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+
+from patchmoi_tui.textfmt import relative_time, shorten
+
+GLYPHS = {
+    "started": "…", "dispatched": "→", "completed": "✓", "changed": "✚", "skipped": "·",
+    "needs_intervention": "!", "blocked": "⊘", "failed": "✗", "queued": "…", "running": "▶",
+    "push": "↑", "release": "◆",
+}
+# ANSI names, so the 16-colour palette and both dark and light themes keep them readable.
+COLOURS = {
+    "changed": "green", "completed": "green", "dispatched": "blue", "started": "cyan", "queued": "cyan",
+    "running": "cyan", "skipped": "bright_black", "needs_intervention": "bold yellow", "blocked": "magenta",
+    "failed": "bold red", "push": "cyan", "release": "green",
+}
+
+
+def status_text(status: Any) -> Text:
+    value = str(status or "?")
+    return Text(f"{GLYPHS.get(value, '?')} {value}", style=COLOURS.get(value, ""))
+
+
+def _payload(rec: dict[str, Any]) -> dict[str, Any]:
+    payload = rec.get("payload")
+    return payload if isinstance(payload, dict) else {}
+
+
+def upstream_label(rec: dict[str, Any]) -> str:
+    if "upstreamRepo" in rec or "upstreamTag" in rec:
+        repo = rec.get("upstreamRepo") or "-"
+        ref = rec.get("upstreamTag") or rec.get("upstreamRef") or str(rec.get("upstreamSha") or "")[:12]
+    else:
+        p = _payload(rec)
+        repo = p.get("repo") or p.get("packageName") or "-"
+        ref = p.get("tag") or p.get("version") or p.get("ref") or str(p.get("sha") or "")[:12]
+    return f"{repo}@{ref}" if ref else str(repo)
+
+
+def age(rec: dict[str, Any], now: datetime | None, *keys: str) -> str:
+    for key in keys:
+        if rec.get(key):
+            return relative_time(rec[key], now)
+    return "-"
+
+
+@dataclass(frozen=True)
+class TabSpec:
+    kind: str
+    title: str
+    columns: tuple[tuple[str, int], ...]
+    cells: Callable[[dict[str, Any], datetime | None], tuple[Any, ...]]
+    key: Callable[[dict[str, Any]], str]
+
+
+def _signal_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+    repo = r.get("repo") if isinstance(r.get("repo"), dict) else {}
+    assert isinstance(repo, dict)
+    ref = r.get("ref") or str(r.get("sha") or "")[:12] or "-"
+    return (age(r, now, "receivedAt", "publishedAt"), status_text(r.get("event")), repo.get("fullName", "-"),
+            shorten(ref, 28), shorten(r.get("title"), 40), r.get("sourceId"))
+
+
+def _event_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+    return (age(r, now, "receivedAt", "occurredAt"), r.get("type"), shorten(upstream_label(r), 40), r.get("id"))
+
+
+def _attempt_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+    outcome = r.get("error") or r.get("message") or ""
+    return (age(r, now, "updatedAt", "createdAt"), status_text(r.get("status")), r.get("operation", "dispatch"),
+            shorten(upstream_label(r), 32), shorten(outcome, 48), r.get("id"))
+
+
+def _dispatch_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+    detail = r.get("error") or ",".join(r.get("runIds") or []) or "-"
+    return (age(r, now, "createdAt"), status_text(r.get("status")), r.get("operation", "dispatch"),
+            r.get("transport", "-"), shorten(detail, 40), r.get("eventId"))
+
+
+def _run_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+    payload = r.get("resultPayload") if isinstance(r.get("resultPayload"), dict) else {}
+    assert isinstance(payload, dict)
+    message = r.get("error") or payload.get("message") or ""
+    return (age(r, now, "completedAt", "startedAt", "createdAt"), status_text(r.get("status")),
+            f"{r.get('flowName')}/{r.get('stepName')}", shorten(message, 48), r.get("id"))
+
+
+TABS: tuple[TabSpec, ...] = (
+    TabSpec("signals", "Upstream", (("AGE", 9), ("EVENT", 10), ("REPO", 24), ("REF", 20), ("TITLE", 30),
+                                    ("SOURCE", 0)), _signal_cells,
+            lambda r: f"{r.get('sourceId')}:{r.get('entryId')}"),
+    TabSpec("events", "Events", (("AGE", 9), ("TYPE", 22), ("UPSTREAM", 30), ("ID", 0)), _event_cells,
+            lambda r: str(r.get("id"))),
+    TabSpec("attempts", "Attempts", (("AGE", 9), ("STATUS", 20), ("OP", 8), ("UPSTREAM", 26), ("OUTCOME", 36),
+                                     ("ID", 0)), _attempt_cells, lambda r: str(r.get("id"))),
+    TabSpec("dispatches", "Dispatches", (("AGE", 9), ("STATUS", 12), ("OP", 8), ("TRANSPORT", 14),
+                                         ("RUNS/ERROR", 30), ("EVENT", 0)), _dispatch_cells,
+            lambda r: f"{r.get('eventId')}@{r.get('createdAt')}@{r.get('_cursor', '')}"),
+    TabSpec("runs", "Runs", (("AGE", 9), ("STATUS", 20), ("STEP", 22), ("MESSAGE", 36), ("ID", 0)), _run_cells,
+            lambda r: str(r.get("id"))),
+)
+TAB_BY_KIND = {t.kind: t for t in TABS}
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """`/` filter: `repo:acme status:failed type:upstream.release` plus free text (all must match)."""
+
+    fields: dict[str, str]
+    words: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> RowFilter:
+        fields: dict[str, str] = {}
+        words = []
+        for token in text.split():
+            key, sep, value = token.partition(":")
+            if sep and key in ("repo", "status", "type", "source") and value:
+                fields[key] = value.lower()
+            else:
+                words.append(token.lower())
+        return cls(fields, tuple(words))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fields or self.words)
+
+    def matches(self, rec: dict[str, Any]) -> bool:
+        haystacks = {
+            "repo": upstream_label(rec) + " " + json.dumps(rec.get("repo", "")),
+            "status": str(rec.get("status") or rec.get("event") or ""),
+            "type": str(rec.get("type") or rec.get("eventType") or ""),
+            "source": str(rec.get("sourceId") or _payload(rec).get("sourceId") or ""),
+        }
+        for key, value in self.fields.items():
+            if value not in haystacks[key].lower():
+                return False
+        if self.words:
+            blob = json.dumps(rec, ensure_ascii=False).lower()
+            return all(word in blob for word in self.words)
+        return True
+
+    def describe(self) -> str:
+        return " ".join([*(f"{k}:{v}" for k, v in self.fields.items()), *self.words])

@@ -1,0 +1,82 @@
+"""End to end in a real terminal: `patchmoi tui` in a detached tmux session, records appended by another
+process appear on screen, and `r` + confirm appends a dispatch record."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.store import Store
+
+from .conftest import PYTHON, ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+class Tmux:
+    def __init__(self) -> None:
+        self.socket = f"patchmoi-test-{uuid.uuid4().hex[:8]}"
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "tui")
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; screen was:\n{screen}")
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    t = Tmux()
+    yield t
+    subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
+
+
+def test_tui_in_tmux_live_tail_and_retry(tmp_path: Path, data_dir: Path, tmux: Tmux) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / ".patchmoi.toml").write_text('[[steps]]\nname = "ok"\non = ["upstream.release"]\n'
+                                       'command = \'echo FLOW_RESULT {\\"status\\": \\"completed\\"}\'\n')
+    command = (f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi_tui.cli tui --data-dir {data_dir} "
+               f"--workspace {ws}")
+    tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "30", command)
+    tmux.wait_for("1 Upstream")
+    tmux("send-keys", "-t", "tui", "2")
+    # another process appends a flow event: the live tail shows it
+    subprocess.run([PYTHON, "-c", (
+        "from core.store import Store; Store(__import__('sys').argv[1]).record_event({'id': "
+        "'patch:upstream.release:acme/tmuxwidget:v7.0.0', 'type': 'upstream.release', 'source': 'patch', "
+        "'receivedAt': '2026-11-21T10:00:00.000Z', 'payload': {'repo': 'acme/tmuxwidget', 'tag': 'v7.0.0'}})"),
+        str(data_dir)], cwd=ROOT, check=True)
+    tmux.wait_for("acme/tmuxwidget@v7.0.0")
+    tmux("send-keys", "-t", "tui", "r")
+    tmux.wait_for("Retry flow event")
+    tmux("send-keys", "-t", "tui", "Enter")
+    deadline = time.monotonic() + 15
+    path = data_dir / "workspace-dispatches.jsonl"
+    while time.monotonic() < deadline and not path.exists():
+        time.sleep(0.1)
+    record = json.loads(path.read_text().splitlines()[-1])
+    assert record["eventId"] == "patch:upstream.release:acme/tmuxwidget:v7.0.0"
+    assert record["transport"] == "local"
+    tmux.wait_for("retry: dispatched via local")
+    tmux("send-keys", "-t", "tui", "3")
+    tmux.wait_for("✓ completed")
+    tmux("send-keys", "-t", "tui", "q")
+    assert Store(data_dir).list_attempts()[0]["status"] == "completed"
