@@ -99,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", metavar="FILE", help="feed-sources.json, for per-source backends on retry")
     p.add_argument("--workspace", metavar="PATH", help="fork checkout for local retries of hand-run events")
 
+    p = sub.add_parser("demo", help="the self-contained live demo (no network, no configuration)",
+                       description="Builds a throwaway upstream repo, a fork with three patch branches and a "
+                       "loopback feed server, starts the service and cuts upstream releases every few seconds "
+                       "(one conflicts), so changed and needs_intervention arrive live. Keys: n next release.")
+    p.add_argument("--headless", action="store_true", help="no dashboard: print the timeline and check outcomes")
+    p.add_argument("--cycles", type=int, help="stop after N releases (default: forever, or 4 with --headless)")
+    p.add_argument("--interval", type=float, default=6.0, help="seconds between releases (default 6)")
+    p.add_argument("--keep", action="store_true", help="keep the demo workspace for inspection")
+    p.add_argument("--dir", help="build the demo here (implies --keep)")
+    p.set_defaults(handler=cmd_demo)
+
     p = add("follow", "print records as they are appended by any process (Ctrl-C to stop)", commands_read.cmd_follow)
     p.add_argument("--from-start", action="store_true", help="print existing records first")
     return parser
@@ -126,6 +137,44 @@ def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
         client = LocalClient(settings, read_only=args.read_only, workspace=workspace)
     PatchmoiApp(client).run()
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from core.demo import Demo
+
+    root = Path(args.dir).resolve() if args.dir else None
+    if root is not None and root.exists() and any(root.iterdir()):
+        raise UsageError(f"--dir {root} is not empty")
+    demo = Demo(root, keep=args.keep, interval=args.interval)
+    if not args.headless:
+        from patchmoi_tui.demo_app import DemoApp
+
+        DemoApp(demo, args.cycles).run()
+        return EXIT_OK
+    cycles = args.cycles or 4
+    demo.listeners.append(lambda line: print(line, flush=True))
+
+    async def run() -> bool:
+        try:
+            await demo.start()
+            assert demo.driver is not None
+            await demo.driver.run(cycles)
+            return demo.driver.ok
+        finally:
+            await demo.stop()
+
+    ok = asyncio.run(run())
+    assert demo.driver is not None
+    print("\noutcomes:")
+    for tag, expected, actual in demo.driver.outcomes:
+        mark = "ok  " if expected == actual else "FAIL"
+        print(f"  {mark} {tag:<14} expected {expected:<20} got {actual}")
+    if demo.keep:
+        print(f"workspace kept at {demo.root}")
+    return EXIT_OK if ok else EXIT_FAIL
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
