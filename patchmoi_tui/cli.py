@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="build the demo here (implies --keep)")
     p.set_defaults(handler=cmd_demo)
 
+    p = add("doctor", "check config, data dir, store, git, fork workspaces, backends, Discord and auth", cmd_doctor)
+    p.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
+
     p = add("follow", "print records as they are appended by any process (Ctrl-C to stop)", commands_read.cmd_follow)
     p.add_argument("--from-start", action="store_true", help="print existing records first")
     return parser
@@ -175,6 +178,20 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if demo.keep:
         print(f"workspace kept at {demo.root}")
     return EXIT_OK if ok else EXIT_FAIL
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from core.doctor import run_checks, summary
+
+    checks = run_checks(settings)
+    if args.json:
+        from patchmoi_tui.cliutil import emit_json
+
+        emit_json(summary(checks))
+    else:
+        for check in checks:
+            print(f"{check.status:<5} {check.name:<30} {check.detail}")
+    return EXIT_FAIL if any(c.status == "FAIL" for c in checks) else EXIT_OK
 
 
 def settings_for(args: argparse.Namespace) -> Settings:

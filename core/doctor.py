@@ -1,0 +1,140 @@
+"""`patchmoi doctor`: PASS / WARN / FAIL checks of everything a deployment depends on."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.config import Settings, redact_url
+from core.dispatch.selection import select_backend
+from core.errors import ConfigError
+from core.sources import FeedSource, load_sources
+from core.store import Store
+from core.workspace.patches import doctor as patch_doctor
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # PASS | WARN | FAIL
+    name: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"status": self.status, "name": self.name, "detail": self.detail}
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
+    checks: list[Check] = []
+    add = checks.append
+
+    sources: list[FeedSource] = []
+    if settings.feed_sources_path is None:
+        add(Check("WARN", "feed sources", "FEED_SOURCES_PATH is not set: nothing will be polled"))
+    else:
+        try:
+            sources = load_sources(settings.feed_sources_path)
+            add(Check("PASS", "feed sources", f"{settings.feed_sources_path}: {len(sources)} valid source(s)"))
+        except ConfigError as exc:
+            add(Check("FAIL", "feed sources", str(exc)))
+
+    data = Path(settings.data_dir)
+    if not data.exists():
+        add(Check("WARN", "data dir", f"{data} does not exist yet (it is created on first write)"))
+    elif not os.access(data, os.W_OK):
+        add(Check("FAIL", "data dir", f"{data} is not writable by this user"))
+    else:
+        loose = [p.name for p in data.iterdir() if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o077]
+        if loose:
+            add(Check("WARN", "data dir", f"{data}: readable by others: {', '.join(sorted(loose)[:5])} "
+                      "(chmod 600)"))
+        else:
+            add(Check("PASS", "data dir", f"{data} exists, writable, files private"))
+        health = Store(data).health()
+        if health["skippedLines"] or health["quarantinedBytes"]:
+            damaged = [f"{name} ({info['skippedLines']} bad lines, {info['quarantinedBytes']} bytes quarantined)"
+                       for name, info in health["files"].items()
+                       if info["skippedLines"] or info["quarantinedBytes"]]
+            add(Check("WARN", "store", "damage skipped by readers: " + "; ".join(damaged)))
+        else:
+            add(Check("PASS", "store", f"{sum(f['records'] for f in health['files'].values())} records, no damage"))
+
+    git = shutil.which("git")
+    if git is None:
+        add(Check("FAIL", "git", "git is not on PATH: the local runner cannot rebuild patch stacks"))
+    else:
+        version = subprocess.run([git, "--version"], capture_output=True, text=True).stdout.strip()
+        add(Check("PASS", "git", version))
+
+    for source in sources:
+        target = source.target
+        if target is None or not target.is_workflow:
+            continue
+        backend = select_backend(target, settings.env)
+        if backend.kind == "local":
+            if backend.workspace is None:
+                add(Check("FAIL", f"workspace {source.id}", "local dispatch but no target.workspace and no backend "
+                          "URL: events would be skipped"))
+            elif not backend.workspace.is_dir():
+                add(Check("FAIL", f"workspace {source.id}", f"{backend.workspace} does not exist"))
+            else:
+                report = patch_doctor(backend.workspace)
+                if report["ready"]:
+                    add(Check("PASS", f"workspace {source.id}",
+                              f"{backend.workspace}: ready, {len(report['patches'])} patch branch(es)"))
+                else:
+                    add(Check("FAIL", f"workspace {source.id}", f"{backend.workspace}: " + "; ".join(report["issues"])))
+        elif backend.kind == "ws":
+            add(Check("FAIL", f"backend {source.id}", "ws:// backends are not supported; use an http(s) URL"))
+        else:
+            add(_reachable(f"backend {source.id}", backend.base or "", timeout))
+            if not backend.secret:
+                add(Check("WARN", f"backend {source.id}", "no HMAC secret: dispatches are unsigned"))
+    if settings.backend_url and not any(c.name.startswith("backend ") for c in checks):
+        add(_reachable("backend", settings.backend_url, timeout))
+
+    if settings.discord_enabled and not settings.discord_webhook_url:
+        add(Check("FAIL", "discord", "DISCORD_OUTPUT_ENABLED is on but DISCORD_WEBHOOK_URL is empty"))
+    elif settings.discord_enabled:
+        url = settings.discord_webhook_url or ""
+        status = "PASS" if url.startswith("https://") else "WARN"
+        add(Check(status, "discord", f"enabled for {', '.join(settings.discord_notify_events)}"
+                  + ("" if status == "PASS" else "; the webhook URL is not https")))
+    else:
+        add(Check("PASS", "discord", "disabled"))
+
+    if not _loopback(settings.host) and not settings.admin_token:
+        add(Check("FAIL", "admin token", f"HOST={settings.host} is not loopback and PATCH_ADMIN_TOKEN is unset"))
+    elif settings.admin_token and len(settings.admin_token) < 16:
+        add(Check("WARN", "admin token", "PATCH_ADMIN_TOKEN is shorter than 16 characters"))
+    else:
+        add(Check("PASS", "admin token", "set" if settings.admin_token else f"unset (HOST {settings.host} is loopback)"))
+    return checks
+
+
+def _reachable(name: str, url: str, timeout: float) -> Check:
+    try:
+        resp = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return Check("FAIL", name, f"{redact_url(url)} unreachable: {type(exc).__name__}")
+    return Check("PASS", name, f"{redact_url(url)} answered HTTP {resp.status_code}")
+
+
+def summary(checks: list[Check]) -> dict[str, Any]:
+    return {"ok": not any(c.status == "FAIL" for c in checks), "checks": [c.to_dict() for c in checks]}

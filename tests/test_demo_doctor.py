@@ -1,0 +1,85 @@
+"""`patchmoi demo` (headless and in tmux) and `patchmoi doctor`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import PYTHON, ROOT
+from .gitfixture import Forge
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={"PATH": "/usr/bin:/bin", **(env or {})})
+
+
+@pytest.mark.slow
+def test_demo_headless_three_cycles(tmp_path: Path) -> None:
+    out = cli("demo", "--headless", "--cycles", "3", "--interval", "0.5", "--dir", str(tmp_path / "demo"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "upstream released v1.1.0" in out.stdout
+    assert "ok   v1.1.0         expected changed" in out.stdout
+    assert "ok   v1.2.0         expected needs_intervention" in out.stdout
+    assert "ok   v1.2.0 retry   expected changed" in out.stdout
+    assert "ok   v1.3.0         expected changed" in out.stdout
+    assert (tmp_path / "demo" / "data" / "maintenance-attempts.jsonl").exists()  # --dir keeps the workspace
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_demo_in_tmux_shows_needs_intervention_within_30s() -> None:
+    sock = f"patchmoi-demo-{uuid.uuid4().hex[:8]}"
+    command = f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi_tui.cli demo --interval 2"
+    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-s", "demo", "-x", "120", "-y", "32", command],
+                   check=True)
+    try:
+        deadline = time.monotonic() + 30
+        screen = ""
+        pressed = False
+        while time.monotonic() < deadline:
+            if not pressed and "1 Upstream" in screen:
+                subprocess.run(["tmux", "-L", sock, "send-keys", "-t", "demo", "3"], check=True)
+                pressed = True
+            screen = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-t", "demo"], capture_output=True,
+                                    text=True).stdout
+            if "! needs_intervention" in screen:
+                break
+            time.sleep(0.25)
+        assert "! needs_intervention" in screen, screen
+        subprocess.run(["tmux", "-L", sock, "send-keys", "-t", "demo", "q"], check=True)
+    finally:
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+def test_doctor_passes_on_a_ready_fork_and_fails_clearly(tmp_path: Path) -> None:
+    forge = Forge(tmp_path / "git")
+    sources = tmp_path / "feed-sources.json"
+    sources.write_text(json.dumps({"sources": [{
+        "id": "rel", "provider": "github", "url": "https://github.com/acme/widget/releases.atom", "event": "release",
+        "repo": {"owner": "acme", "name": "widget", "fullName": "acme/widget", "webUrl": "https://x.invalid"},
+        "target": {"mode": "workspace_flow", "eventType": "upstream.release", "transport": "local",
+                   "workspace": str(forge.fork)}}]}))
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {"DATA_DIR": str(data), "FEED_SOURCES_PATH": str(sources)}
+    ok = cli("doctor", env=env)
+    assert ok.returncode == 0, ok.stdout
+    assert "PASS  workspace rel" in ok.stdout and "ready, 2 patch branch(es)" in ok.stdout
+    assert "PASS  git" in ok.stdout
+    (forge.fork / "stray.txt").write_text("x")
+    bad = cli("doctor", "--json", env={**env, "HOST": "0.0.0.0", "DISCORD_OUTPUT_ENABLED": "1"})
+    assert bad.returncode == 1
+    report = json.loads(bad.stdout)
+    fails = {c["name"]: c["detail"] for c in report["checks"] if c["status"] == "FAIL"}
+    assert "working tree has local changes" in fails["workspace rel"]
+    assert "DISCORD_WEBHOOK_URL is empty" in fails["discord"]
+    assert "not loopback" in fails["admin token"]
+    sources.write_text("{ broken")
+    assert "invalid JSON" in cli("doctor", env=env).stdout
