@@ -124,7 +124,8 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
     elif settings.admin_token and len(settings.admin_token) < 16:
         add(Check("WARN", "admin token", "PATCH_ADMIN_TOKEN is shorter than 16 characters"))
     else:
-        add(Check("PASS", "admin token", "set" if settings.admin_token else f"unset (HOST {settings.host} is loopback)"))
+        detail = "set" if settings.admin_token else f"unset (HOST {settings.host} is loopback)"
+        add(Check("PASS", "admin token", detail))
     return checks
 
 
