@@ -193,3 +193,12 @@ def test_cli_patch_tools_and_run_by_hand(tmp_path: Path, data_dir: Path) -> None
     setup = cli("setup", "fork", "--repo", str(forge.upstream), "--upstream-url", str(forge.upstream), "--apply",
                 "--json")
     assert json.loads(setup.stdout)["addedUpstream"] is True
+
+
+async def test_candidate_push_with_force_with_lease(tmp_path: Path, data_dir: Path) -> None:
+    forge = Forge(tmp_path, config='[candidate]\npush = true\npushRemote = "origin"\n')
+    store = Store(data_dir)
+    outcome = await release_event(store, forge, "v1.0.0")
+    cand = result(store, outcome)["artifacts"]["candidateRefs"][0]
+    assert cand["pushed"] is True and cand["remote"] == "origin"
+    assert git(forge.origin, "rev-parse", "refs/heads/candidate/v1.0.0") == cand["sha"]

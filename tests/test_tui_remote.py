@@ -1,0 +1,77 @@
+"""The dashboard in remote mode against a real `uvicorn` server on 127.0.0.1 (the same screens, over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from core.config import Settings
+from patchmoi_tui.app import PatchmoiApp
+from patchmoi_tui.client import RemoteClient
+from patchmoi_tui.screens import ConfirmScreen, DetailScreen
+from server.app import create_app
+
+from .loopback import free_port
+from .test_tui import EID, NOW, seed
+
+TOKEN = "remote-tui-token"
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    seed(data)
+    port = free_port()
+    settings = Settings.from_env({"DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN})
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, poll=False), host="127.0.0.1", port=port,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url, data
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+async def test_remote_mode_lists_details_and_retries(api: tuple[str, Path]) -> None:
+    url, data = api
+    app = PatchmoiApp(RemoteClient(url, TOKEN, interval=0.3), clock=lambda: NOW, health_interval=3600)
+    async with app.run_test(size=(120, 30)) as pilot:
+        assert app.table("signals").row_count == 2
+        await pilot.press("3")
+        assert app.table("attempts").row_count == 1
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, DetailScreen) and app.screen.chain["event"]["id"] == EID
+        await pilot.press("escape", "2", "j", "r")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press(*"remote", "enter")
+        for _ in range(60):
+            await pilot.pause(0.1)
+            if app.table("dispatches").row_count >= 2:
+                break
+        records = [json.loads(x) for x in (data / "workspace-dispatches.jsonl").read_text().splitlines()]
+        assert records[-1]["eventId"] == EID and records[-1]["reason"] == "remote"
+        assert app.table("dispatches").row_count >= 2  # picked up by the remote client's polling
+
+
+async def test_remote_mode_reports_a_bad_token(api: tuple[str, Path]) -> None:
+    url, _ = api
+    app = PatchmoiApp(RemoteClient(url, "wrong"), clock=lambda: NOW, health_interval=3600)
+    async with app.run_test(size=(120, 30)):
+        assert "refused the admin token" in str(app.query_one("#status").render())
