@@ -122,6 +122,18 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1): binding there needs no admin token."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def redact_url(url: str) -> str:
     """Drop userinfo and query (tokens hide there) before a URL reaches a log or record."""
     from urllib.parse import urlsplit, urlunsplit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import stat
@@ -13,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from core.config import Settings, redact_url
+from core.config import Settings, is_loopback, redact_url
 from core.dispatch.selection import select_backend
 from core.errors import ConfigError
 from core.sources import FeedSource, load_sources
@@ -29,15 +28,6 @@ class Check:
 
     def to_dict(self) -> dict[str, str]:
         return {"status": self.status, "name": self.name, "detail": self.detail}
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
@@ -119,7 +109,7 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
     else:
         add(Check("PASS", "discord", "disabled"))
 
-    if not _loopback(settings.host) and not settings.admin_token:
+    if not is_loopback(settings.host) and not settings.admin_token:
         add(Check("FAIL", "admin token", f"HOST={settings.host} is not loopback and PATCH_ADMIN_TOKEN is unset"))
     elif settings.admin_token and len(settings.admin_token) < 16:
         add(Check("WARN", "admin token", "PATCH_ADMIN_TOKEN is shorter than 16 characters"))

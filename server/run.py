@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 
 import uvicorn
 
-from core.config import Settings
+from core.config import Settings, is_loopback
 from core.errors import UsageError
 from core.log import configure, log_event
 from server.app import create_app
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(settings: Settings, *, poll: bool = True, insecure_no_auth: bool = False) -> int:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -25,3 +28,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("PATCH_", "DISCORD_", "CODEX_", "FEED_SOURCES")) or name in ("DATA_DIR", "HOST", "PORT"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    """A real HTTP server on 127.0.0.1 (feeds, backends, Discord) for one test."""
+    s = LoopbackServer().start()
+    yield s
+    s.stop()

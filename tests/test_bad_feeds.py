@@ -12,10 +12,7 @@ import resource
 import subprocess
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, npm_packument, source
@@ -85,12 +82,6 @@ def corpus(secret_path: Path, url: str) -> list[tuple[str, object, str, str]]:
         ("closed-port", None, "error", "request failed"),
     ]
 
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer().start()
-    yield s
-    s.stop()
 
 
 def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,12 +65,6 @@ asyncio.run(main())
 
 POINTS = ["signal", "job", "event", "outbox", "state", "dispatch-post", "dispatch-record", "attempt"]
 
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer().start()
-    yield s
-    s.stop()
 
 
 def run_poll(tmp_path: Path, env: dict[str, str], crash: str | None = None) -> int:

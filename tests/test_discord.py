@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from core.config import Settings
 from core.notify.discord import DiscordSender, Outbox, signal_embed
@@ -21,12 +19,6 @@ SIGNAL = {"sourceId": "github-openai-codex-main", "provider": "github", "event":
           "publishedAt": "2026-05-13T00:00:00.000Z", "ref": "refs/heads/main", "sha": "0123456789abcdef0123",
           "repo": {"fullName": "openai/codex"}}
 
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer().start()
-    yield s
-    s.stop()
 
 
 def settings(url: str | None, enabled: str = "true", events: str | None = None) -> Settings:

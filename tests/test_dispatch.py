@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from core.dispatch.dispatcher import Dispatcher
 from core.events import upstream_release_event
@@ -18,13 +15,6 @@ from core.store import Store
 
 from .conftest import PYTHON, ROOT
 from .loopback import FakeBackend, LoopbackServer, Reply
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer().start()
-    yield s
-    s.stop()
 
 
 def feed_event(source_id: str = "rel") -> dict[str, Any]:

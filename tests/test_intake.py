@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ from .loopback import FakeBackend, LoopbackServer, Reply
 
 RELEASE_ID = "tag:github.com,2008:Repository/965415649/rust-v0.131.0"
 
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer().start()
-    yield s
-    s.stop()
 
 
 def settings_for(tmp_path: Path, sources: list[dict[str, Any]], **env: str) -> Settings:

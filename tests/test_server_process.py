@@ -29,12 +29,6 @@ from .loopback import FakeBackend, LoopbackServer, Reply, free_port
 TOKEN = "serve-test-token"
 
 
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer().start()
-    yield s
-    s.stop()
-
 
 def start(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen([PYTHON, "-m", "patchmoi_tui.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,

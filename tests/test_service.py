@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,6 @@ from core.service import Service
 
 from .feeds import atom_releases, source
 from .loopback import LoopbackServer, Reply
-
-
-@pytest.fixture
-def server() -> Iterator[LoopbackServer]:
-    s = LoopbackServer().start()
-    yield s
-    s.stop()
 
 
 def make_settings(tmp_path: Path, sources: list[dict[str, object]]) -> Settings:
