@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,20 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 def emit_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
+
+
+def emit_list(as_json: bool, key: str, records: list[dict[str, Any]], *, empty: str, headers: tuple[str, ...],
+              widths: tuple[int, ...], row: Callable[[dict[str, Any]], tuple[Any, ...]]) -> int:
+    """The shape every list command shares: `{key: [...]}` with --json, else an aligned table."""
+    from patchmoi_tui.textfmt import table
+
+    if as_json:
+        emit_json({key: records})
+    elif not records:
+        print(empty)
+    else:
+        print(table(headers, [row(r) for r in records], widths))
+    return EXIT_OK
 
 
 def progress(message: str) -> None:

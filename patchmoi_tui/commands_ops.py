@@ -20,7 +20,7 @@ from core.service import Service
 from core.sources import FeedSource, load_sources
 from core.store import Store
 from core.workspace.steps import matching_steps
-from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, open_store, progress
+from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, emit_list, open_store, progress
 from patchmoi_tui.commands_read import glyph
 from patchmoi_tui.textfmt import relative_time, shorten, table
 
@@ -298,17 +298,11 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    runs = store.list_runs(event_id=args.event_id, status=args.status, limit=args.limit)
-    if args.json:
-        emit_json({"runs": runs})
-        return EXIT_OK
-    if not runs:
-        print("no workspace runs")
-        return EXIT_OK
-    rows = [(relative_time(r.get("completedAt") or r.get("createdAt")), glyph(r.get("status")),
-             f"{r.get('flowName')}/{r.get('stepName')}",
-             shorten(r.get("error") or (r.get("resultPayload") or {}).get("message") or "", 40), r.get("id"))
-            for r in runs]
-    print(table(("WHEN", "STATUS", "STEP", "MESSAGE", "ID"), rows, (10, 22, 24, 40, 0)))
-    return EXIT_OK
+    runs = open_store(settings).list_runs(event_id=args.event_id, status=args.status, limit=args.limit)
+    return emit_list(
+        args.json, "runs", runs, empty="no workspace runs", headers=("WHEN", "STATUS", "STEP", "MESSAGE", "ID"),
+        widths=(10, 22, 24, 40, 0),
+        row=lambda r: (relative_time(r.get("completedAt") or r.get("createdAt")), glyph(r.get("status")),
+                       f"{r.get('flowName')}/{r.get('stepName')}",
+                       shorten(r.get("error") or (r.get("resultPayload") or {}).get("message") or "", 40), r.get("id")),
+    )

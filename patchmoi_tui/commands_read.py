@@ -12,99 +12,43 @@ from core.config import Settings
 from core.errors import NotFoundError
 from core.store import Store, parse_limit
 from core.store.follow import follow
-from patchmoi_tui.cliutil import EXIT_OK, emit_json, open_store
-from patchmoi_tui.textfmt import relative_time, shorten, table
-
-STATUS_GLYPHS = {
-    "started": "…", "dispatched": "→", "completed": "✓", "changed": "✚", "skipped": "·",
-    "needs_intervention": "!", "blocked": "⊘", "failed": "✗", "queued": "…", "running": "▶",
-}
+from patchmoi_tui.cliutil import EXIT_OK, emit_json, emit_list, open_store
+from patchmoi_tui.rows import GLYPHS, upstream_label
+from patchmoi_tui.textfmt import relative_time, shorten
 
 
 def glyph(status: Any) -> str:
-    return f"{STATUS_GLYPHS.get(str(status), '?')} {status}"
+    return f"{GLYPHS.get(str(status), '?')} {status}"
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    events = store.list_events(type=args.type, limit=args.limit)
-    if args.json:
-        emit_json({"events": events})
-        return EXIT_OK
-    if not events:
-        print("no flow events")
-        return EXIT_OK
-    rows = [
-        (relative_time(e.get("receivedAt")), e.get("type"), _payload_label(e), e.get("id"))
-        for e in events
-    ]
-    print(table(("RECEIVED", "TYPE", "REPO@REF", "ID"), rows, (10, 24, 40, 0)))
-    return EXIT_OK
-
-
-def _payload_label(event: dict[str, Any]) -> str:
-    payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
-    assert isinstance(payload, dict)
-    repo = payload.get("repo") or payload.get("packageName") or "-"
-    ref = payload.get("tag") or payload.get("version") or payload.get("ref") or ""
-    sha = payload.get("sha")
-    if not ref and isinstance(sha, str):
-        ref = sha[:12]
-    return f"{repo}@{ref}" if ref else str(repo)
+    events = open_store(settings).list_events(type=args.type, limit=args.limit)
+    return emit_list(
+        args.json, "events", events, empty="no flow events", headers=("RECEIVED", "TYPE", "REPO@REF", "ID"),
+        widths=(10, 24, 40, 0),
+        row=lambda e: (relative_time(e.get("receivedAt")), e.get("type"), upstream_label(e), e.get("id")),
+    )
 
 
 def cmd_dispatches(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    records = store.list_dispatches(event_id=args.event_id, status=args.status, limit=args.limit)
-    if args.json:
-        emit_json({"dispatches": records})
-        return EXIT_OK
-    if not records:
-        print("no dispatch records")
-        return EXIT_OK
-    rows = [
-        (
-            relative_time(r.get("createdAt")),
-            glyph(r.get("status")),
-            r.get("operation", "dispatch"),
-            r.get("transport", "-"),
-            r.get("error") or (",".join(r.get("runIds") or []) or "-"),
-            r.get("eventId"),
-        )
-        for r in records
-    ]
-    print(table(("CREATED", "STATUS", "OP", "TRANSPORT", "RUNS/ERROR", "EVENT"), rows, (10, 14, 9, 15, 30, 0)))
-    return EXIT_OK
+    records = open_store(settings).list_dispatches(event_id=args.event_id, status=args.status, limit=args.limit)
+    return emit_list(
+        args.json, "dispatches", records, empty="no dispatch records",
+        headers=("CREATED", "STATUS", "OP", "TRANSPORT", "RUNS/ERROR", "EVENT"), widths=(10, 14, 9, 15, 30, 0),
+        row=lambda r: (relative_time(r.get("createdAt")), glyph(r.get("status")), r.get("operation", "dispatch"),
+                       r.get("transport", "-"), r.get("error") or (",".join(r.get("runIds") or []) or "-"),
+                       r.get("eventId")),
+    )
 
 
 def cmd_attempts(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings)
-    attempts = store.list_attempts(event_id=args.event_id, status=args.status, limit=args.limit)
-    if args.json:
-        emit_json({"attempts": attempts})
-        return EXIT_OK
-    if not attempts:
-        print("no maintenance attempts")
-        return EXIT_OK
-    rows = [
-        (
-            relative_time(a.get("updatedAt")),
-            glyph(a.get("status")),
-            a.get("operation", "dispatch"),
-            _attempt_label(a),
-            shorten(a.get("error") or a.get("message") or "", 40),
-            a.get("id"),
-        )
-        for a in attempts
-    ]
-    print(table(("UPDATED", "STATUS", "OP", "UPSTREAM", "OUTCOME", "ID"), rows, (10, 22, 9, 32, 40, 0)))
-    return EXIT_OK
-
-
-def _attempt_label(a: dict[str, Any]) -> str:
-    repo = a.get("upstreamRepo") or "-"
-    ref = a.get("upstreamTag") or a.get("upstreamRef") or (str(a.get("upstreamSha") or "")[:12])
-    return f"{repo}@{ref}" if ref else str(repo)
+    attempts = open_store(settings).list_attempts(event_id=args.event_id, status=args.status, limit=args.limit)
+    return emit_list(
+        args.json, "attempts", attempts, empty="no maintenance attempts",
+        headers=("UPDATED", "STATUS", "OP", "UPSTREAM", "OUTCOME", "ID"), widths=(10, 22, 9, 32, 40, 0),
+        row=lambda a: (relative_time(a.get("updatedAt")), glyph(a.get("status")), a.get("operation", "dispatch"),
+                       upstream_label(a), shorten(a.get("error") or a.get("message") or "", 40), a.get("id")),
+    )
 
 
 def status_summary(store: Store, limit: int) -> dict[str, Any]:
@@ -160,7 +104,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     latest = summary["latest"]["attempts"]
     if latest:
         a = latest[0]
-        print(f"latest       {glyph(a.get('status'))} {_attempt_label(a)} {relative_time(a.get('updatedAt'))}")
+        print(f"latest       {glyph(a.get('status'))} {upstream_label(a)} {relative_time(a.get('updatedAt'))}")
     health = summary["store"]
     state = "ok" if not (health["skippedLines"] or health["quarantinedBytes"]) else "DAMAGED"
     print(
@@ -228,7 +172,7 @@ def render_detail(found: dict[str, Any]) -> str:
     elif kind == "attempt":
         a = found["attempt"]
         lines += [f"attempt      {a.get('id')}", f"status       {glyph(a.get('status'))}",
-                  f"event        {a.get('eventId')}", f"upstream     {_attempt_label(a)}",
+                  f"event        {a.get('eventId')}", f"upstream     {upstream_label(a)}",
                   f"updated      {a.get('updatedAt')} ({relative_time(a.get('updatedAt'))})"]
         if a.get("message"):
             lines.append(f"message      {a['message']}")
