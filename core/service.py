@@ -163,9 +163,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.dispatcher.drain(timeout=10.0)
-        for run_task in list(self.dispatcher.tasks):
-            run_task.cancel()
+        await self.dispatcher.shutdown(grace=10.0)
         self.poller.state.flush()
         self.lock.release()
         await self.fetcher.aclose()

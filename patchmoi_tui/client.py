@@ -103,7 +103,7 @@ class LocalClient:
 
     async def close(self) -> None:
         self._stop.set()
-        await self.dispatcher.aclose()
+        await self.dispatcher.aclose(grace=5.0)  # quitting never waits for a long rebuild
         self.store.close()
 
 

@@ -224,3 +224,24 @@ command = 'echo FLOW_RESULT {\\"status\\": \\"needs_intervention\\", \\"message\
     bad = tmp_path / "bad.json"
     bad.write_text("[1]")
     assert cli("run", "event", "--file", str(bad), "--data-dir", str(data_dir)).returncode == 2
+
+
+async def test_shutdown_interrupts_a_long_local_run_and_records_it(data_dir: Path, tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, '[[steps]]\nname = "slow"\non = ["upstream.release"]\ncommand = "sleep 30"\n')
+    store = Store(data_dir)
+    event = upstream_release_event("o/r", "v1").to_dict()
+    store.record_event(event)
+    dispatcher = Dispatcher(store, {}, workspace=ws)
+    outcome = await dispatcher.retry(event["id"], wait=False)
+    assert outcome.task is not None
+    import asyncio
+    import time
+
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    await dispatcher.aclose(grace=0.2)
+    assert time.monotonic() - t0 < 5
+    attempt = store.get_attempt(outcome.attempt["id"])
+    assert attempt is not None and attempt["status"] == "failed" and "interrupted by shutdown" in attempt["error"]
+    run = store.get_run(outcome.record["runIds"][0])
+    assert run is not None and run["status"] == "failed"

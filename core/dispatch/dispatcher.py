@@ -77,11 +77,20 @@ class Dispatcher:
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         return self._client
 
-    async def aclose(self) -> None:
-        await self.drain()
+    async def aclose(self, grace: float | None = None) -> None:
+        """Wait for background local runs (at most `grace` seconds), then stop what is left."""
+        await self.shutdown(grace)
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def shutdown(self, grace: float | None) -> None:
+        await self.drain(timeout=grace)
+        left = list(self.tasks)
+        for task in left:
+            task.cancel()  # the step's process group is killed and the run recorded as interrupted
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait for background local runs (used at shutdown and by `poll --once`)."""
@@ -269,8 +278,14 @@ class Dispatcher:
                     done = await execute_step(step, running, event, workspace, data_dir=self.store.data_dir,
                                               env=dict(self.env))
                 except asyncio.CancelledError:
-                    self.store.runs.append({**running, "status": "failed", "effectiveStatus": "failed",
-                                            "error": "interrupted (shutdown)", "completedAt": now_iso()})
+                    # Shutdown: this run and the ones still queued are recorded as interrupted, and the
+                    # attempt gets its outcome now (a restart would otherwise find nothing left running).
+                    stopped = [{**r, "status": "failed", "effectiveStatus": "failed", "processStatus": "failed",
+                                "error": "interrupted by shutdown; retry the event", "completedAt": now_iso()}
+                               for r, _ in planned[len(finished):]]
+                    self.store.runs.append_many(stopped)
+                    merged = merge_runs(attempt, finished + stopped, now_iso())
+                    self._save_attempt(merged, attempt)
                     raise
                 self.store.runs.append(done)
                 self.progress(f"[flow] done {step.flow}/{step.name} {run['id']} status={done.get('status')}")
