@@ -196,25 +196,29 @@ class Service:
     async def _poll_loop(self) -> None:
         due: dict[str, float] = {}
         running: dict[str, asyncio.Task[PollReport]] = {}
+        last_flush = time.monotonic()
         while not self._stop.is_set():
             sources = self.sources_file.load()
             now = time.monotonic()
             for src in sources:
-                if src.id in running:
-                    continue
-                if due.get(src.id, 0.0) <= now:
+                if src.id not in running and due.get(src.id, 0.0) <= now:
                     running[src.id] = asyncio.create_task(self.poller.poll_source(src))
-            done = [sid for sid, t in running.items() if t.done()]
-            for sid in done:
+            for sid in [sid for sid, t in running.items() if t.done()]:
                 report = running.pop(sid).result()
                 source = next((s for s in sources if s.id == sid), None)
                 if source is not None:
                     delay = self.poller.next_due(source, report.status)
                     due[sid] = time.monotonic() + delay
                     self.poller.health.setdefault(sid, {})["nextDueAt"] = _iso_in(delay)
-            self.poller.state.flush()
+            # Cursor moves are saved per entry by the poller; this only persists lastCheckedAt/ETag
+            # bookkeeping, so it is batched (a lost batch costs one unconditional fetch).
+            if time.monotonic() - last_flush >= 5.0:
+                self.poller.state.flush()
+                last_flush = time.monotonic()
+            waiting = [t - time.monotonic() for sid, t in due.items() if sid not in running]
+            wake = min([0.25, *waiting]) if not running else 0.05
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 0.25)
+                await asyncio.wait_for(self._stop.wait(), max(0.02, wake))
 
     # -- dispatch ----------------------------------------------------------------------------------------
     def reconcile(self) -> int:
