@@ -203,8 +203,10 @@ class Service:
             for src in sources:
                 if src.id not in running and due.get(src.id, 0.0) <= now:
                     running[src.id] = asyncio.create_task(self.poller.poll_source(src))
+            primed = False
             for sid in [sid for sid, t in running.items() if t.done()]:
                 report = running.pop(sid).result()
+                primed = primed or report.status == "primed"
                 source = next((s for s in sources if s.id == sid), None)
                 if source is not None:
                     delay = self.poller.next_due(source, report.status)
@@ -212,7 +214,7 @@ class Service:
                     self.poller.health.setdefault(sid, {})["nextDueAt"] = _iso_in(delay)
             # Cursor moves are saved per entry by the poller; this only persists lastCheckedAt/ETag
             # bookkeeping, so it is batched (a lost batch costs one unconditional fetch).
-            if time.monotonic() - last_flush >= 5.0:
+            if primed or time.monotonic() - last_flush >= 5.0:  # a first prime is saved at once
                 self.poller.state.flush()
                 last_flush = time.monotonic()
             waiting = [t - time.monotonic() for sid, t in due.items() if sid not in running]

@@ -202,7 +202,7 @@ class Poller:
         final = {**base, "seen": merged_seen, "primed": True, "lastCheckedAt": now}
         if parsed.entries:
             final["lastSeenId"] = parsed.entries[0].id
-        self.state.put(source.id, final, flush=bool(new) or priming)  # a first prime is saved at once
+        self.state.put(source.id, final, flush=bool(new))
         report.status = "primed" if priming and not new else "ok"
 
     def _accept(self, source: FeedSource, entry: FeedEntry) -> str | None:
