@@ -136,6 +136,9 @@ def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from pathlib import Path
 
+        if not Path(settings.data_dir).is_dir():
+            raise NotFoundError(f"data directory {settings.data_dir} does not exist (set DATA_DIR, pass --data-dir, "
+                                "or --url for a running server)")
         workspace = Path(args.workspace).resolve() if args.workspace else None
         client = LocalClient(settings, read_only=args.read_only, workspace=workspace)
     PatchmoiApp(client).run()
