@@ -6,8 +6,6 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from core.records import RESULT_STATUSES
-
 RECORD_TO_ATTEMPT = {"dispatched": "started", "failed": "failed", "skipped": "skipped"}
 _COMPARED = ("status", "workspaceRunIds", "workspaceRunStatuses", "candidateRefs", "message", "error", "completedAt")
 
@@ -195,7 +193,3 @@ def merge_runs(attempt: dict[str, Any], runs: list[dict[str, Any]], updated_at: 
 
 def changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return any(json.dumps(before.get(k), sort_keys=True) != json.dumps(after.get(k), sort_keys=True) for k in _COMPARED)
-
-
-def is_result_status(value: Any) -> bool:
-    return value in RESULT_STATUSES

@@ -23,6 +23,10 @@ def now_iso() -> str:
     return iso_from_datetime(datetime.now(UTC))
 
 
+def iso_at(epoch: float) -> str:
+    return iso_from_datetime(datetime.fromtimestamp(epoch, UTC))
+
+
 def iso_from_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)

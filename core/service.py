@@ -29,7 +29,7 @@ from core.feeds.poller import Poller, PollReport
 from core.fsutil import FILE_MODE, ensure_dir
 from core.log import log_event
 from core.notify.discord import DiscordSender, Outbox
-from core.records import now_iso
+from core.records import iso_at, now_iso
 from core.sources import FeedSource, load_sources
 from core.store import Store, parse_limit
 from core.views import event_view, run_view
@@ -211,7 +211,7 @@ class Service:
                 if source is not None:
                     delay = self.poller.next_due(source, report.status)
                     due[sid] = time.monotonic() + delay
-                    self.poller.health.setdefault(sid, {})["nextDueAt"] = _iso_in(delay)
+                    self.poller.health.setdefault(sid, {})["nextDueAt"] = iso_at(time.time() + delay)
             # Cursor moves are saved per entry by the poller; this only persists lastCheckedAt/ETag
             # bookkeeping, so it is batched (a lost batch costs one unconditional fetch).
             if primed or time.monotonic() - last_flush >= 5.0:  # a first prime is saved at once
@@ -354,13 +354,6 @@ class Service:
             "notificationsPending": len(self.outbox.pending()) if self.outbox.active else 0,
             "notificationsLastError": self.sender.last_error,
             "lastError": self.last_error,
+            "config": self.settings.describe(),
             "store": self.store.health(),
         }
-
-
-def _iso_in(seconds: float) -> str:
-    from datetime import UTC, datetime, timedelta
-
-    from core.records import iso_from_datetime
-
-    return iso_from_datetime(datetime.now(UTC) + timedelta(seconds=seconds))

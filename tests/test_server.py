@@ -104,6 +104,7 @@ def test_corrupt_store_line_is_not_a_500(data_dir: Path) -> None:
         assert c.get("/maintenance-attempts", headers=AUTH).json() == {"attempts": []}
         ready = c.get("/readyz", headers=AUTH).json()
         assert ready["store"]["skippedLines"] == 1 and ready["store"]["quarantinedBytes"] > 0
+        assert ready["config"]["adminToken"] == "set" and TOKEN not in json.dumps(ready)
 
 
 def test_retry_replay_and_sync_through_a_backend(data_dir: Path, backend_server: LoopbackServer) -> None:

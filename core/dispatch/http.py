@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 import httpx
 
-from core.config import redact_url
 from core.dispatch.signing import signed_headers
 from core.feeds.fetch import USER_AGENT, parse_retry_after
 
@@ -153,7 +152,3 @@ def _json_object(resp: httpx.Response) -> dict[str, Any]:
 def _error_detail(resp: httpx.Response) -> str:
     text = resp.text[:200].strip()
     return f": {text}" if text else ""
-
-
-def describe_url(url: str) -> str:
-    return redact_url(url)

@@ -20,7 +20,7 @@ from core.feeds.fetch import Fetcher
 from core.feeds.parse import FeedEntry, FeedParseError, parse_feed
 from core.log import log_event
 from core.notify.discord import Outbox
-from core.records import now_iso
+from core.records import iso_at, now_iso
 from core.sources import FeedSource
 from core.store import Store
 
@@ -158,7 +158,7 @@ class Poller:
         not_before = float(prev.get("notBefore") or 0)
         if not_before > time.time():
             report.status = "error"
-            report.error = (f"Feed {source.id} waiting until {_iso_at(not_before)} (the host sent Retry-After); "
+            report.error = (f"Feed {source.id} waiting until {iso_at(not_before)} (the host sent Retry-After); "
                             "not fetched")
             return
         result = await self.fetcher.fetch(
@@ -257,11 +257,3 @@ class Poller:
             interval = min(interval * (2 ** min(errors - 1, 4)), 6 * 3600)
         wait = self.fetcher.host_wait(source.url)
         return max(wait, interval * random.uniform(0.9, 1.1))
-
-
-def _iso_at(epoch: float) -> str:
-    from datetime import UTC, datetime
-
-    from core.records import iso_from_datetime
-
-    return iso_from_datetime(datetime.fromtimestamp(epoch, UTC))

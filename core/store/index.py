@@ -240,11 +240,6 @@ class LogIndex:
     def bad_lines(self) -> list[tuple[int, int, str]]:
         return [(int(a), int(b), str(c)) for a, b, c in self._query("SELECT off, len, error FROM bad ORDER BY off", [])]
 
-    def watermark(self) -> int:
-        self.refresh()
-        with self._lock:
-            return int(self._meta(self._connect()).get("watermark", "0"))
-
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
