@@ -161,7 +161,9 @@ command = "echo hello"
     store.record_event(event)
     outcome = await Dispatcher(store, {}, workspace=ws).retry(event["id"])
     assert outcome.attempt["status"] == "failed" and "no FLOW_RESULT" in outcome.attempt["error"]
-    skipped = await Dispatcher(store, {}).retry(event["id"])
+    fresh = upstream_release_event("o/r", "v2").to_dict()  # never dispatched anywhere
+    store.record_event(fresh)
+    skipped = await Dispatcher(store, {}).retry(fresh["id"])
     assert skipped.record["status"] == "skipped" and skipped.attempt["status"] == "skipped"
     assert "no local workspace" in skipped.attempt["message"]
 

@@ -85,7 +85,10 @@ async def test_conflict_needs_intervention_then_resumes_after_manual_fix(tmp_pat
     # the operator resolves in the worktree, then retries the same event
     (worktree / "greeting.txt").write_text("hello from the fork, on v2\nworld\n")
     git(worktree, "add", "greeting.txt")
-    second = await release_event(store, forge, "v2.0.0")
+    # a plain retry (no --workspace): the event's last local dispatch says which checkout to use
+    dispatcher = Dispatcher(store, {})
+    second = await dispatcher.retry(first.event["id"])
+    await dispatcher.aclose()
     assert second.attempt["status"] == "changed", second.attempt
     art2 = result(store, second)["artifacts"]
     assert art2["applied"] == forge.patch_names

@@ -114,11 +114,14 @@ class Dispatcher:
         source = self.source_for(event)
         if source is not None:
             return select_backend(source.target, self.env, self.workspace)
+        # An event without a source (run by hand): the backend of its last dispatch, then the global chain.
         previous = self.store.list_dispatches(event_id=str(event.get("id")), limit=1)
-        if previous and previous[0].get("transport") == "workspace-http" and previous[0].get("workspaceBackendUrl"):
-            url = str(previous[0]["workspaceBackendUrl"])
+        last = previous[0] if previous else {}
+        if last.get("transport") == "workspace-http" and last.get("workspaceBackendUrl"):
             secret = next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)
-            return Backend("http", url=url, secret=secret)
+            return Backend("http", url=str(last["workspaceBackendUrl"]), secret=secret)
+        if self.workspace is None and last.get("transport") == "local" and last.get("workspace"):
+            return Backend("local", workspace=Path(str(last["workspace"])))
         return select_backend(None, self.env, self.workspace)
 
     # -- dispatch / retry / replay -----------------------------------------------------------------------
@@ -206,6 +209,8 @@ class Dispatcher:
     ) -> DispatchOutcome:
         base: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
                                 "target": "local", "transport": "local"}
+        if backend.workspace is not None:
+            base["workspace"] = str(backend.workspace)  # a later retry or replay finds the same checkout
         if reason:
             base["reason"] = reason
         workspace = backend.workspace
