@@ -9,7 +9,6 @@ the caller gets the dispatch record at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -316,7 +315,15 @@ class Dispatcher:
                 body = await http.list_runs(event_id=str(attempt.get("eventId")))
                 runs = [r for r in body.get("runs", []) if isinstance(r, dict)]
         else:
-            runs = [run for rid in run_ids if (run := self.store.get_run(rid)) is not None]
+            return self._merge_local_runs(attempt)
+        return self._merge_and_save(attempt, runs)
+
+    def _merge_local_runs(self, attempt: dict[str, Any]) -> dict[str, Any]:
+        """Fold the attempt's durable local runs into it (sync, and recovery after a crash)."""
+        ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
+        return self._merge_and_save(attempt, [run for rid in ids if (run := self.store.get_run(rid)) is not None])
+
+    def _merge_and_save(self, attempt: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
         merged = merge_runs(attempt, runs, now_iso())
         if changed(attempt, merged):
             self._save_attempt(merged, attempt)
@@ -337,15 +344,10 @@ class Dispatcher:
             self.store.runs.append({**run, "status": "failed", "effectiveStatus": "failed", "processStatus": "failed",
                                     "error": "interrupted: the process running this step stopped; retry the event",
                                     "completedAt": now_iso()})
-        for attempt_id in {a["id"] for run in runs for a in self.store.list_attempts(event_id=str(run.get("eventId")))}:
-            with contextlib.suppress(PatchmoiError):
-                attempt = self.store.get_attempt(attempt_id)
-                if attempt and attempt.get("status") == "started" and not attempt.get("workspaceBackendUrl"):
-                    ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
-                    runs_now = [r for rid in ids if (r := self.store.get_run(rid)) is not None]
-                    merged = merge_runs(attempt, runs_now, now_iso())
-                    if changed(attempt, merged):
-                        self._save_attempt(merged, attempt)
+        for event_id in {str(run.get("eventId")) for run in runs}:
+            for attempt in self.store.list_attempts(event_id=event_id):  # already the latest record of each
+                if attempt.get("status") == "started" and not attempt.get("workspaceBackendUrl"):
+                    self._merge_local_runs(attempt)
         return len(runs)
 
 

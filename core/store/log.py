@@ -80,15 +80,16 @@ class Log:
         return True
 
     # -- reads -------------------------------------------------------------------------------------------
-    def _decode(self, spans: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+    def _read(self, spans: Sequence[tuple[int, int]]) -> list[tuple[int, dict[str, Any]]]:
+        """(offset, record) for each span, offsets kept aligned with the records that decode."""
         out = []
-        for raw in self.file.read_at(spans):
+        for (offset, _), raw in zip(spans, self.file.read_at(spans), strict=True):
             try:
                 obj = json.loads(raw)
             except ValueError:
                 continue  # the index never points at a bad line; this guards a file replaced under us
             if isinstance(obj, dict):
-                out.append(obj)
+                out.append((offset, obj))
         return out
 
     def select(
@@ -96,9 +97,7 @@ class Log:
         before: int | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first. `filters` keys are the spec's field names (mapped to indexed columns)."""
-        self.open()
-        columns = self._columns(filters)
-        return self._decode(self.index.spans(latest=latest, filters=columns, limit=limit, before=before))
+        return [rec for _, rec in self.list_with_offsets(limit=limit, filters=filters, latest=latest, before=before)]
 
     def select_raw(
         self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
@@ -114,8 +113,7 @@ class Log:
         before: int | None = None,
     ) -> list[tuple[int, dict[str, Any]]]:
         self.open()
-        spans = self.index.spans(latest=latest, filters=self._columns(filters), limit=limit, before=before)
-        return [(off, rec) for (off, _), rec in zip(spans, self._decode(spans), strict=False)]
+        return self._read(self.index.spans(latest=latest, filters=self._columns(filters), limit=limit, before=before))
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """The last record with this id (the latest wins)."""
@@ -123,8 +121,8 @@ class Log:
         span = self.index.span_of(record_id)
         if span is None:
             return None
-        found = self._decode([span])
-        return found[0] if found else None
+        found = self._read([span])
+        return found[0][1] if found else None
 
     def count_by(self, field: str, *, latest: bool = False) -> dict[str, int]:
         self.open()
