@@ -75,7 +75,9 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
         if "upstreamRef" in report:
             print(f"upstream  {report['upstreamRef']} {str(report.get('upstreamSha') or 'missing')[:12]}")
             print(f"target    {report['targetBranch']} {str(report.get('targetSha') or 'missing')[:12]}")
-            print(f"patches   {len(report['patches'])}: " + ", ".join(p["name"] for p in report["patches"]))
+            print(f"patches   {len(report['patches'])} ({report.get('series')}): " + ", ".join(
+                p["name"] + (f" ({p['commits']} commits)" if (p.get("commits") or 1) > 1 else "")
+                for p in report["patches"]))
         print("ready" if report["ready"] else "not ready:")
         for issue in report["issues"]:
             print(f"  - {issue}")

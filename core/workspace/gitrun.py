@@ -73,11 +73,13 @@ class GitRunner:
         """The same log, another directory (a worktree)."""
         return GitRunner(cwd, self.log)
 
-    def run(self, *args: str, check: bool = True, timeout: float | None = None) -> CommandResult:
+    def run(self, *args: str, check: bool = True, timeout: float | None = None,
+            input: str | None = None) -> CommandResult:
         started = time.perf_counter()
         try:
             proc = subprocess.run(["git", *args], cwd=self.cwd, env=self._env, capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
+                                  timeout=timeout, input=input,
+                                  stdin=subprocess.DEVNULL if input is None else None)
             code, out, err = proc.returncode, proc.stdout, proc.stderr
         except subprocess.TimeoutExpired:
             code, out, err = -9, "", f"killed after {timeout}s (timeout)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,75 @@ def git_dir_state(git: GitRunner) -> dict[str, bool]:
     }
 
 
-def list_patches(git: GitRunner, config: ForkConfig) -> list[dict[str, str]]:
-    """Patch branches under the prefix, sorted by name: the order they are applied in."""
-    out = git.out("for-each-ref", "--sort=refname", "--format=%(refname)\t%(objectname)\t%(subject)",
+def natural_key(name: str) -> list[Any]:
+    """`patch/9-y` before `patch/10-x`: digit runs compare as numbers, the rest as text."""
+    return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def list_patches(git: GitRunner, config: ForkConfig) -> list[dict[str, Any]]:
+    """Patch branches under the prefix in natural order (`patch/9` before `patch/10`): the order they apply in."""
+    out = git.out("for-each-ref", "--format=%(refname)\t%(objectname)\t%(subject)",
                   f"refs/heads/{config.patch_prefix}")
     patches = []
     for line in out.splitlines():
         ref, sha, subject = [*line.split("\t", 2), "", ""][:3]
         patches.append({"name": ref[len("refs/heads/"):], "sha": sha, "subject": subject})
-    return patches
+    return sorted(patches, key=lambda p: natural_key(p["name"]))
+
+
+class SeriesError(Exception):
+    """The patch series cannot be rebuilt as it stands (a merge commit inside a patch)."""
+
+
+def patch_series(git: GitRunner, config: ForkConfig, base: str) -> list[dict[str, Any]]:
+    """Every patch with all of its commits, oldest first, as they will be applied on `base`.
+
+    Branch mode: a patch is a `patch/*` branch; its commits are those reachable from its tip but not from
+    `base`, the upstream remote's refs, or an earlier patch's tip (so stacked branches, as `adopt` leaves
+    them, and independent branches both work). Linear mode: each commit of the target branch above the
+    upstream is one patch. One `git log` reads the whole graph; merge commits are refused by name.
+    """
+    if config.series == "linear":
+        tips = [{"name": config.target_branch, "sha": git.out("rev-parse", f"refs/heads/{config.target_branch}")}]
+    else:
+        tips = list_patches(git, config)
+    if not tips:
+        return []
+    out = git.out("log", "--topo-order", "--reverse", "--format=%H%x00%P%x00%an <%ae>%x00%s",
+                  *[t["sha"] for t in tips], "--not", base, f"--remotes={config.upstream_remote}", "--")
+    commits: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for line in out.splitlines():
+        sha, parents, author, subject = [*line.split("\0", 3), "", "", ""][:4]
+        commits[sha] = {"sha": sha, "parents": parents.split(), "author": author, "subject": subject}
+        order.append(sha)
+    merges = [c for c in commits.values() if len(c["parents"]) > 1]
+    if merges:
+        m = merges[0]
+        raise SeriesError(f"merge commit {m['sha'][:12]} ({m['subject']!r}) inside the patch series; patchmoi "
+                          "rebuilds linear patches only: rebase the patch branch to drop the merge")
+    position = {sha: i for i, sha in enumerate(order)}
+    if config.series == "linear":
+        return [{"name": f"{c['sha'][:12]} {c['subject']}", "tip": c["sha"], "commits": [_brief(c)]}
+                for c in (commits[s] for s in order)]
+    taken: set[str] = set()
+    series = []
+    for tip in tips:
+        mine: list[str] = []
+        stack = [tip["sha"]]
+        while stack:
+            sha = stack.pop()
+            if sha in commits and sha not in taken:
+                taken.add(sha)
+                mine.append(sha)
+                stack.extend(commits[sha]["parents"])
+        mine.sort(key=position.__getitem__)
+        series.append({"name": tip["name"], "tip": tip["sha"], "commits": [_brief(commits[s]) for s in mine]})
+    return series
+
+
+def _brief(commit: dict[str, Any]) -> dict[str, str]:
+    return {"sha": commit["sha"], "subject": commit["subject"], "author": commit["author"]}
 
 
 def is_clean(git: GitRunner) -> bool:
@@ -55,8 +116,16 @@ def doctor(repo: Path, config: ForkConfig | None = None) -> dict[str, Any]:
     if target_sha is None:
         issues.append(f"missing {config.target_branch} branch")
     patches = list_patches(git, config)
-    if not patches:
+    if not patches and config.series == "branches":
         issues.append(f"no {config.patch_prefix} branches found")
+    commits: dict[str, int] = {}
+    if upstream_sha is not None and (patches or config.series == "linear") and target_sha is not None:
+        try:
+            commits = {p["name"]: len(p["commits"]) for p in patch_series(git, config, upstream_sha)}
+        except SeriesError as exc:
+            issues.append(str(exc))
+    for patch in patches:
+        patch["commits"] = commits.get(patch["name"])
     clean = is_clean(git)
     if not clean:
         issues.append("working tree has local changes or untracked files")
@@ -72,6 +141,7 @@ def doctor(repo: Path, config: ForkConfig | None = None) -> dict[str, Any]:
         "upstreamSha": upstream_sha,
         "targetBranch": config.target_branch,
         "targetSha": target_sha,
+        "series": config.series,
         "patches": patches,
         "tags": tags.split(),
         "clean": clean,

@@ -36,8 +36,11 @@ def base_for(event: dict[str, Any], upstream_remote: str) -> tuple[str, str, str
 
 def run(context: dict[str, Any]) -> dict[str, Any]:
     event = context.get("event") or {}
-    workspace = Path(context.get("workspace") or ".")
-    data_dir = Path(context.get("dataDir") or workspace / ".patchmoi")
+    workspace = Path(context.get("workspace") or ".").absolute()
+    if not context.get("dataDir"):
+        return {"status": "failed", "message": "the step context has no dataDir: the rebuild worktrees need a place "
+                "outside the fork checkout"}
+    data_dir = Path(context["dataDir"]).absolute()
     try:
         config = load_fork_config(workspace)
     except ConfigError as exc:
