@@ -29,6 +29,7 @@ def new_attempt(event: dict[str, Any], record: dict[str, Any], attempt_id: str) 
         "upstreamSha": _nonempty(payload.get("sha")),
         "upstreamTag": _nonempty(payload.get("tag")),
         "workspaceBackendUrl": record.get("workspaceBackendUrl"),
+        "workspace": record.get("workspace"),
         "workspaceRunIds": [str(r) for r in record.get("runIds") or []],
         "workspaceRunStatuses": {},
         "candidateRefs": [],

@@ -62,7 +62,7 @@ class Settings:
         return cls(
             host=first_nonempty(e.get("HOST")) or "127.0.0.1",
             port=port,
-            data_dir=Path(first_nonempty(e.get("DATA_DIR")) or "data"),
+            data_dir=Path(first_nonempty(e.get("DATA_DIR")) or "data").absolute(),  # once, at start-up
             feed_sources_path=Path(sources) if sources else None,
             admin_token=first_nonempty(e.get("PATCH_ADMIN_TOKEN")),
             discord_enabled=env_flag(e.get("DISCORD_OUTPUT_ENABLED")),
@@ -83,7 +83,7 @@ class Settings:
         """Apply CLI flags; `None` means "flag not given"."""
         given = {k: v for k, v in overrides.items() if v is not None}
         if "data_dir" in given:
-            given["data_dir"] = Path(given["data_dir"])
+            given["data_dir"] = Path(given["data_dir"]).absolute()
         if "feed_sources_path" in given:
             given["feed_sources_path"] = Path(given["feed_sources_path"])
         return replace(self, **given)

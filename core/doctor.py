@@ -18,6 +18,7 @@ from core.errors import ConfigError
 from core.sources import FeedSource, load_sources
 from core.store import Store
 from core.workspace.patches import doctor as patch_doctor
+from core.workspace.steps import load_steps
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,17 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
         if backend.kind == "local":
             if backend.workspace is None:
                 add(Check("FAIL", f"workspace {source.id}", "local dispatch but no target.workspace and no backend "
-                          "URL: events would be skipped"))
+                          "URL: every dispatch would fail"))
             elif not backend.workspace.is_dir():
                 add(Check("FAIL", f"workspace {source.id}", f"{backend.workspace} does not exist"))
+            elif not _rebuilds(backend.workspace):
+                add(Check("PASS", f"workspace {source.id}", f"{backend.workspace}: its own [[steps]] (no built-in "
+                          "patch-stack rebuild to check)"))
             else:
-                report = patch_doctor(backend.workspace)
+                try:
+                    report = patch_doctor(backend.workspace)
+                except ConfigError as exc:
+                    report = {"ready": False, "issues": [str(exc)], "patches": []}
                 if report["ready"]:
                     add(Check("PASS", f"workspace {source.id}",
                               f"{backend.workspace}: ready, {len(report['patches'])} patch branch(es)"))
@@ -129,3 +136,11 @@ def _reachable(name: str, url: str, timeout: float) -> Check:
 
 def summary(checks: list[Check]) -> dict[str, Any]:
     return {"ok": not any(c.status == "FAIL" for c in checks), "checks": [c.to_dict() for c in checks]}
+
+
+def _rebuilds(workspace: Path) -> bool:
+    """Does this workspace run the built-in patch-stack rebuild (so it must be a fork checkout)?"""
+    try:
+        return any(step.builtin == "rebuild" for step in load_steps(workspace))
+    except ConfigError:
+        return True  # patch_doctor reports the configuration error

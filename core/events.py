@@ -146,3 +146,15 @@ def downstream_release_event(package_name: str, version: str, repo: str | None =
         payload["repo"] = repo
     return FlowEvent(id=f"patch:downstream.release:{package_name}:{version}", type="downstream.release",
                      received_at=now_iso(), payload=payload)
+
+
+def branch_key(event: dict[str, Any]) -> str | None:
+    """Updates of the same upstream branch share this key (so only the newest waiting one is rebuilt)."""
+    if event.get("type") != "upstream.branch_update":
+        return None
+    payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+    assert isinstance(payload, dict)
+    ref = payload.get("ref") or payload.get("branch")
+    if not ref:
+        return None
+    return f"{payload.get('sourceId') or '-'}|{payload.get('repo') or '-'}|{ref}"

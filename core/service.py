@@ -24,6 +24,7 @@ from core.dispatch.dispatcher import Dispatcher
 from core.dispatch.http import HttpBackend
 from core.dispatch.selection import Backend
 from core.errors import ConfigError, PatchmoiError
+from core.events import branch_key
 from core.feeds.fetch import Fetcher, FetchLimits
 from core.feeds.poller import Poller, PollReport
 from core.fsutil import FILE_MODE, ensure_dir
@@ -122,7 +123,10 @@ class Service:
             on_attempt=self._on_attempt, workspace=workspace,
         )
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.poller = Poller(self.store, self.fetcher, self.outbox, self.queue.put_nowait,
+        self._newest_update: dict[str, str] = {}  # branch key -> newest queued upstream.branch_update event id
+        self.dispatch_failures: list[dict[str, Any]] = []  # dispatches that failed for configuration (newest last)
+        self.dispatcher.superseded = self.superseded_by
+        self.poller = Poller(self.store, self.fetcher, self.outbox, self.enqueue,
                              concurrency=poll_concurrency, min_interval=settings.min_poll_seconds)
         self.lock = PollerLock(self.store.data_dir)
         self.polling = False
@@ -226,11 +230,12 @@ class Service:
     def reconcile(self) -> int:
         """Queue recent feed flow events that have no dispatch record (a crash between record and dispatch)."""
         count = 0
-        for event in self.store.list_events(limit=RECONCILE_WINDOW):
+        # Oldest first, as the poller emits them: the newest update of a branch is the one rebuilt.
+        for event in reversed(self.store.list_events(limit=RECONCILE_WINDOW)):
             payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
             has_dispatch = bool(self.store.list_dispatches(event_id=str(event["id"]), limit=1))
             if payload and payload.get("sourceId") and not has_dispatch:
-                self.queue.put_nowait(event)
+                self.enqueue(event)
                 count += 1
         if count:
             log_event("dispatch.reconciled", count=count)
@@ -250,6 +255,18 @@ class Service:
                 self.store.attempts.append(new_attempt(event, record, attempt_id))
                 log_event("attempt.reconciled", attemptId=attempt_id)
 
+    def enqueue(self, event: dict[str, Any]) -> None:
+        key = branch_key(event)
+        if key is not None:
+            self._newest_update[key] = str(event.get("id"))
+        self.queue.put_nowait(event)
+
+    def superseded_by(self, event: dict[str, Any]) -> str | None:
+        """The newer waiting update of the same branch, if this one is not the newest."""
+        key = branch_key(event)
+        newest = self._newest_update.get(key) if key is not None else None
+        return newest if newest is not None and newest != event.get("id") else None
+
     async def _dispatch_worker(self) -> None:
         while True:
             event = await self.queue.get()
@@ -264,9 +281,19 @@ class Service:
     async def _dispatch_one(self, event: dict[str, Any]) -> None:
         if self.store.list_dispatches(event_id=str(event["id"]), limit=1):
             return  # already dispatched (by us before a restart, or by an operator)
+        newer = self.superseded_by(event)
+        if newer is not None and self.dispatcher.backend_for(event).kind == "local":
+            self.dispatcher.record_superseded(event, newer)  # the newest update of the branch is rebuilt instead
+            log_event("dispatch.superseded", eventId=event.get("id"), by=newer)
+            return
         outcome = await self.dispatcher.dispatch(event, wait=False)
         log_event("dispatch.done", eventId=event.get("id"), status=outcome.record.get("status"),
                   transport=outcome.record.get("transport"))
+        if outcome.record.get("status") == "failed" and outcome.record.get("errorKind") == "config":
+            failure = {"eventId": event.get("id"), "error": outcome.record.get("error"),
+                       "at": outcome.record.get("createdAt")}
+            self.dispatch_failures = [*self.dispatch_failures[-49:], failure]
+            self.last_error = f"dispatch of {event.get('id')} failed: {outcome.record.get('error')}"
 
     # -- notifications -----------------------------------------------------------------------------------
     async def _outbox_loop(self) -> None:
@@ -343,7 +370,8 @@ class Service:
             h["intervalSeconds"] = s.poll_interval_seconds
             per_source.append(h)
         return {
-            "status": "ok" if not self.sources_file.error else "degraded",
+            "status": "ok" if not (self.sources_file.error or self.dispatch_failures) else "degraded",
+            "dispatchFailures": self.dispatch_failures[-10:],
             "startedAt": self.started_at,
             "polling": self.polling,
             "pollerLockHolder": None if self.polling else self.lock.holder() if self.lock.path.exists() else None,

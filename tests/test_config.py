@@ -29,7 +29,7 @@ def source(**over: object) -> dict[str, object]:
 
 def test_defaults_follow_spec_but_bind_loopback() -> None:
     s = Settings.from_env({})
-    assert (s.port, s.data_dir, s.feed_sources_path, s.admin_token) == (3000, Path("data"), None, None)
+    assert (s.port, s.data_dir, s.feed_sources_path, s.admin_token) == (3000, Path("data").absolute(), None, None)
     assert s.host == "127.0.0.1"
     assert s.discord_notify_events == ("push", "release") and s.discord_enabled is False
 

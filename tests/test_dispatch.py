@@ -163,9 +163,9 @@ command = "echo hello"
     assert outcome.attempt["status"] == "failed" and "no FLOW_RESULT" in outcome.attempt["error"]
     fresh = upstream_release_event("o/r", "v2").to_dict()  # never dispatched anywhere
     store.record_event(fresh)
-    skipped = await Dispatcher(store, {}).retry(fresh["id"])
-    assert skipped.record["status"] == "skipped" and skipped.attempt["status"] == "skipped"
-    assert "no local workspace" in skipped.attempt["message"]
+    failed = await Dispatcher(store, {}).retry(fresh["id"])  # configuration: fails loudly, not a quiet skip
+    assert failed.record["status"] == "failed" and failed.attempt["status"] == "failed"
+    assert failed.record["errorKind"] == "config" and "no local workspace" in failed.attempt["message"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -18,18 +18,25 @@ from typing import Any
 
 import httpx
 
+from core.adopt import adopt, auto_adopt_reason, rebuild_report
+from core.attempt_states import SUCCESS
 from core.attempts import attempt_id_for, changed, merge_runs, new_attempt
 from core.config import redact_url
 from core.dispatch.http import BackendError, HttpBackend
 from core.dispatch.selection import SECRET_ENVS, Backend, select_backend
 from core.errors import ConfigError, NotFoundError, PatchmoiError
+from core.gc import collect
 from core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
 from core.sources import FeedSource
 from core.store import Store
+from core.workspace.adopt import AdoptRefused, already_based
+from core.workspace.forkconfig import load_fork_config
+from core.workspace.gitrun import GitError
 from core.workspace.runner import execute_step
 from core.workspace.steps import Step, matching_steps
 
 AttemptHook = Callable[[dict[str, Any]], None]
+AUTO_ACTOR = 'patchmoi (adopt = "clean")'
 
 
 @dataclass
@@ -68,6 +75,9 @@ class Dispatcher:
         self.workspace = workspace
         self.progress = progress or (lambda _msg: None)
         self.tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        # Set by the service: the id of a newer waiting update of the same branch (checked again just before a
+        # local rebuild starts, so a burst of pushes rebuilds once, on the newest).
+        self.superseded: Callable[[dict[str, Any]], str | None] = lambda _event: None
         self._run_locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -219,17 +229,19 @@ class Dispatcher:
             error = ("no workspace backend URL and no local workspace for this event: set target.workspace in "
                      "feed-sources.json, pass --workspace, or set PATCH_WORKSPACE_BACKEND_URL")
         elif not workspace.is_dir():
-            error = f"local workspace {workspace} does not exist"
+            error = f"local workspace {workspace} does not exist (check target.workspace in feed-sources.json)"
         else:
             try:
                 steps = matching_steps(workspace, event)
             except ConfigError as exc:
-                record = {**base, "status": "failed", "error": str(exc), "createdAt": now_iso()}
-                return self._finish_without_runs(event, record)
-            if not steps:
-                error = f"no step in {workspace} runs for event type {event.get('type')!r}"
-        if error is not None:
-            record = {**base, "status": "skipped", "matched": 0, "runIds": [], "error": error, "createdAt": now_iso()}
+                error = str(exc)
+            else:
+                if not steps:
+                    record = {**base, "status": "skipped", "matched": 0, "runIds": [], "createdAt": now_iso(),
+                              "error": f"no step in {workspace} runs for event type {event.get('type')!r}"}
+                    return self._finish_without_runs(event, record)
+        if error is not None:  # configuration: an operator must fix it, so it fails loudly
+            record = {**base, "status": "failed", "errorKind": "config", "error": error, "createdAt": now_iso()}
             return self._finish_without_runs(event, record)
         assert workspace is not None
         created = now_iso()
@@ -257,11 +269,24 @@ class Dispatcher:
         task.add_done_callback(self.tasks.discard)
         return DispatchOutcome(event, record, attempt, task)
 
+    def record_superseded(self, event: dict[str, Any], newer: str) -> DispatchOutcome:
+        """Record, without running anything, that a newer update of the same branch is rebuilt instead."""
+        record: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": "dispatch",
+                  "target": "local", "transport": "local", "status": "skipped", "matched": 0, "runIds": [],
+                  "supersededBy": newer, "error": f"superseded by a newer update of the same branch: {newer}",
+                  "createdAt": now_iso()}
+        backend = self.backend_for(event)
+        if backend.workspace is not None:
+            record["workspace"] = str(backend.workspace)
+        return self._finish_without_runs(event, record)
+
     def _finish_without_runs(self, event: dict[str, Any], record: dict[str, Any]) -> DispatchOutcome:
         self.store.dispatches.append(record)
         attempt = self._new_attempt(event, record)
         if record.get("error"):
             attempt["message"] = record["error"]
+        if record.get("supersededBy"):
+            attempt["supersededBy"] = record["supersededBy"]
         self._save_attempt(attempt)
         return DispatchOutcome(event, record, attempt)
 
@@ -273,6 +298,15 @@ class Dispatcher:
         lock = self._run_locks.setdefault(str(workspace.resolve()), asyncio.Lock())
         finished: list[dict[str, Any]] = []
         async with lock:
+            newer = self.superseded(event)
+            if newer is not None:
+                skipped = [{**r, "status": "skipped", "effectiveStatus": "skipped", "processStatus": "skipped",
+                            "error": f"superseded by {newer}", "completedAt": now_iso()} for r, _ in planned]
+                self.store.runs.append_many(skipped)
+                merged = {**merge_runs(attempt, skipped, now_iso()), "supersededBy": newer,
+                          "message": f"not rebuilt: a newer update of the same branch is waiting ({newer})"}
+                self._save_attempt(merged, attempt)
+                return merged
             for run, step in planned:
                 running = {**run, "status": "running", "effectiveStatus": "running", "startedAt": now_iso(),
                            "pid": os.getpid()}
@@ -294,11 +328,43 @@ class Dispatcher:
                 self.store.runs.append(done)
                 self.progress(f"[flow] done {step.flow}/{step.name} {run['id']} status={done.get('status')}")
                 finished.append(done)
-        merged = merge_runs(attempt, finished, now_iso())
-        if changed(attempt, merged):
-            self._save_attempt(merged, attempt)
-        self.progress(f"[flow] attempt {merged.get('status')} {merged.get('id')}")
-        return merged
+            merged = merge_runs(attempt, finished, now_iso())
+            if changed(attempt, merged):
+                self._save_attempt(merged, attempt)
+            self.progress(f"[flow] attempt {merged.get('status')} {merged.get('id')}")
+            # Still under the fork's lock: the next rebuild of this fork starts from the adopted main.
+            return await asyncio.to_thread(self._after_local, merged, workspace)
+
+    def _after_local(self, attempt: dict[str, Any], workspace: Path) -> dict[str, Any]:
+        """`adopt = "clean"` forks adopt a clean `changed` rebuild; then housekeeping prunes what is done."""
+        try:
+            config = load_fork_config(workspace)
+        except ConfigError:
+            return attempt
+        if attempt.get("status") in SUCCESS and config.adopt_mode == "clean" and attempt.get("candidateRefs"):
+            attempt = self._auto_adopt(attempt)
+        try:
+            collect(self.store, workspace=workspace)
+        except (GitError, OSError) as exc:
+            self.progress(f"[flow] housekeeping skipped: {exc}")
+        return attempt
+
+    def _auto_adopt(self, attempt: dict[str, Any]) -> dict[str, Any]:
+        try:
+            report = rebuild_report(self.store, attempt)
+            if attempt.get("status") == "completed" and already_based(report):
+                return attempt  # same tree, same upstream base: adopting would only rewrite history
+            reason = auto_adopt_reason(report)
+            if reason is None:
+                adopted = adopt(self.store, str(attempt["id"]), by=AUTO_ACTOR)
+                self.progress(f"[flow] adopted {attempt.get('id')} (adopt = \"clean\")")
+                return adopted
+        except (AdoptRefused, GitError) as exc:
+            reason = str(exc)
+        noted = {**attempt, "adoptionError": f"not adopted automatically: {reason}", "updatedAt": now_iso()}
+        self.store.attempts.append(noted)
+        self.progress(f"[flow] not adopted {attempt.get('id')}: {reason}")
+        return noted
 
     # -- sync --------------------------------------------------------------------------------------------
     async def sync(self, attempt_id: str) -> dict[str, Any]:

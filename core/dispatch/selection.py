@@ -61,7 +61,7 @@ def select_backend(target: Target | None, env: Mapping[str, str], workspace: Pat
 
 def _workspace(target: Target | None, override: Path | None) -> Path | None:
     if override is not None:
-        return override
+        return override.absolute()
     if target is not None and target.workspace:
-        return Path(target.workspace)
+        return Path(target.workspace).absolute()
     return None

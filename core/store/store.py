@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from core.attempt_states import STATES, derive_states
 from core.errors import PatchmoiError, UsageError
 from core.fsutil import atomic_write, ensure_dir
 from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
@@ -70,7 +71,7 @@ class Store:
     """Every reader and writer of DATA_DIR goes through this (server, TUI, CLI, poller, runner)."""
 
     def __init__(self, data_dir: Path | str) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).absolute()  # a later chdir (a step's cwd) must not move it
         self.index_dir = self.data_dir / ".index"
         self.logs: dict[str, Log] = {
             name: Log(self.data_dir / filename, self.index_dir, spec) for name, (filename, spec) in FILES.items()
@@ -131,6 +132,35 @@ class Store:
 
     def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
         return self.attempts.get(attempt_id)
+
+    def all_attempts(self) -> list[dict[str, Any]]:
+        """The latest record of every attempt, newest first (what derived states are computed from)."""
+        return self.attempts.select(limit=max(1, self.attempts.total(latest=True)), latest=True)
+
+    def list_attempts_in_state(
+        self, state: str | None = None, *, event_id: str | None = None, status: str | None = None, limit: Any = None
+    ) -> list[dict[str, Any]]:
+        """Attempts with their derived `state` field (open, ready, resolved, ...), newest first."""
+        check_status(status, ATTEMPT_STATUSES, "attempt")
+        if state is not None and state not in STATES:
+            raise UsageError(f"invalid attempt state {state!r}; expected one of: {', '.join(STATES)}")
+        everything = self.all_attempts()
+        states = derive_states(everything)
+        out = []
+        for attempt in everything:
+            current = states.get(str(attempt.get("id")), "done")
+            if (state is None or current == state) and (event_id is None or attempt.get("eventId") == event_id) \
+                    and (status is None or attempt.get("status") == status):
+                out.append({**attempt, "state": current})
+                if len(out) >= parse_limit(limit):
+                    break
+        return out
+
+    def count_states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for current in derive_states(self.all_attempts()).values():
+            counts[current] = counts.get(current, 0) + 1
+        return counts
 
     # -- runs --------------------------------------------------------------------------------------------
     def list_runs(
