@@ -1,10 +1,12 @@
 """The self-contained demo: a real upstream repo, a fork with three patch branches, a loopback feed
 server that publishes the upstream's tags as `releases.atom`, and a driver that cuts releases.
 
-The story, one release per cycle: a clean upstream change (`changed`), a change that conflicts with a patch
-(`needs_intervention`; the "operator" then re-captures the patch and retries: `changed`), upstream merging
-one of our patches (`changed`, the patch dropped), an empty release (`completed`), then clean changes.
-After each success the operator accepts the candidate (the fork's main moves to it).
+The story, one release per cycle. The fork sets `[adopt] mode = "clean"`, so a clean rebuild moves the fork
+forward by itself: a clean upstream change (`changed`, adopted automatically); a change that conflicts with
+a patch (`needs_intervention`: the "operator" resolves the file once in the rebuild worktree, `git add`s it,
+retries (`changed`) and adopts the candidate, which rewrites patch/010 with the resolution); upstream merging
+one of our patches (`changed`, the patch dropped, adopted, the patch branch retired); an empty release
+(`completed`); then clean changes, which rebuild without the old conflict and are adopted automatically.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from core.adopt import adopt
 from core.config import Settings
 from core.records import now_iso
 from core.service import Service
@@ -82,7 +85,8 @@ class DemoWorld:
         (self.fork / ".git" / "info" / "exclude").write_text(".patchmoi.toml\n")
         (self.fork / ".patchmoi.toml").write_text(
             "# patchmoi demo fork\n[git]\nupstreamRepo = \"acme/widget\"\n\n[fetch]\nallowFetch = true\n\n"
-            "[verify]\ncommands = [\"test -f IDENTITY\", \"grep -q world greeting.txt\"]\ntimeout = 60\n")
+            "[verify]\ncommands = [\"test -f IDENTITY\", \"grep -q world greeting.txt\"]\ntimeout = 60\n\n"
+            "[adopt]\nmode = \"clean\"   # clean, verified rebuilds move main and the patch branches by themselves\n")
         for name, files in PATCHES.items():
             git(self.fork, "checkout", "-q", "-b", name, "v1.0.0")
             write_commit(self.fork, files, f"patch: {name.split('-', 1)[1].replace('-', ' ')}")
@@ -242,20 +246,30 @@ class DemoDriver:
             await asyncio.sleep(0.2)
         return None
 
-    async def accept(self, attempt: dict[str, Any]) -> None:
-        refs = attempt.get("candidateRefs") or []
-        if refs:
-            await asyncio.to_thread(git, self.world.fork, "reset", "-q", "--hard", str(refs[-1]["ref"]))
-            self.timeline(f"operator accepted {refs[-1]['ref']} as the fork's main")
+    async def wait_adoption(self, attempt: dict[str, Any], timeout: float = 30.0) -> dict[str, Any] | None:
+        """The automatic adoption is recorded right after the outcome (or why it was not done)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            stored = self.service.store.get_attempt(str(attempt.get("id"))) or attempt
+            if isinstance(stored.get("adoption"), dict):
+                return dict(stored["adoption"])
+            if stored.get("adoptionError"):
+                self.timeline(str(stored["adoptionError"]))
+                return None
+            await asyncio.sleep(0.1)
+        return None
 
-    async def fix_patch(self, tag: str) -> None:
-        """What an operator does after a conflict: re-capture patch/010 on the new upstream, then retry."""
-        fork = self.world.fork
-        await asyncio.to_thread(git, fork, "checkout", "-q", "-B", "patch/010-maintained-greeting", tag)
-        await asyncio.to_thread(write_commit, fork, {"greeting.txt": "hello there, from the fork\nworld\n"},
-                                "patch: maintained greeting")
-        await asyncio.to_thread(git, fork, "checkout", "-q", "main")
-        self.timeline("operator re-captured patch/010-maintained-greeting on the new upstream")
+    async def resolve_in_worktree(self, attempt: dict[str, Any]) -> None:
+        """What an operator does after a conflict: fix the file in the rebuild worktree and `git add` it."""
+        worktree = next((Path(str(art["worktree"])) for run_id in attempt.get("workspaceRunIds") or []
+                         if (run := self.service.store.get_run(str(run_id)))
+                         and (art := (run.get("resultPayload") or {}).get("artifacts") or {}).get("worktree")), None)
+        if worktree is None:
+            self.timeline("no worktree to resolve in")
+            return
+        await asyncio.to_thread((worktree / "greeting.txt").write_text, "hello there, from the fork\nworld\n")
+        await asyncio.to_thread(git, worktree, "add", "greeting.txt")
+        self.timeline(f"operator resolved greeting.txt once, in {worktree.name}")
 
     async def run_cycle(self) -> None:
         release = self.release_for(self.cycle)
@@ -267,20 +281,28 @@ class DemoDriver:
         self.timeline(f"{release.tag}: {status}" + (f" ({attempt.get('message') or attempt.get('error')})"
                                                        if attempt else ""))
         self.outcomes.append((release.tag, release.expect, str(status)))
-        if status == "needs_intervention":
+        if attempt and status == "needs_intervention":
             await asyncio.sleep(min(self.interval, 3.0))
-            await self.fix_patch(release.tag)
-            await self.service.dispatcher.retry(event_id, reason="patch re-captured by the operator", wait=False)
+            await self.resolve_in_worktree(attempt)
+            await self.service.dispatcher.retry(event_id, reason="conflict resolved in the worktree", wait=False)
             self.timeline(f"operator retried {release.tag}")
             attempt = await self.wait_outcome(event_id, after=1)
             status = attempt.get("status") if attempt else "timeout"
             self.timeline(f"{release.tag} after retry: {status}")
             self.outcomes.append((release.tag + " retry", "changed", str(status)))
-        if attempt and status in ("changed", "completed"):
-            await self.accept(attempt)
-            if release.tag == "v1.3.0":
-                await asyncio.to_thread(git, self.world.fork, "branch", "-q", "-D", "patch/020-shout-mode")
-                self.timeline("operator deleted patch/020-shout-mode (merged upstream)")
+            if attempt and status == "changed":
+                adopted = await asyncio.to_thread(adopt, self.service.store, str(attempt["id"]), by="demo operator",
+                                                  reason="reviewed the resolution")
+                self.timeline(f"operator adopted {release.tag}: main and patch/010 now carry the resolution "
+                              f"({str(adopted['adoption']['to'])[:12]})")
+                self.outcomes.append((release.tag + " adopt", "adopted", "adopted"))
+        elif attempt and status == "changed":
+            adoption = await self.wait_adoption(attempt)
+            if adoption:
+                retired = ", ".join(r["name"] for r in adoption.get("retired") or [])
+                self.timeline(f"{release.tag} adopted automatically (adopt = \"clean\")"
+                              + (f"; retired {retired}" if retired else ""))
+            self.outcomes.append((release.tag + " adopt", "adopted", "adopted" if adoption else "not adopted"))
 
     async def wait_primed(self, timeout: float = 30.0) -> None:
         """The first release must come after the first poll, or priming would swallow it."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core import __version__
+from core.attempt_states import STATES
 from core.config import Settings
 from core.errors import ConfigError, NotFoundError, PatchmoiError, UsageError
 from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  patchmoi status                      what happened lately\n"
             "  patchmoi events --limit 10           newest flow events\n"
-            "  patchmoi attempts --status needs_intervention\n"
+            "  patchmoi attempts --open             the open queue: what needs a person now\n"
+            "  patchmoi adopt ATTEMPT_ID            move the fork to a rebuilt candidate\n"
             "  patchmoi show 'patch:upstream.release:acme/widget:v1.2.0'\n"
             "\nEnvironment: DATA_DIR, FEED_SOURCES_PATH, PATCH_WORKSPACE_BACKEND_URL/SECRET, PATCH_ADMIN_TOKEN,\n"
             "DISCORD_OUTPUT_ENABLED, DISCORD_WEBHOOK_URL, DISCORD_NOTIFY_EVENTS, HOST, PORT (see README)."
@@ -76,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("attempts", "list maintenance attempts (latest state of each), newest first", commands_read.cmd_attempts)
     p.add_argument("--event-id", help="only attempts of this flow event")
     p.add_argument("--status", choices=ATTEMPT_STATUSES, help="only this attempt status")
+    p.add_argument("--open", action="store_true",
+                   help="the open queue: attempts that need a person now (same as --state open)")
+    p.add_argument("--state", choices=STATES,
+                   help="only this derived state: open, ready (to adopt), running, resolved, superseded, adopted, done")
+    p.add_argument("--states", action="store_true", help="show the derived STATE column for every attempt")
     p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
 
     p = add("show", "show one flow event (with its dispatches and attempts), attempt or run", commands_read.cmd_show)

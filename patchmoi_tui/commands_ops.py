@@ -6,19 +6,23 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
+from core.adopt import adopt, default_actor
 from core.config import Settings
 from core.dispatch.dispatcher import Dispatcher, DispatchOutcome
 from core.dispatch.http import BackendError
 from core.dispatch.selection import Backend, select_backend
 from core.errors import PatchmoiError, UsageError
 from core.events import downstream_release_event, upstream_branch_event, upstream_release_event
+from core.gc import collect
 from core.log import configure
 from core.service import Service
 from core.sources import FeedSource, load_sources
 from core.store import Store
+from core.workspace.adopt import AdoptRefused
 from core.workspace.steps import matching_steps
 from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, emit_list, open_store, progress
 from patchmoi_tui.commands_read import glyph
@@ -83,6 +87,28 @@ def add_ops_commands(sub: Any, common: Any) -> None:
 
     p = add("sync", "refresh a maintenance attempt from its runs (backend or local)", cmd_sync)
     p.add_argument("id", help="maintenance attempt id")
+
+    p = add("adopt", "move the fork to a rebuilt candidate (main and the patch branches)", cmd_adopt,
+            "Adopt the candidate of a successful attempt (or of a flow event's newest successful attempt):\n"
+            "the fork's target branch moves to the candidate and every patch branch to its rebuilt commits\n"
+            "(authors and messages kept; the branches then form a stack in application order). Patches that\n"
+            "upstream merged are retired (kept under refs/patchmoi/retired/). Refused, with the reason, when a\n"
+            "branch moved since the rebuild or the checked-out branch has local changes. With [adopt] pushRemote\n"
+            "in .patchmoi.toml the refs are pushed with --force-with-lease. The attempt records who, what, when.\n"
+            "\nexamples:\n  patchmoi attempts --state ready      candidates waiting to be adopted\n"
+            "  patchmoi adopt ATTEMPT_ID --reason 'reviewed the range-diff'")
+    p.add_argument("id", help="maintenance attempt id, or a flow event id (its newest successful attempt)")
+    p.add_argument("--by", help="who adopts (default cli:$USER)")
+    p.add_argument("--reason", help="why (recorded with the adoption)")
+    p.add_argument("--reviewed", action="store_true",
+                   help="confirm you reviewed a candidate the rebuild flagged (a conflict command's resolution, a "
+                        "reused resolution, a patch applying again after upstream dropped it)")
+
+    p = add("gc", "prune rebuild worktrees and old candidate refs that nothing needs any more", cmd_gc,
+            "Remove the rebuild worktrees of adopted, resolved and superseded attempts (never one that is open\n"
+            "or running) and candidate refs beyond the newest [candidate] keep (default 5) of each fork, except\n"
+            "candidates waiting to be adopted. It also runs after every local attempt and adoption.")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
 
     p = add("runs", "list workspace runs (local runner), newest first", cmd_runs)
     p.add_argument("--event-id")
@@ -152,7 +178,10 @@ async def _poll_once(args: argparse.Namespace, settings: Settings) -> int:
         rows = [(r["sourceId"], r["status"], r["emitted"],
                  shorten(r.get("error") or "; ".join(r.get("warnings", [])), 70)) for r in data]
         print(table(("SOURCE", "STATUS", "NEW", "ERROR/WARNING"), rows, (32, 12, 4, 0)))
-    return EXIT_FAIL if any(r.status == "error" for r in reports) else EXIT_OK
+    failures = service.dispatch_failures
+    for failure in failures:
+        print(f"dispatch failed: {failure['eventId']}: {failure['error']}", file=sys.stderr)
+    return EXIT_FAIL if any(r.status == "error" for r in reports) or failures else EXIT_OK
 
 
 async def _poll_forever(settings: Settings) -> int:
@@ -294,6 +323,49 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"run       {glyph(status)} {rid}")
         if attempt.get("message"):
             print(f"message   {attempt['message']}")
+    return EXIT_OK
+
+
+def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    try:
+        attempt = adopt(store, args.id, by=args.by or default_actor("cli"), reason=args.reason,
+                        reviewed=args.reviewed)
+    except AdoptRefused as exc:
+        raise PatchmoiError(f"not adopted: {exc}") from None
+    record = attempt["adoption"]
+    if args.json:
+        emit_json({"attempt": attempt})
+    else:
+        print(f"adopted   {attempt.get('id')}")
+        print(f"{record['targetBranch']:<9} {str(record.get('from') or '-')[:12]} -> {record['to'][:12]} "
+              f"({record['candidate']})")
+        for p in record["patches"]:
+            print(f"moved     {p['name']} {p['from'][:12]} -> {p['to'][:12]} ({p['commits']} commit(s))")
+        for r in record["retired"]:
+            print(f"retired   {r['name']} ({r['why']}); old tip kept at {r['ref']}")
+        for path in record.get("worktreesUpdated") or []:
+            print(f"checkout  {path} updated")
+        if "pushed" in record:
+            print(f"push      {'ok' if record['pushed'] else 'FAILED'} to {record['pushRemote']}"
+                  + (f": {record['pushError']}" if record.get("pushError") else ""))
+    return EXIT_OK if record.get("pushed", True) else EXIT_FAIL
+
+
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    report = collect(open_store(settings), dry_run=args.dry_run)
+    if args.json:
+        emit_json(report)
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    for w in report["worktrees"]:
+        print(f"{verb} worktree {w['path']} ({w['eventId']})")
+    for r in report["candidateRefs"]:
+        print(f"{verb} {r['ref']} {r['sha'][:12]} in {r['workspace']}")
+    for e in report["errors"]:
+        print(f"skipped  {e}", file=sys.stderr)
+    if not report["worktrees"] and not report["candidateRefs"]:
+        print("nothing to prune")
     return EXIT_OK
 
 

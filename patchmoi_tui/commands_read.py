@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from core.attempt_states import derive_states
 from core.config import Settings
 from core.errors import NotFoundError
 from core.store import Store, parse_limit
@@ -42,9 +43,22 @@ def cmd_dispatches(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_attempts(args: argparse.Namespace, settings: Settings) -> int:
-    attempts = open_store(settings).list_attempts(event_id=args.event_id, status=args.status, limit=args.limit)
+    store = open_store(settings)
+    state = "open" if args.open else args.state
+    if state or args.states:
+        attempts = store.list_attempts_in_state(state, event_id=args.event_id, status=args.status, limit=args.limit)
+    else:
+        attempts = store.list_attempts(event_id=args.event_id, status=args.status, limit=args.limit)
+    empty = "the open queue is empty: nothing needs a person" if state == "open" else "no maintenance attempts"
+    if state or args.states:
+        return emit_list(
+            args.json, "attempts", attempts, empty=empty,
+            headers=("UPDATED", "STATE", "STATUS", "UPSTREAM", "OUTCOME", "ID"), widths=(10, 11, 22, 28, 40, 0),
+            row=lambda a: (relative_time(a.get("updatedAt")), a.get("state"), glyph(a.get("status")),
+                           upstream_label(a), shorten(a.get("error") or a.get("message") or "", 40), a.get("id")),
+        )
     return emit_list(
-        args.json, "attempts", attempts, empty="no maintenance attempts",
+        args.json, "attempts", attempts, empty=empty,
         headers=("UPDATED", "STATUS", "OP", "UPSTREAM", "OUTCOME", "ID"), widths=(10, 22, 9, 32, 40, 0),
         row=lambda a: (relative_time(a.get("updatedAt")), glyph(a.get("status")), a.get("operation", "dispatch"),
                        upstream_label(a), shorten(a.get("error") or a.get("message") or "", 40), a.get("id")),
@@ -68,6 +82,8 @@ def status_summary(store: Store, limit: int) -> dict[str, Any]:
             "signals": store.feed_events.total(),
         },
         "attemptStatusCounts": store.attempts.count_by("status", latest=True),
+        "attemptStateCounts": store.count_states(),
+        "openQueue": store.list_attempts_in_state("open", limit=limit),
         "dispatchStatusCounts": _merge_counts(
             store.dispatches.count_by("status"), store.legacy_dispatches.count_by("status")
         ),
@@ -101,6 +117,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     dcounts = summary["dispatchStatusCounts"]
     if dcounts:
         print("dispatches   " + ", ".join(f"{glyph(k)} {v}" for k, v in sorted(dcounts.items())))
+    queue = summary["openQueue"]
+    states = summary["attemptStateCounts"]
+    print(f"open queue   {states.get('open', 0)} need a person" + (
+        f", {states['ready']} ready to adopt" if states.get("ready") else ""))
+    for a in queue[:5]:
+        print(f"  {glyph(a.get('status'))} {upstream_label(a)} {relative_time(a.get('updatedAt'))}  {a.get('id')}")
+    if len(queue) > 5:
+        print(f"  … {states.get('open', 0) - 5} more: patchmoi attempts --open")
     latest = summary["latest"]["attempts"]
     if latest:
         a = latest[0]
@@ -145,8 +169,9 @@ def describe_id(store: Store, record_id: str) -> dict[str, Any] | None:
     if attempt is not None:
         run_ids = [r for r in attempt.get("workspaceRunIds") or [] if isinstance(r, str)]
         runs = [run for rid in run_ids if (run := store.get_run(rid)) is not None]
-        return {"kind": "attempt", "attempt": attempt, "event": store.get_event(str(attempt.get("eventId"))),
-                "runs": runs}
+        state = derive_states(store.all_attempts()).get(record_id, "done")
+        return {"kind": "attempt", "attempt": {**attempt, "state": state},
+                "event": store.get_event(str(attempt.get("eventId"))), "runs": runs}
     run = store.get_run(record_id)
     if run is not None:
         return {"kind": "run", "run": run}
@@ -171,7 +196,7 @@ def render_detail(found: dict[str, Any]) -> str:
             lines.append(f"  {relative_time(a.get('updatedAt')):>8}  {glyph(a.get('status'))}  {a.get('id')}")
     elif kind == "attempt":
         a = found["attempt"]
-        lines += [f"attempt      {a.get('id')}", f"status       {glyph(a.get('status'))}",
+        lines += [f"attempt      {a.get('id')}", f"status       {glyph(a.get('status'))}  (state: {a.get('state')})",
                   f"event        {a.get('eventId')}", f"upstream     {upstream_label(a)}",
                   f"updated      {a.get('updatedAt')} ({relative_time(a.get('updatedAt'))})"]
         if a.get("message"):
@@ -180,8 +205,25 @@ def render_detail(found: dict[str, Any]) -> str:
             lines.append(f"error        {a['error']}")
         for ref in a.get("candidateRefs") or []:
             lines.append(f"candidate    {ref.get('kind')} {ref.get('ref')} {str(ref.get('sha') or '')[:12]}")
+        if a.get("adoptionError"):
+            lines.append(f"adoption     {a['adoptionError']}")
+        adoption = a.get("adoption")
+        if isinstance(adoption, dict):
+            lines.append(f"adopted      {adoption.get('adoptedAt')} by {adoption.get('by')}: "
+                         f"{adoption.get('targetBranch')} {str(adoption.get('from') or '-')[:12]} → "
+                         f"{str(adoption.get('to'))[:12]}" + (f" (pushed to {adoption['pushRemote']})"
+                                                             if adoption.get("pushed") else ""))
+            if adoption.get("pushError"):
+                lines.append(f"push failed  {adoption['pushError']}")
+            for p in adoption.get("patches") or []:
+                lines.append(f"  moved      {p['name']} {str(p['from'])[:12]} → {str(p['to'])[:12]}")
+            for r in adoption.get("retired") or []:
+                lines.append(f"  retired    {r['name']} ({r['why']}) kept at {r['ref']}")
         for run in found.get("runs") or []:
             lines.append(f"run          {glyph(run.get('status'))} {run.get('id')}")
+            lines += series_lines(((run.get("resultPayload") or {}).get("artifacts")) or {})
+        if a.get("state") == "ready":
+            lines.append(f"next         patchmoi adopt '{a.get('id')}'")
     else:
         r = found["run"]
         lines += [f"run          {r.get('id')}", f"status       {glyph(r.get('status'))}",
@@ -195,6 +237,23 @@ def render_detail(found: dict[str, Any]) -> str:
             for line in out.splitlines()[-8:]:
                 lines.append(f"      {line}")
     return "\n".join(lines)
+
+
+def series_lines(artifacts: dict[str, Any]) -> list[str]:
+    """The rebuild report: every source commit of every patch and what became of it."""
+    lines = []
+    for patch in artifacts.get("series") or []:
+        lines.append(f"  patch      {patch.get('patch')}")
+        for c in patch.get("commits") or []:
+            rebuilt = f" → {str(c['rebuilt'])[:12]}" if c.get("rebuilt") else ""
+            lines.append(f"    {c.get('fate')!s:<9} {str(c.get('sha'))[:12]}{rebuilt}  {c.get('subject')}")
+    for r in artifacts.get("resolved") or []:
+        lines.append(f"  resolved   {r.get('patch')} ({', '.join(r.get('files') or [])}) by {r.get('by')}")
+    for r in artifacts.get("reused") or []:
+        lines.append(f"  reused     recorded resolution for {r.get('patch')}: {', '.join(r.get('files') or [])}")
+    for name in artifacts.get("reapplied") or []:
+        lines.append(f"  flagged    {name} applies again after being dropped as merged upstream")
+    return lines
 
 
 def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ segment itself (Starlette's router would decode `%2F` first and mis-split the id
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -19,12 +20,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from core.adopt import adopt
+from core.attempt_states import derive_states
 from core.config import Settings
 from core.dispatch.http import BackendError
 from core.errors import NotFoundError, UsageError
 from core.log import log_event
 from core.service import Service
 from core.store import parse_limit
+from core.workspace.adopt import AdoptRefused
 from server.openapi import openapi_document
 
 MAX_BODY = 64 * 1024
@@ -150,8 +154,10 @@ class Api:
             outcome = await dispatcher.replay(event_id, reason=reason, wait=False)
         else:
             outcome = await dispatcher.retry(event_id, reason=reason, wait=False)
-        status = 502 if outcome.record.get("status") == "failed" else 202
-        return json_response(outcome.to_dict(), status)
+        if outcome.record.get("status") == "failed":  # the spec's 502, with the error code every error carries
+            code = "dispatch_failed" if outcome.record.get("errorKind") != "config" else "dispatch_misconfigured"
+            return json_response({"error": code, "message": outcome.record.get("error"), **outcome.to_dict()}, 502)
+        return json_response(outcome.to_dict(), 202)
 
     async def signals(self, request: Request, rest: list[str]) -> Response:
         _require(request, rest, "GET")
@@ -174,9 +180,13 @@ class Api:
         if not rest:
             if request.method != "GET":
                 return error(405, "method_not_allowed")
+            if q.get("state"):  # derived states (open queue, ...): each attempt carries its `state`
+                return json_response({"attempts": self.store.list_attempts_in_state(
+                    q["state"], event_id=q.get("eventId") or None, status=q.get("status") or None,
+                    limit=q.get("limit"))})
             return raw_list("attempts", self.store.list_attempts_raw(
                 event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")))
-        if len(rest) > 2 or (len(rest) == 2 and rest[1] != "sync") or not rest[0]:
+        if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("sync", "adopt")) or not rest[0]:
             return error(404, "not_found")
         attempt = self.store.get_attempt(rest[0])
         if attempt is None:
@@ -184,10 +194,20 @@ class Api:
         if len(rest) == 1:
             if request.method != "GET":
                 return error(405, "method_not_allowed")
-            return json_response({"attempt": attempt})
+            state = derive_states(self.store.all_attempts()).get(rest[0], "done")
+            return json_response({"attempt": {**attempt, "state": state}})
         if request.method != "POST":
             return error(405, "method_not_allowed")
-        await _reason(request)  # enforce the body limit
+        body = await _body(request)  # enforces the body limit
+        if rest[1] == "adopt":
+            by = body.get("by") if isinstance(body.get("by"), str) and body["by"].strip() else "api"
+            try:
+                adopted = await asyncio.to_thread(
+                    adopt, self.store, rest[0], by=str(by)[:200], reason=_text(body.get("reason")),
+                    reviewed=body.get("reviewed") is True)
+            except AdoptRefused as exc:
+                return error(409, exc.code, str(exc))
+            return json_response({"attempt": adopted})
         return json_response({"attempt": await self.service.dispatcher.sync(rest[0])}, 202)
 
     async def workspace_runs(self, request: Request, rest: list[str]) -> Response:
@@ -223,6 +243,15 @@ def _require(request: Request, rest: list[str], method: str) -> None:
 
 async def _reason(request: Request) -> str | None:
     """Read a small optional JSON body `{"reason": "..."}`; larger than 64 KiB is 413."""
+    return _text((await _body(request)).get("reason"))
+
+
+def _text(value: Any) -> str | None:
+    return str(value)[:500] if isinstance(value, str) and value.strip() else None
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """A small optional JSON object body; larger than 64 KiB is 413, anything but an object is `{}`."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"request bodies are limited to {MAX_BODY} bytes")
@@ -232,13 +261,12 @@ async def _reason(request: Request) -> str | None:
         if len(body) > MAX_BODY:
             raise ApiError(413, "payload_too_large", f"request bodies are limited to {MAX_BODY} bytes")
     if not body.strip():
-        return None
+        return {}
     try:
         data = json.loads(body)
     except ValueError:
-        return None  # the Bun API ignored bodies; a non-JSON body is not an error
-    reason = data.get("reason") if isinstance(data, dict) else None
-    return str(reason)[:500] if isinstance(reason, str) and reason.strip() else None
+        return {}  # the Bun API ignored bodies; a non-JSON body is not an error
+    return data if isinstance(data, dict) else {}
 
 
 def create_app(settings: Settings, *, poll: bool = True, service: Service | None = None) -> Starlette:

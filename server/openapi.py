@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core import __version__
+from core.attempt_states import STATES
 from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 
 
@@ -60,10 +61,13 @@ def openapi_document() -> dict[str, Any]:
         "/flow-dispatches": {"get": {"summary": "alias of /workspace-dispatches", "parameters": [
             _q("eventId"), _q("status", DISPATCH_STATUSES), LIMIT],
             "responses": {**_ok("dispatches", "dispatches"), **COMMON_ERRORS}}},
-        "/maintenance-attempts": {"get": {"summary": "latest state of each attempt", "parameters": [
-            _q("eventId"), _q("status", ATTEMPT_STATUSES), LIMIT],
+        "/maintenance-attempts": {"get": {"summary": "latest state of each attempt; with `state`, only attempts in "
+                                          "that derived state (open = the operator queue), each with its `state`",
+                                          "parameters": [_q("eventId"), _q("status", ATTEMPT_STATUSES),
+                                                         _q("state", STATES), LIMIT],
             "responses": {**_ok("attempts", "attempts"), **COMMON_ERRORS}}},
-        "/maintenance-attempts/{id}": {"get": {"summary": "one attempt", "parameters": [_id("id")], "responses": {
+        "/maintenance-attempts/{id}": {"get": {"summary": "one attempt, with its derived `state`",
+                                               "parameters": [_id("id")], "responses": {
             **_ok("attempt", "attempt"), "404": _error("unknown id"), **COMMON_ERRORS}}},
         "/workspace-runs": {"get": {"summary": "runs (local runner, or proxied backend)", "parameters": [
             _q("eventId"), _q("status"), LIMIT], "responses": {**_ok("runs", "runs"), "502": _error("backend"),
@@ -84,6 +88,17 @@ def openapi_document() -> dict[str, Any]:
     paths["/maintenance-attempts/{id}/sync"] = {"post": {
         "summary": "refresh an attempt from its runs", "parameters": [_id("id")],
         "responses": {**_ok("synced", "attempt", "202"), "404": _error("unknown id"), "502": _error("backend"),
+                      "413": _error("body too large"), **COMMON_ERRORS}}}
+    adopt_body = {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"by": {"type": "string", "maxLength": 200},
+                                         "reason": {"type": "string", "maxLength": 500},
+                                         "reviewed": {"type": "boolean"}}}}}}
+    paths["/maintenance-attempts/{id}/adopt"] = {"post": {
+        "summary": "adopt the attempt's candidate: move the target branch and the patch branches to the rebuild "
+                   "(`reviewed: true` is needed when the rebuild flags it for review)",
+        "parameters": [_id("id")], "requestBody": adopt_body,
+        "responses": {**_ok("adopted", "attempt"), "404": _error("unknown id"),
+                      "409": _error("refused: a branch moved, local changes, needs review, already adopted"),
                       "413": _error("body too large"), **COMMON_ERRORS}}}
     return {
         "openapi": "3.1.0",
