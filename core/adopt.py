@@ -7,16 +7,20 @@ report of its local run, moves the fork (core.workspace.adopt), and appends the 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+from pathlib import Path
 from typing import Any
 
 from core.attempt_states import SUCCESS
 from core.attempts import result_payload
-from core.errors import NotFoundError
+from core.errors import NotFoundError, PatchmoiError
+from core.gc import collect
 from core.records import now_iso
 from core.store import Store
 from core.workspace.adopt import AdoptRefused, adopt_candidate
+from core.workspace.gitrun import GitError
 
 
 def default_actor(prefix: str = "cli") -> str:
@@ -101,6 +105,8 @@ def adopt(store: Store, ident: str, *, by: str, reason: str | None = None, revie
     updated.pop("adoptionError", None)
     updated.pop("state", None)
     store.attempts.append(updated)
+    with contextlib.suppress(PatchmoiError, GitError, OSError):  # housekeeping is best effort; adoption is done
+        collect(store, workspace=Path(str(artifacts["workspace"])))
     return updated
 
 

@@ -1,8 +1,10 @@
-"""The operator dashboard: five live-tailed tabs, a detail view, and keys for retry, replay and sync."""
+"""The operator dashboard: five live-tailed tabs, a detail view, and keys for retry, replay, sync and adopt."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,14 +17,26 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
+from core.attempt_states import SUCCESS
 from core.errors import PatchmoiError
+from core.workspace.adopt import AdoptRefused
 from patchmoi_tui.client import Client
 from patchmoi_tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec
-from patchmoi_tui.screens import ConfirmScreen, DetailScreen, FilterScreen, HelpScreen
+from patchmoi_tui.screens import (
+    ConfirmScreen,
+    DetailScreen,
+    FilterScreen,
+    HelpScreen,
+    adopt_body,
+    pick_attempt,
+    rebuild_artifacts,
+    review_note,
+)
 from patchmoi_tui.textfmt import relative_time
 
 PAGE = 200
 MAX_ROWS = 5000  # memory stays bounded whatever the history: older rows are left to filters and the CLI
+MUTATING = frozenset({"retry", "replay", "sync", "adopt"})  # refused (and not offered) in read-only mode
 
 
 class PatchmoiApp(App[None]):
@@ -36,6 +50,7 @@ class PatchmoiApp(App[None]):
         Binding("r", "retry", "Retry"),
         Binding("R", "replay", "Replay"),
         Binding("s", "sync", "Sync"),
+        Binding("a", "adopt", "Adopt"),
         Binding("j", "cursor('down')", show=False),
         Binding("k", "cursor('up')", show=False),
         Binding("g", "cursor('top')", show=False),
@@ -56,7 +71,12 @@ class PatchmoiApp(App[None]):
         self.last_refresh: datetime | None = None
         self.health: dict[str, Any] = {}
         self.last_error: str | None = None
+        self.open_queue: tuple[int, bool] | None = None  # (open attempts, count is a lower bound)
         self.sub_title = client.label + (" (read-only)" if client.read_only else "")
+        if client.read_only:  # the keys still explain themselves when pressed, but the footer does not offer them
+            bindings = self._bindings.key_to_bindings
+            for key, found in bindings.items():
+                bindings[key] = [dataclasses.replace(b, show=False) if b.action in MUTATING else b for b in found]
 
     # -- layout ------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -67,7 +87,7 @@ class PatchmoiApp(App[None]):
                     table: DataTable[Any] = DataTable(id=spec.kind, cursor_type="row", zebra_stripes=True)
                     yield table
         yield Static("", id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         for spec in TABS:
@@ -80,12 +100,18 @@ class PatchmoiApp(App[None]):
         self.health_loop()
 
     # -- data --------------------------------------------------------------------------------------------
+    @property
+    def dashboard(self) -> Screen[Any]:
+        """The screen with the tabs, whichever screen is on top (App.query_one only sees the top one, so a
+        live-tail reload or an action key while the detail view is open must look here)."""
+        return self.screen_stack[0]
+
     def table(self, kind: str) -> DataTable[Any]:
-        return self.query_one(f"#{kind}", DataTable)
+        return self.dashboard.query_one(f"#{kind}", DataTable)
 
     @property
     def active_kind(self) -> str:
-        active = self.query_one(TabbedContent).active or "tab-signals"
+        active = self.dashboard.query_one(TabbedContent).active or "tab-signals"
         return active.removeprefix("tab-")
 
     async def load_all(self) -> None:
@@ -109,6 +135,8 @@ class PatchmoiApp(App[None]):
             self.exhausted[kind] = True
         self.last_refresh = self.clock()
         self.render_table(kind)
+        if kind == "attempts":
+            await self.refresh_queue()
 
     async def load_older(self, kind: str) -> None:
         rows = self.rows[kind]
@@ -187,9 +215,19 @@ class PatchmoiApp(App[None]):
             self.health = await self.client.health()
         except PatchmoiError as exc:
             self.last_error = str(exc)
+        await self.refresh_queue()
+
+    async def refresh_queue(self) -> None:
+        """The open-queue count of the status line (attempts that need a person now)."""
+        try:
+            self.open_queue = await self.client.open_queue()
+        except PatchmoiError as exc:
+            self.last_error = str(exc)
         self.update_status()
 
     def update_status(self) -> None:
+        if not self.screen_stack:  # shutting down
+            return
         h = self.health
         sources = h.get("sources") or []
         failing = [s for s in sources if s.get("lastError")]
@@ -200,6 +238,10 @@ class PatchmoiApp(App[None]):
                               style=style))
         else:
             parts.append(Text("○ no sources polled", style="bright_black"))
+        if self.open_queue is not None:
+            count, more = self.open_queue
+            label = f"{count}{'+' if more else ''} open"
+            parts.append(Text(f"! {label}", style="bold yellow") if count else Text(label, style="bright_black"))
         if h.get("dispatchQueueDepth") is not None:
             parts.append(f"queue {h['dispatchQueueDepth']}")
         if h.get("localRunsInFlight"):
@@ -218,11 +260,11 @@ class PatchmoiApp(App[None]):
         if error:
             parts.append(Text(f"last error: {error}", style="red"))
         line = Text(" · ").join(p if isinstance(p, Text) else Text(p) for p in parts)
-        self.query_one("#status", Static).update(line)
+        self.dashboard.query_one("#status", Static).update(line)
 
     # -- actions -----------------------------------------------------------------------------------------
     def action_tab(self, kind: str) -> None:
-        self.query_one(TabbedContent).active = f"tab-{kind}"
+        self.dashboard.query_one(TabbedContent).active = f"tab-{kind}"
         self.table(kind).focus()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -255,7 +297,7 @@ class PatchmoiApp(App[None]):
         except PatchmoiError as exc:
             self.notify(str(exc), severity="error")
             return
-        await self.push_screen(DetailScreen(chain))
+        await self.push_screen(DetailScreen(chain, kind=kind, record=record))
 
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow
@@ -362,12 +404,86 @@ class PatchmoiApp(App[None]):
         self.push_screen(ConfirmScreen("Sync?", f"Sync maintenance attempt\n{attempt_id}\n\nRe-reads its runs "
                                        "and records the outcome if it changed."), done)
 
+    async def action_adopt(self) -> None:
+        """Adopt the selected attempt's candidate (the attempt of the detail view when one is open)."""
+        if self.client.read_only:
+            self.notify("read-only mode: adopt is disabled", severity="warning")
+            return
+        if isinstance(self.screen, DetailScreen):
+            chain, attempt = self.screen.chain, self.screen.attempt
+        else:
+            if self.screen is not self.dashboard:
+                return  # a dialog is open
+            record = self.selected()
+            if record is None:
+                self.notify("select an attempt (tab 3) to adopt", severity="warning")
+                return
+            try:  # the chain has the attempt's runs: the rebuild report the dialog describes
+                chain = await self.client.describe(self.active_kind, record)
+            except PatchmoiError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            attempt = pick_attempt(chain, self.active_kind, record)
+        if attempt is None:
+            self.notify("select an attempt (tab 3) to adopt", severity="warning")
+            return
+        attempt_id = str(attempt.get("id"))
+        adoption = attempt.get("adoption")
+        if isinstance(adoption, dict):
+            self.notify(f"already adopted at {adoption.get('adoptedAt')} by {adoption.get('by')}",
+                        severity="warning", timeout=10)
+            return
+        if attempt.get("status") not in SUCCESS:
+            self.notify(f"attempt is {attempt.get('status')}: only a changed or completed rebuild has a candidate "
+                        "to adopt", severity="warning", timeout=10)
+            return
+        artifacts = rebuild_artifacts(chain, attempt)
+        reviewed = review_note(attempt, artifacts) is not None  # the dialog says so: confirming is the review
+
+        def done(reason: str | None) -> None:
+            if reason is not None:
+                self.run_adopt(attempt_id, reason or None, reviewed)
+
+        self.push_screen(ConfirmScreen("Adopt?", adopt_body(attempt, artifacts),
+                                       placeholder="reason (optional, recorded with the adoption)"), done)
+
+    @work(group="actions", exit_on_error=False)
+    async def run_adopt(self, attempt_id: str, reason: str | None, reviewed: bool) -> None:
+        try:
+            result = await self.client.adopt(attempt_id, reason, reviewed=reviewed)
+        except AdoptRefused as exc:
+            self.notify(str(exc), title="not adopted", severity="error", timeout=20)
+            return
+        except PatchmoiError as exc:
+            self.notify(f"adopt failed: {exc}", severity="error", timeout=20)
+            return
+        except Exception as exc:
+            self.notify(f"adopt failed: {type(exc).__name__}: {exc}", severity="error", timeout=20)
+            return
+        record = (result.get("attempt") or {}).get("adoption") or {}
+        patches, retired = record.get("patches") or [], record.get("retired") or []
+        message = (f"{record.get('targetBranch')} {str(record.get('from') or '-')[:12]} → "
+                   f"{str(record.get('to') or '-')[:12]} ({record.get('candidate')}); "
+                   f"{len(patches)} patch branch(es) moved" + (f", {len(retired)} retired" if retired else ""))
+        if record.get("pushed") is False:
+            self.notify(f"{message}; push to {record.get('pushRemote')} FAILED: {record.get('pushError')}",
+                        title="adopted", severity="warning", timeout=20)
+        else:
+            self.notify(message + (f"; pushed to {record['pushRemote']}" if record.get("pushed") else ""),
+                        title="adopted", timeout=10)
+        await self.reload("attempts")
+        screen = self.screen
+        if isinstance(screen, DetailScreen) and screen.record is not None:
+            with contextlib.suppress(PatchmoiError):  # if not, the notification has said what happened
+                screen.show(await self.client.describe(screen.kind, screen.record))
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         actions: list[tuple[str, str, Callable[[], Any]]] = [
             ("Retry selected event", "re-dispatch to the same backend", self.action_retry),
             ("Replay selected event", "new runs for the event", self.action_replay),
             ("Sync selected attempt", "refresh from its runs", self.action_sync),
+            ("Adopt selected attempt", "move main and the patch branches to its candidate", self.action_adopt),
             ("Filter rows", "repo:, status:, type:, source: or text", self.action_filter),
             ("Toggle follow", "keep the newest rows in view", self.action_toggle_follow),
             ("Show keys", "every key binding", self.action_help),
@@ -375,6 +491,9 @@ class PatchmoiApp(App[None]):
         for spec in TABS:
             actions.append((f"Go to {spec.title}", f"tab {spec.kind}",
                             lambda kind=spec.kind: self.action_tab(kind)))  # type: ignore[misc]
+        if self.client.read_only:  # read-only refuses these: do not offer them
+            actions = [a for a in actions if a[2] not in (self.action_retry, self.action_replay, self.action_sync,
+                                                          self.action_adopt)]
         for title, help_text, callback in actions:
             yield SystemCommand(title, help_text, callback)
 

@@ -1,6 +1,7 @@
 """One small client interface for the dashboard: local (a DATA_DIR through core) or remote (the HTTP API).
 
-Screens call these methods and never know which mode they are in.
+Screens call these methods and never know which mode they are in. Attempt rows (and the attempts of a
+detail chain) carry their derived `state` (core.attempt_states: open, ready, adopted, ...) in both modes.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from urllib.parse import quote
 
 import httpx
 
+from core.adopt import adopt, default_actor
+from core.attempt_states import STATES, derive_states
 from core.config import Settings
 from core.dispatch.dispatcher import Dispatcher
 from core.errors import PatchmoiError
 from core.sources import load_sources
 from core.store import Store
 from core.store.follow import follow
+from core.workspace.adopt import AdoptRefused
 
 KINDS = ("signals", "events", "attempts", "dispatches", "runs")
+OPEN_LIMIT = 500  # the remote open-queue count is exact up to the API's page limit, then shown as "500+"
 
 
 class Client(Protocol):
@@ -33,6 +38,13 @@ class Client(Protocol):
     async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
     async def replay(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
     async def sync(self, attempt_id: str) -> dict[str, Any]: ...
+    async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
+        """`{"attempt": ...}` as appended with its `adoption`; raises AdoptRefused with the reason when it cannot."""
+        ...
+    async def open_queue(self) -> tuple[int, bool] | None:
+        """How many attempts are `open` (need a person now), and whether that count is only a lower bound;
+        None when the other side cannot say."""
+        ...
     async def health(self) -> dict[str, Any]: ...
     def changes(self) -> AsyncIterator[set[str]]: ...
     async def close(self) -> None: ...
@@ -59,7 +71,23 @@ class LocalClient:
             self.store, settings.env, workspace=workspace,
             sources=(lambda: load_sources(sources_path)) if sources_path is not None else None,
         )
+        self.actor = default_actor("tui")
         self._stop = asyncio.Event()
+        self._states_key: tuple[int, int] | None = None
+        self._states: dict[str, str] = {}
+
+    def states(self) -> dict[str, str]:
+        """derive_states over every attempt (store.all_attempts()), recomputed only when the attempts file
+        changed (its size and mtime): the attempts tab, the detail view and the status line share one pass."""
+        try:
+            st = self.store.attempts.path.stat()
+            key: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is None or key != self._states_key:
+            self._states = derive_states(self.store.all_attempts())
+            self._states_key = key
+        return self._states
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
         log, latest = {
@@ -68,10 +96,14 @@ class LocalClient:
             "runs": (self.store.runs, True),
         }[kind]
         pairs = log.list_with_offsets(limit=limit, latest=latest, before=before)
-        return [{**rec, "_cursor": off} for off, rec in pairs]
+        rows = [{**rec, "_cursor": off} for off, rec in pairs]
+        return with_states(rows, self.states()) if kind == "attempts" else rows
 
     async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
-        return describe_local(self.store, kind, record)
+        chain = describe_local(self.store, kind, record)
+        if chain.get("attempts"):
+            chain["attempts"] = with_states(chain["attempts"], self.states())
+        return chain
 
     async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]:
         return (await self.dispatcher.retry(event_id, reason=reason, wait=False)).to_dict()
@@ -81,6 +113,15 @@ class LocalClient:
 
     async def sync(self, attempt_id: str) -> dict[str, Any]:
         return {"attempt": await self.dispatcher.sync(attempt_id)}
+
+    async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
+        # Adopt runs git (ref moves, worktree updates, maybe a push): off the event loop.
+        attempt = await asyncio.to_thread(adopt, self.store, attempt_id, by=self.actor, reason=reason,
+                                          reviewed=reviewed)
+        return {"attempt": attempt}
+
+    async def open_queue(self) -> tuple[int, bool] | None:
+        return sum(1 for state in self.states().values() if state == "open"), False
 
     async def health(self) -> dict[str, Any]:
         state = self.store.read_state_safely()
@@ -129,8 +170,22 @@ def describe_local(store: Store, kind: str, record: dict[str, Any]) -> dict[str,
     return out
 
 
+def with_states(attempts: list[dict[str, Any]], states: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Each attempt with its `state` (`done` when in no other state); unchanged when states are unknown."""
+    if states is None:
+        return attempts
+    return [{**a, "state": states.get(str(a.get("id")), "done")} for a in attempts]
+
+
 class RemoteClient:
-    """The HTTP API of a running `patchmoi serve` (admin token as Bearer); refreshes by polling."""
+    """The HTTP API of a running `patchmoi serve` (admin token as Bearer); refreshes by polling.
+
+    Attempt states: the list endpoint has no `state` field unless asked for one state (`?state=open`), so
+    a page of attempt rows costs one request per state except `done` (six, concurrently), each limited
+    to the page size: every attempt of the page that is in state S is among the newest `limit`
+    attempts in S, so the map is exact for the page, and whatever is in none of them is `done`. A detail
+    chain does the same filtered by its event id. The open-queue count is one `?state=open&limit=500`.
+    """
 
     def __init__(self, url: str, token: str | None, *, read_only: bool = False, interval: float = 2.0) -> None:
         self.base = url.rstrip("/")
@@ -139,6 +194,7 @@ class RemoteClient:
         self.read_only = read_only
         self.label = f"remote {self.base}"
         self.interval = interval
+        self.actor = default_actor("tui")
         self._stop = asyncio.Event()
         self._last: dict[str, str] = {}
 
@@ -162,6 +218,31 @@ class RemoteClient:
         return body if isinstance(body, dict) else {}
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
+        rows = await self._page(kind, limit, before)
+        if kind != "attempts" or not rows:
+            return rows
+        return with_states(rows, await self._state_map(min(limit, 500)))
+
+    async def _state_map(self, limit: int, event_id: str | None = None) -> dict[str, str] | None:
+        """Attempt id -> derived state, from one `?state=S` query per state but `done` (see the class doc);
+        None when the server cannot say (an older server ignores `?state=`, or a query failed)."""
+        async def one(state: str) -> list[dict[str, Any]]:
+            body = await self._get("/maintenance-attempts", {"state": state, "limit": limit, "eventId": event_id})
+            return [a for a in body.get("attempts", []) if isinstance(a, dict)]
+
+        try:
+            answers = await asyncio.gather(*(one(s) for s in STATES if s != "done"))
+        except PatchmoiError:
+            return None
+        found: dict[str, str] = {}
+        for attempts in answers:
+            for a in attempts:
+                if not isinstance(a.get("state"), str):
+                    return None
+                found[str(a.get("id"))] = a["state"]
+        return found
+
+    async def _page(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
         path, key = {"signals": ("/feed-signals", "signals"), "events": ("/flow-events", "events"),
                      "attempts": ("/maintenance-attempts", "attempts"),
                      "dispatches": ("/workspace-dispatches", "dispatches"), "runs": ("/workspace-runs", "runs")}[kind]
@@ -181,6 +262,8 @@ class RemoteClient:
             runs = (await self._get("/workspace-runs", {"eventId": event_id, "limit": 20})).get("runs", [])
         except PatchmoiError:
             runs = []
+        if attempts and event_id:
+            attempts = with_states([a for a in attempts if isinstance(a, dict)], await self._state_map(20, event_id))
         return {"event": body.get("event"), "dispatches": body.get("dispatches", []), "attempts": attempts,
                 "runs": runs}
 
@@ -200,6 +283,31 @@ class RemoteClient:
     async def sync(self, attempt_id: str) -> dict[str, Any]:
         return await self._post(f"/maintenance-attempts/{quote(attempt_id, safe='')}/sync", None)
 
+    async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"by": self.actor, "reviewed": reviewed}
+        if reason:
+            body["reason"] = reason
+        try:  # the server moves the refs (and may push) before it answers: a longer timeout than reads
+            resp = await self.http.post(f"/maintenance-attempts/{quote(attempt_id, safe='')}/adopt", json=body,
+                                        timeout=330.0)
+        except httpx.HTTPError as exc:
+            raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        if resp.status_code == 409:
+            try:
+                refused = resp.json()
+            except ValueError:
+                refused = {}
+            message = refused.get("message") if isinstance(refused, dict) else None
+            raise AdoptRefused(str(message or f"{self.base} refused the adoption (409)"))
+        return self._json(resp)
+
+    async def open_queue(self) -> tuple[int, bool] | None:
+        body = await self._get("/maintenance-attempts", {"state": "open", "limit": OPEN_LIMIT})
+        attempts = [a for a in body.get("attempts", []) if isinstance(a, dict)]
+        if any(a.get("state") != "open" for a in attempts):
+            return None  # a server without derived states ignored `?state=open`
+        return len(attempts), len(attempts) >= OPEN_LIMIT
+
     async def health(self) -> dict[str, Any]:
         return await self._get("/readyz")
 
@@ -209,7 +317,7 @@ class RemoteClient:
             changed: set[str] = set()
             for kind in KINDS:
                 try:
-                    head = await self.rows(kind, 1)
+                    head = await self._page(kind, 1)
                 except PatchmoiError:
                     continue
                 marker = repr(head[:1])

@@ -25,9 +25,24 @@ COLOURS = {
 }
 
 
+# Derived attempt states (core.attempt_states). `open` (needs a person now) stands out like needs_intervention;
+# what nobody has to look at any more is dimmed.
+STATE_GLYPHS = {"open": "!", "ready": "✚", "running": "▶", "resolved": "✓", "superseded": "·", "adopted": "◆",
+                "done": "·"}
+STATE_COLOURS = {"open": "bold yellow", "ready": "bold green", "running": "cyan", "resolved": "bright_black",
+                 "superseded": "bright_black", "adopted": "green", "done": "bright_black"}
+
+
 def status_text(status: Any) -> Text:
     value = str(status or "?")
     return Text(f"{GLYPHS.get(value, '?')} {value}", style=COLOURS.get(value, ""))
+
+
+def state_text(state: Any) -> Text:
+    if not state:
+        return Text("-", style="bright_black")  # a server that does not derive states
+    value = str(state)
+    return Text(f"{STATE_GLYPHS.get(value, '?')} {value}", style=STATE_COLOURS.get(value, ""))
 
 
 def _payload(rec: dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +91,8 @@ def _event_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
 
 def _attempt_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     outcome = r.get("error") or r.get("message") or ""
-    return (age(r, now, "updatedAt", "createdAt"), status_text(r.get("status")), r.get("operation", "dispatch"),
-            shorten(upstream_label(r), 32), shorten(outcome, 48), r.get("id"))
+    return (age(r, now, "updatedAt", "createdAt"), state_text(r.get("state")), status_text(r.get("status")),
+            r.get("operation", "dispatch"), shorten(upstream_label(r), 32), shorten(outcome, 48), r.get("id"))
 
 
 def _dispatch_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
@@ -100,8 +115,8 @@ TABS: tuple[TabSpec, ...] = (
             lambda r: f"{r.get('sourceId')}:{r.get('entryId')}"),
     TabSpec("events", "Events", (("AGE", 9), ("TYPE", 22), ("UPSTREAM", 30), ("ID", 0)), _event_cells,
             lambda r: str(r.get("id"))),
-    TabSpec("attempts", "Attempts", (("AGE", 9), ("STATUS", 20), ("OP", 8), ("UPSTREAM", 26), ("OUTCOME", 36),
-                                     ("ID", 0)), _attempt_cells, lambda r: str(r.get("id"))),
+    TabSpec("attempts", "Attempts", (("AGE", 9), ("STATE", 12), ("STATUS", 20), ("OP", 8), ("UPSTREAM", 26),
+                                     ("OUTCOME", 36), ("ID", 0)), _attempt_cells, lambda r: str(r.get("id"))),
     TabSpec("dispatches", "Dispatches", (("AGE", 9), ("STATUS", 12), ("OP", 8), ("TRANSPORT", 14),
                                          ("RUNS/ERROR", 30), ("EVENT", 0)), _dispatch_cells,
             lambda r: f"{r.get('eventId')}@{r.get('createdAt')}@{r.get('_cursor', '')}"),
@@ -113,7 +128,7 @@ TAB_BY_KIND = {t.kind: t for t in TABS}
 
 @dataclass(frozen=True)
 class RowFilter:
-    """`/` filter: `repo:acme status:failed type:upstream.release` plus free text (all must match)."""
+    """`/` filter: `repo:acme status:failed state:open type:upstream.release` plus free text (all must match)."""
 
     fields: dict[str, str]
     words: tuple[str, ...]
@@ -124,7 +139,7 @@ class RowFilter:
         words = []
         for token in text.split():
             key, sep, value = token.partition(":")
-            if sep and key in ("repo", "status", "type", "source") and value:
+            if sep and key in ("repo", "status", "state", "type", "source") and value:
                 fields[key] = value.lower()
             else:
                 words.append(token.lower())
@@ -138,6 +153,7 @@ class RowFilter:
         haystacks = {
             "repo": upstream_label(rec) + " " + json.dumps(rec.get("repo", "")),
             "status": str(rec.get("status") or rec.get("event") or ""),
+            "state": str(rec.get("state") or ""),  # derived attempt states; other records match no state
             "type": str(rec.get("type") or rec.get("eventType") or ""),
             "source": str(rec.get("sourceId") or _payload(rec).get("sourceId") or ""),
         }

@@ -1,5 +1,5 @@
-"""The dashboard through Textual's Pilot: every key and modal against a real store and local runner,
-plus snapshots of each tab at 80x24 and of the detail view."""
+"""The dashboard through Textual's Pilot: every key and modal against a real store and local runner (and
+adoption against a real fork), plus snapshots of each tab at 80x24 and of the detail view."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from typing import Any
 import pytest
 
 from core.config import Settings
+from core.dispatch.dispatcher import Dispatcher
+from core.events import upstream_release_event
 from core.store import Store
 from patchmoi_tui.app import PatchmoiApp
 from patchmoi_tui.client import LocalClient
 from patchmoi_tui.screens import ConfirmScreen, DetailScreen, FilterScreen, HelpScreen
+
+from .gitfixture import Forge, commit_files, git
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 EID = "patch:gh-widget:tag:github.com,2008:Repository/1/v1.2.0:upstream.release"
@@ -190,10 +194,11 @@ async def test_filter_follow_help_and_palette(data_dir: Path) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
+        assert " a  adopt the selected attempt's candidate" in str(app.screen.query_one("#help-body").render())
         await pilot.press("escape")
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert {"Retry selected event", "Replay selected event", "Sync selected attempt", "Filter rows",
-                "Toggle follow", "Go to Runs"} <= set(titles)
+        assert {"Retry selected event", "Replay selected event", "Sync selected attempt", "Adopt selected attempt",
+                "Filter rows", "Toggle follow", "Go to Runs"} <= set(titles)
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Go to Runs")
@@ -220,6 +225,190 @@ async def test_large_store_pages_on_demand(data_dir: Path) -> None:
             await pilot.pause()
         assert app.table("events").row_count == 1500 and app.selected()["id"] == "e0"
         assert app.exhausted["events"]
+
+
+# -- attempt states and adoption (core.attempt_states, core.adopt) on a real fork ------------------------------
+async def changed_release(data_dir: Path, forge: Forge, tag: str = "v1.1.0") -> dict[str, Any]:
+    """Upstream releases `tag`; the local runner rebuilds the fork's patch stack on it: a `changed` attempt."""
+    forge.release(tag, {"README": f"upstream project, {tag}\n"})
+    store = Store(data_dir)
+    event = upstream_release_event("acme/widget", tag).to_dict()
+    store.record_event(event)
+    dispatcher = Dispatcher(store, {}, workspace=forge.fork)
+    try:
+        outcome = await dispatcher.retry(event["id"])
+    finally:
+        await dispatcher.aclose()
+        store.close()
+    assert outcome.attempt["status"] == "changed", outcome.attempt
+    return outcome.attempt
+
+
+def cell(app: PatchmoiApp, kind: str, row: int, column: str) -> str:
+    table = app.table(kind)
+    value = table.get_cell_at((row, table.get_column_index(column)))
+    return str(getattr(value, "plain", value))
+
+
+def notes(app: PatchmoiApp) -> str:
+    return "\n".join(f"{n.title}: {n.message}" for n in app._notifications)
+
+
+async def wait_for(pilot: Any, check: Any, tries: int = 100) -> None:
+    for _ in range(tries):
+        if check():
+            return
+        await pilot.pause(0.05)
+
+
+async def test_state_column_and_open_queue(data_dir: Path) -> None:
+    seed(data_dir)
+    app = make_app(data_dir)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        assert cell(app, "attempts", 0, "STATE") == "! open"  # needs_intervention, nothing later succeeded
+        assert "! 1 open" in str(app.query_one("#status").render())
+        await pilot.press("a")  # nothing to adopt: said so, no dialog
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert "only a changed or completed rebuild has a candidate" in notes(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        text = str(app.screen.query_one("#detail-body").render())
+        assert "state ! open" in text and "needs a person" in text
+        await pilot.press("escape", "slash", *"state:open", "enter")
+        await pilot.pause()
+        assert app.table("attempts").row_count == 1 and app.table("events").row_count == 0
+
+
+async def test_live_tail_and_keys_keep_working_under_the_detail_view(data_dir: Path) -> None:
+    seed(data_dir)
+    app = make_app(data_dir)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailScreen)
+        store = Store(data_dir)  # another process: an attempt of the same release succeeds
+        store.attempts.append({"id": f"{EID}:retry:later", "eventId": EID, "eventType": "upstream.release",
+                               "operation": "retry", "status": "completed", "upstreamRepo": "acme/widget",
+                               "upstreamTag": "v1.2.0", "createdAt": "2026-11-21T11:50:00.000Z",
+                               "updatedAt": "2026-11-21T11:50:00.000Z"})
+        store.close()
+        await wait_for(pilot, lambda: app.table("attempts").row_count == 2)
+        assert app.table("attempts").row_count == 2  # reloaded while the detail view was on top
+        assert cell(app, "attempts", 1, "STATE") == "✓ resolved"
+        assert "0 open" in str(app.query_one("#status").render())
+        await pilot.press("s")  # an action key under the detail view acts on the row it was opened on
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+
+
+async def test_adopt_moves_the_fork_to_the_candidate(tmp_path: Path, data_dir: Path) -> None:
+    forge = Forge(tmp_path / "git")
+    attempt = await changed_release(data_dir, forge)
+    candidate = forge.rev("refs/heads/candidate/v1.1.0")
+    before = forge.rev("main")
+    assert candidate != before
+    app = make_app(data_dir)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        assert cell(app, "attempts", 0, "STATE") == "✚ ready"
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        body = str(app.screen.query_one("#dialog-body").render())
+        assert f"main  {before[:12]} → {candidate[:12]}  (candidate/v1.1.0)" in body
+        assert "2 patch branch(es) move to their rebuilt commits" in body and "review" not in body
+        await pilot.press("escape")  # cancel: nothing moves
+        await pilot.pause(0.2)
+        assert forge.rev("main") == before
+        await pilot.press("a")
+        await pilot.pause()
+        await pilot.press(*"range-diff ok", "enter")
+        await wait_for(pilot, lambda: cell(app, "attempts", 0, "STATE") == "◆ adopted")
+        assert forge.rev("main") == candidate
+        assert forge.rev("patch/020-shout-mode") == candidate  # the stack moved with it
+        assert git(forge.fork, "status", "--porcelain") == ""  # the checked-out main was updated too
+        assert cell(app, "attempts", 0, "STATE") == "◆ adopted"
+        assert f"main {before[:12]} → {candidate[:12]}" in notes(app)
+    adopted = Store(data_dir).get_attempt(attempt["id"])
+    assert adopted is not None and adopted["adoption"]["by"].startswith("tui:")
+    assert adopted["adoption"]["reason"] == "range-diff ok"
+
+
+async def test_adopt_from_the_detail_view_counts_as_the_review(tmp_path: Path, data_dir: Path) -> None:
+    config = ('[conflict]\ncommand = "printf \'hello resolved by agent\\\\nworld\\\\n\' > greeting.txt && '
+              'git add greeting.txt"\ntimeout = 30\n')
+    forge = Forge(tmp_path / "git", config=config)
+    forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})
+    store = Store(data_dir)
+    event = upstream_release_event("acme/widget", "v2.0.0").to_dict()
+    store.record_event(event)
+    dispatcher = Dispatcher(store, {}, workspace=forge.fork)
+    outcome = await dispatcher.retry(event["id"])
+    await dispatcher.aclose()
+    store.close()
+    assert outcome.attempt["status"] == "changed", outcome.attempt
+    candidate = forge.rev("refs/heads/candidate/v2.0.0")
+    app = make_app(data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailScreen)
+        assert "review before adopting: the conflict command resolved" in str(
+            app.screen.query_one("#detail-body").render())
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        body = str(app.screen.query_one("#dialog-body").render())
+        assert "flagged for review: confirming counts as your review" in body
+        assert "the conflict command resolved patch/010-maintained-greeting" in body
+        dialog = app.screen.query_one("#dialog")  # it fits 80x24: nothing clipped, nothing to scroll
+        assert dialog.content_region.contains_region(app.screen.query_one("#confirm").region)
+        assert dialog.max_scroll_y == 0
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "adopted 20" in str(app.screen.query_one("#detail-body").render()))
+        assert forge.rev("main") == candidate
+        text = str(app.screen.query_one("#detail-body").render())
+        assert "state ◆ adopted" in text and "by tui:" in text and "(reviewed)" in text
+        assert "moved   patch/010-maintained-greeting" in text
+    adopted = Store(data_dir).get_attempt(outcome.attempt["id"])
+    assert adopted is not None and adopted["adoption"]["reviewed"] is True
+
+
+async def test_adopt_refused_shows_why_and_moves_nothing(tmp_path: Path, data_dir: Path) -> None:
+    forge = Forge(tmp_path / "git")
+    await changed_release(data_dir, forge)
+    moved = commit_files(forge.fork, {"local.txt": "a commit made after the rebuild\n"}, "local work")
+    app = make_app(data_dir)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3", "a")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "not adopted" in notes(app))
+        assert "not adopted: main moved since the rebuild" in notes(app)  # AdoptRefused's message
+        assert forge.rev("main") == moved
+        assert cell(app, "attempts", 0, "STATE") == "✚ ready"
+
+
+async def test_read_only_does_not_offer_adopt(tmp_path: Path, data_dir: Path) -> None:
+    forge = Forge(tmp_path / "git")
+    await changed_release(data_dir, forge)
+    before = forge.rev("main")
+    app = make_app(data_dir, read_only=True)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3", "a")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert "read-only mode: adopt is disabled" in notes(app)
+        shown = {b.action for _, b, _, _ in app.screen.active_bindings.values() if b.show}
+        assert "adopt" not in shown and "retry" not in shown and "help" in shown
+        assert "Adopt selected attempt" not in [c.title for c in app.get_system_commands(app.screen)]
+        await pilot.press("enter", "a")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+    assert forge.rev("main") == before
 
 
 # -- snapshots (pytest-textual-snapshot; `pytest --snapshot-update` after checking the report) -------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -18,17 +19,16 @@ from patchmoi_tui.client import RemoteClient
 from patchmoi_tui.screens import ConfirmScreen, DetailScreen
 from server.app import create_app
 
+from .gitfixture import Forge, commit_files, git
 from .loopback import free_port
-from .test_tui import EID, NOW, seed
+from .test_tui import EID, NOW, cell, changed_release, notes, seed, wait_for
 
 TOKEN = "remote-tui-token"
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    data = tmp_path / "data"
-    data.mkdir()
-    seed(data)
+@contextlib.contextmanager
+def serving(data: Path) -> Iterator[str]:
+    """`patchmoi serve` on DATA_DIR `data` (uvicorn on a free loopback port, in a thread); yields its URL."""
     port = free_port()
     settings = Settings.from_env({"DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN})
     server = uvicorn.Server(uvicorn.Config(create_app(settings, poll=False), host="127.0.0.1", port=port,
@@ -42,9 +42,20 @@ def api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 break
         except httpx.HTTPError:
             time.sleep(0.05)
-    yield url, data
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    seed(data)
+    with serving(data) as url:
+        yield url, data
 
 
 async def test_remote_mode_lists_details_and_retries(api: tuple[str, Path]) -> None:
@@ -75,3 +86,44 @@ async def test_remote_mode_reports_a_bad_token(api: tuple[str, Path]) -> None:
     app = PatchmoiApp(RemoteClient(url, "wrong"), clock=lambda: NOW, health_interval=3600)
     async with app.run_test(size=(120, 30)):
         assert "refused the admin token" in str(app.query_one("#status").render())
+
+
+async def test_remote_states_and_open_queue(api: tuple[str, Path]) -> None:
+    url, _ = api
+    app = PatchmoiApp(RemoteClient(url, TOKEN, interval=0.3), clock=lambda: NOW, health_interval=3600)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        assert cell(app, "attempts", 0, "STATE") == "! open"
+        assert "! 1 open" in str(app.query_one("#status").render())
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert "state ! open" in str(app.screen.query_one("#detail-body").render())
+
+
+async def test_remote_adopt_refused_then_adopted(tmp_path: Path, data_dir: Path) -> None:
+    forge = Forge(tmp_path / "git")
+    await changed_release(data_dir, forge)
+    before, candidate = forge.rev("main"), forge.rev("refs/heads/candidate/v1.1.0")
+    moved = commit_files(forge.fork, {"local.txt": "committed after the rebuild\n"}, "local work")
+    with serving(data_dir) as url:
+        app = PatchmoiApp(RemoteClient(url, TOKEN, interval=0.3), clock=lambda: NOW, health_interval=3600)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.press("3")
+            assert cell(app, "attempts", 0, "STATE") == "✚ ready"
+            await pilot.press("a")
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, ConfirmScreen)
+            assert f"main  {before[:12]} → {candidate[:12]}" in str(app.screen.query_one("#dialog-body").render())
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: "not adopted" in notes(app))
+            assert "not adopted: main moved since the rebuild" in notes(app)  # the 409 body's message, as is
+            assert forge.rev("main") == moved
+            git(forge.fork, "reset", "-q", "--hard", before)
+            await pilot.press("a")
+            await pilot.pause(0.3)
+            await pilot.press(*"remote ok", "enter")
+            await wait_for(pilot, lambda: cell(app, "attempts", 0, "STATE") == "◆ adopted")
+            assert forge.rev("main") == candidate
+            assert cell(app, "attempts", 0, "STATE") == "◆ adopted"
+    lines = [json.loads(x) for x in (data_dir / "maintenance-attempts.jsonl").read_text().splitlines()]
+    assert lines[-1]["adoption"]["by"].startswith("tui:") and lines[-1]["adoption"]["reason"] == "remote ok"
