@@ -23,3 +23,10 @@ class UsageError(PatchmoiError):
     """A caller passed a bad argument (unknown status filter, missing flag)."""
 
     code = "invalid_request"
+
+
+class StoreWriteError(PatchmoiError):
+    """A record or state file could not be written (full disk, read-only, file size limit). Earlier records
+    are intact; the write that failed left nothing behind."""
+
+    code = "store_write_failed"

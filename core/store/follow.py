@@ -8,7 +8,6 @@ newline; a file that shrank (repaired or replaced) is re-read from its new end.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import watchfiles
 
 from core.fsutil import ensure_dir
+from core.store.index import strict_loads
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class _Cursor:
             at = start
             start += len(line) + 1
             try:
-                obj = json.loads(line)
+                obj = strict_loads(line)
             except ValueError:
                 continue
             if isinstance(obj, dict):

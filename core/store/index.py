@@ -13,18 +13,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import StoreWriteError
 from core.fsutil import FILE_MODE, ensure_dir
 from core.store.jsonl import JsonlFile
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: lines that are not strict JSON are skipped
 _SIG_BYTES = 64
 _BATCH = 5000
 
@@ -40,6 +44,33 @@ class IndexSpec:
 
 
 _Row = tuple[int, int, str | None, str | None, str | None]
+_RETRY_DISK_SECONDS = 30.0
+_MIN_FREE_BYTES = 16 << 20
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def strict_loads(raw: bytes) -> Any:
+    """`json.loads` that refuses what JSON.parse or a re-encode would choke on: NaN and Infinity, numbers
+    that overflow to infinity, and lone surrogates (`\\ud800`, which the Bun era could write). A line that
+    fails is skipped and counted by the index, so it is never served."""
+    obj = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("lone surrogate in a string") from None
+    return obj
 
 
 def _text(value: Any) -> str | None:
@@ -50,30 +81,75 @@ class LogIndex:
     def __init__(self, file: JsonlFile, index_dir: Path, spec: IndexSpec) -> None:
         self.file = file
         self.spec = spec
+        self.index_dir = index_dir
         self.db_path = index_dir / (file.path.name + ".sqlite")
         self._lock = threading.RLock()
         self._known_size = -1
         self._conn: sqlite3.Connection | None = None
-        ensure_dir(index_dir)
+        # "disk" (beside the log), or "memory" when the disk cannot take it (read-only DATA_DIR, full disk):
+        # the index is derived, so a reader still works; `degraded` says why, for health and doctor.
+        self.mode = "disk"
+        self.degraded: str | None = None
+        self._retry_disk_at = 0.0
 
     # -- connection --------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        if not self.db_path.exists():
-            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+        if self.mode == "memory":
+            self._conn = self._open_db(":memory:")
+            return self._conn
         try:
-            conn = self._open_db()
-        except sqlite3.DatabaseError:
-            self._drop_db_files()
-            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-            conn = self._open_db()
+            ensure_dir(self.index_dir)
+            if not self.db_path.exists():
+                os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+            try:
+                conn = self._open_db(str(self.db_path))
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError:  # corrupt: it is only a cache, rebuild it from the log
+                self._drop_db_files()
+                os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+                conn = self._open_db(str(self.db_path))
+        except (OSError, StoreWriteError, sqlite3.OperationalError) as exc:
+            self._fall_back(exc)
+            return self._connect()
         self._conn = conn
         return conn
 
-    def _open_db(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+    def _fall_back(self, exc: BaseException) -> None:
+        """Keep serving reads from an in-memory index; the on-disk one is left as it is (never dropped)."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+        self._conn = None
+        self.mode = "memory"
+        self.degraded = f"index {self.db_path} kept in memory: {exc}"
+        self._retry_disk_at = time.monotonic() + _RETRY_DISK_SECONDS
+        self._known_size = -1
+
+    def _maybe_back_to_disk(self) -> None:
+        """After a full disk (not a read-only one), return to the on-disk index once there is room again."""
+        if self.mode != "memory" or time.monotonic() < self._retry_disk_at:
+            return
+        self._retry_disk_at = time.monotonic() + _RETRY_DISK_SECONDS
+        try:
+            st = os.statvfs(self.index_dir if self.index_dir.exists() else self.index_dir.parent)
+        except OSError:
+            return
+        if not os.access(self.index_dir if self.index_dir.exists() else self.index_dir.parent, os.W_OK):
+            return
+        if st.f_bavail * st.f_frsize < _MIN_FREE_BYTES:
+            return
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self.mode, self.degraded, self._known_size = "disk", None, -1
+
+    def _open_db(self, target: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(target, timeout=30.0, isolation_level=None, check_same_thread=False)
+        if target != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")  # derived data: a crash at worst means a rebuild
         conn.executescript(
             """
@@ -100,18 +176,28 @@ class LogIndex:
     # -- catch-up ----------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Index bytes appended since the last look (by any process). Cheap when nothing changed."""
+        self._maybe_back_to_disk()
         size = self.file.size()
         if size == self._known_size:
             return
         with self._lock:
             try:
                 self._refresh_locked(size)
+            except sqlite3.OperationalError as exc:
+                # A full disk, a read-only file, an I/O error: not corruption, so nothing is dropped.
+                if self.mode == "memory":
+                    raise
+                self._fall_back(exc)
+                self._refresh_locked(self.file.size())
             except sqlite3.DatabaseError:
                 # A damaged index is only a cache: rebuild it from the log.
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None
-                self._drop_db_files()
+                try:
+                    self._drop_db_files()
+                except OSError as exc:
+                    self._fall_back(exc)
                 self._refresh_locked(self.file.size())
 
     def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
@@ -167,7 +253,7 @@ class LogIndex:
             if not stripped:
                 continue
             try:
-                obj = json.loads(stripped)
+                obj = strict_loads(stripped)
                 if not isinstance(obj, dict):
                     raise ValueError("line is not a JSON object")
             except ValueError as exc:
@@ -223,6 +309,15 @@ class LogIndex:
         else:
             sql = f"SELECT off, len FROM rec {clause} ORDER BY off DESC LIMIT ?"
         return [(int(a), int(b)) for a, b in self._query(sql, [*args, limit])]
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these ids have at least one record (one query per 500 ids)."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            found |= {str(r[0]) for r in self._query(f"SELECT DISTINCT id FROM rec WHERE id IN ({marks})", chunk)}
+        return found
 
     def span_of(self, record_id: str) -> tuple[int, int] | None:
         rows = self._query("SELECT off, len FROM rec WHERE id = ? ORDER BY off DESC LIMIT 1", [record_id])

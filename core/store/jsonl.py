@@ -9,6 +9,7 @@ truncated back to its last newline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -18,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.fsutil import FILE_MODE, ensure_dir, fsync_dir
+from core.errors import StoreWriteError
+from core.fsutil import FILE_MODE, ensure_dir, fsync_dir, write_all
 from core.records import now_iso
 
 _CHUNK = 1 << 20
@@ -46,8 +48,11 @@ class JsonlFile:
         """Exclusive across threads and processes; held for a whole append (or repair)."""
         with self._thread_lock:
             if self._lock_fd is None:
-                ensure_dir(self.path.parent)
-                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+                try:
+                    ensure_dir(self.path.parent)
+                    self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+                except OSError as exc:
+                    raise StoreWriteError(f"cannot lock {self.lock_path}: {exc.strerror or exc}") from exc
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 yield
@@ -66,20 +71,30 @@ class JsonlFile:
     # -- writing -----------------------------------------------------------------------------------------
     def append_lines(self, lines: Sequence[bytes]) -> tuple[int, int]:
         """Append complete lines; returns (offset of the first, end offset). Caller holds `locked()`."""
-        fd = self._fd()
-        self._repair_locked(fd)
-        start = os.fstat(fd).st_size
+        try:
+            fd = self._fd()
+            self._repair_locked(fd)
+            start = os.fstat(fd).st_size
+        except OSError as exc:
+            raise StoreWriteError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
         data = b"".join(lines)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        except OSError as exc:
+            # A full disk or a file size limit: cut the partial bytes back off, so the file still ends with a
+            # complete record (nothing to quarantine later), and say what failed.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            raise StoreWriteError(f"cannot append to {self.path}: {exc.strerror or exc}; earlier records are "
+                                  "intact") from exc
         return start, start + len(data)
 
     def repair(self) -> int:
-        """Quarantine a torn tail, if any. Returns the number of bytes moved."""
-        if not self.path.exists():
+        """Quarantine a torn tail, if any. Returns the number of bytes moved. A reader that cannot write (a
+        read-only DATA_DIR) leaves it: readers never see a line without its newline anyway."""
+        if not self.path.exists() or not os.access(self.path, os.W_OK):
             return 0
         with self.locked():
             return self._repair_locked(self._fd())

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.store.index import IndexSpec, LogIndex
+from core.errors import StoreWriteError
+from core.log import log_event
+from core.store.index import IndexSpec, LogIndex, strict_loads
 from core.store.jsonl import JsonlFile, encode_line
 
 
@@ -46,7 +48,10 @@ class Log:
     def open(self) -> None:
         """Repair a torn tail (under the lock) and catch the index up. Called lazily by readers."""
         if not self._repaired:
-            self.file.repair()
+            try:
+                self.file.repair()
+            except StoreWriteError as exc:  # a full disk: readers go on (they never see a torn line)
+                log_event("store.repair_failed", file=self.path.name, error=str(exc))
             self._repaired = True
         self.index.refresh()
 
@@ -78,6 +83,19 @@ class Log:
                 return False
             self.file.append_lines([line])
         return True
+
+    def append_with_unique_id(self, record: dict[str, Any], base_id: str) -> str:
+        """Append under `base_id`, or `base_id#2`, `#3`... if taken: chosen and written under one lock, so two
+        writers in the same millisecond (threads or processes) never share an id. Sets and returns the id."""
+        with self.file.locked():
+            self.index.refresh()
+            record_id, n = base_id, 1
+            while self.index.span_of(record_id) is not None:
+                n += 1
+                record_id = f"{base_id}#{n}"
+            record["id"] = record_id
+            self.file.append_lines([encode_line(record)])
+        return record_id
 
     # -- reads -------------------------------------------------------------------------------------------
     def _read(self, spans: Sequence[tuple[int, int]]) -> list[tuple[int, dict[str, Any]]]:
@@ -124,6 +142,24 @@ class Log:
         found = self._read([span])
         return found[0][1] if found else None
 
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids or not self.path.exists():
+            return set()
+        self.open()
+        return self.index.existing_ids(ids)
+
+    def scan_records(self, start: int = 0) -> Iterable[tuple[int, int, dict[str, Any]]]:
+        """(offset, end offset, record) for every valid record from `start`, in file order, one line at a time
+        (bounded memory, for recovery and exports, not request paths)."""
+        for offset, line in self.file.scan(start):
+            end = offset + len(line) + 1
+            try:
+                obj = strict_loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield offset, end, obj
+
     def count_by(self, field: str, *, latest: bool = False) -> dict[str, int]:
         self.open()
         return self.index.count_by(self._column_of(field), latest=latest)
@@ -158,7 +194,7 @@ class Log:
         """Every valid record in file order (for rebuilds and exports, not request paths)."""
         for _, line in self.file.scan(0):
             try:
-                obj = json.loads(line)
+                obj = strict_loads(line)
             except ValueError:
                 continue
             if isinstance(obj, dict):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from core.attempt_states import STATES, derive_states
-from core.errors import PatchmoiError, UsageError
+from core.errors import ConfigError, PatchmoiError, StoreWriteError, UsageError
 from core.fsutil import atomic_write, ensure_dir
-from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+from core.log import log_event
+from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES, now_iso
 from core.store.index import IndexSpec
 from core.store.log import Log
 
+STATE_REBUILD_SEEN = 500  # as the poller's seen-id cap
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 RUN_STATUSES = (
@@ -85,6 +88,7 @@ class Store:
         self.runs = self.logs["runs"]
         self.outbox = self.logs["outbox"]
         self.state_path = self.data_dir / "feed-state.json"
+        self.state_problem: str | None = None  # set when a cut or invalid feed-state.json was rebuilt
 
     def ensure(self) -> None:
         ensure_dir(self.data_dir)
@@ -174,24 +178,57 @@ class Store:
         return self.runs.get(run_id)
 
     # -- feed state --------------------------------------------------------------------------------------
-    def read_state(self) -> dict[str, Any]:
-        """`feed-state.json`; a missing file is `{}`. A corrupt one is kept aside, never overwritten blind."""
+    def read_state(self, *, repair: bool = True) -> dict[str, Any]:
+        """`feed-state.json`; a missing file is `{}`.
+
+        A cut or invalid file never stops the service: with `repair` (the poller) it is kept aside as
+        `feed-state.json.corrupt-<time>`, the cursors are rebuilt from `feed-events.jsonl`, and
+        `state_problem` says what happened (for /readyz and doctor). Without it (status views) it raises.
+        """
         try:
             text = self.state_path.read_text(encoding="utf-8")
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            return data
         except FileNotFoundError:
             return {}
+        except (ValueError, OSError) as exc:
+            problem = f"{self.state_path}: unreadable ({exc})"
+            if not repair:
+                raise ConfigError(problem) from None
+        aside = self.state_path.with_name(f"{self.state_path.name}.corrupt-{now_iso().replace(':', '')}")
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            from core.errors import ConfigError
+            os.replace(self.state_path, aside)
+            problem += f"; kept aside as {aside.name}"
+        except OSError as exc:
+            problem += f"; could not move it aside ({exc.strerror})"
+        rebuilt = self.rebuild_state()
+        problem += f"; cursors of {len(rebuilt)} source(s) rebuilt from {self.feed_events.path.name}"
+        try:
+            self.write_state(rebuilt)
+        except StoreWriteError as exc:
+            problem += f"; not saved yet: {exc}"
+        self.state_problem = problem
+        log_event("feed.state_rebuilt", problem=problem)
+        return rebuilt
 
-            raise ConfigError(f"{self.state_path}: invalid JSON ({exc}); fix or move it aside") from None
-        return data if isinstance(data, dict) else {}
+    def rebuild_state(self) -> dict[str, Any]:
+        """Cursors from the signals already recorded: each source's newest entry ids count as seen, so only
+        entries newer than them are new. Sources with no signal are primed again on their next poll."""
+        state: dict[str, Any] = {}
+        for source_id in self.feed_events.count_by("sourceId"):
+            signals = self.feed_events.select(limit=STATE_REBUILD_SEEN, filters={"sourceId": source_id})
+            seen = [str(s["entryId"]) for s in signals if isinstance(s.get("entryId"), str)]
+            if seen:
+                state[source_id] = {"lastSeenId": seen[0], "seen": seen, "primed": True,
+                                    "rebuiltAt": now_iso(), "rebuiltFrom": self.feed_events.path.name}
+        return state
 
     def read_state_safely(self) -> dict[str, Any]:
-        """For status views: a corrupt state file is reported, not raised."""
+        """For status views: a corrupt state file is reported, not raised (and not repaired)."""
         try:
-            return self.read_state()
+            return self.read_state(repair=False)
         except PatchmoiError as exc:
             return {"error": str(exc)}
 
@@ -207,10 +244,16 @@ class Store:
                 files[log.path.name] = log.health().to_dict()
         return {
             "dataDir": str(self.data_dir),
+            "degraded": self.degraded(),
+            "stateProblem": self.state_problem,
             "files": files,
             "skippedLines": sum(f["skippedLines"] for f in files.values()),
             "quarantinedBytes": sum(f["quarantinedBytes"] for f in files.values()),
         }
+
+    def degraded(self) -> list[str]:
+        """Why any index runs in memory (a read-only or full DATA_DIR); empty when all is well."""
+        return [log.index.degraded for log in self.logs.values() if log.index.degraded]
 
     def close(self) -> None:
         for log in self.logs.values():
