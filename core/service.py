@@ -18,12 +18,11 @@ from typing import Any
 
 import httpx
 
-from core.attempts import attempt_id_for, new_attempt
 from core.config import Settings
 from core.dispatch.dispatcher import Dispatcher
 from core.dispatch.http import HttpBackend
 from core.dispatch.selection import Backend
-from core.errors import ConfigError, PatchmoiError
+from core.errors import ConfigError, PatchmoiError, StoreWriteError
 from core.events import branch_key
 from core.feeds.fetch import Fetcher, FetchLimits
 from core.feeds.poller import Poller, PollReport
@@ -31,11 +30,10 @@ from core.fsutil import FILE_MODE, ensure_dir
 from core.log import log_event
 from core.notify.discord import DiscordSender, Outbox
 from core.records import iso_at, now_iso
+from core.recovery import Recovery
 from core.sources import FeedSource, load_sources
 from core.store import Store, parse_limit
 from core.views import event_view, run_view
-
-RECONCILE_WINDOW = 500
 
 
 class PollerLock:
@@ -126,6 +124,7 @@ class Service:
         self._newest_update: dict[str, str] = {}  # branch key -> newest queued upstream.branch_update event id
         self.dispatch_failures: list[dict[str, Any]] = []  # dispatches that failed for configuration (newest last)
         self.dispatcher.superseded = self.superseded_by
+        self.recovery = Recovery(self.store, self.dispatcher, self.enqueue, notify=self.outbox.active)
         self.poller = Poller(self.store, self.fetcher, self.outbox, self.enqueue,
                              concurrency=poll_concurrency, min_interval=settings.min_poll_seconds)
         self.lock = PollerLock(self.store.data_dir)
@@ -144,16 +143,14 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self, *, poll: bool = True) -> None:
         """Start workers; with `poll`, take the poller lock and start the poll loop (if sources exist)."""
-        failed = self.dispatcher.fail_interrupted()
-        if failed:
-            log_event("runs.interrupted", count=failed)
+        self.recovery.close_interrupted()  # before any new run starts: what is running now is ours
         for _ in range(self.dispatch_concurrency):
             self._tasks.append(asyncio.create_task(self._dispatch_worker()))
         self._tasks.append(asyncio.create_task(self._outbox_loop()))
         if poll and self.settings.feed_sources_path is not None:
             if self.lock.acquire():
                 self.polling = True
-                self.reconcile()
+                self._tasks.append(asyncio.create_task(self._recovery_loop()))
                 self._tasks.append(asyncio.create_task(self._poll_loop()))
             else:
                 self.last_error = f"another process (pid {self.lock.holder()}) is polling this DATA_DIR"
@@ -184,7 +181,11 @@ class Service:
             sources = self.sources_file.load()
             if self.sources_file.error:
                 raise ConfigError(self.sources_file.error)
-            self.reconcile()
+            self.recovery.attempts_for_dispatches()
+            self.recovery.close_interrupted()
+            self.recovery.notifications_for_outcomes()
+            while self.recovery.queue_backlog():  # the whole backlog, a bounded batch at a time
+                await self.drain_dispatches()
             reports = await self.poller.poll_all(sources)
             await self.drain_dispatches()
             await self.dispatcher.drain(timeout=drain_timeout)
@@ -219,41 +220,39 @@ class Service:
             # Cursor moves are saved per entry by the poller; this only persists lastCheckedAt/ETag
             # bookkeeping, so it is batched (a lost batch costs one unconditional fetch).
             if primed or time.monotonic() - last_flush >= 5.0:  # a first prime is saved at once
-                self.poller.state.flush()
-                last_flush = time.monotonic()
+                try:
+                    self.poller.state.flush()
+                    last_flush = time.monotonic()
+                except StoreWriteError as exc:  # a full disk: keep polling, the next flush tries again
+                    self.last_error = str(exc)
+                    log_event("feed.state_write_failed", error=str(exc))
             waiting = [t - time.monotonic() for sid, t in due.items() if sid not in running]
             wake = min([0.25, *waiting]) if not running else 0.05
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.02, wake))
 
     # -- dispatch ----------------------------------------------------------------------------------------
-    def reconcile(self) -> int:
-        """Queue recent feed flow events that have no dispatch record (a crash between record and dispatch)."""
-        count = 0
-        # Oldest first, as the poller emits them: the newest update of a branch is the one rebuilt.
-        for event in reversed(self.store.list_events(limit=RECONCILE_WINDOW)):
-            payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
-            has_dispatch = bool(self.store.list_dispatches(event_id=str(event["id"]), limit=1))
-            if payload and payload.get("sourceId") and not has_dispatch:
-                self.enqueue(event)
-                count += 1
-        if count:
-            log_event("dispatch.reconciled", count=count)
-        self._reconcile_attempts()
-        return count
+    async def _recovery_loop(self) -> None:
+        """Finish what a crash left behind, in the background (the API answers meanwhile): missing attempts,
+        then the flow events that were never dispatched, a bounded batch whenever the queue has room; then
+        a periodic check, so an event whose dispatch failed to be recorded (a full disk) is retried."""
+        loop = asyncio.get_running_loop()
 
-    def _reconcile_attempts(self) -> None:
-        """A dispatch record whose attempt was never written (a crash between the two appends) gets one."""
-        for record in self.store.list_dispatches(limit=RECONCILE_WINDOW):
-            if record.get("operation") not in ("dispatch", "replay") or not record.get("createdAt"):
-                continue
-            attempt_id = attempt_id_for(str(record.get("eventId")), str(record["operation"]), str(record["createdAt"]))
-            if self.store.get_attempt(attempt_id) is not None:
-                continue
-            event = self.store.get_event(str(record.get("eventId")))
-            if event is not None:
-                self.store.attempts.append(new_attempt(event, record, attempt_id))
-                log_event("attempt.reconciled", attemptId=attempt_id)
+        def enqueue_from_thread(event: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(self.enqueue, event)
+
+        self.recovery.enqueue = enqueue_from_thread
+        while not self._stop.is_set():  # (wait_for may swallow the cancel when _stop is set at that moment)
+            try:
+                await asyncio.to_thread(self.recovery.attempts_for_dispatches)
+                self.recovery.notifications_for_outcomes()  # on the loop: the outbox hook wakes the sender
+                if self.queue.qsize() < 100:
+                    await asyncio.to_thread(self.recovery.queue_backlog)
+            except PatchmoiError as exc:
+                self.last_error = f"recovery: {exc}"
+            busy = self.recovery.state.backlog_bytes > 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0 if busy else 30.0)
 
     def enqueue(self, event: dict[str, Any]) -> None:
         key = branch_key(event)
@@ -286,7 +285,7 @@ class Service:
             self.dispatcher.record_superseded(event, newer)  # the newest update of the branch is rebuilt instead
             log_event("dispatch.superseded", eventId=event.get("id"), by=newer)
             return
-        outcome = await self.dispatcher.dispatch(event, wait=False)
+        outcome = await self.dispatcher.dispatch(event, wait=False, automatic=True)
         log_event("dispatch.done", eventId=event.get("id"), status=outcome.record.get("status"),
                   transport=outcome.record.get("transport"))
         if outcome.record.get("status") == "failed" and outcome.record.get("errorKind") == "config":
@@ -370,7 +369,10 @@ class Service:
             h["intervalSeconds"] = s.poll_interval_seconds
             per_source.append(h)
         return {
-            "status": "ok" if not (self.sources_file.error or self.dispatch_failures) else "degraded",
+            "status": "ok" if not (self.sources_file.error or self.dispatch_failures or self.store.state_problem
+                                   or self.store.degraded()) else "degraded",
+            "stateProblem": self.store.state_problem,
+            "recovery": self.recovery.state.to_dict(),
             "dispatchFailures": self.dispatch_failures[-10:],
             "startedAt": self.started_at,
             "polling": self.polling,

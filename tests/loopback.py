@@ -156,6 +156,8 @@ class FakeBackend:
         self.runs: dict[str, dict[str, Any]] = {}
         self.fail_next: list[int] = []
         self.bad_signatures = 0
+        self.webhook_ids: list[str] = []
+        self.posts = 0
         server.route(f"{prefix}/events", self._events)
         server.route_prefix(f"{prefix}/events/", self._event_item)
         server.route(f"{prefix}/runs", self._runs)
@@ -182,6 +184,8 @@ class FakeBackend:
             return Reply.json({"error": "boom"}, self.fail_next.pop(0))
         if not self._check(req):
             return Reply.json({"error": "invalid signature"}, 401)
+        self.webhook_ids.append(req.headers.get("webhook-id", ""))
+        self.posts += 1
         event = req.json()
         if event["id"] in self.events:
             return Reply.json({"status": "duplicate", "eventId": event["id"],
@@ -198,7 +202,8 @@ class FakeBackend:
             event_id = unquote(rest[: -len("/replay")])
             if not self._check(req):
                 return Reply.json({"error": "invalid signature"}, 401)
-            if req.headers.get("webhook-id") and req.headers["webhook-id"] != f"replay:{event_id}":
+            self.webhook_ids.append(req.headers.get("webhook-id", ""))
+            if req.headers.get("webhook-id") and not req.headers["webhook-id"].startswith(f"replay:{event_id}:"):
                 return Reply.json({"error": "signature is for another event"}, 401)
             if event_id not in self.events:
                 return Reply.json({"error": "unknown event"}, 500)

@@ -35,7 +35,7 @@ def die(*_a, **_k):
 
 if point in FILES:
     name = FILES[point]
-    for method in ("append_if_absent", "append", "append_many"):
+    for method in ("append_if_absent", "append", "append_many", "append_with_unique_id"):
         original = getattr(Log, method)
         def wrapped(self, *a, _original=original, **k):
             result = _original(self, *a, **k)
@@ -45,8 +45,8 @@ if point in FILES:
         setattr(Log, method, wrapped)
 elif point == "dispatch-post":
     original_dispatch = HttpBackend.dispatch
-    async def wrapped_dispatch(self, event):
-        await original_dispatch(self, event)
+    async def wrapped_dispatch(self, event, msg_id=None):
+        await original_dispatch(self, event, msg_id)
         die()
     HttpBackend.dispatch = wrapped_dispatch
 elif point == "state":

@@ -142,7 +142,11 @@ class Dispatcher:
         reason: str | None = None,
         backend: Backend | None = None,
         wait: bool = True,
+        automatic: bool = False,
     ) -> DispatchOutcome:
+        """Dispatch (or replay) an event. `automatic` marks the poller's own dispatch of a new event: its
+        delivery id (`webhook-id`) is the event id, the same if recovery sends it again after a crash, so a
+        receiver drops the repeat; an operator's retry or replay is a new intended effect with a new id."""
         backend = backend or self.backend_for(event)
         self.progress(f"[flow] {operation} {event.get('id')} -> {backend.transport}")
         if backend.kind == "local":
@@ -163,8 +167,10 @@ class Dispatcher:
             http = HttpBackend(backend.base, backend.secret, self.client)
             url = http.replay_url(str(event["id"])) if operation == "replay" else http.events_url()
             base["url"] = redact_url(url)
+            base["webhookId"] = webhook_id(str(event["id"]), operation, automatic)
             try:
-                reply = await (http.replay(str(event["id"])) if operation == "replay" else http.dispatch(event))
+                reply = await (http.replay(str(event["id"]), base["webhookId"]) if operation == "replay"
+                               else http.dispatch(event, base["webhookId"]))
             except BackendError as exc:
                 record = {**base, "status": "failed", "error": str(exc), "createdAt": now_iso()}
                 if exc.status is not None:
@@ -179,8 +185,11 @@ class Dispatcher:
         self.store.dispatches.append(record)
         attempt = self._new_attempt(event, record)
         if runs:
-            attempt = merge_runs(attempt, runs, str(record["createdAt"]))
-        self._save_attempt(attempt)
+            merged = merge_runs(attempt, runs, str(record["createdAt"]))
+            if changed(attempt, merged):
+                self.store.attempts.append(merged)
+            attempt = merged
+        self._notify(attempt, None)
         return DispatchOutcome(event, record, attempt)
 
     async def retry(self, event_id: str, *, reason: str | None = None, wait: bool = True) -> DispatchOutcome:
@@ -197,16 +206,21 @@ class Dispatcher:
             raise NotFoundError(f"no flow event with id {event_id!r}")
         return event
 
-    def _new_attempt(self, event: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    def _new_attempt(self, event: dict[str, Any], record: dict[str, Any],
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new attempt (spec id `<eventId>:<op>:<createdAt>`), appended at once: the id is made unique
+        (`#2`, `#3` when timestamps collide) under the log's lock, so concurrent retries never share one."""
         base_id = attempt_id_for(str(event.get("id")), str(record.get("operation")), str(record.get("createdAt")))
-        attempt_id, n = base_id, 1
-        while self.store.get_attempt(attempt_id) is not None:  # ms timestamps collide: make the id unique
-            n += 1
-            attempt_id = f"{base_id}#{n}"
-        return new_attempt(event, record, attempt_id)
+        attempt = {**new_attempt(event, record, base_id), **(extra or {})}
+        attempt["id"] = self.store.attempts.append_with_unique_id(attempt, base_id)
+        return attempt
 
-    def _save_attempt(self, attempt: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
+    def save_attempt(self, attempt: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
+        """Append the attempt; a new terminal status notifies (the outbox hook)."""
         self.store.attempts.append(attempt)
+        self._notify(attempt, previous)
+
+    def _notify(self, attempt: dict[str, Any], previous: dict[str, Any] | None) -> None:
         if self.on_attempt is not None and attempt.get("status") in TERMINAL_ATTEMPT_STATUSES and (
             previous is None or previous.get("status") != attempt.get("status")
         ):
@@ -259,7 +273,6 @@ class Dispatcher:
                   "createdAt": created}
         self.store.dispatches.append(record)
         attempt = self._new_attempt(event, record)
-        self._save_attempt(attempt)
         coro = self._execute(event, attempt, list(zip(runs, steps, strict=True)), workspace)
         if wait:
             attempt = await coro
@@ -282,12 +295,9 @@ class Dispatcher:
 
     def _finish_without_runs(self, event: dict[str, Any], record: dict[str, Any]) -> DispatchOutcome:
         self.store.dispatches.append(record)
-        attempt = self._new_attempt(event, record)
-        if record.get("error"):
-            attempt["message"] = record["error"]
-        if record.get("supersededBy"):
-            attempt["supersededBy"] = record["supersededBy"]
-        self._save_attempt(attempt)
+        extra = {k: v for k, v in (("message", record.get("error")), ("supersededBy", record.get("supersededBy"))) if v}
+        attempt = self._new_attempt(event, record, extra)
+        self._notify(attempt, None)
         return DispatchOutcome(event, record, attempt)
 
     async def _execute(
@@ -305,7 +315,7 @@ class Dispatcher:
                 self.store.runs.append_many(skipped)
                 merged = {**merge_runs(attempt, skipped, now_iso()), "supersededBy": newer,
                           "message": f"not rebuilt: a newer update of the same branch is waiting ({newer})"}
-                self._save_attempt(merged, attempt)
+                self.save_attempt(merged, attempt)
                 return merged
             for run, step in planned:
                 running = {**run, "status": "running", "effectiveStatus": "running", "startedAt": now_iso(),
@@ -323,14 +333,14 @@ class Dispatcher:
                                for r, _ in planned[len(finished):]]
                     self.store.runs.append_many(stopped)
                     merged = merge_runs(attempt, finished + stopped, now_iso())
-                    self._save_attempt(merged, attempt)
+                    self.save_attempt(merged, attempt)
                     raise
                 self.store.runs.append(done)
                 self.progress(f"[flow] done {step.flow}/{step.name} {run['id']} status={done.get('status')}")
                 finished.append(done)
             merged = merge_runs(attempt, finished, now_iso())
             if changed(attempt, merged):
-                self._save_attempt(merged, attempt)
+                self.save_attempt(merged, attempt)
             self.progress(f"[flow] attempt {merged.get('status')} {merged.get('id')}")
             # Still under the fork's lock: the next rebuild of this fork starts from the adopted main.
             return await asyncio.to_thread(self._after_local, merged, workspace)
@@ -381,10 +391,10 @@ class Dispatcher:
                 body = await http.list_runs(event_id=str(attempt.get("eventId")))
                 runs = [r for r in body.get("runs", []) if isinstance(r, dict)]
         else:
-            return self._merge_local_runs(attempt)
+            return self.merge_local_runs(attempt)
         return self._merge_and_save(attempt, runs)
 
-    def _merge_local_runs(self, attempt: dict[str, Any]) -> dict[str, Any]:
+    def merge_local_runs(self, attempt: dict[str, Any]) -> dict[str, Any]:
         """Fold the attempt's durable local runs into it (sync, and recovery after a crash)."""
         ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
         return self._merge_and_save(attempt, [run for rid in ids if (run := self.store.get_run(rid)) is not None])
@@ -392,32 +402,11 @@ class Dispatcher:
     def _merge_and_save(self, attempt: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
         merged = merge_runs(attempt, runs, now_iso())
         if changed(attempt, merged):
-            self._save_attempt(merged, attempt)
+            self.save_attempt(merged, attempt)
             return merged
         return attempt if not runs else merged
 
-    # -- recovery ----------------------------------------------------------------------------------------
-    def interrupted_runs(self) -> list[dict[str, Any]]:
-        """Local runs left queued or running by a process that died (call before starting new runs)."""
-        out: list[dict[str, Any]] = []
-        for status in ("queued", "running"):
-            out.extend(r for r in self.store.list_runs(status=status, limit=500) if not _owner_alive(r))
-        return out
-
-    def fail_interrupted(self) -> int:
-        runs = self.interrupted_runs()
-        for run in runs:
-            self.store.runs.append({**run, "status": "failed", "effectiveStatus": "failed", "processStatus": "failed",
-                                    "error": "interrupted: the process running this step stopped; retry the event",
-                                    "completedAt": now_iso()})
-        for event_id in {str(run.get("eventId")) for run in runs}:
-            for attempt in self.store.list_attempts(event_id=event_id):  # already the latest record of each
-                if attempt.get("status") == "started" and not attempt.get("workspaceBackendUrl"):
-                    self._merge_local_runs(attempt)
-        return len(runs)
-
-
-def _owner_alive(run: dict[str, Any]) -> bool:
+def owner_alive(run: dict[str, Any]) -> bool:
     """A run whose recorded pid is still alive belongs to another live process (a CLI `run`, say)."""
     pid = run.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
@@ -429,3 +418,14 @@ def _owner_alive(run: dict[str, Any]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def webhook_id(event_id: str, operation: str, automatic: bool) -> str:
+    """The Standard Webhooks `webhook-id` of one intended delivery. The poller's dispatch of an event has a
+    stable id (the event id itself, as before), so a re-send after a crash is recognisably the same delivery;
+    each operator retry or replay gets its own. A replay id keeps the event id readable, so a receiver can
+    check it against the replay path."""
+    if automatic and operation == "dispatch":
+        return event_id
+    tag = "replay" if operation == "replay" else "retry"
+    return f"{tag}:{event_id}:{now_iso()}:{secrets.token_hex(4)}"

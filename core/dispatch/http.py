@@ -99,13 +99,13 @@ class HttpBackend:
         assert last is not None
         raise last
 
-    async def dispatch(self, event: dict[str, Any]) -> BackendReply:
+    async def dispatch(self, event: dict[str, Any], msg_id: str | None = None) -> BackendReply:
         body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-        return await self._post(self.events_url(), body, str(event["id"]))
+        return await self._post(self.events_url(), body, msg_id or str(event["id"]))
 
-    async def replay(self, event_id: str) -> BackendReply:
+    async def replay(self, event_id: str, msg_id: str | None = None) -> BackendReply:
         # The compat body is exactly {"wait":false}; the Standard Webhooks id binds the signature to this event.
-        return await self._post(self.replay_url(event_id), b'{"wait":false}', f"replay:{event_id}")
+        return await self._post(self.replay_url(event_id), b'{"wait":false}', msg_id or f"replay:{event_id}")
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         url = f"{self.base}{path}"

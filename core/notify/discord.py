@@ -9,6 +9,7 @@ up on other 4xx (a 404 webhook is never retried). Nothing here can block or roll
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,11 @@ class DiscordSender:
     async def _send(self, url: str, note: dict[str, Any]) -> bool:
         tries = int(note.get("tries", 0)) + 1
         try:
-            resp = await self.client.post(url, json=note["body"], headers={"user-agent": USER_AGENT}, timeout=15.0)
+            # The outbox id is this post's idempotency key. Discord itself does not dedupe webhook posts, so a
+            # crash between its answer and the "sent" record repeats one post (at-least-once, keyed).
+            key = hashlib.sha256(str(note.get("id")).encode()).hexdigest()[:32]
+            resp = await self.client.post(url, json=note["body"], timeout=15.0,
+                                          headers={"user-agent": USER_AGENT, "idempotency-key": key})
         except httpx.HTTPError as exc:
             return self._retry(note, tries, f"Discord webhook request failed: {type(exc).__name__}")
         self._note_rate_limit(resp)
