@@ -15,6 +15,7 @@ import httpx
 from core.config import Settings, is_loopback, redact_url
 from core.dispatch.selection import select_backend
 from core.errors import ConfigError
+from core.recovery import recovery_report
 from core.sources import FeedSource, load_sources
 from core.store import Store
 from core.workspace.patches import doctor as patch_doctor
@@ -65,6 +66,16 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
             add(Check("WARN", "store", "damage skipped by readers: " + "; ".join(damaged)))
         else:
             add(Check("PASS", "store", f"{sum(f['records'] for f in health['files'].values())} records, no damage"))
+        if health.get("stateProblem"):
+            add(Check("WARN", "feed state", str(health["stateProblem"])))
+        left = recovery_report(Store(data))
+        if left["stuckAttempts"] or left["undispatchedEvents"]:
+            more = "+" if left["atLeast"] else ""
+            add(Check("WARN", "recovery", f"{left['stuckAttempts']} local attempt(s) left started by a stopped process"
+                      f", {left['undispatchedEvents']}{more} flow event(s) never dispatched: start `patchmoi serve` "
+                      "or run `patchmoi poll --once` to finish recovery"))
+        else:
+            add(Check("PASS", "recovery", "nothing left behind by a crash"))
 
     git = shutil.which("git")
     if git is None:

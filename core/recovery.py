@@ -209,10 +209,9 @@ class Recovery:
 
         def flush() -> None:
             nonlocal first_missing, queued
-            ids = [str(e["id"]) for _, e in batch]
-            done = self.store.dispatches.existing_ids(ids) | self.store.legacy_dispatches.existing_ids(ids)
+            missing = self.store.undispatched([str(e["id"]) for _, e in batch])
             for offset, event in batch:
-                if str(event["id"]) in done:
+                if str(event["id"]) not in missing:
                     continue
                 if first_missing is None:
                     first_missing = offset
@@ -241,16 +240,33 @@ class Recovery:
         return queued
 
 
-def recovery_report(store: Store) -> dict[str, Any]:
-    """What recovery still has to do, for `doctor` (a separate process: it only reads)."""
+def recovery_report(store: Store, *, cap: int = 20000) -> dict[str, Any]:
+    """What recovery still has to do, for `doctor` (a separate process: it only reads). Flow events past the
+    watermark are checked for a dispatch record, at most `cap` of them (the count is then a lower bound)."""
     marks: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         loaded = json.loads((store.data_dir / WATERMARKS).read_text())
         marks = loaded if isinstance(loaded, dict) else {}
-    mark = marks.get("flowEvents", {}).get("offset", 0) if isinstance(marks.get("flowEvents"), dict) else 0
-    behind = max(0, store.flow_events.file.size() - int(mark or 0))
+    entry = marks.get("flowEvents") if isinstance(marks.get("flowEvents"), dict) else {}
+    assert isinstance(entry, dict)
+    start = entry.get("offset", 0) if isinstance(entry.get("offset"), int) else 0
+    if start > store.flow_events.file.size():
+        start = 0
+    undispatched, checked, batch = 0, 0, []
+    for _, _, event in store.flow_events.scan_records(start):
+        payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+        if isinstance(event.get("id"), str) and isinstance(payload, dict) and payload.get("sourceId"):
+            batch.append(str(event["id"]))
+        if len(batch) >= BATCH or checked + len(batch) >= cap:
+            undispatched += len(store.undispatched(batch))
+            checked += len(batch)
+            batch = []
+            if checked >= cap:
+                break
+    if batch:
+        undispatched += len(store.undispatched(batch))
     stuck = [a for a in store.list_attempts(status="started", limit=500) if not a.get("workspaceBackendUrl")
              and not any(owner_alive(r) for rid in a.get("workspaceRunIds") or []
                          if (r := store.get_run(str(rid))))]
-    return {"flowEventsBytesUnchecked": behind, "stuckAttempts": len(stuck),
+    return {"undispatchedEvents": undispatched, "atLeast": checked >= cap, "stuckAttempts": len(stuck),
             "stuckAttemptIds": [a.get("id") for a in stuck[:5]]}

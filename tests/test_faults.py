@@ -115,9 +115,11 @@ def test_a_2000_event_backlog_is_dispatched_once_by_the_next_poll(tmp_path: Path
             store.attempts.append({"id": f"patch:rel:tag:v{i}:upstream.release:dispatch:"
                                          f"2026-01-01T00:00:{i // 10:02d}.{i % 10:03d}Z",
                                    "eventId": f"patch:rel:tag:v{i}:upstream.release", "status": "started"})
+    assert "1700 flow event(s) never dispatched" in cli("doctor", env=env).stdout
     out = cli("poll", "--once", env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert backend.posts == 1700 and len(backend.events) == 1700
+    assert "nothing left behind by a crash" in cli("doctor", env=env).stdout
     fresh = Store(tmp_path / "data")
     dispatched = [d["eventId"] for d in fresh.dispatches.iter_all()]
     assert len(dispatched) == len(set(dispatched)) == 2000

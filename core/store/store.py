@@ -119,6 +119,10 @@ class Store:
             out += self.legacy_dispatches.select(limit=n - len(out), filters=filters)
         return out
 
+    def undispatched(self, event_ids: list[str]) -> set[str]:
+        """Which of these flow events have no dispatch record (current or legacy file)."""
+        return set(event_ids) - self.dispatches.existing_ids(event_ids) - self.legacy_dispatches.existing_ids(event_ids)
+
     # -- attempts ----------------------------------------------------------------------------------------
     def list_attempts(
         self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
