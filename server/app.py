@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from core.adopt import adopt
 from core.attempt_states import derive_states
@@ -33,11 +34,26 @@ from server.openapi import openapi_document
 
 MAX_BODY = 64 * 1024
 
+# The methods each kind of route answers, in the order its `Allow` header lists them. HEAD runs the GET handler
+# and the body is dropped on the way out; OPTIONS is `204` with `Allow`. `/healthz` is for probes: GET and HEAD.
+GET = ("GET", "HEAD", "OPTIONS")
+POST = ("POST", "OPTIONS")
+HEALTH = ("GET", "HEAD")
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message or code)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class Answer(Exception):
+    """Not an error: a complete response raised from inside a handler (the 204 answer to OPTIONS)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -50,23 +66,33 @@ def raw_list(key: str, lines: list[bytes]) -> Response:
     return Response(body, media_type="application/json; charset=utf-8")
 
 
-def error(status: int, code: str, message: str | None = None) -> Response:
+def error(status: int, code: str, message: str | None = None, headers: dict[str, str] | None = None) -> Response:
     body = {"error": code}
     if message:
         body["message"] = message
-    return json_response(body, status)
+    response = json_response(body, status)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def authorized(request: Request, token: str) -> bool:
-    """Bearer (scheme case-insensitive) or X-Patch-Admin-Token, compared in constant time."""
-    given = request.headers.get("x-patch-admin-token")
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        given = value.strip()
-    if not given:
-        return False
-    return hmac.compare_digest(given.encode(), token.encode())
+    """Any `Authorization: Bearer` (scheme case-insensitive) or `X-Patch-Admin-Token` value equal to the token.
+
+    Every candidate is compared in constant time, and all of them are compared whatever the outcome, so a wrong
+    Bearer added by a proxy does not hide a right X-Patch-Admin-Token (or the other way round). Header values
+    are latin-1 strings in Starlette: encoding them back gives the bytes the client sent.
+    """
+    candidates = [v.strip() for v in request.headers.getlist("x-patch-admin-token")]
+    for auth in request.headers.getlist("authorization"):
+        scheme, _, value = auth.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            candidates.append(value.strip())
+    expected = token.encode()
+    ok = False
+    for given in candidates:
+        ok |= bool(given) and hmac.compare_digest(given.encode("latin-1"), expected)
+    return ok
 
 
 Handler = Callable[["Api", Request, list[str]], Awaitable[Response]]
@@ -86,14 +112,18 @@ class Api:
         path = raw.decode("latin-1").split("?", 1)[0]
         try:
             response = await self.dispatch(request, path)
+        except Answer as answer:
+            response = answer.response
         except ApiError as exc:
-            response = error(exc.status, exc.code, exc.message)
+            response = error(exc.status, exc.code, exc.message, exc.headers)
         except UsageError as exc:
             response = error(400, "invalid_request", str(exc))
         except NotFoundError as exc:
             response = error(404, "not_found", str(exc))
         except BackendError as exc:
             response = error(502, "backend_error", str(exc))
+        except ClientDisconnect:  # gone while its body was read: nobody gets this answer, the log line says why
+            response = error(499, "client_disconnected")
         except Exception as exc:  # never a bare 500
             log_event("http.error", path=path, error=f"{type(exc).__name__}: {exc}")
             response = error(500, "internal_error", "unexpected server error; see the server log")
@@ -104,7 +134,8 @@ class Api:
     async def dispatch(self, request: Request, path: str) -> Response:
         segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
         head = segments[0] if segments else ""
-        if head == "healthz":
+        if head == "healthz":  # no auth; any path below it is still the probe, as in the Bun service
+            _method(request, HEALTH)
             return PlainTextResponse("ok\n")
         routes: dict[str, Handler] = {
             "flow-events": Api.flow_events, "workspace-dispatches": Api.dispatches, "flow-dispatches": Api.dispatches,
@@ -117,23 +148,24 @@ class Api:
             return error(404, "not_found")
         token = self.service.settings.admin_token
         if token and not authorized(request, token):
-            return error(401, "unauthorized")
+            return error(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="patchmoi"'})
         return await handler(self, request, segments[1:])
 
     # -- handlers ----------------------------------------------------------------------------------------
     async def ready(self, request: Request, rest: list[str]) -> Response:
-        _require(request, rest, "GET")
+        _require(request, rest, GET)
         return json_response(self.service.health())
 
     async def openapi(self, request: Request, rest: list[str]) -> Response:
-        _require(request, rest, "GET")
+        _require(request, rest, GET)
         return json_response(openapi_document())
 
     async def flow_events(self, request: Request, rest: list[str]) -> Response:
         q = request.query_params
         if not rest:
-            if request.method != "GET":
+            if request.method not in GET:  # the spec's 404 for POST and the like on the list
                 return error(404, "not_found")
+            _method(request, GET)
             return raw_list("events", self.store.list_events_raw(type=q.get("type") or None, limit=q.get("limit")))
         if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("retry", "replay")) or not rest[0]:
             return error(404, "not_found")
@@ -142,12 +174,10 @@ class Api:
         if event is None:
             return error(404, "flow_event_not_found")
         if len(rest) == 1:
-            if request.method != "GET":
-                return error(405, "method_not_allowed")
+            _method(request, GET)
             return json_response({"event": event,
                                   "dispatches": self.store.list_dispatches(event_id=event_id, limit=q.get("limit"))})
-        if request.method != "POST":
-            return error(405, "method_not_allowed")
+        _method(request, POST)
         reason = await _reason(request)
         dispatcher = self.service.dispatcher
         if rest[1] == "replay":
@@ -160,7 +190,7 @@ class Api:
         return json_response(outcome.to_dict(), 202)
 
     async def signals(self, request: Request, rest: list[str]) -> Response:
-        _require(request, rest, "GET")
+        _require(request, rest, GET)
         q = request.query_params
         source = q.get("sourceId") or None
         return raw_list("signals", self.store.feed_events.select_raw(
@@ -169,8 +199,7 @@ class Api:
     async def dispatches(self, request: Request, rest: list[str]) -> Response:
         if rest:
             return error(404, "not_found")
-        if request.method != "GET":
-            return error(405, "method_not_allowed")
+        _method(request, GET)
         q = request.query_params
         return json_response({"dispatches": self.store.list_dispatches(
             event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit"))})
@@ -178,8 +207,7 @@ class Api:
     async def attempts(self, request: Request, rest: list[str]) -> Response:
         q = request.query_params
         if not rest:
-            if request.method != "GET":
-                return error(405, "method_not_allowed")
+            _method(request, GET)
             if q.get("state"):  # derived states (open queue, ...): each attempt carries its `state`
                 return json_response({"attempts": self.store.list_attempts_in_state(
                     q["state"], event_id=q.get("eventId") or None, status=q.get("status") or None,
@@ -192,12 +220,10 @@ class Api:
         if attempt is None:
             return error(404, "maintenance_attempt_not_found")
         if len(rest) == 1:
-            if request.method != "GET":
-                return error(405, "method_not_allowed")
+            _method(request, GET)
             state = derive_states(self.store.all_attempts()).get(rest[0], "done")
             return json_response({"attempt": {**attempt, "state": state}})
-        if request.method != "POST":
-            return error(405, "method_not_allowed")
+        _method(request, POST)
         body = await _body(request)  # enforces the body limit
         if rest[1] == "adopt":
             by = body.get("by") if isinstance(body.get("by"), str) and body["by"].strip() else "api"
@@ -211,8 +237,8 @@ class Api:
         return json_response({"attempt": await self.service.dispatcher.sync(rest[0])}, 202)
 
     async def workspace_runs(self, request: Request, rest: list[str]) -> Response:
-        if request.method != "GET" or len(rest) > 1:
-            return error(405, "method_not_allowed")
+        _shallow(rest)
+        _method(request, GET)
         q = request.query_params
         if not rest:
             return json_response(await self.service.workspace_runs(q.get("eventId") or None, q.get("status") or None,
@@ -223,8 +249,8 @@ class Api:
         return json_response({"run": run})
 
     async def workspace_events(self, request: Request, rest: list[str]) -> Response:
-        if request.method != "GET" or len(rest) > 1:
-            return error(405, "method_not_allowed")
+        _shallow(rest)
+        _method(request, GET)
         q = request.query_params
         if not rest:
             return json_response(await self.service.workspace_events(q.get("type") or None, q.get("limit")))
@@ -234,11 +260,26 @@ class Api:
         return json_response({"event": event})
 
 
-def _require(request: Request, rest: list[str], method: str) -> None:
+def _require(request: Request, rest: list[str], allowed: tuple[str, ...]) -> None:
     if rest:
         raise ApiError(404, "not_found")
-    if request.method != method:
-        raise ApiError(405, "method_not_allowed")
+    _method(request, allowed)
+
+
+def _method(request: Request, allowed: tuple[str, ...]) -> None:
+    """Let an allowed method through; answer OPTIONS (`204`) or any other method (`405`) with `Allow`."""
+    allow = ", ".join(allowed)
+    if request.method == "OPTIONS" and "OPTIONS" in allowed:
+        raise Answer(Response(status_code=204, headers={"Allow": allow}))
+    if request.method not in allowed:
+        raise ApiError(405, "method_not_allowed", headers={"Allow": allow})
+
+
+def _shallow(rest: list[str]) -> None:
+    """Below `/workspace-runs/{id}` and `/workspace-events/{id}` the spec answers 405: no method is allowed there,
+    which an empty `Allow` says (RFC 9110 §10.2.1)."""
+    if len(rest) > 1:
+        raise ApiError(405, "method_not_allowed", headers={"Allow": ""})
 
 
 async def _reason(request: Request) -> str | None:
@@ -290,10 +331,37 @@ def create_app(settings: Settings, *, poll: bool = True, service: Service | None
         api = holder.get("api")
         request = Request(scope, receive)
         response = error(503, "starting") if api is None else await api(request)
-        await response(scope, receive, send)
+        await response(scope, receive, _without_body(send) if scope["method"] == "HEAD" else send)
 
-    app = Starlette(routes=[], lifespan=lifespan)
+    # Api catches everything a handler raises; these handlers cover what is left (Starlette's own HTTPException,
+    # a failure outside a handler), which Starlette would otherwise answer in plain text.
+    app = Starlette(routes=[], lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_exception, Exception: _internal_error})
     # Every request goes to `endpoint` (the router's default): a path pattern would not match every raw path
     # (a `%0A` in an id, say) and would answer with a non-JSON error.
     app.router.default = endpoint
     return app
+
+
+def _without_body(send: Send) -> Send:
+    """HEAD: the GET answer's status and headers (its Content-Length included), no body bytes."""
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+    return send_head
+
+
+HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+              413: "payload_too_large"}
+
+
+async def _http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), exc.detail,
+                 dict(exc.headers) if exc.headers else None)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log_event("http.error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+    return error(500, "internal_error", "unexpected server error; see the server log")

@@ -23,7 +23,8 @@ def _ok(description: str, key: str | None = None, status: str = "200") -> dict[s
 
 LIMIT = {"name": "limit", "in": "query", "required": False, "description": "1..500, default 50",
          "schema": {"type": "string"}}
-COMMON_ERRORS = {"401": _error("missing or wrong admin token"), "400": _error("invalid query parameter")}
+COMMON_ERRORS = {"401": _error("missing or wrong admin token"), "400": _error("invalid query parameter"),
+                 "405": _error("method not allowed (the `Allow` header lists the allowed ones)")}
 
 
 def _id(name: str) -> dict[str, Any]:
@@ -43,7 +44,9 @@ def openapi_document() -> dict[str, Any]:
         "type": "object", "properties": {"reason": {"type": "string", "maxLength": 500}}}}}}
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "liveness (no auth)", "security": [], "responses": {
-            "200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+                     "head": {"summary": "liveness, no body (no auth)", "security": [],
+                              "responses": {"200": {"description": "ok"}}}},
         "/readyz": {"get": {"summary": "poller state per source, queue depth, store health",
                             "responses": {**_ok("health"), **COMMON_ERRORS}}},
         "/openapi.json": {"get": {"summary": "this document", "responses": {**_ok("OpenAPI"), **COMMON_ERRORS}}},
@@ -104,7 +107,9 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "patchmoi", "version": __version__,
                  "description": "Upstream intake, dispatch and maintenance attempts. Errors are JSON "
-                                "`{\"error\": code, \"message\"?: text}`."},
+                                "`{\"error\": code, \"message\"?: text}`. HEAD is answered wherever GET is (no "
+                                "body); OPTIONS is 204 with `Allow` (token needed, as for every route but /healthz); "
+                                "every 405 carries `Allow`."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "header": {"type": "apiKey", "in": "header", "name": "X-Patch-Admin-Token"}},

@@ -45,7 +45,7 @@ def test_http_reference_lists_every_openapi_path() -> None:
 
 def test_environment_reference_lists_every_variable_the_code_reads() -> None:
     names = set()
-    for path in [*(ROOT / "core").rglob("*.py"), *(ROOT / "patchmoi_tui").rglob("*.py")]:
+    for path in [p for folder in ("core", "patchmoi_tui", "server") for p in (ROOT / folder).rglob("*.py")]:
         names |= set(re.findall(r'"((?:PATCH|DISCORD|PATCHMOI|CODEX|FEED)_[A-Z_]+|DATA_DIR|HOST|PORT)"',
                                 path.read_text()))
     names -= {"PATCHMOI_RUN_ID", "PATCHMOI_EVENT_ID", "PATCHMOI_DATA_DIR", "PATCHMOI_WORKSPACE"}  # given to steps

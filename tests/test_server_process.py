@@ -123,7 +123,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(PATHS), ident=st.one_of(st.sampled_from(["e:1/x", "a:1"]), text),
-       method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+       method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]),
        params=st.dictionaries(st.sampled_from(["limit", "status", "type", "eventId"]), text, max_size=3),
        body=st.one_of(st.none(), st.binary(max_size=256)), auth=st.booleans())
 def test_fuzz_api_never_5xx_and_errors_are_json(fuzz_client: TestClient, path: str, ident: str, method: str,
@@ -132,5 +132,11 @@ def test_fuzz_api_never_5xx_and_errors_are_json(fuzz_client: TestClient, path: s
     headers = {"Authorization": f"Bearer {TOKEN}"} if auth else {}
     r = fuzz_client.request(method, url, params=params, content=body, headers=headers)
     assert r.status_code < 500 or r.status_code == 502, (method, url, r.status_code, r.text)
-    if r.status_code >= 400:
+    if r.status_code == 405:
+        assert "allow" in r.headers, (method, url)
+    if method == "HEAD":
+        assert r.content == b"", (url, r.status_code)
+    elif r.status_code >= 400:
         assert "error" in r.json()
+    elif method == "OPTIONS":
+        assert r.status_code == 204 and r.headers["allow"] and r.content == b"", (url, r.status_code)
