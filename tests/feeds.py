@@ -78,3 +78,29 @@ def source(sid: str, url: str, *, event: str = "release", provider: str = "githu
     if prime_only is not None:
         src["primeOnly"] = prime_only
     return src
+
+
+def atom_entry(entry_id: str, title: str | None = None, *, updated: str = "2026-05-01T10:00:00Z",
+               link: str | None = None, author: str = "release-bot") -> str:
+    """One Atom entry; the arguments go in as they are (already escaped), so a test can put anything there."""
+    href = link if link is not None else f"https://github.com/openai/codex/releases/tag/{entry_id}"
+    return (f"<entry><id>{entry_id}</id><title>{title if title is not None else entry_id}</title>"
+            f'<updated>{updated}</updated><link rel="alternate" href="{href}"/>'
+            f"<author><name>{author}</name></author></entry>")
+
+
+def atom_feed(entries: list[str], *, encoding: str = "UTF-8") -> str:
+    """An Atom document (text; encode it as the test needs) from `atom_entry` strings, newest first."""
+    return (f'<?xml version="1.0" encoding="{encoding}"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
+            f"<id>tag:example,2026:feed</id><title>Releases</title><updated>2026-05-20T10:00:00Z</updated>"
+            f"{''.join(entries)}</feed>\n")
+
+
+def npm_raw(name: str, time_members: list[str], dist_tags: str = "", extra: str = "") -> bytes:
+    """An npm packument written by hand, so it can hold what json.dumps never writes (lone surrogates, huge ints).
+
+    `time_members` are raw JSON members such as '"1.0.0": "2026-05-01T00:00:00.000Z"'."""
+    members = ['"created": "2026-01-01T00:00:00.000Z"', *time_members]
+    tags = f', "dist-tags": {{{dist_tags}}}' if dist_tags else ""
+    more = f", {extra}" if extra else ""
+    return f'{{"name": "{name}", "time": {{{", ".join(members)}}}{tags}{more}}}'.encode()

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 
 from .conftest import PYTHON, ROOT
-from .feeds import atom_releases, npm_packument, source
+from .feeds import atom_entry, atom_feed, atom_releases, npm_packument, npm_raw, source
 from .loopback import LoopbackServer, Reply, free_port
 
 SECRET = "TOPSECRET-7f3a9c-never-leak"
@@ -42,6 +42,14 @@ def corpus(secret_path: Path, url: str) -> list[tuple[str, object, str, str]]:
         f"<entry><id>e{i}</id><title>v{i}</title><updated>2026-05-01T00:00:00Z</updated></entry>".encode()
         for i in range(20000, 0, -1)) + b"</feed>")
     redirect_port = free_port()
+    utf16 = atom_feed([atom_entry("v1")], encoding="UTF-16")
+    entity16 = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY x "y">]><rss version="2.0"><channel>'
+                "<item><guid>g</guid><title>&x;</title></item></channel></rss>")
+    # issue 11: one odd entry costs that entry, not the source
+    year_zero = atom_feed([atom_entry("v2"), atom_entry("v1", updated="0000-01-01T00:00:00Z")]).encode()
+    surrogate_title = atom_feed([atom_entry("v2"), atom_entry("v1", "&#xD800;")]).encode()
+    npm_surrogate = npm_raw("x", ['"1.0.0": "2026-05-01T00:00:00.000Z"', r'"\ud800": "2026-05-02T00:00:00.000Z"'])
+    npm_big = npm_raw("x", ['"1.0.0": "2026-05-01T00:00:00.000Z"'], extra='"size": ' + "9" * 5000)
     return [
         ("invalid-xml", Reply(body=b"<<<>>> this is not xml &&& <rss"), "error", "not an Atom or RSS document"),
         ("billion-laughs", Reply(body=bomb), "error", "declares XML entities"),
@@ -80,6 +88,16 @@ def corpus(secret_path: Path, url: str) -> list[tuple[str, object, str, str]]:
         ("npm-no-time", Reply.json({"name": "x"}), "error", "no 'time' object"),
         ("npm-bad-date", Reply(body=npm_packument("x", {"1.0.0": "garbage"})), "primed", "unparsable date"),
         ("closed-port", None, "error", "request failed"),
+        ("year-zero-date", Reply(body=year_zero), "primed", "'0000-01-01T00:00:00Z' is out of range"),
+        ("surrogate-title", Reply(body=surrogate_title), "primed", "skipped entry 'v1'"),
+        ("npm-lone-surrogate", Reply(body=npm_surrogate), "primed", "skipped entry 'npm:x:\\ud800'"),
+        ("npm-5000-digits", Reply(body=npm_big), "primed", "more than 4300 digits"),
+        ("utf16-le-bom", Reply(body=b"\xff\xfe" + utf16.encode("utf-16-le"),
+                               headers={"content-type": "application/atom+xml; charset=utf-8"}), "primed", ""),
+        ("utf16-be-bom", Reply(body=b"\xfe\xff" + utf16.encode("utf-16-be"),
+                               headers={"content-type": "text/xml"}), "primed", ""),
+        ("utf16-entities", Reply(body=entity16.encode("utf-16")), "error", "declares XML entities"),
+        ("304-unconditional", Reply(304), "error", "304 Not Modified to an unconditional request"),
     ]
 
 

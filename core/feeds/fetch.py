@@ -2,7 +2,8 @@
 
 Every fetch has connect/read timeouts *and* an overall deadline (a server that drips a byte every few seconds
 never trips a read timeout), a size cap counted on decoded bytes (so a gzip bomb stops at the cap),
-at most five redirects and only to http(s), conditional GET (ETag / Last-Modified), and per-host
+at most five redirects and only to http(s), conditional GET (ETag / Last-Modified; a 304 to a request that
+sent neither is an error, not "not modified"), and per-host
 `Retry-After` after a 429 or 503. Every response is read or closed, so connections are reused.
 """
 
@@ -149,6 +150,12 @@ class Fetcher:
                 )
                 if resp.status_code == 304:
                     await resp.aread()
+                    if not headers:
+                        # "not modified" since what? Nothing was asked; taking it as "nothing new" would hide
+                        # every later entry for as long as the server keeps answering so.
+                        result.error = ("server answered 304 Not Modified to an unconditional request "
+                                        "(no If-None-Match or If-Modified-Since was sent)")
+                        return result
                     result.not_modified = True
                     result.etag = result.etag or etag
                     result.last_modified = result.last_modified or last_modified

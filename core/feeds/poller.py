@@ -4,6 +4,13 @@ Each step of an entry is idempotent by id (signal, job, flow event, notification
 after every entry, so a crash at any point re-runs at most one entry's steps, creating nothing twice.
 A bounded seen-id set (not only the Bun service's single `lastSeenId`) decides what is new, so a cursor
 that scrolled out of the window does not re-emit the whole feed; a burst is capped and reported.
+
+One entry that cannot be read (parse.py skips it) or recorded (`_accept` raises on its data) costs that entry
+only: it is listed in the report (`skipped`, and a warning), in /readyz (`skippedEntries`) and in
+feed-state.json (`skipped`), and the rest of the source goes on. A skipped entry that would have been emitted
+is not marked seen but kept for retry, so a later, fixed version of it is emitted wherever it then stands in
+the feed; one that a readable entry in its place would not have been emitted for (history: priming a
+primeOnly source, below every seen entry) is marked seen like that readable entry would have been.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 from core.events import build_flow_event, build_job, build_signal
 from core.feeds.fetch import Fetcher
-from core.feeds.parse import FeedEntry, FeedParseError, parse_feed
+from core.feeds.parse import MAX_ID_CHARS, FeedEntry, FeedParseError, ParsedFeed, parse_feed, safe_text
 from core.log import log_event
 from core.notify.discord import Outbox
 from core.records import iso_at, now_iso
@@ -27,6 +34,7 @@ from core.store import Store
 SEEN_CAP = 500
 MAX_BURST = 50
 MAX_PRIME_EMIT = 100
+MAX_SKIPPED_KEPT = 50
 
 
 @dataclass
@@ -37,7 +45,17 @@ class PollReport:
     events: list[str] = field(default_factory=list)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # {sourceId, entryId (None if unknown), reason, retry (not marked seen: a fixed version will be emitted)}
+    skipped: list[dict[str, Any]] = field(default_factory=list)
     duration_ms: float = 0.0
+
+    def skip(self, entry_id: str | None, reason: str, *, retry: bool) -> None:
+        """One entry left out: listed with its source, id and reason, and told as a warning."""
+        self.skipped.append({"sourceId": self.source_id,
+                             "entryId": safe_text(entry_id, MAX_ID_CHARS) if entry_id else None,
+                             "reason": reason, "retry": retry})
+        shown = f"entry {entry_id[:80]!r}" if entry_id else "an entry"
+        self.warnings.append(f"skipped {shown}: {reason}")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sourceId": self.source_id, "status": self.status, "emitted": self.emitted,
@@ -46,6 +64,8 @@ class PollReport:
             out["error"] = self.error
         if self.warnings:
             out["warnings"] = self.warnings
+        if self.skipped:
+            out["skipped"] = self.skipped
         return out
 
 
@@ -119,9 +139,13 @@ class Poller:
         seen = {str(x) for x in st.get("seen") or []}
         if st.get("lastSeenId"):
             seen.add(str(st["lastSeenId"]))
+        # entries skipped last time that would have been emitted are retried wherever they now are
+        retry = {str(x.get("entryId")) for x in st.get("skipped") or []
+                 if isinstance(x, dict) and x.get("retry") and x.get("entryId")}
         positions = [i for i, e in enumerate(unique) if e.id in seen]
         if positions:
-            candidates = [e for e in unique[: max(positions)] if e.id not in seen]
+            oldest_seen = max(positions)
+            candidates = [e for i, e in enumerate(unique) if e.id not in seen and (i < oldest_seen or e.id in retry)]
         else:
             candidates = unique
             if unique:
@@ -132,6 +156,19 @@ class Poller:
                             f"skipped {len(candidates) - MAX_BURST} older ones")
             candidates = candidates[:MAX_BURST]
         return candidates[::-1], warnings, False
+
+    @staticmethod
+    def skipped_were_new(source: FeedSource, parsed: ParsedFeed, st: dict[str, Any] | None,
+                         priming: bool) -> list[bool]:
+        """For each skipped entry: would it have been emitted had it been readable (as `select_new` decides)?"""
+        if priming:
+            return [not source.prime_only and s.position < MAX_PRIME_EMIT for s in parsed.skipped]
+        seen = {str(x) for x in (st or {}).get("seen") or []}
+        if (st or {}).get("lastSeenId"):
+            seen.add(str((st or {})["lastSeenId"]))
+        positions = [i for i, e in enumerate(parsed.entries) if e.id in seen]
+        oldest_seen = max(positions) if positions else len(parsed.entries)
+        return [s.position <= oldest_seen for s in parsed.skipped]
 
     # -- one source --------------------------------------------------------------------------------------
     async def poll_source(self, source: FeedSource) -> PollReport:
@@ -177,19 +214,37 @@ class Poller:
             self.state.put(source.id, {**prev, "lastCheckedAt": now, "lastError": None}, flush=False)
             return
         try:
-            parsed = parse_feed(result.body, provider=source.provider, content_type=result.content_type)
+            # off the event loop: a big document takes seconds to parse, and other sources' fetches (with their
+            # deadlines) must keep going meanwhile
+            parsed = await asyncio.to_thread(parse_feed, result.body, provider=source.provider,
+                                             content_type=result.content_type)
         except FeedParseError as exc:
             report.status, report.error = "error", f"Feed {source.id}: {exc}"
             return
+        new, warnings, priming = self.select_new(source, parsed.entries, st)
+        fresh = self.skipped_were_new(source, parsed, st, priming)
+        for skipped, retry in zip(parsed.skipped[:MAX_SKIPPED_KEPT], fresh, strict=False):
+            report.skip(skipped.id, skipped.reason, retry=retry)
+        if len(parsed.skipped) > MAX_SKIPPED_KEPT:
+            report.warnings.append(f"skipped {len(parsed.skipped) - MAX_SKIPPED_KEPT} more entries that could not "
+                                   "be read (the first ones are listed)")
         report.warnings.extend(parsed.warnings)
         report.warnings.extend(f"entry {e.id[:80]!r}: {e.error}" for e in parsed.entries if e.error)
-        new, warnings, priming = self.select_new(source, parsed.entries, st)
         report.warnings.extend(warnings)
         seen = [str(x) for x in prev.get("seen") or []]
         base = {**prev, "etag": result.etag, "lastModified": result.last_modified, "lastError": None,
                 "notBefore": None}
+        failed: set[str] = set()
         for entry in new:
-            event_id = self._accept(source, entry)
+            try:
+                event_id = self._accept(source, entry)
+            except (ValueError, TypeError, LookupError, OverflowError) as exc:
+                # this entry's data, not the store (an OSError still fails the poll): skip it, keep going,
+                # and leave it unseen so the next poll retries it (every step of _accept is idempotent)
+                failed.add(entry.id)
+                report.skip(entry.id, f"could not be recorded ({type(exc).__name__}: {safe_text(str(exc))})",
+                            retry=True)
+                continue
             report.emitted += 1
             if event_id:
                 report.events.append(event_id)
@@ -197,11 +252,19 @@ class Poller:
             # progress saved per entry: a crash re-runs at most this entry's (idempotent) steps
             self.state.put(source.id, {**base, "lastSeenId": entry.id, "seen": seen, "primed": True,
                                        "lastCheckedAt": now}, flush=True)
-        window = [e.id for e in parsed.entries[:SEEN_CAP]]
+        window = [e.id for e in parsed.entries[:SEEN_CAP] if e.id not in failed]
+        # Marked seen on purpose: these skipped entries stand where a readable entry is taken as history (priming
+        # a primeOnly source, or below every seen entry), so their later, fixed versions are history too.
+        window += [s.id for s, retry in zip(parsed.skipped, fresh, strict=False)
+                   if not retry and s.id and safe_text(s.id, MAX_ID_CHARS) == s.id]
         merged_seen = (window + [s for s in seen if s not in set(window)])[:SEEN_CAP]
         final = {**base, "seen": merged_seen, "primed": True, "lastCheckedAt": now}
-        if parsed.entries:
-            final["lastSeenId"] = parsed.entries[0].id
+        final.pop("skipped", None)
+        if report.skipped:  # what was skipped now, and which of it a fixed version will be emitted for
+            final["skipped"] = [{k: x[k] for k in ("entryId", "reason", "retry")}
+                                for x in report.skipped[:MAX_SKIPPED_KEPT]]
+        if window:
+            final["lastSeenId"] = window[0]
         self.state.put(source.id, final, flush=bool(new))
         report.status = "primed" if priming and not new else "ok"
 
@@ -238,6 +301,11 @@ class Poller:
         else:
             h["consecutiveErrors"] = 0
             h["lastOkAt"] = now
+        if report.status in ("ok", "primed"):  # the document was read: these are the entries it has skipped now
+            h.pop("skippedEntries", None)
+            if report.skipped:
+                h["skippedEntries"] = report.skipped[:MAX_SKIPPED_KEPT]
+                log_event("feed.entries_skipped", sourceId=source.id, skipped=report.skipped[:5])
         if report.warnings:
             h["lastWarning"] = report.warnings[-1]
             log_event("feed.warning", sourceId=source.id, warnings=report.warnings[:5])
