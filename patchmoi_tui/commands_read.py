@@ -82,14 +82,24 @@ def status_summary(store: Store, limit: int) -> dict[str, Any]:
             "signals": store.feed_events.total(),
         },
         "attemptStatusCounts": store.attempts.count_by("status", latest=True),
-        "attemptStateCounts": store.count_states(),
-        "openQueue": store.list_attempts_in_state("open", limit=limit),
+        **_queue(store, limit),
         "dispatchStatusCounts": _merge_counts(
             store.dispatches.count_by("status"), store.legacy_dispatches.count_by("status")
         ),
         "feedState": store.read_state_safely(),
         "store": store.health(),
     }
+
+
+def _queue(store: Store, limit: int) -> dict[str, Any]:
+    """State counts and the open queue from one pass over the attempts."""
+    everything = store.all_attempts()
+    states = derive_states(everything)
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state] = counts.get(state, 0) + 1
+    queue = [{**a, "state": "open"} for a in everything if states.get(str(a.get("id"))) == "open"][:limit]
+    return {"attemptStateCounts": counts, "openQueue": queue}
 
 
 def _merge_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
