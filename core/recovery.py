@@ -50,6 +50,15 @@ class RecoveryState:
                 "done": self.backlog_bytes == 0, "errors": self.errors[-5:]}
 
 
+def polled_event_id(event: dict[str, Any]) -> str | None:
+    """The id of a flow event the poller recorded (it names its source): the ones recovery must dispatch.
+    Events run by hand have no source and are dispatched by whoever ran them."""
+    payload = event.get("payload")
+    if isinstance(event.get("id"), str) and isinstance(payload, dict) and payload.get("sourceId"):
+        return str(event["id"])
+    return None
+
+
 class Recovery:
     def __init__(self, store: Store, dispatcher: Dispatcher, enqueue: Callable[[dict[str, Any]], None],
                  *, notify: bool = False) -> None:
@@ -221,8 +230,7 @@ class Recovery:
             batch.clear()
 
         for offset, line_end, event in log.scan_records(start):
-            payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
-            if isinstance(event.get("id"), str) and isinstance(payload, dict) and payload.get("sourceId"):
+            if polled_event_id(event) is not None:
                 batch.append((offset, event))
             end = line_end
             if len(batch) >= BATCH:
@@ -254,9 +262,8 @@ def recovery_report(store: Store, *, cap: int = 20000) -> dict[str, Any]:
         start = 0
     undispatched, checked, batch = 0, 0, []
     for _, _, event in store.flow_events.scan_records(start):
-        payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
-        if isinstance(event.get("id"), str) and isinstance(payload, dict) and payload.get("sourceId"):
-            batch.append(str(event["id"]))
+        if (event_id := polled_event_id(event)) is not None:
+            batch.append(event_id)
         if len(batch) >= BATCH or checked + len(batch) >= cap:
             undispatched += len(store.undispatched(batch))
             checked += len(batch)

@@ -353,6 +353,8 @@ class Dispatcher:
             return attempt
         if attempt.get("status") in SUCCESS and config.adopt_mode == "clean" and attempt.get("candidateRefs"):
             attempt = self._auto_adopt(attempt)
+            if attempt.get("adoption"):
+                return attempt  # adopt() has just pruned this fork
         try:
             collect(self.store, workspace=workspace)
         except (GitError, OSError) as exc:

@@ -154,13 +154,14 @@ class Store:
             raise UsageError(f"invalid attempt state {state!r}; expected one of: {', '.join(STATES)}")
         everything = self.all_attempts()
         states = derive_states(everything)
+        n = parse_limit(limit)
         out = []
         for attempt in everything:
             current = states.get(str(attempt.get("id")), "done")
             if (state is None or current == state) and (event_id is None or attempt.get("eventId") == event_id) \
                     and (status is None or attempt.get("status") == status):
                 out.append({**attempt, "state": current})
-                if len(out) >= parse_limit(limit):
+                if len(out) >= n:
                     break
         return out
 
