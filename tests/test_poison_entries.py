@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import core.feeds.npm as npm_module
 import core.feeds.parse as parse_module
 import core.feeds.poller as poller_module
 from core.config import Settings
@@ -144,7 +145,7 @@ async def test_skipped_history_is_marked_seen(tmp_path: Path, server: LoopbackSe
 
 def test_any_other_failure_of_one_entry_costs_that_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     """The parser's last net: whatever else goes wrong while reading one entry skips it, with the reason."""
-    real_xml, real_npm = parse_module._xml_entry, parse_module._npm_entry
+    real_xml, real_npm = parse_module._xml_entry, npm_module._npm_entry
 
     def xml_entry(item: Any, atom: bool) -> Any:
         if item.get("id") == "v2":
@@ -157,7 +158,7 @@ def test_any_other_failure_of_one_entry_costs_that_entry(monkeypatch: pytest.Mon
         return real_npm(name, version, *args)
 
     monkeypatch.setattr(parse_module, "_xml_entry", xml_entry)
-    monkeypatch.setattr(parse_module, "_npm_entry", npm_entry)
+    monkeypatch.setattr(npm_module, "_npm_entry", npm_entry)
     atom = parse_feed(atom_feed([atom_entry("v3"), atom_entry("v2"), atom_entry("v1")]).encode(), provider="github")
     assert [e.id for e in atom.entries] == ["v3", "v1"]
     assert [(x.id, x.reason, x.position) for x in atom.skipped] == [

@@ -19,18 +19,32 @@ from __future__ import annotations
 import calendar
 import codecs
 import io
-import json
 import re
-import sys
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import feedparser
 
+from core.feeds.entries import (
+    INVALID_REF,
+    MAX_ID_CHARS,
+    EntrySkip,
+    FeedEntry,
+    FeedParseError,
+    ParsedFeed,
+    SkippedEntry,
+    bad_char,
+    clean,
+    printable,
+    safe_text,
+)
+from core.feeds.npm import parse_npm
 from core.records import iso_from_datetime, now_iso
+
+__all__ = ["MAX_ID_CHARS", "FeedEntry", "FeedParseError", "ParsedFeed", "SkippedEntry", "decode_xml", "parse_feed",
+           "parse_npm", "parse_xml_feed", "safe_text"]
 
 _PROLOG_LIMIT = 4096
 _ENTITY_DECL = re.compile(r"<!ENTITY", re.IGNORECASE)
@@ -39,9 +53,6 @@ _HTML_DOCTYPE = re.compile(r"\s*(<\?xml[^>]*>\s*)?<!DOCTYPE\s+html", re.IGNORECA
 _ROOT = re.compile(r"<\s*([A-Za-z][\w:.-]*)")
 _XML_DECL = re.compile(r"<\?xml[^>]*?\?>")
 _DECL_ENCODING = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][\w.:-]{0,39})["']""")
-
-MAX_ID_CHARS = 2048
-"""An entry id longer than this is not kept (seen-id sets hold hundreds of them per source)."""
 
 # A byte order mark is authoritative (XML 1.0 §4.3.3); UTF-32 first, its LE mark starts like UTF-16's.
 _BOMS = (
@@ -56,92 +67,11 @@ _MARKS = {
 # Codecs a document may not ask for: they are not character encodings of XML, and some are very slow.
 _REFUSED_CODECS = {"punycode", "idna", "unicode-escape", "raw-unicode-escape"}
 
-_INVALID_REF = "\ufdd0"
-"""Stands in for a character reference to a character XML does not allow (`&#xD800;`, `&#0;`): feedparser
-would crash on some of them and pass the others on; this noncharacter survives parsing so the entry that
-carried it can be skipped rather than the whole document."""
-# Characters XML 1.0 does not allow (C0 controls, unpaired surrogates, U+FFFE/U+FFFF), and _INVALID_REF.
-_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0\ufffe\uffff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _CHAR_REF = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));?")
-
-
-class FeedParseError(Exception):
-    """The document is not a usable feed. The message says why in operator terms."""
-
-
-@dataclass
-class FeedEntry:
-    id: str
-    title: str
-    url: str | None
-    author: str | None
-    published_raw: str | None
-    published_at: str
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SkippedEntry:
-    """An entry left out of `ParsedFeed.entries`: its id when known (as the document has it) and why.
-
-    `position` is how many of `entries` come before it (newest first), so the poller can tell whether it was
-    new or history; npm versions that cannot be read are taken as the newest (position 0).
-    """
-
-    id: str | None
-    reason: str
-    position: int = 0
-
-
-@dataclass
-class ParsedFeed:
-    entries: list[FeedEntry]
-    warnings: list[str]
-    kind: str
-    skipped: list[SkippedEntry] = field(default_factory=list)
-
-
-class _Skip(Exception):
-    def __init__(self, entry_id: str | None, reason: str) -> None:
-        super().__init__(reason)
-        self.entry_id, self.reason = entry_id, reason
-
-
-def safe_text(value: str, limit: int = 200) -> str:
-    """`value` cut to `limit` characters, with unpaired surrogates escaped, so it can be stored and printed."""
-    cut = value[:limit]
-    return cut.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogate(cut) else cut
-
-
-def _has_surrogate(value: str) -> bool:
-    return not value.isascii() and _SURROGATE.search(value) is not None
-
-
-def _bad_char(value: str) -> str | None:
-    """The first character of `value` that XML does not allow, described, or None."""
-    match = _BAD_CHARS.search(value)
-    if match is None:
-        return None
-    char = match.group(0)
-    if char == _INVALID_REF:
-        return "a reference to a character XML does not allow (such as &#xD800; or &#0;)"
-    if "\ud800" <= char <= "\udfff":
-        return f"an unpaired surrogate (U+{ord(char):04X}), which is not text"
-    return f"the control character or noncharacter U+{ord(char):04X}"
-
-
-def _printable(value: str) -> str:
-    return _BAD_CHARS.sub("\ufffd", value)
 
 
 def _iso_from_struct(value: time.struct_time) -> str:
     return iso_from_datetime(datetime.fromtimestamp(calendar.timegm(value), UTC))
-
-
-def _clean(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
 
 
 def parse_feed(body: bytes, *, provider: str, content_type: str | None = None) -> ParsedFeed:
@@ -220,7 +150,7 @@ def _decode(body: bytes, codec: str, warnings: list[str]) -> str:
 
 
 def _fix_char_refs(text: str) -> str:
-    """Character references to characters XML does not allow, replaced by a reference to _INVALID_REF.
+    """Character references to characters XML does not allow, replaced by a reference to INVALID_REF.
 
     CDATA sections are left alone (their text is literal); one linear pass, however the sections nest.
     """
@@ -243,7 +173,7 @@ def _fix_char_ref(match: re.Match[str]) -> str:
         code = int(digits, 16 if match.group(1) else 10)
         if code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF:
             return match.group(0)
-    return f"&#x{ord(_INVALID_REF):X};"
+    return f"&#x{ord(INVALID_REF):X};"
 
 
 def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFeed:
@@ -290,10 +220,10 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
     for item in parsed.get("entries", []):
         try:
             entries.append(_xml_entry(item, atom))
-        except _Skip as skip:
+        except EntrySkip as skip:
             skipped.append(SkippedEntry(skip.entry_id, skip.reason, len(entries)))
         except Exception as exc:  # anything else odd about one entry costs that entry only
-            entry_id = _clean(item.get("id")) if hasattr(item, "get") else ""
+            entry_id = clean(item.get("id")) if hasattr(item, "get") else ""
             skipped.append(SkippedEntry(entry_id or None,
                                         f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})",
                                         len(entries)))
@@ -301,29 +231,29 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
 
 
 def _xml_entry(item: Any, atom: bool) -> FeedEntry:
-    link = _clean(item.get("link"))
-    title = _clean(item.get("title"))
-    entry_id = _clean(item.get("id")) or link or title
+    link = clean(item.get("link"))
+    title = clean(item.get("title"))
+    entry_id = clean(item.get("id")) or link or title
     if not entry_id:
-        raise _Skip(None, "without id, link or title")
+        raise EntrySkip(None, "without id, link or title")
     for name, value in (("id", entry_id), ("title", title), ("link", link)):
-        bad = _bad_char(value)
+        bad = bad_char(value)
         if bad:
-            raise _Skip(entry_id, f"its {name} contains {bad}")
+            raise EntrySkip(entry_id, f"its {name} contains {bad}")
     if len(entry_id) > MAX_ID_CHARS:
-        raise _Skip(entry_id, f"its id is longer than {MAX_ID_CHARS} characters")
+        raise EntrySkip(entry_id, f"its id is longer than {MAX_ID_CHARS} characters")
     if link:
         try:
             urlsplit(link)
         except ValueError as exc:
-            raise _Skip(entry_id, f"its link is not a usable URL ({exc})") from None
+            raise EntrySkip(entry_id, f"its link is not a usable URL ({exc})") from None
     if atom:
-        raw_date = _clean(item.get("updated")) or _clean(item.get("published"))
+        raw_date = clean(item.get("updated")) or clean(item.get("published"))
         parsed_date = item.get("updated_parsed") or item.get("published_parsed")
     else:
-        raw_date = _clean(item.get("published")) or _clean(item.get("updated"))
+        raw_date = clean(item.get("published")) or clean(item.get("updated"))
         parsed_date = item.get("published_parsed") or item.get("updated_parsed")
-    raw_date = _printable(raw_date)
+    raw_date = printable(raw_date)
     error = None
     published = None
     if parsed_date is not None:
@@ -337,116 +267,8 @@ def _xml_entry(item: Any, atom: bool) -> FeedEntry:
         id=entry_id,
         title=title or ("Untitled feed entry" if atom else "Untitled feed item"),
         url=link or None,
-        author=_printable(_clean(item.get("author"))) or None,
+        author=printable(clean(item.get("author"))) or None,
         published_raw=raw_date or None,
         published_at=published or now_iso(),
         error=error,
     )
-
-
-# -- npm -------------------------------------------------------------------------------------------------
-def _int_or_text(digits: str) -> int | str:
-    try:
-        return int(digits)
-    except ValueError:  # more digits than sys.get_int_max_str_digits() allows: kept as the digits
-        return digits
-
-
-def _load_json(body: bytes, warnings: list[str]) -> Any:
-    encoding = json.detect_encoding(body)
-    try:
-        text = body.decode(encoding)
-    except UnicodeDecodeError as exc:
-        warnings.append(f"npm document is not valid {encoding} ({exc.reason} at byte {exc.start}); "
-                        "undecodable bytes were replaced")
-        text = body.decode(encoding, "replace")
-    text = text.removeprefix("\ufeff")
-    try:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise
-        except ValueError:
-            # a number longer than Python converts by default (4300 digits): the document may still be JSON
-            doc = json.loads(text, parse_int=_int_or_text)
-            limit = sys.get_int_max_str_digits()
-            warnings.append(f"npm document has a number with more than {limit} digits; kept it as text")
-            return doc
-    except json.JSONDecodeError as exc:
-        raise FeedParseError(f"npm packument is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise FeedParseError("npm packument is nested too deeply to read") from None
-
-
-def parse_npm(body: bytes) -> ParsedFeed:
-    """An npm packument: one entry per version in `time` (newest first), dist-tags kept."""
-    if not body.strip():
-        raise FeedParseError("empty response body (expected an npm packument)")
-    warnings: list[str] = []
-    doc = _load_json(body, warnings)
-    if not isinstance(doc, dict) or not isinstance(doc.get("time"), dict):
-        raise FeedParseError("npm packument has no 'time' object")
-    raw_name = doc.get("name")
-    name = raw_name if isinstance(raw_name, str) and raw_name else "unknown-package"
-    bad = _bad_char(name)
-    if bad:
-        warnings.append(f"package name {name[:80]!r} contains {bad}; used 'unknown-package'")
-        name = "unknown-package"
-    tags: dict[str, list[str]] = {}
-    dist_tags = doc.get("dist-tags")
-    if isinstance(dist_tags, dict):
-        for tag, version in dist_tags.items():
-            if not isinstance(version, str):
-                continue
-            bad = _bad_char(tag) or _bad_char(version)
-            if bad:
-                warnings.append(f"ignored dist-tag {tag[:40]!r} -> {version[:80]!r}: it contains {bad}")
-                continue
-            tags.setdefault(version, []).append(tag)
-    entries: list[tuple[float, FeedEntry]] = []
-    skipped: list[SkippedEntry] = []
-    for version, stamp in doc["time"].items():
-        if version in ("created", "modified"):
-            continue
-        entry_id = f"npm:{name}:{version}"
-        try:
-            entries.append(_npm_entry(name, version, stamp, tags, entry_id))
-        except _Skip as skip:
-            skipped.append(SkippedEntry(skip.entry_id, skip.reason))
-        except Exception as exc:  # anything else odd about one version costs that version only
-            skipped.append(SkippedEntry(entry_id, f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})"))
-    entries.sort(key=lambda pair: pair[0], reverse=True)
-    return ParsedFeed(entries=[e for _, e in entries], warnings=warnings, kind="npm", skipped=skipped)
-
-
-def _npm_entry(name: str, version: str, stamp: Any, tags: dict[str, list[str]],
-               entry_id: str) -> tuple[float, FeedEntry]:
-    bad = _bad_char(version)
-    if bad:
-        raise _Skip(entry_id, f"its version contains {bad}")
-    if not version.strip():
-        raise _Skip(entry_id, "its version is empty")
-    if len(entry_id) > MAX_ID_CHARS:
-        raise _Skip(entry_id, f"its id is longer than {MAX_ID_CHARS} characters")
-    raw = _printable(stamp) if isinstance(stamp, str) else safe_text(str(stamp), 100)
-    error = None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        published = iso_from_datetime(when)
-        order = when.timestamp()
-    except (ValueError, OverflowError, TypeError):
-        published, order = now_iso(), float("inf")
-        error = f"unparsable date {raw[:60]!r}; used the time it was seen"
-    entry = FeedEntry(
-        id=entry_id,
-        title=version,
-        url=f"https://www.npmjs.com/package/{quote(name, safe='')}/v/{quote(version, safe='')}",
-        author="npm",
-        published_raw=raw,
-        published_at=published,
-        error=error,
-        extra={"distTags": tags[version]} if version in tags else {},
-    )
-    return order, entry
