@@ -1,12 +1,23 @@
 """Parse Atom/RSS (feedparser) and npm packuments (JSON) into feed entries, newest first (spec §2).
 
-Hostile documents are refused before parsing: a DTD that declares entities (billion laughs, external
-entities) is an error, never expanded or fetched. The body is decoded here first (a byte order mark decides
-the encoding, then the HTTP charset, then the XML declaration, as XML 1.0 Appendix F and RFC 7303 say), so
-those checks look at the text the parser will actually read, whatever its encoding (UTF-16, UTF-32,
-EBCDIC, ...), and feedparser is handed UTF-8. The body goes to feedparser as a stream, so feedparser never
-treats it as a URL or file name. A 200 that is not a feed (HTML, empty, JSON where XML was expected) is an
-error, not an empty feed.
+The body is decoded here first (a byte order mark decides the encoding, then the HTTP charset, then the XML
+declaration, as XML 1.0 Appendix F and RFC 7303 say) and handed to feedparser as UTF-8 with a header that
+says so; feedparser re-declares the encoding itself. The body goes to feedparser as a stream, so feedparser
+never treats it as a URL or file name.
+
+Hostile documents are refused by structure, before feedparser sees them: expat reads the prolog of that
+UTF-8 text (whatever the original encoding) up to the start tag of the root element, which is as far as
+entity declarations can go, and never loads an external DTD. A document that declares an entity (billion
+laughs, external entities), refers to a parameter entity or has a DOCTYPE expat cannot read is an error:
+entities are never expanded or fetched. So is one with `<!ENTITY` anywhere before its first element (in a
+comment, say), which feedparser would read as a declaration and expand. A DOCTYPE that only names a DTD
+(XHTML on RSS, Netscape RSS 0.91) is fine. The root element tells an HTML page from a feed; text after it
+(`<!ENTITY` or `<!DOCTYPE` quoted in release notes) is text. A 200 that is not a feed (HTML, empty, JSON
+where XML was expected) is an error, not an empty feed.
+
+The document is never edited to make it parse, but for one thing: a character reference to a character XML
+does not allow (`&#xD800;`, which feedparser crashes on) is pointed at a noncharacter, so that the entry
+carrying it is skipped rather than the whole document refused.
 
 One odd entry never costs the rest of the document: an entry whose id, title, link or version cannot be
 read (characters XML does not allow, a link that is not a URL, an id too long to keep) is left out and
@@ -24,6 +35,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+from xml.parsers import expat
 
 import feedparser
 
@@ -47,11 +59,11 @@ __all__ = ["MAX_ID_CHARS", "FeedEntry", "FeedParseError", "ParsedFeed", "Skipped
            "parse_npm", "parse_xml_feed", "safe_text"]
 
 _PROLOG_LIMIT = 4096
-_ENTITY_DECL = re.compile(r"<!ENTITY", re.IGNORECASE)
-_DOCTYPE = re.compile(r"<!DOCTYPE[^>\[]*(\[.*?\])?\s*>", re.IGNORECASE | re.DOTALL)
-_HTML_DOCTYPE = re.compile(r"\s*(<\?xml[^>]*>\s*)?<!DOCTYPE\s+html", re.IGNORECASE)
+_SCAN_CHUNK = 1 << 16
+# names the first tag of a document expat cannot read, for the error message only; never used to edit text
 _ROOT = re.compile(r"<\s*([A-Za-z][\w:.-]*)")
-_XML_DECL = re.compile(r"<\?xml[^>]*?\?>")
+# where feedparser takes the first element to start (its `replace_doctype`): it reads declarations before it
+_FIRST_ELEMENT = re.compile(rb"<\w")
 _DECL_ENCODING = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][\w.:-]{0,39})["']""")
 
 # A byte order mark is authoritative (XML 1.0 §4.3.3); UTF-32 first, its LE mark starts like UTF-16's.
@@ -176,6 +188,84 @@ def _fix_char_ref(match: re.Match[str]) -> str:
     return f"&#x{ord(INVALID_REF):X};"
 
 
+MAX_PROLOG_LINES = 1000
+"""Lines allowed before the root element (feedparser's prolog scan is quadratic in them)."""
+
+
+class _RootReached(Exception):
+    """Ends the prolog scan at the root element's start tag: no entity can be declared after it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _scan_prolog(data: bytes) -> str | None:
+    """The root element's name as expat reads it, or None if expat fails before it outside a DOCTYPE.
+
+    Raises FeedParseError if the DTD declares an entity or refers to a parameter entity, or if expat cannot
+    read the DOCTYPE (then nobody can tell what it declares). `data` is UTF-8 whatever it declares.
+    """
+    parser = expat.ParserCreate(encoding="utf-8")  # overrides the document's declaration
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)  # never read an external DTD
+    in_dtd = False
+    mark = 0  # where the prolog item expat is reading begins: the end of the last one it reported
+
+    def entity_decl(name: str, is_parameter: int, value: str | None, base: str | None, system_id: str | None,
+                    public_id: str | None, notation: str | None) -> None:
+        kind = "parameter entity" if is_parameter else "entity"
+        where = "external " if system_id or public_id else ""
+        raise FeedParseError(f"document declares XML entities in its DTD ({where}{kind} "
+                             f"{safe_text(name, 60)!r}); refused (entities are never expanded or fetched)")
+
+    def external_ref(context: str | None, base: str | None, system_id: str | None, public_id: str | None) -> int:
+        target = safe_text(system_id or public_id or "", 80)
+        raise FeedParseError(f"document refers to an external entity ({target!r}); refused (external entities "
+                             "are never fetched)")
+
+    def start_doctype(name: str, system_id: str | None, public_id: str | None, has_internal_subset: int) -> None:
+        nonlocal in_dtd
+        in_dtd = True
+
+    def end_doctype() -> None:
+        nonlocal in_dtd, mark
+        in_dtd = False
+        mark = parser.CurrentByteIndex + 1  # expat reports the end at the closing '>'
+
+    def other(text: str) -> None:  # the XML declaration, comments, white space, markup inside the DTD
+        nonlocal mark
+        if in_dtd and text.startswith("%"):
+            raise FeedParseError(f"document's DTD refers to the parameter entity {safe_text(text, 60)!r}; refused "
+                                 "(external DTDs and entities are never loaded)")
+        mark = parser.CurrentByteIndex + len(text.encode("utf-8"))
+
+    def start_element(name: str, attributes: dict[str, str]) -> None:
+        raise _RootReached(name)
+
+    parser.EntityDeclHandler = entity_decl
+    parser.ExternalEntityRefHandler = external_ref
+    parser.StartDoctypeDeclHandler = start_doctype
+    parser.EndDoctypeDeclHandler = end_doctype
+    parser.DefaultHandler = other
+    parser.StartElementHandler = start_element
+    try:
+        for pos in range(0, len(data), _SCAN_CHUNK):
+            parser.Parse(data[pos:pos + _SCAN_CHUNK], False)
+        parser.Parse(b"", True)
+    except _RootReached as root:
+        return root.name
+    except expat.ExpatError as exc:
+        rest = data[mark:mark + 200].lstrip()
+        if not in_dtd and rest[:9].upper() != b"<!DOCTYPE":
+            return None  # a malformed prolog without a DTD: feedparser may still read it
+        name = rest[9:].split(b">")[0].split(b"[")[0].split()[:1] if not in_dtd else []
+        if name and name[0].lower() == b"html":
+            raise FeedParseError("got an HTML page, not an Atom or RSS feed") from None
+        raise FeedParseError(f"document's DOCTYPE could not be read ({expat.ErrorString(exc.code)} at line "
+                             f"{exc.lineno}, column {exc.offset}); refused (entities are never expanded)") from None
+    return None  # not reached: expat reports a document without an element as an error
+
+
 def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFeed:
     text, warnings = decode_xml(body, content_type)
     text = text.lstrip("\ufeff \t\r\n")
@@ -183,30 +273,45 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
         raise FeedParseError("empty response body (expected an Atom or RSS document)")
     if text[:1] in ("{", "["):
         raise FeedParseError("got JSON where an Atom or RSS document was expected (is provider 'npm' intended?)")
-    head = text[:_PROLOG_LIMIT]
-    if _ENTITY_DECL.search(text[: 1 << 16]):
-        raise FeedParseError("document declares XML entities in a DTD; refused (entities are never expanded)")
-    if "<!DOCTYPE" in head.upper():
-        if _HTML_DOCTYPE.match(text):
-            raise FeedParseError("got an HTML page, not an Atom or RSS feed")
-        text = _DOCTYPE.sub("", text, count=1)
     if "&#" in text:
         text = _fix_char_refs(text)
-    # the text is handed on as UTF-8 and says so, whatever the document or the server claimed
-    decl = _XML_DECL.match(text)
-    if decl:
-        text = '<?xml version="1.0" encoding="utf-8"?>' + text[decl.end():]
-    media, _ = _content_type(content_type)
-    headers = {"content-type": f"{media or 'application/xml'}; charset=utf-8"}
     try:
-        parsed = feedparser.parse(io.BytesIO(text.encode("utf-8")), response_headers=headers)
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # unpaired surrogates (only UTF-7 decodes to them): not text, like &#xD800;
+        data = text.translate(_SURROGATES).encode("utf-8")
+    root = _scan_prolog(data)
+    if root is not None and root.rpartition(":")[2].lower() == "html":
+        raise FeedParseError("got an HTML page, not an Atom or RSS feed")
+    # feedparser looks for entity declarations by its own reading of the text before its first element (inside a
+    # comment, or in a prolog expat could not read, too) and expands what it finds, outside expat's limits if the
+    # document is not well-formed: 19 KB can become a 30 MB title. Real declarations were refused above.
+    first = _FIRST_ELEMENT.search(data)
+    if first is not None and b"<!ENTITY" in data[:first.start()]:
+        raise FeedParseError("document declares XML entities before its root element ('<!ENTITY' outside a DTD, "
+                             "which the feed parser would read as a declaration); refused (entities are never "
+                             "expanded)")
+    if first is not None and data.count(b"\n", 0, first.start()) > MAX_PROLOG_LINES:
+        # feedparser's DOCTYPE scan takes time quadratic in the lines before the root: 16,000 blank lines cost
+        # 2.4 s of CPU, 5 MiB of them days. Real prologs are a few lines.
+        raise FeedParseError(f"document has more than {MAX_PROLOG_LINES} lines before its root element; refused "
+                             "(reading such a prolog costs the feed parser time quadratic in its length)")
+    media, _ = _content_type(content_type)
+    if not _charset_honoured(media):  # feedparser would believe the document's encoding declaration instead
+        if media:
+            warnings.append(f"served as {safe_text(media, 80)!r}, which is not an XML media type; read as XML")
+        media = "application/xml"
+    headers = {"content-type": f"{media}; charset=utf-8"}
+    try:
+        parsed = feedparser.parse(io.BytesIO(data), response_headers=headers)
     except Exception as exc:  # feedparser's own failure on a strange document: one clear error, no traceback
         raise FeedParseError(f"the feed parser failed on this document ({type(exc).__name__}: "
                              f"{safe_text(str(exc))})") from None
     version = parsed.get("version") or ""
     if not version:
-        root = _ROOT.search(text[:_PROLOG_LIMIT])
-        what = safe_text(root.group(1)).lower() if root else "unknown content"
+        if root is None:
+            match = _ROOT.search(text[:_PROLOG_LIMIT])
+            root = match.group(1) if match else None
+        what = safe_text(root).lower() if root else "unknown content"
         if what == "html":
             raise FeedParseError("got an HTML page, not an Atom or RSS feed")
         reason = parsed.get("bozo_exception")
@@ -230,8 +335,49 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
     return ParsedFeed(entries=entries, warnings=warnings, kind=version, skipped=skipped)
 
 
+_XML_MEDIA = ("application/xml", "application/xml-dtd", "application/xml-external-parsed-entity")
+_SURROGATES = {code: INVALID_REF for code in range(0xD800, 0xE000)}
+
+
+def _charset_honoured(media: str) -> bool:
+    """Whether feedparser takes the charset parameter with this media type over the document's declaration.
+
+    It does for XML and text types; with any other (application/octet-stream, application/json) it would
+    decode by the declaration, and the text it gets is UTF-8 whatever the declaration says.
+    """
+    return media in _XML_MEDIA or media.startswith("text/") or (
+        media.startswith("application/") and media.endswith("+xml"))
+
+
+def _entry_link(item: Any) -> str:
+    """The href of the entry's own link element; never its id.
+
+    feedparser copies an Atom id or an RSS guid into `link` when the entry has no link element
+    (`guidislink`), so `link` counts only if it is one of the entry's `links`; else the first alternate.
+    """
+    links = [link for link in item.get("links") or [] if hasattr(link, "get") and clean(link.get("href"))]
+    hrefs = [clean(link.get("href")) for link in links]
+    chosen = clean(item.get("link"))
+    if chosen and chosen in hrefs:
+        return chosen
+    return next((clean(link.get("href")) for link in links if link.get("rel", "alternate") == "alternate"), "")
+
+
+def _iso_from_raw(raw: str) -> str | None:
+    """An ISO 8601 / RFC 3339 date with its milliseconds (feedparser's struct_time drops them), else None.
+
+    A value without a zone is UTC. RFC 822 dates and other shapes are left to feedparser.
+    """
+    if not raw[:1].isdigit():
+        return None
+    try:
+        return iso_from_datetime(datetime.fromisoformat(raw))
+    except (ValueError, OverflowError):
+        return None
+
+
 def _xml_entry(item: Any, atom: bool) -> FeedEntry:
-    link = clean(item.get("link"))
+    link = _entry_link(item)
     title = clean(item.get("title"))
     entry_id = clean(item.get("id")) or link or title
     if not entry_id:
@@ -255,13 +401,13 @@ def _xml_entry(item: Any, atom: bool) -> FeedEntry:
         parsed_date = item.get("published_parsed") or item.get("updated_parsed")
     raw_date = printable(raw_date)
     error = None
-    published = None
-    if parsed_date is not None:
+    published = _iso_from_raw(raw_date)
+    if published is None and parsed_date is not None:
         try:
             published = _iso_from_struct(parsed_date)
         except (ValueError, OverflowError, OSError, TypeError):
             error = f"date {raw_date[:60]!r} is out of range; used the time it was seen"
-    elif raw_date:
+    elif published is None and raw_date:
         error = f"unparsable date {raw_date[:60]!r}; used the time it was seen"
     return FeedEntry(
         id=entry_id,
