@@ -1,9 +1,12 @@
-"""Poll benchmark: 1,000 sources on a loopback feed server that answers each request after 50 ms.
+"""Poll benchmark: 1,000 feed sources on a loopback server that answers each request after 50 ms, and
+1,000 `git` sources (local bare repositories with 10 annotated tags each, read by `git ls-remote`).
 
-Prints one cold pass (full bodies, priming every source), a steady-state pass (conditional GET → 304),
+Feeds: one cold pass (full bodies, priming every source), a steady-state pass (conditional GET → 304),
 requests per second, bytes downloaded, and how many TCP connections the poller opened.
+git: a cold pass (priming), a steady pass (refs unchanged: nothing parsed), and a pass after a new tag was
+pushed to one repository in ten (those emit).
 
-    .venv/bin/python bench/poll_bench.py [--sources 1000] [--latency-ms 50]
+    .venv/bin/python bench/poll_bench.py [--sources 1000] [--latency-ms 50] [--git-sources 1000]
 """
 
 from __future__ import annotations
@@ -112,10 +115,73 @@ async def run_bench(n_sources: int, port: int) -> None:
     print(f"TCP connections opened     {stats['connections'] - 1}   (for {requests} requests: keep-alive reuse)")
 
 
+def _git(cwd: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.invalid", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@example.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+
+async def run_git_bench(n_sources: int) -> None:
+    import shutil
+
+    from core.config import Settings
+    from core.service import Service
+
+    tmp = Path(tempfile.mkdtemp(prefix="patchmoi-git-bench-"))
+    work, template = tmp / "work", tmp / "template.git"
+    work.mkdir()
+    _git(work, "init", "-q", "-b", "main")
+    for i in range(10):
+        (work / "f.txt").write_text(f"{i}\n")
+        _git(work, "add", "-A")
+        _git(work, "commit", "-q", "-m", f"c{i}")
+        _git(work, "tag", "-a", "-m", f"v1.{i}.0", f"v1.{i}.0")
+    _git(tmp, "clone", "-q", "--bare", str(work), str(template))
+    _git(template, "gc", "-q")
+    t0 = time.perf_counter()
+    repos = []
+    for i in range(n_sources):
+        repo = tmp / "repos" / f"p{i}.git"
+        shutil.copytree(template, repo)
+        repos.append(repo)
+    made = time.perf_counter() - t0
+    sources = [{
+        "id": f"git-{i}", "kind": "git", "provider": "generic", "url": str(repo), "event": "release",
+        "versions": {"prereleases": False},
+        "repo": {"owner": "acme", "name": f"p{i}", "fullName": f"acme/p{i}", "webUrl": f"https://example.invalid/p{i}"},
+    } for i, repo in enumerate(repos)]
+    (tmp / "feed-sources.json").write_text(json.dumps({"sources": sources}))
+    settings = Settings.from_env({"DATA_DIR": str(tmp / "data"), "FEED_SOURCES_PATH": str(tmp / "feed-sources.json")})
+    service = Service(settings)
+    passes = []
+    try:
+        for label in ("cold pass (prime)", "steady pass (refs unchanged)", "1 in 10 has a new tag"):
+            if label.startswith("1 in 10"):
+                _git(work, "commit", "-q", "--allow-empty", "-m", "new")
+                _git(work, "tag", "-a", "-m", "v2.0.0", "v2.0.0")
+                for repo in repos[::10]:
+                    _git(work, "push", "-q", str(repo), "main", "v2.0.0")
+            t = time.perf_counter()
+            reports = await service.poll_once()
+            took = time.perf_counter() - t
+            statuses: dict[str, int] = {}
+            for r in reports:
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+            passes.append((label, took, statuses, sum(r.emitted for r in reports)))
+    finally:
+        await service.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"git sources                {n_sources}   (bare repositories made in {made:.1f} s, 10 annotated tags each)")
+    for label, took, statuses, emitted in passes:
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
+        print(f"git {label:<27}{took:7.2f} s   {took / n_sources * 1000:6.2f} ms/source   {counts}; {emitted} emitted")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", type=int, default=1000)
     ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--git-sources", type=int, default=1000, help="git sources for the ls-remote pass (0: skip)")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -136,6 +202,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+    if args.git_sources:
+        asyncio.run(run_git_bench(args.git_sources))
 
 
 if __name__ == "__main__":

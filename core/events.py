@@ -2,39 +2,37 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from core.feeds.parse import FeedEntry
+from core.feeds.entries import FeedEntry
+from core.feeds.shapes import commit_sha, feed_branch, release_tag
 from core.records import FeedJob, FeedSignal, FlowEvent, now_iso
 from core.sources import FeedSource
 
-_SHA = re.compile(r"[0-9a-f]{40}", re.IGNORECASE)
-_RELEASE_PATH = re.compile(r"/releases/tag/([^/?#]+)")
-_GITHUB_TAG_ID = re.compile(r"^tag:github\.com,\d{4}:Repository/[^/]+/(.+)$")
+
+def entry_tag(source: FeedSource, entry: FeedEntry) -> str | None:
+    """The upstream tag of a release entry: as the source knows it (git), from the entry's link or id by the
+    host's shape (GitHub, GitLab, Forgejo), or else its title (spec §2)."""
+    return entry.tag or release_tag(entry.url, entry.id, source.provider) or entry.title or None
 
 
 def signal_ref(source: FeedSource, entry: FeedEntry) -> str | None:
     if source.event == "push":
-        return f"refs/heads/{source.repo.default_branch}" if source.repo.default_branch else None
-    if entry.url:
-        match = _RELEASE_PATH.search(urlsplit(entry.url).path)
-        if match:
-            return unquote(match.group(1))
-    if source.provider == "github":
-        match = _GITHUB_TAG_ID.match(entry.id)
-        if match:
-            return match.group(1)
-    return entry.title or None
+        if entry.ref:
+            return entry.ref
+        branch = source.repo.default_branch or feed_branch(source.url)
+        return f"refs/heads/{branch}" if branch else None
+    return entry_tag(source, entry)
 
 
 def signal_sha(entry: FeedEntry) -> str | None:
-    match = _SHA.search(entry.url) if entry.url else _SHA.search(entry.id)
-    return match.group(0) if match else None
+    return entry.sha or commit_sha(entry.url, entry.id)
 
 
-def build_signal(source: FeedSource, entry: FeedEntry, received_at: str | None = None) -> FeedSignal:
+def build_signal(source: FeedSource, entry: FeedEntry, received_at: str | None = None, *, tag: str | None = None,
+                 version: str | None = None, filtered: str | None = None) -> FeedSignal:
+    """The signal of one entry. `tag`/`version` come from the source's policy (a registry version mapped by
+    `tagTemplate`, or a tag with the template taken off); `filtered` says why the policy turned it down."""
     raw: dict[str, Any] = {
         "id": entry.id, "title": entry.title, "url": entry.url, "author": entry.author,
         "publishedAt": entry.published_raw,
@@ -50,12 +48,16 @@ def build_signal(source: FeedSource, entry: FeedEntry, received_at: str | None =
         author=entry.author,
         published_at=entry.published_at,
         repo=source.repo.to_dict(),
-        ref=signal_ref(source, entry),
+        ref=tag if tag is not None and source.event == "release" else signal_ref(source, entry),
         sha=signal_sha(entry),
         target=dict(source.target.raw) if source.target else None,
         raw={k: v for k, v in raw.items() if v is not None},
         received_at=received_at or now_iso(),
     )
+    if version is not None:
+        signal.extra["version"] = version
+    if filtered is not None:
+        signal.extra["filtered"] = filtered
     if entry.error:
         signal.extra["warning"] = entry.error
     return signal
@@ -110,9 +112,12 @@ def build_flow_event(source: FeedSource, signal: FeedSignal) -> FlowEvent | None
         "sha": signal.sha,
         "tag": tag,
     }
-    if source.provider == "npm" and tag:
+    version = signal.extra.get("version")
+    if source.kind in ("npm", "pypi") and tag:
         payload["packageName"] = repo.full_name
-        payload["version"] = tag
+        payload["version"] = version if isinstance(version, str) else tag
+    elif isinstance(version, str) and version != tag:
+        payload["version"] = version
     payload["raw"] = signal.raw
     payload = {k: v for k, v in payload.items() if v is not None}
     payload.update(target.payload)

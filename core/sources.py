@@ -7,14 +7,24 @@ errors, so an operator can fix the file without guessing.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from core.errors import ConfigError
+from core.feeds.gitremote import validate_remote_url
+from core.feeds.selection import TEMPLATE_FIELD, VersionPolicy
+from core.feeds.versions import SCHEMES, RangeError, Scheme, parse_range
 
-PROVIDERS = ("codeberg", "github", "jojo", "npm", "forgejo", "gitea", "gitlab", "generic")
+PROVIDERS = ("codeberg", "github", "jojo", "npm", "pypi", "forgejo", "gitea", "gitlab", "generic")
 EVENTS = ("push", "release")
+KINDS = ("feed", "npm", "pypi", "git")
+"""How a source is read, one module each (core.feeds.kinds): an Atom/RSS feed, an npm packument, the PyPI
+JSON API, or the refs of a git remote (`git ls-remote`)."""
+DEFAULT_SCHEMES: dict[str, Scheme] = {"npm": "semver", "pypi": "pep440"}
+DEFAULT_KINDS = {"npm": "npm", "pypi": "pypi"}
+"""The kind a provider implies when `kind` is not given (npm packuments were always read as npm)."""
 WORKFLOW_MODES = ("workspace_flow", "flow_dispatch")
 LEGACY_MODES = ("notify_only", "fork_sync")
 DEFAULT_INTERVAL_SECONDS = 300.0
@@ -76,9 +86,15 @@ class FeedSource:
     poll_interval_seconds: float = DEFAULT_INTERVAL_SECONDS
     prime_only: bool = True
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    kind: str = "feed"
+    versions: VersionPolicy = field(default_factory=VersionPolicy)
+    branches: tuple[str, ...] = ()
+    """git push sources: the branch heads watched (fnmatch patterns)."""
 
 
-SOURCE_KEYS = frozenset({"id", "provider", "url", "event", "repo", "target", "pollIntervalSeconds", "primeOnly"})
+SOURCE_KEYS = frozenset({"id", "provider", "url", "event", "repo", "target", "pollIntervalSeconds", "primeOnly",
+                         "kind", "versions", "branches"})
+VERSIONS_KEYS = frozenset({"include", "exclude", "prereleases", "range", "tagTemplate", "newerOnly", "scheme"})
 REPO_KEYS = frozenset({"owner", "name", "fullName", "webUrl", "defaultBranch"})
 TARGET_KEYS = frozenset({
     "mode", "eventType", "workspaceUrl", "dispatchUrl", "workspaceUrlEnv", "dispatchUrlEnv", "workspaceSecretEnv",
@@ -169,13 +185,23 @@ def _parse_source(item: Any, c: _Checker, base_dir: Path | None) -> FeedSource:
     provider = c.string(item, "provider", required=True)
     if provider not in PROVIDERS:
         raise c.fail("provider", f"must be one of {', '.join(PROVIDERS)}; got {provider!r}")
+    kind = c.string(item, "kind", required=False) or DEFAULT_KINDS.get(provider or "", "feed")
+    if kind not in KINDS:
+        raise c.fail("kind", f"must be one of {', '.join(KINDS)}; got {kind!r}")
     url = c.string(item, "url", required=True)
     assert url is not None
-    if not url.startswith(("http://", "https://")):
+    if kind == "git":
+        problem = validate_remote_url(url)
+        if problem:
+            raise c.fail("url", f"must be a git remote (https://, ssh://, git://, file://, user@host:path or an "
+                         f"absolute path): {problem}")
+    elif not url.startswith(("http://", "https://")):
         raise c.fail("url", f"must be an http(s) URL, got {url[:80]!r}")
     event = c.string(item, "event", required=True)
     if event not in EVENTS:
         raise c.fail("event", f"must be 'push' or 'release', got {event!r}")
+    if kind in ("npm", "pypi") and event != "release":
+        raise c.fail("event", f"must be 'release' for a {kind} source (a registry publishes versions)")
     repo_raw = item.get("repo")
     if not isinstance(repo_raw, dict):
         raise c.fail("repo", "is required and must be an object with owner, name, fullName, webUrl")
@@ -194,6 +220,8 @@ def _parse_source(item: Any, c: _Checker, base_dir: Path | None) -> FeedSource:
     if not isinstance(prime, bool):
         raise c.fail("primeOnly", f"must be true or false, got {json.dumps(prime)}")
     target = _parse_target(item.get("target"), c, base_dir) if item.get("target") is not None else None
+    versions = _parse_versions(item.get("versions"), c, kind, event or "")
+    branches = _parse_branches(item.get("branches"), c, kind, event or "", repo.default_branch)
     return FeedSource(
         id=sid,
         provider=provider or "",
@@ -204,7 +232,69 @@ def _parse_source(item: Any, c: _Checker, base_dir: Path | None) -> FeedSource:
         poll_interval_seconds=float(interval),
         prime_only=prime,
         raw=item,
+        kind=kind,
+        versions=versions,
+        branches=branches,
     )
+
+
+def _parse_versions(raw: Any, c: _Checker, kind: str, event: str) -> VersionPolicy:
+    """The `versions` object: which releases of this source become work (core.feeds.selection)."""
+    default_scheme = DEFAULT_SCHEMES.get(kind, "loose")
+    if raw is None:
+        return VersionPolicy(scheme=default_scheme)
+    if not isinstance(raw, dict):
+        raise c.fail("versions", "must be an object like {\"include\": \"^3\\\\.\", \"prereleases\": false}")
+    if event != "release":
+        raise c.fail("versions", "applies to release sources (event 'release'); a push source follows a branch"
+                     + (" (choose them with 'branches')" if kind == "git" else ""))
+    c.known_keys(raw, VERSIONS_KEYS, "versions.")
+    scheme = raw.get("scheme", default_scheme)
+    if scheme not in SCHEMES:
+        raise c.fail("versions.scheme", f"must be one of {', '.join(SCHEMES)}; got {json.dumps(scheme)[:60]}")
+    patterns: dict[str, re.Pattern[str] | None] = {}
+    for key in ("include", "exclude"):
+        text = c.string(raw, key, required=False, prefix="versions.")
+        try:
+            patterns[key] = re.compile(text) if text else None
+        except re.error as exc:
+            raise c.fail(f"versions.{key}", f"is not a valid regular expression: {exc}") from None
+    flags = {}
+    for key, default in (("prereleases", True), ("newerOnly", False)):
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            raise c.fail(f"versions.{key}", f"must be true or false, got {json.dumps(value)[:60]}")
+        flags[key] = value
+    range_text = c.string(raw, "range", required=False, prefix="versions.")
+    try:
+        version_range = parse_range(range_text, scheme) if range_text else None
+    except RangeError as exc:
+        raise c.fail("versions.range", f"{exc} (scheme {scheme})") from None
+    template = c.string(raw, "tagTemplate", required=False, prefix="versions.")
+    if template is not None:
+        rest = template.replace(TEMPLATE_FIELD, "", 1)
+        if TEMPLATE_FIELD not in template or "{" in rest or "}" in rest:
+            raise c.fail("versions.tagTemplate", f"must contain {TEMPLATE_FIELD} once and no other braces, like "
+                         f"'rust-v{{version}}'; got {template[:80]!r}")
+    return VersionPolicy(scheme=scheme, include=patterns["include"], exclude=patterns["exclude"],
+                         prereleases=flags["prereleases"], range=version_range, tag_template=template,
+                         newer_only=flags["newerOnly"], raw=raw)
+
+
+def _parse_branches(raw: Any, c: _Checker, kind: str, event: str, default_branch: str | None) -> tuple[str, ...]:
+    if raw is not None and (kind != "git" or event != "push"):
+        raise c.fail("branches", "applies to git push sources (kind 'git', event 'push'); a feed follows the "
+                     "branch in its URL")
+    if kind != "git" or event != "push":
+        return ()
+    if raw is None:
+        if not default_branch:
+            raise c.fail("branches", "is required for a git push source without repo.defaultBranch, e.g. "
+                         "[\"main\", \"release/*\"]")
+        return (default_branch,)
+    if not isinstance(raw, list) or not raw or not all(isinstance(b, str) and b.strip() for b in raw):
+        raise c.fail("branches", f"must be a non-empty array of branch names or patterns, got {json.dumps(raw)[:80]}")
+    return tuple(b.strip().removeprefix("refs/heads/") for b in raw)
 
 
 def _parse_target(raw: Any, c: _Checker, base_dir: Path | None) -> Target:

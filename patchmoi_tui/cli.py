@@ -19,6 +19,7 @@ from patchmoi_tui import commands_read
 from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from patchmoi_tui.commands_ops import add_ops_commands
 from patchmoi_tui.commands_patch import add_patch_commands
+from patchmoi_tui.commands_sources import add_sources_commands
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ops_commands(sub, _common)
     add_patch_commands(sub, _common)
+    add_sources_commands(sub, _common)
 
     p = add("serve", "run the HTTP API (and the poller, unless --no-poll)", cmd_serve)
     p.add_argument("--host", help="bind address (env HOST, default 127.0.0.1)")

@@ -175,9 +175,9 @@ async def _poll_once(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json({"sources": data})
     else:
-        rows = [(r["sourceId"], r["status"], r["emitted"],
+        rows = [(r["sourceId"], r["status"], r["emitted"], len(r.get("filtered", [])),
                  shorten(r.get("error") or "; ".join(r.get("warnings", [])), 70)) for r in data]
-        print(table(("SOURCE", "STATUS", "NEW", "ERROR/WARNING"), rows, (32, 12, 4, 0)))
+        print(table(("SOURCE", "STATUS", "NEW", "FILTERED", "ERROR/WARNING"), rows, (32, 12, 4, 8, 0)))
     failures = service.dispatch_failures
     for failure in failures:
         print(f"dispatch failed: {failure['eventId']}: {failure['error']}", file=sys.stderr)

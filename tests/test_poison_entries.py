@@ -76,7 +76,8 @@ async def test_poison_atom_entries_are_skipped_and_reported_the_rest_goes_on(tmp
         await service.stop()
     assert report.status == "ok" and report.error is None
     assert report.emitted == 3
-    assert [s["ref"] for s in signals(tmp_path)] == ["v3", "v4", "v5"]  # good entries, oldest first
+    # good entries, oldest first; v4's date could not be read, so it is dated when seen: the newest
+    assert [s["ref"] for s in signals(tmp_path)] == ["v3", "v5", "v4"]
     year0 = next(s for s in signals(tmp_path) if s["ref"] == "v4")
     assert year0["warning"].startswith("date '0000-01-01T00:00:00Z' is out of range")
     skipped = {s["entryId"]: s for s in report.skipped}
@@ -120,9 +121,9 @@ async def test_fixed_version_of_a_skipped_entry_is_emitted_later(tmp_path: Path,
 
 
 async def test_skipped_history_is_marked_seen(tmp_path: Path, server: LoopbackServer) -> None:
-    """Where a readable entry would not have been emitted (priming a primeOnly source; below every seen entry),
-    a skipped one is history too: marked seen, so its fixed version is not emitted once it is all that is left
-    of the old entries."""
+    """Where a readable entry would not have been emitted (priming a primeOnly source), a skipped one is
+    history too: marked seen, so its fixed version is not emitted. One that was never seen is new wherever
+    it stands (newness is by id), so it is kept for retry and its fixed version is emitted."""
     feed = {"body": atom_feed([atom_entry("old", "old&#xFFFE;")]).encode()}
     server.route("/r.atom", lambda _r: Reply(body=feed["body"]))
     service = Service(settings_for(tmp_path, [source("rel", f"{server.url}/r.atom")]))
@@ -138,9 +139,9 @@ async def test_skipped_history_is_marked_seen(tmp_path: Path, server: LoopbackSe
         await service.stop()
     assert first.status == "primed" and [(s["entryId"], s["retry"]) for s in first.skipped] == [("old", False)]
     assert second.emitted == 1
-    assert third.emitted == 1 and [(s["entryId"], s["retry"]) for s in third.skipped] == [("older", False)]
-    assert fourth.emitted == 1 and fourth.warnings == []
-    assert [s["ref"] for s in signals(tmp_path)] == ["v2", "v3", "v4"]
+    assert third.emitted == 1 and [(s["entryId"], s["retry"]) for s in third.skipped] == [("older", True)]
+    assert fourth.emitted == 2 and fourth.skipped == []
+    assert [s["ref"] for s in signals(tmp_path)] == ["v2", "v3", "older", "v4"]
 
 
 def test_any_other_failure_of_one_entry_costs_that_entry(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,10 +177,10 @@ async def test_entry_that_cannot_be_recorded_is_skipped_and_retried(tmp_path: Pa
     real = poller_module.build_signal
     broken = {"v2"}
 
-    def build_signal(src: FeedSource, entry: Any) -> Any:
+    def build_signal(src: FeedSource, entry: Any, *args: Any, **kwargs: Any) -> Any:
         if entry.id in broken:
             raise UnicodeEncodeError("utf-8", entry.id, 0, 1, "surrogates not allowed")
-        return real(src, entry)
+        return real(src, entry, *args, **kwargs)
 
     monkeypatch.setattr(poller_module, "build_signal", build_signal)
     feed = {"body": atom_feed([atom_entry("v1")]).encode()}
@@ -239,7 +240,8 @@ async def test_npm_5000_digit_number_does_not_cost_the_document(tmp_path: Path, 
     try:
         await service.poll_once()
         feed["body"] = npm_raw("@acme/pkg", [*versions, f'"1.1.0": {BIG}', '"1.2.0": "2026-05-03T00:00:00.000Z"'],
-                               extra=f'"versions": {{"1.2.0": {{"dist": {{"unpackedSize": -{BIG}}}}}}}')
+                               extra=f'"versions": {{"1.0.0": {{}}, "1.1.0": {{}}, '
+                                     f'"1.2.0": {{"dist": {{"unpackedSize": -{BIG}}}}}}}')
         report = (await service.poll_once())[0]
     finally:
         await service.stop()

@@ -178,6 +178,10 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
                 tmux.wait_for(name, "1 Upstream", timeout=30)
                 tmux.wait_for(name, "remote" if "--url" in command else "local", timeout=10)
                 tmux.keys(name, "q")
+            elif command.startswith("patchmoi sources test"):  # before the exports: the file is named outright
+                out = sh(f"{PATCHMOI} sources test acme-widget --sources {etc / 'feed-sources.json'} "
+                         f"--data-dir {data}")
+                assert "next poll:" in out.stdout and "v1.0.0" in out.stdout
             elif command.startswith("patchmoi poll"):
                 if server is not None:  # one poller per DATA_DIR: `poll --once` is the cron alternative to serve
                     os.killpg(server.pid, signal.SIGTERM)

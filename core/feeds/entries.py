@@ -69,6 +69,8 @@ class ParsedFeed:
     """npm only: dist-tag -> version, as the registry has them now (moves are signals)."""
     modified: str | None = None
     """npm only: the packument's `time.modified`, which changes with every publish and dist-tag move."""
+    package: str | None = None
+    """Registries: the package name as the registry spells it."""
 
 
 class EntrySkip(Exception):

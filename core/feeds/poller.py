@@ -1,30 +1,40 @@
-"""Poll feed sources and turn new entries into durable records (ARCHITECTURE §2).
+"""Poll upstream sources and turn new entries into durable records (ARCHITECTURE §2).
 
 Each step of an entry is idempotent by id (signal, job, flow event, notification), and the cursor is saved
 after every entry, so a crash at any point re-runs at most one entry's steps, creating nothing twice.
-A bounded seen-id set (not only the Bun service's single `lastSeenId`) decides what is new, so a cursor
-that scrolled out of the window does not re-emit the whole feed; a burst is capped and reported.
 
-One entry that cannot be read (parse.py skips it) or recorded (`_accept` raises on its data) costs that entry
-only: it is listed in the report (`skipped`, and a warning), in /readyz (`skippedEntries`) and in
-feed-state.json (`skipped`), and the rest of the source goes on. A skipped entry that would have been emitted
-is not marked seen but kept for retry, so a later, fixed version of it is emitted wherever it then stands in
-the feed; one that a readable entry in its place would not have been emitted for (history: priming a
-primeOnly source, below every seen entry) is marked seen like that readable entry would have been.
+**New by identity.** An entry is new when its id was never seen, wherever it stands in the document (an entry
+inserted below older ones, or a backport dated last week, is still new). The ids of the newest `SEEN_CAP`
+entries are kept as they are (`seen`); a longer document's other ids are kept as 40-bit digests (`known`),
+so a packument with thousands of versions costs ~10 bytes per version and never re-emits its history. New
+entries are emitted oldest first: by date, then document order. The first poll primes; a burst is capped.
+
+**Selected by policy.** Each new entry goes through the source's `versions` policy (core.feeds.selection):
+one it turns down is still recorded as a signal, marked `filtered` with the reason, and starts nothing.
+
+One entry that cannot be read (the kind's parser skips it) or recorded (`_accept` raises on its data) costs
+that entry only: it is listed in the report (`skipped`, and a warning), in /readyz (`skippedEntries`) and in
+feed-state.json (`skipped`), and the rest of the source goes on. A skipped entry that was new is not marked
+seen, so a later, fixed version of it is emitted; one that was history is marked seen like a readable one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.events import build_flow_event, build_job, build_signal
+from core.events import build_flow_event, build_job, build_signal, entry_tag
+from core.feeds.entries import MAX_ID_CHARS, FeedEntry, ParsedFeed, safe_text
 from core.feeds.fetch import Fetcher
-from core.feeds.parse import MAX_ID_CHARS, FeedEntry, FeedParseError, ParsedFeed, parse_feed, safe_text
+from core.feeds.kinds import ReadContext, read_source
+from core.feeds.npm import dist_tag_moves
+from core.feeds.selection import Decision, decide
+from core.feeds.versions import Key, parse_version
 from core.log import log_event
 from core.notify.discord import Outbox
 from core.records import iso_at, now_iso
@@ -35,6 +45,45 @@ SEEN_CAP = 500
 MAX_BURST = 50
 MAX_PRIME_EMIT = 100
 MAX_SKIPPED_KEPT = 50
+DIGEST_CHARS = 10
+GIT_PROCESSES = 8
+
+
+def id_digest(entry_id: str) -> str:
+    """40 bits of an entry id: with 50,000 ids known, a new id is taken for seen once in ~20 million."""
+    return hashlib.blake2b(entry_id.encode("utf-8", "surrogatepass"), digest_size=DIGEST_CHARS // 2).hexdigest()
+
+
+class Newness:
+    """What a source has seen: exact ids (`seen`, `lastSeenId`) and digests of the rest (`known`).
+
+    A state without `known` was written before newness went by identity (or by the Bun service): for that
+    one poll, entries standing below the oldest seen one are taken as history, as they were then.
+    """
+
+    def __init__(self, st: dict[str, Any] | None) -> None:
+        st = st or {}
+        self.seen_list = [str(x) for x in st.get("seen") or []]
+        self.seen = set(self.seen_list)
+        if st.get("lastSeenId"):
+            self.seen.add(str(st["lastSeenId"]))
+        known = st.get("known")
+        self.legacy = not isinstance(known, str)
+        text = known if isinstance(known, str) else ""
+        self.known = {text[i:i + DIGEST_CHARS] for i in range(0, len(text), DIGEST_CHARS)}
+
+    def has(self, entry_id: str) -> bool:
+        return entry_id in self.seen or (bool(self.known) and id_digest(entry_id) in self.known)
+
+    def legacy_history(self, entries: list[FeedEntry]) -> int:
+        """Legacy state: the index below which entries may be new (the oldest seen entry's position)."""
+        positions = [i for i, e in enumerate(entries) if e.id in self.seen]
+        return max(positions) if positions else len(entries)
+
+
+def emission_order(entries: list[FeedEntry]) -> list[FeedEntry]:
+    """Oldest first: by date, then by document order (documents list newest first)."""
+    return [e for _, e in sorted(enumerate(entries), key=lambda p: (p[1].published_at, -p[0]))]
 
 
 @dataclass
@@ -47,6 +96,10 @@ class PollReport:
     warnings: list[str] = field(default_factory=list)
     # {sourceId, entryId (None if unknown), reason, retry (not marked seen: a fixed version will be emitted)}
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # new entries the source's `versions` policy turned down: {entryId, tag, version, reason}
+    filtered: list[dict[str, Any]] = field(default_factory=list)
+    # signals that are not releases (npm dist-tag moves), by title
+    signals: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
 
     def skip(self, entry_id: str | None, reason: str, *, retry: bool) -> None:
@@ -66,6 +119,10 @@ class PollReport:
             out["warnings"] = self.warnings
         if self.skipped:
             out["skipped"] = self.skipped
+        if self.filtered:
+            out["filtered"] = self.filtered
+        if self.signals:
+            out["signals"] = self.signals
         return out
 
 
@@ -111,6 +168,7 @@ class Poller:
         self.on_flow_event = on_flow_event
         self.state = FeedState(store)
         self.semaphore = asyncio.Semaphore(concurrency)
+        self.git_slots = asyncio.Semaphore(GIT_PROCESSES)
         self.health: dict[str, dict[str, Any]] = {}
         self.in_flight: set[str] = set()
 
@@ -132,30 +190,27 @@ class Poller:
         if st is None or (not st.get("primed") and not st.get("lastSeenId")):
             if source.prime_only:
                 return [], warnings, True
-            chosen = unique[:MAX_PRIME_EMIT]
+            chosen = emission_order(unique)[-MAX_PRIME_EMIT:]
             if len(unique) > MAX_PRIME_EMIT:
                 warnings.append(f"primeOnly=false: emitted the newest {MAX_PRIME_EMIT} of {len(unique)} entries")
-            return chosen[::-1], warnings, True
-        seen = {str(x) for x in st.get("seen") or []}
-        if st.get("lastSeenId"):
-            seen.add(str(st["lastSeenId"]))
-        # entries skipped last time that would have been emitted are retried wherever they now are
-        retry = {str(x.get("entryId")) for x in st.get("skipped") or []
-                 if isinstance(x, dict) and x.get("retry") and x.get("entryId")}
-        positions = [i for i, e in enumerate(unique) if e.id in seen]
-        if positions:
-            oldest_seen = max(positions)
-            candidates = [e for i, e in enumerate(unique) if e.id not in seen and (i < oldest_seen or e.id in retry)]
+            return chosen, warnings, True
+        newness = Newness(st)
+        if newness.legacy:
+            retry = {str(x.get("entryId")) for x in st.get("skipped") or []
+                     if isinstance(x, dict) and x.get("retry") and x.get("entryId")}
+            below = newness.legacy_history(unique)
+            candidates = [e for i, e in enumerate(unique) if e.id not in newness.seen and (i < below or e.id in retry)]
         else:
-            candidates = unique
-            if unique:
-                warnings.append("none of the previously seen entries is in the feed any more (window scrolled, "
-                                "history rewritten or feed replaced); treating all entries as new")
-        if len(candidates) > MAX_BURST:
-            warnings.append(f"{len(candidates)} new entries at once; emitted the newest {MAX_BURST}, "
-                            f"skipped {len(candidates) - MAX_BURST} older ones")
-            candidates = candidates[:MAX_BURST]
-        return candidates[::-1], warnings, False
+            candidates = [e for e in unique if not newness.has(e.id)]
+        if unique and len(candidates) == len(unique) and (newness.seen or newness.known):
+            warnings.append("none of the previously seen entries is in the feed any more (window scrolled, "
+                            "history rewritten or feed replaced); treating all entries as new")
+        chosen = emission_order(candidates)
+        if len(chosen) > MAX_BURST:
+            warnings.append(f"{len(chosen)} new entries at once; emitted the newest {MAX_BURST}, "
+                            f"skipped {len(chosen) - MAX_BURST} older ones")
+            chosen = chosen[-MAX_BURST:]
+        return chosen, warnings, False
 
     @staticmethod
     def skipped_were_new(source: FeedSource, parsed: ParsedFeed, st: dict[str, Any] | None,
@@ -163,12 +218,39 @@ class Poller:
         """For each skipped entry: would it have been emitted had it been readable (as `select_new` decides)?"""
         if priming:
             return [not source.prime_only and s.position < MAX_PRIME_EMIT for s in parsed.skipped]
-        seen = {str(x) for x in (st or {}).get("seen") or []}
-        if (st or {}).get("lastSeenId"):
-            seen.add(str((st or {})["lastSeenId"]))
-        positions = [i for i, e in enumerate(parsed.entries) if e.id in seen]
-        oldest_seen = max(positions) if positions else len(parsed.entries)
-        return [s.position <= oldest_seen for s in parsed.skipped]
+        newness = Newness(st)
+        if newness.legacy:
+            below = newness.legacy_history(parsed.entries)
+            return [s.position <= below for s in parsed.skipped]
+        return [s.id is None or not newness.has(s.id) for s in parsed.skipped]
+
+    # -- selection by policy -----------------------------------------------------------------------------
+    @staticmethod
+    def decide(source: FeedSource, entry: FeedEntry, newest: tuple[str, Key] | None) -> Decision:
+        """The source's `versions` policy on one entry (push sources follow a branch: always selected)."""
+        if source.event != "release":
+            return Decision(None, None)
+        yanked = entry.extra.get("yanked")
+        return decide(source.versions, tag=None if entry.version else entry_tag(source, entry),
+                      version=entry.version,
+                      yanked=str(entry.extra.get("yankedReason") or "") if yanked else None, newest=newest)
+
+    @staticmethod
+    def newest_version(source: FeedSource, st: dict[str, Any] | None) -> tuple[str, Key] | None:
+        name = (st or {}).get("newestVersion")
+        parsed = parse_version(name, source.versions.scheme) if isinstance(name, str) else None
+        return (name, parsed.key) if isinstance(name, str) and parsed else None
+
+    @staticmethod
+    def prime_newest(source: FeedSource, entries: list[FeedEntry]) -> str | None:
+        """The newest version among the entries the policy would select (what `newerOnly` starts from)."""
+        best: tuple[Key, str] | None = None
+        for entry in entries:
+            decision = Poller.decide(source, entry, None)
+            if decision.selected and decision.key is not None and decision.version is not None and (
+                    best is None or decision.key > best[0]):
+                best = (decision.key, decision.version)
+        return best[1] if best else None
 
     # -- one source --------------------------------------------------------------------------------------
     async def poll_source(self, source: FeedSource) -> PollReport:
@@ -198,29 +280,19 @@ class Poller:
             report.error = (f"Feed {source.id} waiting until {iso_at(not_before)} (the host sent Retry-After); "
                             "not fetched")
             return
-        result = await self.fetcher.fetch(
-            source.url,
-            etag=prev.get("etag") if not prev.get("lastError") else None,
-            last_modified=prev.get("lastModified") if not prev.get("lastError") else None,
-        )
+        read = await read_source(source, ReadContext(self.fetcher, self.git_slots, prev))
         now = now_iso()
-        if result.error:
-            report.status, report.error = "error", f"Feed {source.id} {result.error}"
-            if result.retry_after:
-                self.state.put(source.id, {**prev, "notBefore": time.time() + result.retry_after}, flush=False)
+        if read.error:
+            report.status, report.error = "error", read.error
+            if read.retry_after:
+                self.state.put(source.id, {**prev, "notBefore": time.time() + read.retry_after}, flush=False)
             return
-        if result.not_modified:
+        if read.not_modified:
             report.status = "not_modified"
             self.state.put(source.id, {**prev, "lastCheckedAt": now, "lastError": None}, flush=False)
             return
-        try:
-            # off the event loop: a big document takes seconds to parse, and other sources' fetches (with their
-            # deadlines) must keep going meanwhile
-            parsed = await asyncio.to_thread(parse_feed, result.body, provider=source.provider,
-                                             content_type=result.content_type)
-        except FeedParseError as exc:
-            report.status, report.error = "error", f"Feed {source.id}: {exc}"
-            return
+        parsed = read.parsed
+        assert parsed is not None
         new, warnings, priming = self.select_new(source, parsed.entries, st)
         fresh = self.skipped_were_new(source, parsed, st, priming)
         for skipped, retry in zip(parsed.skipped[:MAX_SKIPPED_KEPT], fresh, strict=False):
@@ -232,12 +304,19 @@ class Poller:
         report.warnings.extend(f"entry {e.id[:80]!r}: {e.error}" for e in parsed.entries if e.error)
         report.warnings.extend(warnings)
         seen = [str(x) for x in prev.get("seen") or []]
-        base = {**prev, "etag": result.etag, "lastModified": result.last_modified, "lastError": None,
+        base = {**prev, "etag": read.etag, "lastModified": read.last_modified, "lastError": None,
                 "notBefore": None}
+        if parsed.dist_tags is not None:
+            base = self._dist_tags(source, parsed, base, report, signals=not priming and "distTags" in prev)
+        newest = self.newest_version(source, prev)
+        if priming and source.versions.newer_only:
+            name = self.prime_newest(source, parsed.entries)
+            newest = self.newest_version(source, {"newestVersion": name})
         failed: set[str] = set()
         for entry in new:
             try:
-                event_id = self._accept(source, entry)
+                decision = self.decide(source, entry, newest)
+                event_id = self._accept(source, entry, decision)
             except (ValueError, TypeError, LookupError, OverflowError) as exc:
                 # this entry's data, not the store (an OSError still fails the poll): skip it, keep going,
                 # and leave it unseen so the next poll retries it (every step of _accept is idempotent)
@@ -245,33 +324,50 @@ class Poller:
                 report.skip(entry.id, f"could not be recorded ({type(exc).__name__}: {safe_text(str(exc))})",
                             retry=True)
                 continue
-            report.emitted += 1
-            if event_id:
-                report.events.append(event_id)
+            if decision.selected:
+                report.emitted += 1
+                if event_id:
+                    report.events.append(event_id)
+                if decision.key is not None and decision.version is not None and (
+                        newest is None or decision.key > newest[1]):
+                    newest = (decision.version, decision.key)
+            else:
+                report.filtered.append({"entryId": entry.id, "tag": decision.tag, "version": decision.version,
+                                        "reason": decision.reason})
+            if newest is not None:
+                base["newestVersion"] = newest[0]
             seen = [entry.id, *[s for s in seen if s != entry.id]][:SEEN_CAP]
             # progress saved per entry: a crash re-runs at most this entry's (idempotent) steps
             self.state.put(source.id, {**base, "lastSeenId": entry.id, "seen": seen, "primed": True,
                                        "lastCheckedAt": now}, flush=True)
-        window = [e.id for e in parsed.entries[:SEEN_CAP] if e.id not in failed]
+        if newest is not None:
+            base["newestVersion"] = newest[0]
+        window = [e.id for e in emission_order(parsed.entries)[::-1] if e.id not in failed]
         # Marked seen on purpose: these skipped entries stand where a readable entry is taken as history (priming
-        # a primeOnly source, or below every seen entry), so their later, fixed versions are history too.
+        # a primeOnly source, or seen before), so their later, fixed versions are history too.
         window += [s.id for s, retry in zip(parsed.skipped, fresh, strict=False)
                    if not retry and s.id and safe_text(s.id, MAX_ID_CHARS) == s.id]
-        merged_seen = (window + [s for s in seen if s not in set(window)])[:SEEN_CAP]
-        final = {**base, "seen": merged_seen, "primed": True, "lastCheckedAt": now}
+        in_window = set(window)
+        merged = window + [s for s in seen if s not in in_window]
+        final = {**base, "seen": merged[:SEEN_CAP], "known": "".join(sorted({id_digest(i) for i in merged[SEEN_CAP:]})),
+                 "primed": True, "lastCheckedAt": now}
         final.pop("skipped", None)
         if report.skipped:  # what was skipped now, and which of it a fixed version will be emitted for
             final["skipped"] = [{k: x[k] for k in ("entryId", "reason", "retry")}
                                 for x in report.skipped[:MAX_SKIPPED_KEPT]]
-        if window:
-            final["lastSeenId"] = window[0]
+        first = next((e.id for e in parsed.entries if e.id not in failed), None)
+        if first is not None:  # the document's first entry, as the Bun service kept it
+            final["lastSeenId"] = first
         self.state.put(source.id, final, flush=bool(new))
         report.status = "primed" if priming and not new else "ok"
 
-    def _accept(self, source: FeedSource, entry: FeedEntry) -> str | None:
-        signal = build_signal(source, entry)
+    def _accept(self, source: FeedSource, entry: FeedEntry, decision: Decision) -> str | None:
+        signal = build_signal(source, entry, tag=decision.tag, version=decision.version, filtered=decision.reason)
         signal_dict = signal.to_dict()
         self.store.feed_events.append_if_absent(signal_dict, signal.id)
+        if decision.reason is not None:
+            log_event("feed.filtered", sourceId=source.id, entryId=entry.id, reason=decision.reason)
+            return None
         job = build_job(source, signal)
         if job is not None:
             self.store.feed_jobs.append_if_absent(job.to_dict(), job.id)
@@ -287,6 +383,27 @@ class Poller:
         log_event("feed.accepted", sourceId=source.id, provider=source.provider, event=source.event,
                   entryId=entry.id, job=job.id if job else None, flowEvent=event_id)
         return event_id
+
+    def _dist_tags(self, source: FeedSource, parsed: ParsedFeed, base: dict[str, Any], report: PollReport,
+                   *, signals: bool) -> dict[str, Any]:
+        """npm: each dist-tag move since the last poll is a signal (a release is not; a rollback says so)."""
+        current = parsed.dist_tags or {}
+        previous = base.get("distTags") if isinstance(base.get("distTags"), dict) else {}
+        assert isinstance(previous, dict)
+        if signals and current != previous:
+            for entry in dist_tag_moves(parsed.package or source.repo.full_name, previous, current, parsed.modified):
+                version = entry.extra.get("version")
+                tag = source.versions.tag_for(version) if isinstance(version, str) else None
+                signal = build_signal(source, entry, tag=tag, version=version if isinstance(version, str) else None)
+                signal_dict = signal.to_dict()
+                self.store.feed_events.append_if_absent(signal_dict, signal.id)
+                self.outbox.enqueue_signal(signal_dict, None)
+                report.signals.append(entry.title)
+                log_event("feed.dist_tag", sourceId=source.id, entryId=entry.id, title=entry.title)
+        base = {**base, "distTags": current}
+        if current != previous:
+            self.state.put(source.id, base, flush=True)
+        return base
 
     def _record_health(self, source: FeedSource, report: PollReport) -> None:
         now = now_iso()
