@@ -178,6 +178,9 @@ async def _poll_once(args: argparse.Namespace, settings: Settings) -> int:
         rows = [(r["sourceId"], r["status"], r["emitted"], len(r.get("filtered", [])),
                  shorten(r.get("error") or "; ".join(r.get("warnings", [])), 70)) for r in data]
         print(table(("SOURCE", "STATUS", "NEW", "FILTERED", "ERROR/WARNING"), rows, (32, 12, 4, 8, 0)))
+        for r in data:
+            for f in r.get("filtered", []):
+                print(f"filtered: {r['sourceId']} {f.get('tag') or f.get('entryId')}: {f['reason']}")
     failures = service.dispatch_failures
     for failure in failures:
         print(f"dispatch failed: {failure['eventId']}: {failure['error']}", file=sys.stderr)

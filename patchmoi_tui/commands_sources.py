@@ -39,20 +39,30 @@ def add_sources_commands(sub: Any, common: Any) -> None:
     p.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
     p.set_defaults(handler=cmd_sources_list)
     inner = p.add_subparsers(dest="sources_command", metavar="ACTION")
+
+    def options(sp: argparse.ArgumentParser) -> None:
+        """The group's options again, defaulting to nothing: `sources --json test X` and `sources test X
+        --json` both work (a sub-parser's own defaults would overwrite the group's values)."""
+        sp.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
+                        help="state directory (env DATA_DIR, default ./data)")
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON on stdout instead of text")
+        sp.add_argument("--sources", metavar="FILE", default=argparse.SUPPRESS,
+                        help="feed-sources.json (env FEED_SOURCES_PATH)")
+
     lp = inner.add_parser("list", help="every source: kind, event, version policy, last poll",
                           description="Every source in the file: its kind, event, target, `versions` policy, "
                           "when it was last polled and its last error (from DATA_DIR).")
-    common(lp)
-    lp.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
+    options(lp)
     lp.set_defaults(handler=cmd_sources_list)
     tp = inner.add_parser("test", help="read one source now and show which entries the next poll would emit",
                           description="Read one source live and show, for each entry, what the next poll would "
                           "do with it and why. Writes nothing.", epilog=EPILOG,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    common(tp)
+    options(tp)
     tp.add_argument("source", metavar="SOURCE", help="the source's id in feed-sources.json")
-    tp.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
-    tp.add_argument("--limit", type=int, default=30, help="show the newest N entries (default 30; 0 for all)")
+    tp.add_argument("--limit", type=int, default=30,
+                    help="show the newest N entries and every new one (default 30; 0 for all)")
     tp.set_defaults(handler=cmd_sources_test)
 
 
@@ -132,7 +142,9 @@ def cmd_sources_test(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
     data = preview.to_dict()
-    rows = preview.rows if args.limit <= 0 else preview.rows[: args.limit]
+    # the newest N, and every entry the next poll takes (a backport can stand deep in a git remote's tags)
+    rows = preview.rows if args.limit <= 0 else [
+        r for i, r in enumerate(preview.rows) if i < args.limit or r.state in ("new", "capped")]
     if args.json:
         data["entries"] = [r.to_dict() for r in rows]
         emit_json(data)

@@ -15,13 +15,13 @@ from patchmoi_tui.textfmt import relative_time, shorten
 GLYPHS = {
     "started": "…", "dispatched": "→", "completed": "✓", "changed": "✚", "skipped": "·",
     "needs_intervention": "!", "blocked": "⊘", "failed": "✗", "queued": "…", "running": "▶",
-    "push": "↑", "release": "◆",
+    "push": "↑", "release": "◆", "filtered": "·", "dist-tag": "⇄",
 }
 # ANSI names, so the 16-colour palette and both dark and light themes keep them readable.
 COLOURS = {
     "changed": "green", "completed": "green", "dispatched": "blue", "started": "cyan", "queued": "cyan",
     "running": "cyan", "skipped": "bright_black", "needs_intervention": "bold yellow", "blocked": "magenta",
-    "failed": "bold red", "push": "cyan", "release": "green",
+    "failed": "bold red", "push": "cyan", "release": "green", "filtered": "bright_black", "dist-tag": "blue",
 }
 
 
@@ -81,8 +81,13 @@ def _signal_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     repo = r.get("repo") if isinstance(r.get("repo"), dict) else {}
     assert isinstance(repo, dict)
     ref = r.get("ref") or str(r.get("sha") or "")[:12] or "-"
-    return (age(r, now, "receivedAt", "publishedAt"), status_text(r.get("event")), repo.get("fullName", "-"),
-            shorten(ref, 28), shorten(r.get("title"), 40), r.get("sourceId"))
+    raw = r.get("raw") if isinstance(r.get("raw"), dict) else {}
+    assert isinstance(raw, dict)
+    # a release the source's `versions` policy turned down, or an npm dist-tag move: not work, and says so
+    kind = "filtered" if r.get("filtered") else "dist-tag" if raw.get("signal") == "dist-tag" else r.get("event")
+    title = f"{r.get('title')} ({r['filtered']})" if r.get("filtered") else r.get("title")
+    return (age(r, now, "receivedAt", "publishedAt"), status_text(kind), repo.get("fullName", "-"),
+            shorten(ref, 28), shorten(title, 40), r.get("sourceId"))
 
 
 def _event_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:

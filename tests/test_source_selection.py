@@ -423,6 +423,15 @@ async def test_sources_test_shows_what_the_next_poll_would_emit_and_writes_nothi
     assert "next poll: 2 emitted, 4 filtered" in text.stdout
     assert (tmp_path / "data" / "feed-state.json").read_bytes() == state_before  # nothing written
     assert not (tmp_path / "data" / "flow-events.jsonl").exists()
+    import subprocess
+
+    from .conftest import PYTHON, ROOT
+
+    group = await asyncio.to_thread(  # the group's options before the action work too
+        subprocess.run, [PYTHON, "-m", "patchmoi_tui.cli", "sources", "--json", "--sources",
+                         str(tmp_path / "feed-sources.json"), "--data-dir", str(tmp_path / "data"), "test", "widget"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert json.loads(group.stdout)["wouldEmit"] == 2
     listing = await asyncio.to_thread(run_cli, tmp_path, "sources", "list")
     assert "range=>=3,<4, no pre-releases" in listing.stdout
     missing = await asyncio.to_thread(run_cli, tmp_path, "sources", "test", "widgt")
@@ -430,3 +439,137 @@ async def test_sources_test_shows_what_the_next_poll_would_emit_and_writes_nothi
     server.route("/releases.atom", Reply(status=500))
     down = await asyncio.to_thread(run_cli, tmp_path, "sources", "test", "widget")
     assert down.returncode == 1 and "error: Feed widget returned 500" in down.stderr
+
+
+def test_dashboard_upstream_tab_marks_filtered_signals_and_dist_tag_moves() -> None:
+    from patchmoi_tui.rows import _signal_cells
+
+    base = {"event": "release", "repo": {"fullName": "acme/widget"}, "sourceId": "widget"}
+    filtered = _signal_cells({**base, "title": "v2.1.5", "ref": "v2.1.5",
+                              "filtered": "'v2.1.5' is outside versions.range '>=3,<4'"}, None)
+    assert str(filtered[1]) == "· filtered" and filtered[4].startswith("v2.1.5 ('v2.1.5' is outside")
+    move = _signal_cells({**base, "title": "dist-tag latest -> 0.169.0", "raw": {"signal": "dist-tag"}}, None)
+    assert str(move[1]) == "⇄ dist-tag"
+    assert str(_signal_cells({**base, "title": "v3.1.0", "ref": "v3.1.0"}, None)[1]) == "◆ release"
+
+
+# -- crash safety of the per-entry saves -----------------------------------------------------------------
+CRASH_ON_SECOND_SIGNAL = """
+import asyncio, os, sys
+import core.feeds.poller as poller
+from core.config import Settings
+from core.service import Service
+
+real, calls = poller.build_signal, []
+def build_signal(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os._exit(137)  # killed: nothing after the first entry's save runs
+    return real(*args, **kwargs)
+poller.build_signal = build_signal
+settings = Settings.from_env({"DATA_DIR": sys.argv[1], "FEED_SOURCES_PATH": sys.argv[2]})
+asyncio.run(Service(settings).poll_once())
+"""
+
+
+async def test_a_kill_mid_poll_neither_re_emits_history_nor_holds_back_the_rest(
+        tmp_path: Path, server: LoopbackServer) -> None:
+    """600 versions (beyond the 500 exact ids), three new ones, the poller is killed after the first is taken:
+    the next poll reads the document again (the new ETag was not saved, so no 304 hides it) and takes the
+    other two, and nothing of the history."""
+    import asyncio
+    import subprocess
+
+    from .conftest import PYTHON, ROOT
+
+    versions = {f"1.0.{i}": f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}.000Z" for i in range(600)}
+    doc: dict[str, Any] = {"name": "x", "time": {"created": "2025-01-01T00:00:00.000Z", **versions}}
+
+    def reply(req: Any) -> Reply:
+        etag = f'"{len(doc["time"])}"'
+        if req.headers.get("if-none-match") == etag:
+            return Reply(status=304, headers={"etag": etag})
+        return Reply(body=json.dumps(doc).encode(), headers={"etag": etag})
+
+    server.route("/x", reply)
+    settings = settings_for(tmp_path, [source("x", f"{server.url}/x", provider="npm", repo="x", branch=None)])
+    service = Service(settings)
+    try:
+        await poll(service)
+    finally:
+        await service.stop()
+    for i, when in enumerate(("2026-05-01", "2026-05-02", "2026-05-03")):
+        doc["time"][f"2.{i}.0"] = f"{when}T00:00:00.000Z"
+    killed = await asyncio.to_thread(
+        subprocess.run, [PYTHON, "-c", CRASH_ON_SECOND_SIGNAL, str(tmp_path / "data"),
+                         str(tmp_path / "feed-sources.json")], cwd=ROOT, capture_output=True, timeout=120)
+    assert killed.returncode == 137
+    service = Service(settings)
+    try:
+        recovered = await poll(service)
+        quiet = await poll(service)
+    finally:
+        await service.stop()
+    assert recovered.status == "ok" and recovered.emitted == 2 and quiet.status == "not_modified"
+    assert [s["title"] for s in jsonl(tmp_path, "feed-events.jsonl")] == ["2.0.0", "2.1.0", "2.2.0"]
+
+
+async def test_newer_only_with_prime_only_false_and_added_to_a_polled_source(tmp_path: Path,
+                                                                             server: LoopbackServer) -> None:
+    body = {"doc": feed(OLD)}
+    server.route("/releases.atom", lambda _r: Reply(body=body["doc"]))
+    fresh = {**source("fresh", f"{server.url}/releases.atom", repo="acme/widget", prime_only=False),
+             "versions": {"newerOnly": True}}
+    service = Service(settings_for(tmp_path, [fresh]))
+    try:
+        first = await poll(service)
+    finally:
+        await service.stop()
+    # emitted oldest first, each newer than the last taken
+    assert first.emitted == 4 and first.filtered == []
+    plain = source("later", f"{server.url}/releases.atom", repo="acme/widget")
+    service = Service(settings_for(tmp_path, [plain]))
+    try:
+        await poll(service)  # primed without newerOnly
+    finally:
+        await service.stop()
+    body["doc"] = feed([release("v2.1.5", "2026-05-04T00:00:00Z"), *OLD])  # a backport arrives...
+    service = Service(settings_for(tmp_path, [{**plain, "versions": {"newerOnly": True}}]))  # ...after this edit
+    try:
+        report = await poll(service)
+    finally:
+        await service.stop()
+    assert report.emitted == 0 and "not newer than 'v3.0.0'" in report.filtered[0]["reason"]
+
+
+async def test_dist_tag_moves_are_recorded_but_only_rollbacks_are_notified(tmp_path: Path,
+                                                                           server: LoopbackServer) -> None:
+    server.route("/discord", Reply(status=204))
+    body = {"doc": packument({"1.0.0": "2026-05-01T00:00:00.000Z"}, {"latest": "1.0.0"},
+                             modified="2026-05-01T00:00:00.000Z")}
+    server.route("/pkg", lambda _r: Reply(body=body["doc"]))
+    path = tmp_path / "feed-sources.json"
+    path.write_text(json.dumps({"sources": [
+        {**source("pkg", f"{server.url}/pkg", provider="npm", repo="pkg", branch=None),
+         "versions": {"prereleases": False}}]}))
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path / "data"), "FEED_SOURCES_PATH": str(path),
+                                  "DISCORD_OUTPUT_ENABLED": "true", "DISCORD_WEBHOOK_URL": f"{server.url}/discord"})
+    service = Service(settings)
+    try:
+        await poll(service)
+        body["doc"] = packument({"1.0.0": "2026-05-01T00:00:00.000Z", "1.1.0": "2026-05-02T00:00:00.000Z",
+                                 "1.2.0-beta.1": "2026-05-02T00:00:00.000Z"},
+                                {"latest": "1.1.0", "beta": "1.2.0-beta.1"}, modified="2026-05-02T00:00:00.000Z")
+        await poll(service)
+        body["doc"] = packument({"1.0.0": "2026-05-01T00:00:00.000Z", "1.1.0": "2026-05-02T00:00:00.000Z",
+                                 "1.2.0-beta.1": "2026-05-02T00:00:00.000Z"},
+                                {"latest": "1.0.0", "beta": "1.2.0-beta.1"}, modified="2026-05-03T00:00:00.000Z")
+        await poll(service)
+    finally:
+        await service.stop()
+    notes = list(dict.fromkeys(n["id"] for n in jsonl(tmp_path, "notifications.jsonl")))
+    assert "signal:pkg:npm:@openai/codex:1.1.0" in notes  # the release
+    moves = [n for n in notes if ":dist-tag:" in n]
+    assert moves == ["signal:pkg:npm:@openai/codex:dist-tag:latest:1.1.0->1.0.0:2026-05-03T00:00:00.000Z"]
+    beta = next(s for s in jsonl(tmp_path, "feed-events.jsonl") if ":dist-tag:beta:" in s["entryId"])
+    assert "pre-release" in beta["filtered"]

@@ -110,3 +110,12 @@ def printable(value: str) -> str:
 
 def clean(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
+
+
+def date_undated(entries: list[FeedEntry], seen_at: str) -> list[FeedEntry]:
+    """Entries without a readable date, dated `seen_at`: one time for the whole document, so they keep their
+    document order among themselves (each stamped by its own clock read, they would not)."""
+    for entry in entries:
+        if entry.error is not None or not entry.published_raw:
+            entry.published_at = seen_at
+    return entries

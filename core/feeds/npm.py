@@ -17,6 +17,7 @@ from core.feeds.entries import (
     ParsedFeed,
     SkippedEntry,
     bad_char,
+    date_undated,
     printable,
     safe_text,
 )
@@ -127,10 +128,10 @@ def parse_npm(body: bytes) -> ParsedFeed:
     skipped: list[SkippedEntry] = []
     releases = [v for v in versions if bases[v] is None]
     # a release whose platform builds are out before the release itself: one entry, dated by its first build
-    releases += [base for base in builds if base not in times]
+    releases += [base for base in builds if base not in bases]
     for version in releases:
         entry_id = f"npm:{name}:{version}"
-        own = version in times
+        own = version in bases
         first = version if own else min(builds[version], key=lambda v: str(times.get(v)))
         try:
             order, entry = _npm_entry(name, version, times.get(first), tags, entry_id)
@@ -144,7 +145,8 @@ def parse_npm(body: bytes) -> ParsedFeed:
             entry.extra["platformBuilds"] = sorted(b[len(version) + 1:] for b in builds[version])
         entries.append((order, entry))
     entries.sort(key=lambda pair: pair[0], reverse=True)
-    return ParsedFeed(entries=[e for _, e in entries], warnings=warnings, kind="npm", skipped=skipped,
+    return ParsedFeed(entries=date_undated([e for _, e in entries], now_iso()), warnings=warnings, kind="npm",
+                      skipped=skipped,
                       dist_tags=dist_tags if isinstance(raw_tags, dict) else None, modified=modified,
                       package=name)
 
@@ -187,14 +189,13 @@ def dist_tag_moves(package: str, previous: dict[str, str], current: dict[str, st
                    modified: str | None) -> list[FeedEntry]:
     """One signal entry per dist-tag that moved, appeared or went away since `previous` (never a release).
 
-    The id names the tag, its new version and the packument's `time.modified`, so the same move read again
-    after a crash is the same signal, and a tag that moves back later (1.1 -> 1.2 -> 1.1) is a new one.
+    The id names the tag, the move and the packument's `time.modified`, so the same move read again after a
+    crash is the same signal, and a tag that moves back later (1.1 -> 1.2 -> 1.1) is a new one.
     A move to a lower version is marked as a rollback.
     """
     moves: list[FeedEntry] = []
-    stamp = modified or now_iso()
     try:
-        when = iso_from_datetime(datetime.fromisoformat(stamp.replace("Z", "+00:00")))
+        when = iso_from_datetime(datetime.fromisoformat((modified or "").replace("Z", "+00:00")))
     except ValueError:
         when = now_iso()
     for tag in sorted(set(previous) | set(current)):
@@ -214,7 +215,7 @@ def dist_tag_moves(package: str, previous: dict[str, str], current: dict[str, st
         if rollback:
             extra["rollback"] = True
         moves.append(FeedEntry(
-            id=f"npm:{package}:dist-tag:{tag}:{new or '-'}:{stamp}",
+            id=f"npm:{package}:dist-tag:{tag}:{old or '-'}->{new or '-'}" + (f":{modified}" if modified else ""),
             title=title,
             url=(f"https://www.npmjs.com/package/{quote(package, safe='')}/v/{quote(new, safe='')}" if new
                  else f"https://www.npmjs.com/package/{quote(package, safe='')}"),

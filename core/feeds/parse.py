@@ -49,6 +49,7 @@ from core.feeds.entries import (
     SkippedEntry,
     bad_char,
     clean,
+    date_undated,
     printable,
     safe_text,
 )
@@ -332,7 +333,7 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
             skipped.append(SkippedEntry(entry_id or None,
                                         f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})",
                                         len(entries)))
-    return ParsedFeed(entries=entries, warnings=warnings, kind=version, skipped=skipped)
+    return ParsedFeed(entries=date_undated(entries, now_iso()), warnings=warnings, kind=version, skipped=skipped)
 
 
 _XML_MEDIA = ("application/xml", "application/xml-dtd", "application/xml-external-parsed-entity")

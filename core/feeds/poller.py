@@ -46,6 +46,8 @@ MAX_BURST = 50
 MAX_PRIME_EMIT = 100
 MAX_SKIPPED_KEPT = 50
 DIGEST_CHARS = 10
+MAX_KNOWN = 50_000
+"""Digests kept per source (500 KB): a document's own ids always, then those of entries seen earlier."""
 GIT_PROCESSES = 8
 
 
@@ -84,6 +86,40 @@ class Newness:
 def emission_order(entries: list[FeedEntry]) -> list[FeedEntry]:
     """Oldest first: by date, then by document order (documents list newest first)."""
     return [e for _, e in sorted(enumerate(entries), key=lambda p: (p[1].published_at, -p[0]))]
+
+
+class _Cursor:
+    """What a poll marks seen: the document's ids (newest first), skipped history, and what was seen before.
+
+    `state(unseen)` gives `seen` (the newest SEEN_CAP ids as they are) and `known` (digests of the rest, with
+    the digests known before, up to MAX_KNOWN), leaving out `unseen`: entries not taken yet or failed.
+    """
+
+    def __init__(self, window: list[FeedEntry], history: list[str], prev: dict[str, Any]) -> None:
+        ids = [e.id for e in window] + history
+        listed = set(ids)
+        self.ids = ids + [str(x) for x in prev.get("seen") or [] if str(x) not in listed]
+        self.digests: dict[str, str] = {}
+        known = prev.get("known") if isinstance(prev.get("known"), str) else ""
+        assert isinstance(known, str)
+        self.prev_known = [known[i:i + DIGEST_CHARS] for i in range(0, len(known), DIGEST_CHARS)]
+
+    def _digest(self, entry_id: str) -> str:
+        digest = self.digests.get(entry_id)
+        if digest is None:
+            digest = self.digests[entry_id] = id_digest(entry_id)
+        return digest
+
+    def state(self, unseen: set[str]) -> dict[str, Any]:
+        ids = [i for i in self.ids if i not in unseen] if unseen else self.ids
+        known = dict.fromkeys(self._digest(i) for i in ids[SEEN_CAP:])
+        unseen_digests = {self._digest(i) for i in unseen}
+        for digest in self.prev_known:
+            if len(known) >= MAX_KNOWN:
+                break
+            if digest not in unseen_digests:
+                known.setdefault(digest)
+        return {"seen": ids[:SEEN_CAP], "known": "".join(sorted(known))}
 
 
 @dataclass
@@ -303,17 +339,25 @@ class Poller:
         report.warnings.extend(parsed.warnings)
         report.warnings.extend(f"entry {e.id[:80]!r}: {e.error}" for e in parsed.entries if e.error)
         report.warnings.extend(warnings)
-        seen = [str(x) for x in prev.get("seen") or []]
-        base = {**prev, "etag": read.etag, "lastModified": read.last_modified, "lastError": None,
-                "notBefore": None}
+        # Validators (ETag, Last-Modified, a git digest) are saved with the final state only: after a crash the
+        # next read must see the document again, or the entries not taken yet would wait for the next change.
+        base = {**prev, "lastError": None, "notBefore": None}
         if parsed.dist_tags is not None:
             base = self._dist_tags(source, parsed, base, report, signals=not priming and "distTags" in prev)
+        pending = [e.id for e in new]
         newest = self.newest_version(source, prev)
-        if priming and source.versions.newer_only:
-            name = self.prime_newest(source, parsed.entries)
+        if newest is None and source.versions.newer_only:
+            # the first poll, or newerOnly added to a source polled before: start from what is already there
+            waiting = set(pending)
+            name = self.prime_newest(source, [e for e in parsed.entries if e.id not in waiting])
             newest = self.newest_version(source, {"newestVersion": name})
+        # Marked seen on purpose: these skipped entries stand where a readable entry is taken as history (priming
+        # a primeOnly source, or seen before), so their later, fixed versions are history too.
+        history = [s.id for s, retry in zip(parsed.skipped, fresh, strict=False)
+                   if not retry and s.id and safe_text(s.id, MAX_ID_CHARS) == s.id]
+        cursor = _Cursor(emission_order(parsed.entries)[::-1], history, prev)
         failed: set[str] = set()
-        for entry in new:
+        for index, entry in enumerate(new):
             try:
                 decision = self.decide(source, entry, newest)
                 event_id = self._accept(source, entry, decision)
@@ -336,20 +380,13 @@ class Poller:
                                         "reason": decision.reason})
             if newest is not None:
                 base["newestVersion"] = newest[0]
-            seen = [entry.id, *[s for s in seen if s != entry.id]][:SEEN_CAP]
-            # progress saved per entry: a crash re-runs at most this entry's (idempotent) steps
-            self.state.put(source.id, {**base, "lastSeenId": entry.id, "seen": seen, "primed": True,
-                                       "lastCheckedAt": now}, flush=True)
+            # progress saved per entry: the document is seen but for the entries not taken yet, so a crash
+            # re-runs at most this entry's (idempotent) steps and takes the rest
+            self.state.put(source.id, {**base, **cursor.state(failed | set(pending[index + 1:])),
+                                       "lastSeenId": entry.id, "primed": True, "lastCheckedAt": now}, flush=True)
         if newest is not None:
             base["newestVersion"] = newest[0]
-        window = [e.id for e in emission_order(parsed.entries)[::-1] if e.id not in failed]
-        # Marked seen on purpose: these skipped entries stand where a readable entry is taken as history (priming
-        # a primeOnly source, or seen before), so their later, fixed versions are history too.
-        window += [s.id for s, retry in zip(parsed.skipped, fresh, strict=False)
-                   if not retry and s.id and safe_text(s.id, MAX_ID_CHARS) == s.id]
-        in_window = set(window)
-        merged = window + [s for s in seen if s not in in_window]
-        final = {**base, "seen": merged[:SEEN_CAP], "known": "".join(sorted({id_digest(i) for i in merged[SEEN_CAP:]})),
+        final = {**base, **cursor.state(failed), "etag": read.etag, "lastModified": read.last_modified,
                  "primed": True, "lastCheckedAt": now}
         final.pop("skipped", None)
         if report.skipped:  # what was skipped now, and which of it a fixed version will be emitted for
@@ -386,18 +423,23 @@ class Poller:
 
     def _dist_tags(self, source: FeedSource, parsed: ParsedFeed, base: dict[str, Any], report: PollReport,
                    *, signals: bool) -> dict[str, Any]:
-        """npm: each dist-tag move since the last poll is a signal (a release is not; a rollback says so)."""
+        """npm: each dist-tag move since the last poll is a signal, not a release. Moves to versions the
+        `versions` policy turns down are marked filtered; only rollbacks and removals are notified."""
         current = parsed.dist_tags or {}
         previous = base.get("distTags") if isinstance(base.get("distTags"), dict) else {}
         assert isinstance(previous, dict)
         if signals and current != previous:
             for entry in dist_tag_moves(parsed.package or source.repo.full_name, previous, current, parsed.modified):
                 version = entry.extra.get("version")
-                tag = source.versions.tag_for(version) if isinstance(version, str) else None
-                signal = build_signal(source, entry, tag=tag, version=version if isinstance(version, str) else None)
+                decision = decide(source.versions, tag=None, version=version) if isinstance(version, str) else None
+                signal = build_signal(source, entry, tag=decision.tag if decision else None,
+                                      version=decision.version if decision else None,
+                                      filtered=decision.reason if decision else None)
                 signal_dict = signal.to_dict()
                 self.store.feed_events.append_if_absent(signal_dict, signal.id)
-                self.outbox.enqueue_signal(signal_dict, None)
+                # a tag moving forward comes with its release (notified as such); a rollback or a removal is news
+                if (decision is None or decision.selected) and (entry.extra.get("rollback") or version is None):
+                    self.outbox.enqueue_signal(signal_dict, None)
                 report.signals.append(entry.title)
                 log_event("feed.dist_tag", sourceId=source.id, entryId=entry.id, title=entry.title)
         base = {**base, "distTags": current}
@@ -408,7 +450,10 @@ class Poller:
     def _record_health(self, source: FeedSource, report: PollReport) -> None:
         now = now_iso()
         h = self.health.setdefault(source.id, {"sourceId": source.id})
-        h.update({"lastPolledAt": now, "lastStatus": report.status, "lastDurationMs": round(report.duration_ms, 1)})
+        h.update({"kind": source.kind, "lastPolledAt": now, "lastStatus": report.status,
+                  "lastDurationMs": round(report.duration_ms, 1)})
+        if report.filtered:
+            h["lastFiltered"] = len(report.filtered)
         if report.error:
             h["lastError"], h["lastErrorAt"] = report.error, now
             h["consecutiveErrors"] = int(h.get("consecutiveErrors", 0)) + 1

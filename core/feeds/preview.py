@@ -75,8 +75,11 @@ async def preview_source(source: FeedSource, state: dict[str, Any] | None, fetch
     preview = Preview(source.id, source.kind, priming, warnings=[*parsed.warnings, *warnings])
     preview.skipped = [{"entryId": s.id, "reason": s.reason} for s in parsed.skipped]
     newest = Poller.newest_version(source, state)
-    if priming and source.versions.newer_only:
-        newest = Poller.newest_version(source, {"newestVersion": Poller.prime_newest(source, parsed.entries)})
+    if newest is None and source.versions.newer_only:  # as the poller starts it
+        waiting = {e.id for e in new}
+        name = Poller.prime_newest(source, [e for e in parsed.entries if e.id not in waiting])
+        newest = Poller.newest_version(source, {"newestVersion": name})
+    before = newest
     taken: dict[str, Decision] = {}
     for entry in new:
         decision = Poller.decide(source, entry, newest)
@@ -89,7 +92,7 @@ async def preview_source(source: FeedSource, state: dict[str, Any] | None, fetch
         if entry.id in taken:
             state_name, decision = "new", taken[entry.id]
         else:
-            decision = Poller.decide(source, entry, None)
+            decision = Poller.decide(source, entry, before)  # the policy's verdict were it new now
             seen = newness.legacy or newness.has(entry.id)
             state_name = "prime" if priming else ("seen" if seen else "capped")
         preview.rows.append(PreviewRow(entry.id, entry.title, entry.published_at, state_name, decision))

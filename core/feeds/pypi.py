@@ -22,6 +22,7 @@ from core.feeds.entries import (
     ParsedFeed,
     SkippedEntry,
     bad_char,
+    date_undated,
     printable,
     safe_text,
 )
@@ -128,7 +129,7 @@ def parse_pypi(body: bytes) -> ParsedFeed:
     ascending = sorted(o for o, _ in entries)
     for order, left_out in skipped:  # how many entries are newer: where it would have been
         left_out.position = len(ascending) - bisect.bisect_right(ascending, order) if order != float("inf") else 0
-    return ParsedFeed(entries=[e for _, e in entries], warnings=warnings, kind="pypi",
+    return ParsedFeed(entries=date_undated([e for _, e in entries], now_iso()), warnings=warnings, kind="pypi",
                       skipped=[s for _, s in skipped], package=raw_name)
 
 

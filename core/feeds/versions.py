@@ -25,7 +25,9 @@ from packaging.version import InvalidVersion, Version
 Scheme = Literal["pep440", "semver", "loose"]
 SCHEMES: tuple[Scheme, ...] = ("pep440", "semver", "loose")
 
-_LOOSE = re.compile(r"(?<![0-9A-Za-z])v?(\d+(?:\.\d+)*)")
+_LOOSE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)*)")
+_MAX_DIGITS = 30
+"""A number longer than this is not a version part (and Python would refuse to read 4,300 digits)."""
 _SEMVER = re.compile(
     r"^[vV=]?\s*(\d+)(?:\.(\d+)(?:\.(\d+))?)?(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")
 _PRE_WORDS = re.compile(
@@ -56,8 +58,13 @@ def _trim(release: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _pre_parts(text: str) -> tuple[Any, ...]:
-    """A pre-release tag compared the semver way: numbers numerically and below words."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.-]", text) if p)
+    """A pre-release tag compared the semver way, numbers numerically and below words; runs of letters and
+    digits are parts of their own, so `rc10` is newer than `rc9`."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.findall(r"\d+|[A-Za-z]+", text))
+
+
+def _too_long(name: str) -> bool:
+    return any(len(run) > _MAX_DIGITS for run in re.findall(r"\d+", name))
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,15 @@ class Parsed:
 
 def parse_version(name: str, scheme: Scheme) -> Parsed | None:
     """`name` read in `scheme`, or None when it is not a version there."""
+    if _too_long(name):
+        return None
     if scheme == "pep440":
         try:
             pep = Version(name)
         except InvalidVersion:
             return None
-        key = Key(_trim(pep.release), 0 if pep.is_prerelease else 1, (pep,))
+        # ordered by PEP 440 itself (epochs, post- and dev-releases included)
+        key = Key((), 0, (pep,))
         return Parsed(key, pep.is_prerelease, pep)
     if scheme == "semver":
         match = _SEMVER.match(name.strip())
@@ -175,7 +185,9 @@ def _alternative(text: str) -> list[Bound]:
     if hyphen:
         low, _ = _partial(hyphen.group(1))
         high, given = _partial(hyphen.group(2))
-        upper: Bound = ("<=", tuple(high)) if given == 3 or given == 0 else ("<", _bump(high, given - 1))
+        if given == 0:  # `1.2 - x`: no upper bound
+            return [(">=", tuple(low or [0]))]
+        upper: Bound = ("<=", tuple(high)) if given == 3 else ("<", _bump(high, given - 1))
         return [(">=", tuple(low or [0])), upper]
     bounds: list[Bound] = []
     tokens = [t for t in re.split(r"[\s,]+", re.sub(r"(<=|>=|<|>|=|\^|~>?|==|!=)\s+", r"\1", text)) if t]
