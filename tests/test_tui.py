@@ -156,7 +156,11 @@ async def test_replay_cancel_and_sync(data_dir: Path, tmp_path: Path) -> None:
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("enter")
         await pilot.pause(0.3)
-        assert any("sync" in (n.title or "") or "sync" in n.message for n in app._notifications)
+        notes = list(app._notifications)
+        assert not any("failed" in n.message for n in notes), [n.message for n in notes]
+        synced = [n for n in notes if n.title == "sync"]
+        assert synced and synced[-1].severity == "information"
+        assert synced[-1].message.startswith("sync: attempt is ") and "None" not in synced[-1].message
 
 
 async def test_read_only_disables_actions(data_dir: Path) -> None:
