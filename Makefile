@@ -20,8 +20,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# 4 workers on 2 cores: the tests mostly wait (subprocesses, loopback servers, tmux, git), not compute.
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 4
 
 demo: $(STAMP)
 	$(BIN)/patchmoi demo

@@ -139,7 +139,9 @@ def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:
         if r["status"] != status or needle not in text:
             problems.append((sid, r["status"], text[:200]))
     assert problems == []
-    assert elapsed < 30, f"poll --once took {elapsed:.1f}s"
+    # every hostile source is cut off by the 8 s deadline, concurrently: a pass that waited on them would take
+    # minutes. The bound is loose on purpose (a loaded machine, parallel tests); bench/ measures speed.
+    assert elapsed < 75, f"poll --once took {elapsed:.1f}s"
     assert peak_mb < 400, f"peak RSS {peak_mb:.0f} MB"
     # errors are recorded where an operator sees them (feed-state.json) and secrets never leak
     state = json.loads((data / "feed-state.json").read_text())
