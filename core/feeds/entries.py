@@ -6,7 +6,9 @@ first. The poller decides newness (by id) and selection (`versions`) on these al
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,3 +121,39 @@ def date_undated(entries: list[FeedEntry], seen_at: str) -> list[FeedEntry]:
         if entry.error is not None or not entry.published_raw:
             entry.published_at = seen_at
     return entries
+
+
+def _int_or_text(digits: str) -> int | str:
+    try:
+        return int(digits)
+    except ValueError:  # more digits than sys.get_int_max_str_digits() allows: kept as the digits
+        return digits
+
+
+def load_json(body: bytes, warnings: list[str], what: str) -> Any:
+    """A registry's JSON document (`what` names it in messages), read as leniently as JSON allows: any
+    Unicode encoding JSON may use, a byte order mark, undecodable bytes replaced, numbers longer than Python
+    converts kept as their digits. Not JSON, or nested too deeply: FeedParseError."""
+    encoding = json.detect_encoding(body)
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        warnings.append(f"{what} is not valid {encoding} ({exc.reason} at byte {exc.start}); "
+                        "undecodable bytes were replaced")
+        text = body.decode(encoding, "replace")
+    text = text.removeprefix("\ufeff")
+    try:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:
+            # a number longer than Python converts by default (4300 digits): the document may still be JSON
+            doc = json.loads(text, parse_int=_int_or_text)
+            warnings.append(f"{what} has a number with more than {sys.get_int_max_str_digits()} digits; "
+                            "kept it as text")
+            return doc
+    except json.JSONDecodeError as exc:
+        raise FeedParseError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FeedParseError(f"{what} is nested too deeply to read") from None

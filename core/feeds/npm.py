@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -18,46 +16,12 @@ from core.feeds.entries import (
     SkippedEntry,
     bad_char,
     date_undated,
+    load_json,
     printable,
     safe_text,
 )
 from core.feeds.versions import parse_version
 from core.records import iso_from_datetime, now_iso
-
-
-# -------------------------------------------------------------------------------------------------
-def _int_or_text(digits: str) -> int | str:
-    try:
-        return int(digits)
-    except ValueError:  # more digits than sys.get_int_max_str_digits() allows: kept as the digits
-        return digits
-
-
-def _load_json(body: bytes, warnings: list[str]) -> Any:
-    encoding = json.detect_encoding(body)
-    try:
-        text = body.decode(encoding)
-    except UnicodeDecodeError as exc:
-        warnings.append(f"npm document is not valid {encoding} ({exc.reason} at byte {exc.start}); "
-                        "undecodable bytes were replaced")
-        text = body.decode(encoding, "replace")
-    text = text.removeprefix("\ufeff")
-    try:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise
-        except ValueError:
-            # a number longer than Python converts by default (4300 digits): the document may still be JSON
-            doc = json.loads(text, parse_int=_int_or_text)
-            limit = sys.get_int_max_str_digits()
-            warnings.append(f"npm document has a number with more than {limit} digits; kept it as text")
-            return doc
-    except json.JSONDecodeError as exc:
-        raise FeedParseError(f"npm packument is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise FeedParseError("npm packument is nested too deeply to read") from None
-
 
 PLATFORM_SUFFIX = re.compile(
     r"-(?:aix|android|darwin|freebsd|linux|netbsd|openbsd|sunos|win32|cygwin|openharmony|macos|windows|win)"
@@ -83,7 +47,7 @@ def parse_npm(body: bytes) -> ParsedFeed:
     if not body.strip():
         raise FeedParseError("empty response body (expected an npm packument)")
     warnings: list[str] = []
-    doc = _load_json(body, warnings)
+    doc = load_json(body, warnings, "npm document")
     if not isinstance(doc, dict) or not isinstance(doc.get("time"), dict):
         raise FeedParseError("npm packument has no 'time' object")
     raw_name = doc.get("name")

@@ -7,9 +7,7 @@ files are all yanked is kept, marked `extra["yanked"]`, so selection can say why
 from __future__ import annotations
 
 import bisect
-import json
 import re
-import sys
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,6 +21,7 @@ from core.feeds.entries import (
     SkippedEntry,
     bad_char,
     date_undated,
+    load_json,
     printable,
     safe_text,
 )
@@ -36,38 +35,6 @@ _SEPARATORS = re.compile(r"[-_.]+")
 def normalize_name(name: str) -> str:
     """PEP 503: lowercase, runs of `-`, `_` and `.` become one `-`."""
     return _SEPARATORS.sub("-", name).lower()
-
-
-def _int_or_text(digits: str) -> int | str:
-    try:
-        return int(digits)
-    except ValueError:  # more digits than sys.get_int_max_str_digits() allows: kept as the digits
-        return digits
-
-
-def _load_json(body: bytes, warnings: list[str]) -> Any:
-    encoding = json.detect_encoding(body)
-    try:
-        text = body.decode(encoding)
-    except UnicodeDecodeError as exc:
-        warnings.append(f"PyPI document is not valid {encoding} ({exc.reason} at byte {exc.start}); "
-                        "undecodable bytes were replaced")
-        text = body.decode(encoding, "replace")
-    text = text.removeprefix("\ufeff")
-    try:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise
-        except ValueError:
-            doc = json.loads(text, parse_int=_int_or_text)
-            warnings.append(f"PyPI document has a number with more than {sys.get_int_max_str_digits()} digits; "
-                            "kept it as text")
-            return doc
-    except json.JSONDecodeError as exc:
-        raise FeedParseError(f"PyPI document is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise FeedParseError("PyPI document is nested too deeply to read") from None
 
 
 def _project_url(info: dict[str, Any], name: str) -> str:
@@ -92,7 +59,7 @@ def parse_pypi(body: bytes) -> ParsedFeed:
     if not body.strip():
         raise FeedParseError("empty response body (expected a PyPI JSON API document)")
     warnings: list[str] = []
-    doc = _load_json(body, warnings)
+    doc = load_json(body, warnings, "PyPI document")
     if not isinstance(doc, dict):
         raise FeedParseError(f"PyPI document is a JSON {type(doc).__name__}, not an object")
     info, releases = doc.get("info"), doc.get("releases")
