@@ -278,6 +278,18 @@ class Poller:
         return (name, parsed.key) if isinstance(name, str) and parsed else None
 
     @staticmethod
+    def starting_newest(source: FeedSource, st: dict[str, Any] | None, entries: list[FeedEntry],
+                        new: list[FeedEntry]) -> tuple[str, Key] | None:
+        """The newest version taken before this poll: saved, or (the first poll, or `newerOnly` added to a
+        source polled before) the newest the policy selects among the entries that are not new."""
+        newest = Poller.newest_version(source, st)
+        if newest is None and source.versions.newer_only:
+            waiting = {e.id for e in new}
+            name = Poller.prime_newest(source, [e for e in entries if e.id not in waiting])
+            newest = Poller.newest_version(source, {"newestVersion": name})
+        return newest
+
+    @staticmethod
     def prime_newest(source: FeedSource, entries: list[FeedEntry]) -> str | None:
         """The newest version among the entries the policy would select (what `newerOnly` starts from)."""
         best: tuple[Key, str] | None = None
@@ -345,12 +357,7 @@ class Poller:
         if parsed.dist_tags is not None:
             base = self._dist_tags(source, parsed, base, report, signals=not priming and "distTags" in prev)
         pending = [e.id for e in new]
-        newest = self.newest_version(source, prev)
-        if newest is None and source.versions.newer_only:
-            # the first poll, or newerOnly added to a source polled before: start from what is already there
-            waiting = set(pending)
-            name = self.prime_newest(source, [e for e in parsed.entries if e.id not in waiting])
-            newest = self.newest_version(source, {"newestVersion": name})
+        newest = self.starting_newest(source, prev, parsed.entries, new)
         # Marked seen on purpose: these skipped entries stand where a readable entry is taken as history (priming
         # a primeOnly source, or seen before), so their later, fixed versions are history too.
         history = [s.id for s, retry in zip(parsed.skipped, fresh, strict=False)

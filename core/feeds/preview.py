@@ -74,12 +74,7 @@ async def preview_source(source: FeedSource, state: dict[str, Any] | None, fetch
     new, warnings, priming = Poller.select_new(source, parsed.entries, state)
     preview = Preview(source.id, source.kind, priming, warnings=[*parsed.warnings, *warnings])
     preview.skipped = [{"entryId": s.id, "reason": s.reason} for s in parsed.skipped]
-    newest = Poller.newest_version(source, state)
-    if newest is None and source.versions.newer_only:  # as the poller starts it
-        waiting = {e.id for e in new}
-        name = Poller.prime_newest(source, [e for e in parsed.entries if e.id not in waiting])
-        newest = Poller.newest_version(source, {"newestVersion": name})
-    before = newest
+    newest = before = Poller.starting_newest(source, state, parsed.entries, new)
     taken: dict[str, Decision] = {}
     for entry in new:
         decision = Poller.decide(source, entry, newest)
