@@ -33,7 +33,7 @@ from core.feeds.entries import MAX_ID_CHARS, FeedEntry, ParsedFeed, safe_text
 from core.feeds.fetch import Fetcher
 from core.feeds.kinds import ReadContext, read_source
 from core.feeds.npm import dist_tag_moves
-from core.feeds.selection import Decision, decide
+from core.feeds.selection import Decision, advance, decide
 from core.feeds.versions import Key, parse_version
 from core.log import log_event
 from core.notify.discord import Outbox
@@ -292,13 +292,10 @@ class Poller:
     @staticmethod
     def prime_newest(source: FeedSource, entries: list[FeedEntry]) -> str | None:
         """The newest version among the entries the policy would select (what `newerOnly` starts from)."""
-        best: tuple[Key, str] | None = None
+        best: tuple[str, Key] | None = None
         for entry in entries:
-            decision = Poller.decide(source, entry, None)
-            if decision.selected and decision.key is not None and decision.version is not None and (
-                    best is None or decision.key > best[0]):
-                best = (decision.key, decision.version)
-        return best[1] if best else None
+            best = advance(best, Poller.decide(source, entry, None))
+        return best[0] if best else None
 
     # -- one source --------------------------------------------------------------------------------------
     async def poll_source(self, source: FeedSource) -> PollReport:
@@ -379,9 +376,7 @@ class Poller:
                 report.emitted += 1
                 if event_id:
                     report.events.append(event_id)
-                if decision.key is not None and decision.version is not None and (
-                        newest is None or decision.key > newest[1]):
-                    newest = (decision.version, decision.key)
+                newest = advance(newest, decision)
             else:
                 report.filtered.append({"entryId": entry.id, "tag": decision.tag, "version": decision.version,
                                         "reason": decision.reason})

@@ -14,7 +14,7 @@ from core.feeds.fetch import Fetcher
 from core.feeds.kinds import ReadContext, read_source
 from core.feeds.npm import dist_tag_moves
 from core.feeds.poller import Newness, Poller
-from core.feeds.selection import Decision
+from core.feeds.selection import Decision, advance
 from core.sources import FeedSource
 
 
@@ -79,9 +79,7 @@ async def preview_source(source: FeedSource, state: dict[str, Any] | None, fetch
     for entry in new:
         decision = Poller.decide(source, entry, newest)
         taken[entry.id] = decision
-        if decision.selected and decision.key is not None and decision.version is not None and (
-                newest is None or decision.key > newest[1]):
-            newest = (decision.version, decision.key)
+        newest = advance(newest, decision)
     newness = Newness(state)
     for entry in parsed.entries:
         if entry.id in taken:

@@ -90,3 +90,11 @@ def decide(policy: VersionPolicy, *, tag: str | None, version: str | None, yanke
         return Decision(tag, version, f"{name[:80]!r} is not newer than {newest[0][:80]!r}, the newest version "
                         "already seen (versions.newerOnly)", parsed.key)
     return Decision(tag, version, None, parsed.key)
+
+
+def advance(newest: tuple[str, Key] | None, decision: Decision) -> tuple[str, Key] | None:
+    """The newest version taken so far, after `decision`: its version if it was taken and is newer."""
+    if decision.selected and decision.key is not None and decision.version is not None and (
+            newest is None or decision.key > newest[1]):
+        return decision.version, decision.key
+    return newest
