@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check core server patchmoi_tui tests bench
+	$(BIN)/ruff check patchmoi core server patchmoi_tui tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

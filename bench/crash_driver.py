@@ -73,7 +73,7 @@ class Releases:
 
 def start_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        proc = subprocess.Popen([PYTHON, "-m", "patchmoi_tui.cli", "serve", "--port", str(port)], cwd=ROOT,
+        proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "serve", "--port", str(port)], cwd=ROOT,
                                 env=env, stdout=out, stderr=out)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -180,7 +180,7 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
 
-    from core.store import Store
+    from patchmoi.core.store import Store
 
     store = Store(data)
     events = {e["id"]: e for e in store.flow_events.iter_all()}

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import feedparser  # noqa: E402
 
-from core.feeds.parse import FeedParseError, parse_xml_feed  # noqa: E402
+from patchmoi.core.feeds.parse import FeedParseError, parse_xml_feed  # noqa: E402
 
 _HEADER = re.compile(rb"^Header:\s+Content-type:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
 _REASONS = (

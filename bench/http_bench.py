@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from store_bench import make_event  # noqa: E402
 
-from core.store import Store  # noqa: E402
+from patchmoi.core.store import Store  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -86,7 +86,7 @@ async def load(port: int, path: str, total: int, concurrency: int) -> tuple[list
 
 def serve(data: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "patchmoi_tui.cli", "serve", "--no-poll", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "patchmoi", "serve", "--no-poll", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:

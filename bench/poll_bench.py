@@ -79,8 +79,8 @@ async def serve(port: int, latency: float) -> None:
 async def run_bench(n_sources: int, port: int) -> None:
     import httpx
 
-    from core.config import Settings
-    from core.service import Service
+    from patchmoi.core.config import Settings
+    from patchmoi.core.service import Service
 
     tmp = Path(tempfile.mkdtemp(prefix="patchmoi-poll-bench-"))
     sources = [{
@@ -124,8 +124,8 @@ def _git(cwd: Path, *args: str) -> None:
 async def run_git_bench(n_sources: int) -> None:
     import shutil
 
-    from core.config import Settings
-    from core.service import Service
+    from patchmoi.core.config import Settings
+    from patchmoi.core.service import Service
 
     tmp = Path(tempfile.mkdtemp(prefix="patchmoi-git-bench-"))
     work, template = tmp / "work", tmp / "template.git"

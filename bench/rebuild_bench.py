@@ -203,7 +203,7 @@ def bash(script: str, *args: str) -> float:
 @contextlib.contextmanager
 def git_calls() -> Iterator[list[dict[str, Any]]]:
     """Every git process any GitRunner starts meanwhile (adopt_candidate keeps no log of its own)."""
-    from core.workspace.gitrun import RunLog
+    from patchmoi.core.workspace.gitrun import RunLog
 
     seen: list[dict[str, Any]] = []
     original = RunLog.add
@@ -241,12 +241,12 @@ def where_time_goes(entries: list[dict[str, Any]], wall: float) -> str:
 
 # -- one stack size -----------------------------------------------------------------------------------------
 def bench_size(root: Path, n: int, repeat: int) -> dict[str, Any]:
-    from core.adopt import adopt
-    from core.dispatch.dispatcher import Dispatcher
-    from core.events import upstream_release_event
-    from core.store import Store
-    from core.workspace.adopt import adopt_candidate
-    from core.workspace.rebuild import Rebuild
+    from patchmoi.core.adopt import adopt
+    from patchmoi.core.dispatch.dispatcher import Dispatcher
+    from patchmoi.core.events import upstream_release_event
+    from patchmoi.core.store import Store
+    from patchmoi.core.workspace.adopt import adopt_candidate
+    from patchmoi.core.workspace.rebuild import Rebuild
 
     template = root / f"template-{n}"
     total = build_fork(template, n)

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.store import Store  # noqa: E402
+from patchmoi.core.store import Store  # noqa: E402
 
 TYPES = ("upstream.release", "upstream.branch_update", "downstream.release")
 
@@ -60,7 +60,7 @@ import json, os, sys, time
 def rss_kb():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 t0 = time.perf_counter()
-from core.store import Store
+from patchmoi.core.store import Store
 rss0 = rss_kb()
 t1 = time.perf_counter()
 store = Store(sys.argv[1])
@@ -76,7 +76,7 @@ print(json.dumps({"open_ms": (t2 - t1) * 1000, "import_ms": (t1 - t0) * 1000, "r
 FOLLOWER = r"""
 import asyncio, json, sys, time
 from pathlib import Path
-from core.store.follow import follow
+from patchmoi.core.store.follow import follow
 async def main():
     path = Path(sys.argv[1]); want = int(sys.argv[2]); got = []
     print("ready", flush=True)

@@ -26,14 +26,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from store_bench import make_event  # noqa: E402
 
-from core.config import Settings  # noqa: E402
-from core.store import Store  # noqa: E402
-from patchmoi_tui.app import PatchmoiApp  # noqa: E402
-from patchmoi_tui.client import LocalClient  # noqa: E402
+from patchmoi.core.config import Settings  # noqa: E402
+from patchmoi.core.store import Store  # noqa: E402
+from patchmoi.tui.app import PatchmoiApp  # noqa: E402
+from patchmoi.tui.client import LocalClient  # noqa: E402
 
 WRITER = r"""
 import json, sys, time
-from core.store import Store
+from patchmoi.core.store import Store
 store = Store(sys.argv[1])
 for i in range(int(sys.argv[2])):
     time.sleep(0.1)

@@ -13,14 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.attempt_states import SUCCESS
-from core.attempts import result_payload
-from core.errors import NotFoundError, PatchmoiError
-from core.gc import collect
-from core.records import now_iso
-from core.store import Store
-from core.workspace.adopt import AdoptRefused, adopt_candidate
-from core.workspace.gitrun import GitError
+from patchmoi.core.attempt_states import SUCCESS
+from patchmoi.core.attempts import result_payload
+from patchmoi.core.errors import NotFoundError, PatchmoiError
+from patchmoi.core.gc import collect
+from patchmoi.core.records import now_iso
+from patchmoi.core.store import Store
+from patchmoi.core.workspace.adopt import AdoptRefused, adopt_candidate
+from patchmoi.core.workspace.gitrun import GitError
 
 
 def default_actor(prefix: str = "cli") -> str:

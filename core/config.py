@@ -50,7 +50,7 @@ class Settings:
             if not 0 <= port <= 65535:
                 raise ValueError
         except ValueError:
-            from core.errors import ConfigError
+            from patchmoi.core.errors import ConfigError
 
             raise ConfigError(f"PORT must be a port number 0..65535, got {port_text!r}") from None
         events = tuple(
@@ -116,7 +116,7 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        from core.errors import ConfigError
+        from patchmoi.core.errors import ConfigError
 
         raise ConfigError(f"{name} must be a positive number, got {text!r}")
     return value

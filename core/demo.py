@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from core.adopt import adopt
-from core.config import Settings
-from core.records import now_iso
-from core.service import Service
+from patchmoi.core.adopt import adopt
+from patchmoi.core.config import Settings
+from patchmoi.core.records import now_iso
+from patchmoi.core.service import Service
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "Upstream Dev", "GIT_AUTHOR_EMAIL": "dev@upstream.invalid",
            "GIT_COMMITTER_NAME": "Upstream Dev", "GIT_COMMITTER_EMAIL": "dev@upstream.invalid",

@@ -12,14 +12,14 @@ from typing import Any
 
 import httpx
 
-from core.config import Settings, is_loopback, redact_url
-from core.dispatch.selection import select_backend
-from core.errors import ConfigError
-from core.recovery import recovery_report
-from core.sources import FeedSource, load_sources
-from core.store import Store
-from core.workspace.patches import doctor as patch_doctor
-from core.workspace.steps import load_steps
+from patchmoi.core.config import Settings, is_loopback, redact_url
+from patchmoi.core.dispatch.selection import select_backend
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.recovery import recovery_report
+from patchmoi.core.sources import FeedSource, load_sources
+from patchmoi.core.store import Store
+from patchmoi.core.workspace.patches import doctor as patch_doctor
+from patchmoi.core.workspace.steps import load_steps
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.feeds.entries import FeedEntry
-from core.feeds.shapes import commit_sha, feed_branch, release_tag
-from core.records import FeedJob, FeedSignal, FlowEvent, now_iso
-from core.sources import FeedSource
+from patchmoi.core.feeds.entries import FeedEntry
+from patchmoi.core.feeds.shapes import commit_sha, feed_branch, release_tag
+from patchmoi.core.records import FeedJob, FeedSignal, FlowEvent, now_iso
+from patchmoi.core.sources import FeedSource
 
 
 def entry_tag(source: FeedSource, entry: FeedEntry) -> str | None:

@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from core.errors import StoreWriteError
+from patchmoi.core.errors import StoreWriteError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700

@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core.attempt_states import derive_states
-from core.errors import ConfigError
-from core.store import Store
-from core.workspace.forkconfig import load_fork_config
-from core.workspace.gitrun import GitRunner
+from patchmoi.core.attempt_states import derive_states
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.store import Store
+from patchmoi.core.workspace.forkconfig import load_fork_config
+from patchmoi.core.workspace.gitrun import GitRunner
 
 KEEP_WORKTREE_STATES = frozenset({"open", "running"})
 

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from core.records import now_iso
+from patchmoi.core.records import now_iso
 
 logger = logging.getLogger("patchmoi")
 

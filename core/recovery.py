@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.attempts import attempt_id_for, new_attempt
-from core.dispatch.dispatcher import Dispatcher, owner_alive
-from core.errors import StoreWriteError
-from core.fsutil import atomic_write
-from core.log import log_event
-from core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
-from core.store import Store
+from patchmoi.core.attempts import attempt_id_for, new_attempt
+from patchmoi.core.dispatch.dispatcher import Dispatcher, owner_alive
+from patchmoi.core.errors import StoreWriteError
+from patchmoi.core.fsutil import atomic_write
+from patchmoi.core.log import log_event
+from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
+from patchmoi.core.store import Store
 
 BATCH = 500
 WATERMARKS = ".recovery.json"

@@ -18,22 +18,22 @@ from typing import Any
 
 import httpx
 
-from core.config import Settings
-from core.dispatch.dispatcher import Dispatcher
-from core.dispatch.http import HttpBackend
-from core.dispatch.selection import Backend
-from core.errors import ConfigError, PatchmoiError, StoreWriteError
-from core.events import branch_key
-from core.feeds.fetch import Fetcher, FetchLimits
-from core.feeds.poller import Poller, PollReport
-from core.fsutil import FILE_MODE, ensure_dir
-from core.log import log_event
-from core.notify.discord import DiscordSender, Outbox
-from core.records import iso_at, now_iso
-from core.recovery import Recovery
-from core.sources import FeedSource, load_sources
-from core.store import Store, parse_limit
-from core.views import event_view, run_view
+from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.dispatcher import Dispatcher
+from patchmoi.core.dispatch.http import HttpBackend
+from patchmoi.core.dispatch.selection import Backend
+from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError
+from patchmoi.core.events import branch_key
+from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
+from patchmoi.core.feeds.poller import Poller, PollReport
+from patchmoi.core.fsutil import FILE_MODE, ensure_dir
+from patchmoi.core.log import log_event
+from patchmoi.core.notify.discord import DiscordSender, Outbox
+from patchmoi.core.records import iso_at, now_iso
+from patchmoi.core.recovery import Recovery
+from patchmoi.core.sources import FeedSource, load_sources
+from patchmoi.core.store import Store, parse_limit
+from patchmoi.core.views import event_view, run_view
 
 
 class PollerLock:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from core.errors import ConfigError
-from core.feeds.gitremote import validate_remote_url
-from core.feeds.selection import TEMPLATE_FIELD, VersionPolicy
-from core.feeds.versions import SCHEMES, RangeError, Scheme, parse_range
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.feeds.gitremote import validate_remote_url
+from patchmoi.core.feeds.selection import TEMPLATE_FIELD, VersionPolicy
+from patchmoi.core.feeds.versions import SCHEMES, RangeError, Scheme, parse_range
 
 PROVIDERS = ("codeberg", "github", "jojo", "npm", "pypi", "forgejo", "gitea", "gitlab", "generic")
 EVENTS = ("push", "release")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.attempts import result_payload
-from core.records import RESULT_STATUSES
+from patchmoi.core.attempts import result_payload
+from patchmoi.core.records import RESULT_STATUSES
 
 
 def run_view(run: dict[str, Any]) -> dict[str, Any]:

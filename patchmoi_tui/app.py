@@ -17,12 +17,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
-from core.attempt_states import SUCCESS
-from core.errors import PatchmoiError
-from core.workspace.adopt import AdoptRefused
-from patchmoi_tui.client import Client
-from patchmoi_tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec
-from patchmoi_tui.screens import (
+from patchmoi.core.attempt_states import SUCCESS
+from patchmoi.core.errors import PatchmoiError
+from patchmoi.core.workspace.adopt import AdoptRefused
+from patchmoi.tui.client import Client
+from patchmoi.tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec
+from patchmoi.tui.screens import (
     ConfirmScreen,
     DetailScreen,
     FilterScreen,
@@ -32,7 +32,7 @@ from patchmoi_tui.screens import (
     rebuild_artifacts,
     review_note,
 )
-from patchmoi_tui.textfmt import relative_time
+from patchmoi.tui.textfmt import relative_time
 
 PAGE = 200
 MAX_ROWS = 5000  # memory stays bounded whatever the history: older rows are left to filters and the CLI

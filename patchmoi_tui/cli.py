@@ -10,16 +10,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core import __version__
-from core.attempt_states import STATES
-from core.config import Settings
-from core.errors import ConfigError, NotFoundError, PatchmoiError, UsageError
-from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
-from patchmoi_tui import commands_read
-from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
-from patchmoi_tui.commands_ops import add_ops_commands
-from patchmoi_tui.commands_patch import add_patch_commands
-from patchmoi_tui.commands_sources import add_sources_commands
+from patchmoi.core import __version__
+from patchmoi.core.attempt_states import STATES
+from patchmoi.core.config import Settings
+from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError, UsageError
+from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+from patchmoi.tui import commands_read
+from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from patchmoi.tui.commands_ops import add_ops_commands
+from patchmoi.tui.commands_patch import add_patch_commands
+from patchmoi.tui.commands_sources import add_sources_commands
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -131,13 +131,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import importlib
 
     # The server package is loaded by name: the CLI and the server never import each other statically.
-    serve = importlib.import_module("server.run").serve
+    serve = importlib.import_module("patchmoi.server.run").serve
     return int(serve(settings, poll=not args.no_poll, insecure_no_auth=args.insecure_no_auth))
 
 
 def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
-    from patchmoi_tui.app import PatchmoiApp
-    from patchmoi_tui.client import Client, LocalClient, RemoteClient
+    from patchmoi.tui.app import PatchmoiApp
+    from patchmoi.tui.client import Client, LocalClient, RemoteClient
 
     client: Client
     if args.url:
@@ -158,14 +158,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     from pathlib import Path
 
-    from core.demo import Demo
+    from patchmoi.core.demo import Demo
 
     root = Path(args.dir).resolve() if args.dir else None
     if root is not None and root.exists() and any(root.iterdir()):
         raise UsageError(f"--dir {root} is not empty")
     demo = Demo(root, keep=args.keep, interval=args.interval)
     if not args.headless:
-        from patchmoi_tui.demo_app import DemoApp
+        from patchmoi.tui.demo_app import DemoApp
 
         DemoApp(demo, args.cycles).run()
         return EXIT_OK
@@ -193,11 +193,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from core.doctor import run_checks, summary
+    from patchmoi.core.doctor import run_checks, summary
 
     checks = run_checks(settings)
     if args.json:
-        from patchmoi_tui.cliutil import emit_json
+        from patchmoi.tui.cliutil import emit_json
 
         emit_json(summary(checks))
     else:

@@ -1,6 +1,6 @@
 """Render docs/reference/cli.md from the argument parser, so the reference cannot drift from `--help`.
 
-    python -m patchmoi_tui.clidoc > docs/reference/cli.md
+    python -m patchmoi.tui.clidoc > docs/reference/cli.md
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from patchmoi_tui.cli import build_parser
+from patchmoi.tui.cli import build_parser
 
 HEADER = """# CLI reference
 
@@ -16,7 +16,7 @@ HEADER = """# CLI reference
 Progress goes to stderr, results to stdout. Exit codes: `0` ok, `1` failure, not found, or an outcome that
 needs a person (`failed`, `blocked`, `needs_intervention`), `2` usage error.
 
-This page is generated from the parser (`python -m patchmoi_tui.clidoc`); a test keeps it in sync.
+This page is generated from the parser (`python -m patchmoi.tui.clidoc`); a test keeps it in sync.
 """
 
 

@@ -15,15 +15,15 @@ from urllib.parse import quote
 
 import httpx
 
-from core.adopt import adopt, default_actor
-from core.attempt_states import STATES, derive_states
-from core.config import Settings
-from core.dispatch.dispatcher import Dispatcher
-from core.errors import PatchmoiError
-from core.sources import load_sources
-from core.store import Store
-from core.store.follow import follow
-from core.workspace.adopt import AdoptRefused
+from patchmoi.core.adopt import adopt, default_actor
+from patchmoi.core.attempt_states import STATES, derive_states
+from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.dispatcher import Dispatcher
+from patchmoi.core.errors import PatchmoiError
+from patchmoi.core.sources import load_sources
+from patchmoi.core.store import Store
+from patchmoi.core.store.follow import follow
+from patchmoi.core.workspace.adopt import AdoptRefused
 
 KINDS = ("signals", "events", "attempts", "dispatches", "runs")
 OPEN_LIMIT = 500  # the remote open-queue count is exact up to the API's page limit, then shown as "500+"

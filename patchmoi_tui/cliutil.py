@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings
-from core.errors import NotFoundError
-from core.store import Store
+from patchmoi.core.config import Settings
+from patchmoi.core.errors import NotFoundError
+from patchmoi.core.store import Store
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -23,7 +23,7 @@ def emit_json(value: Any) -> None:
 def emit_list(as_json: bool, key: str, records: list[dict[str, Any]], *, empty: str, headers: tuple[str, ...],
               widths: tuple[int, ...], row: Callable[[dict[str, Any]], tuple[Any, ...]]) -> int:
     """The shape every list command shares: `{key: [...]}` with --json, else an aligned table."""
-    from patchmoi_tui.textfmt import table
+    from patchmoi.tui.textfmt import table
 
     if as_json:
         emit_json({key: records})

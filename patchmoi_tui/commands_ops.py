@@ -10,23 +10,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.adopt import adopt, default_actor
-from core.config import Settings
-from core.dispatch.dispatcher import Dispatcher, DispatchOutcome
-from core.dispatch.http import BackendError
-from core.dispatch.selection import Backend, select_backend
-from core.errors import PatchmoiError, UsageError
-from core.events import downstream_release_event, upstream_branch_event, upstream_release_event
-from core.gc import collect
-from core.log import configure
-from core.service import Service
-from core.sources import FeedSource, load_sources
-from core.store import Store
-from core.workspace.adopt import AdoptRefused
-from core.workspace.steps import matching_steps
-from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, emit_list, open_store, progress
-from patchmoi_tui.commands_read import glyph
-from patchmoi_tui.textfmt import relative_time, shorten, table
+from patchmoi.core.adopt import adopt, default_actor
+from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.dispatcher import Dispatcher, DispatchOutcome
+from patchmoi.core.dispatch.http import BackendError
+from patchmoi.core.dispatch.selection import Backend, select_backend
+from patchmoi.core.errors import PatchmoiError, UsageError
+from patchmoi.core.events import downstream_release_event, upstream_branch_event, upstream_release_event
+from patchmoi.core.gc import collect
+from patchmoi.core.log import configure
+from patchmoi.core.service import Service
+from patchmoi.core.sources import FeedSource, load_sources
+from patchmoi.core.store import Store
+from patchmoi.core.workspace.adopt import AdoptRefused
+from patchmoi.core.workspace.steps import matching_steps
+from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, emit_list, open_store, progress
+from patchmoi.tui.commands_read import glyph
+from patchmoi.tui.textfmt import relative_time, shorten, table
 
 BAD_OUTCOMES = ("failed", "blocked", "needs_intervention")
 

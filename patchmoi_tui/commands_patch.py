@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings
-from core.errors import UsageError
-from core.workspace.forkconfig import load_fork_config
-from core.workspace.patches import capture, doctor, list_patches, setup_fork
-from core.workspace.rebuild import Rebuild
-from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json
-from patchmoi_tui.commands_read import glyph
-from patchmoi_tui.textfmt import table
+from patchmoi.core.config import Settings
+from patchmoi.core.errors import UsageError
+from patchmoi.core.workspace.forkconfig import load_fork_config
+from patchmoi.core.workspace.patches import capture, doctor, list_patches, setup_fork
+from patchmoi.core.workspace.rebuild import Rebuild
+from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json
+from patchmoi.tui.commands_read import glyph
+from patchmoi.tui.textfmt import table
 
 BAD = ("failed", "blocked", "needs_intervention")
 
@@ -85,7 +85,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from core.workspace.gitrun import GitRunner
+    from patchmoi.core.workspace.gitrun import GitRunner
 
     repo = _repo(args)
     patches = list_patches(GitRunner(repo), load_fork_config(repo))

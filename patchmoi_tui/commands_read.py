@@ -8,14 +8,14 @@ import json
 import sys
 from typing import Any
 
-from core.attempt_states import derive_states
-from core.config import Settings
-from core.errors import NotFoundError
-from core.store import Store, parse_limit
-from core.store.follow import follow
-from patchmoi_tui.cliutil import EXIT_OK, emit_json, emit_list, open_store
-from patchmoi_tui.rows import GLYPHS, upstream_label
-from patchmoi_tui.textfmt import relative_time, shorten
+from patchmoi.core.attempt_states import derive_states
+from patchmoi.core.config import Settings
+from patchmoi.core.errors import NotFoundError
+from patchmoi.core.store import Store, parse_limit
+from patchmoi.core.store.follow import follow
+from patchmoi.tui.cliutil import EXIT_OK, emit_json, emit_list, open_store
+from patchmoi.tui.rows import GLYPHS, upstream_label
+from patchmoi.tui.textfmt import relative_time, shorten
 
 
 def glyph(status: Any) -> str:

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings, redact_url
-from core.errors import NotFoundError, UsageError
-from core.feeds.fetch import Fetcher, FetchLimits
-from core.feeds.preview import PreviewError, preview_source
-from core.sources import FeedSource, load_sources
-from core.store import Store
-from patchmoi_tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json
-from patchmoi_tui.textfmt import relative_time, shorten, table
+from patchmoi.core.config import Settings, redact_url
+from patchmoi.core.errors import NotFoundError, UsageError
+from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
+from patchmoi.core.feeds.preview import PreviewError, preview_source
+from patchmoi.core.sources import FeedSource, load_sources
+from patchmoi.core.store import Store
+from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json
+from patchmoi.tui.textfmt import relative_time, shorten, table
 
 EPILOG = """examples:
   patchmoi sources list                         every source: kind, event, policy, last poll

@@ -7,9 +7,9 @@ from typing import Any
 from textual import work
 from textual.binding import Binding
 
-from core.demo import Demo
-from patchmoi_tui.app import PatchmoiApp
-from patchmoi_tui.client import LocalClient
+from patchmoi.core.demo import Demo
+from patchmoi.tui.app import PatchmoiApp
+from patchmoi.tui.client import LocalClient
 
 
 class DemoApp(PatchmoiApp):

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.text import Text
 
-from patchmoi_tui.textfmt import relative_time, shorten
+from patchmoi.tui.textfmt import relative_time, shorten
 
 GLYPHS = {
     "started": "…", "dispatched": "→", "completed": "✓", "changed": "✚", "skipped": "·",

@@ -12,9 +12,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
-from core.adopt import review_reason
-from patchmoi_tui.rows import state_text, status_text, upstream_label
-from patchmoi_tui.textfmt import shorten
+from patchmoi.core.adopt import review_reason
+from patchmoi.tui.rows import state_text, status_text, upstream_label
+from patchmoi.tui.textfmt import shorten
 
 KEYS = (
     ("1-5", "switch tab: Upstream, Events, Attempts, Dispatches, Runs"),

@@ -21,16 +21,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from core.adopt import adopt
-from core.attempt_states import derive_states
-from core.config import Settings
-from core.dispatch.http import BackendError
-from core.errors import NotFoundError, UsageError
-from core.log import log_event
-from core.service import Service
-from core.store import parse_limit
-from core.workspace.adopt import AdoptRefused
-from server.openapi import openapi_document
+from patchmoi.core.adopt import adopt
+from patchmoi.core.attempt_states import derive_states
+from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.http import BackendError
+from patchmoi.core.errors import NotFoundError, UsageError
+from patchmoi.core.log import log_event
+from patchmoi.core.service import Service
+from patchmoi.core.store import parse_limit
+from patchmoi.core.workspace.adopt import AdoptRefused
+from patchmoi.server.openapi import openapi_document
 
 MAX_BODY = 64 * 1024
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import __version__
-from core.attempt_states import STATES
-from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+from patchmoi.core import __version__
+from patchmoi.core.attempt_states import STATES
+from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 
 
 def _error(description: str) -> dict[str, Any]:

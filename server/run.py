@@ -30,10 +30,10 @@ import uvicorn
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # the limit uvicorn gives h11 unless configured
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
-from core.config import Settings, is_loopback
-from core.errors import ConfigError, UsageError
-from core.log import configure, log_event
-from server.app import create_app
+from patchmoi.core.config import Settings, is_loopback
+from patchmoi.core.errors import ConfigError, UsageError
+from patchmoi.core.log import configure, log_event
+from patchmoi.server.app import create_app
 
 DEFAULT_HEADER_TIMEOUT = 15.0
 HEADER_TIMEOUT_ENV = "PATCHMOI_HEADER_TIMEOUT"

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from core.dispatch.signing import verify_standard_webhook
+from patchmoi.core.dispatch.signing import verify_standard_webhook
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from core.attempts import aggregate, changed, merge_runs, new_attempt
-from core.dispatch.signing import flow_signature, standard_webhook_headers, verify_standard_webhook
+from patchmoi.core.attempts import aggregate, changed, merge_runs, new_attempt
+from patchmoi.core.dispatch.signing import flow_signature, standard_webhook_headers, verify_standard_webhook
 
 EVENT = {"id": "patch:src:e:upstream.release", "type": "upstream.release",
          "payload": {"repo": "o/r", "tag": "v1.2.3", "ref": "v1.2.3", "sha": ""}}

@@ -125,7 +125,7 @@ def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:
     env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(data), "FEED_SOURCES_PATH": str(sources_path),
            "PATCHMOI_FETCH_DEADLINE": "8"}
     t0 = time.monotonic()
-    out = subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "poll", "--once", "--json"], cwd=ROOT, env=env,
+    out = subprocess.run([PYTHON, "-m", "patchmoi", "poll", "--once", "--json"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     elapsed = time.monotonic() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -150,7 +150,7 @@ def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:
         p.read_text(errors="replace") for p in data.rglob("*") if p.is_file() and p.suffix != ".sqlite")
     assert SECRET not in everything
     # the host that said 429 is left alone on the next pass
-    out2 = subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "poll", "--once", "--json"], cwd=ROOT, env=env,
+    out2 = subprocess.run([PYTHON, "-m", "patchmoi", "poll", "--once", "--json"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     second = {r["sourceId"]: r for r in json.loads(out2.stdout)["sources"]}
     assert "Retry-After" in second["429"]["error"] and "not fetched" in second["429"]["error"]

@@ -4,13 +4,13 @@ import json
 import subprocess
 from pathlib import Path
 
-from core.store import Store
+from patchmoi.core.store import Store
 
 from .conftest import PYTHON, ROOT
 
 
 def patchmoi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=60)
 
 

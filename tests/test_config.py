@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Settings, redact_url
-from core.errors import ConfigError
-from core.sources import load_sources
+from patchmoi.core.config import Settings, redact_url
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.sources import load_sources
 
 from .conftest import ROOT
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
+from patchmoi.core.store import Store
 
 from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
@@ -19,11 +19,11 @@ from .loopback import FakeBackend, LoopbackServer, Reply
 
 CRASHER = r"""
 import asyncio, os, sys
-from core.config import Settings
-from core.service import Service
-from core.store.log import Log
-from core.store.store import Store
-from core.dispatch.http import HttpBackend
+from patchmoi.core.config import Settings
+from patchmoi.core.service import Service
+from patchmoi.core.store.log import Log
+from patchmoi.core.store.store import Store
+from patchmoi.core.dispatch.http import HttpBackend
 
 point = sys.argv[1]
 FILES = {"signal": "feed-events.jsonl", "job": "feed-jobs.jsonl", "event": "flow-events.jsonl",
@@ -68,7 +68,7 @@ POINTS = ["signal", "job", "event", "outbox", "state", "dispatch-post", "dispatc
 
 
 def run_poll(tmp_path: Path, env: dict[str, str], crash: str | None = None) -> int:
-    args = [PYTHON, "-c", CRASHER, crash] if crash else [PYTHON, "-m", "patchmoi_tui.cli", "poll", "--once"]
+    args = [PYTHON, "-c", CRASHER, crash] if crash else [PYTHON, "-m", "patchmoi", "poll", "--once"]
     return subprocess.run(args, cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
                           timeout=120).returncode
 

@@ -16,7 +16,7 @@ from .gitfixture import Forge
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={"PATH": "/usr/bin:/bin", **(env or {})})
 
 
@@ -36,7 +36,7 @@ def test_demo_headless_three_cycles(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_demo_in_tmux_shows_needs_intervention_within_30s() -> None:
     sock = f"patchmoi-demo-{uuid.uuid4().hex[:8]}"
-    command = f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi_tui.cli demo --interval 2"
+    command = f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi demo --interval 2"
     subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-s", "demo", "-x", "120", "-y", "32", command],
                    check=True)
     try:

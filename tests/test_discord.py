@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from core.config import Settings
-from core.notify.discord import DiscordSender, Outbox, signal_embed
-from core.store import Store
+from patchmoi.core.config import Settings
+from patchmoi.core.notify.discord import DiscordSender, Outbox, signal_embed
+from patchmoi.core.store import Store
 
 from .loopback import LoopbackServer, Reply
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.dispatch.dispatcher import Dispatcher
-from core.events import upstream_release_event
-from core.sources import load_sources
-from core.store import Store
+from patchmoi.core.dispatch.dispatcher import Dispatcher
+from patchmoi.core.events import upstream_release_event
+from patchmoi.core.sources import load_sources
+from patchmoi.core.store import Store
 
 from .conftest import PYTHON, ROOT
 from .loopback import FakeBackend, LoopbackServer, Reply
@@ -171,7 +171,7 @@ command = "echo hello"
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     full_env = {"PATH": "/usr/bin:/bin", **(env or {})}
-    return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=cwd, capture_output=True, text=True,
                           env=full_env, timeout=120)
 
 

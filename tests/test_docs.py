@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from patchmoi_tui.clidoc import render_cli_reference
-from server.openapi import openapi_document
+from patchmoi.server.openapi import openapi_document
+from patchmoi.tui.clidoc import render_cli_reference
 
 from .conftest import ROOT
 
@@ -28,7 +28,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 
 def test_cli_reference_is_generated_from_the_parser() -> None:
     assert (DOCS / "reference" / "cli.md").read_text() == render_cli_reference(), \
-        "run: python -m patchmoi_tui.clidoc > docs/reference/cli.md"
+        "run: python -m patchmoi.tui.clidoc > docs/reference/cli.md"
 
 
 def test_http_reference_lists_every_openapi_path() -> None:

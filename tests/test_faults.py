@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from core import fsutil
-from core.errors import StoreWriteError
-from core.store import Store
+from patchmoi.core import fsutil
+from patchmoi.core.errors import StoreWriteError
+from patchmoi.core.store import Store
 
 from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
@@ -28,7 +28,7 @@ PATCHMOI = str(Path(PYTHON).with_name("patchmoi"))
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={"PATH": os.environ["PATH"], **(env or {})})
 
 
@@ -68,8 +68,8 @@ def test_a_cut_state_file_is_kept_aside_and_rebuilt_from_the_log(tmp_path: Path)
         store.feed_events.append({"sourceId": "rel", "entryId": f"tag:v{i}", "provider": "github",
                                   "event": "release", "title": f"v{i}"})
     store.state_path.write_text('{"rel": {"lastSeenId": "tag:v2", "se')  # published cut
-    from core.config import Settings
-    from core.service import Service
+    from patchmoi.core.config import Settings
+    from patchmoi.core.service import Service
 
     service = Service(Settings.from_env({"DATA_DIR": str(data)}))  # starts: never stopped by the file
     state = service.poller.state.data
@@ -138,7 +138,7 @@ def test_sigkill_during_a_local_run_then_poll_once_closes_it_and_notifies(tmp_pa
                                       "transport": "local", "workspace": str(forge.fork)},
                    DISCORD_OUTPUT_ENABLED="1", DISCORD_WEBHOOK_URL=f"{server.url}/discord",
                    DISCORD_NOTIFY_EVENTS="attempt.failed")
-    proc = subprocess.Popen([PYTHON, "-m", "patchmoi_tui.cli", "run", "upstream-release", "--repo", "acme/widget",
+    proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "run", "upstream-release", "--repo", "acme/widget",
                              "--tag", "v1.0.0", "--workspace", str(forge.fork)], cwd=ROOT,
                             env={"PATH": os.environ["PATH"], **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -284,8 +284,8 @@ $PATCHMOI events --data-dir $D --json --limit 500
 def test_nan_infinity_and_lone_surrogate_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
-    from core.config import Settings
-    from server.app import create_app
+    from patchmoi.core.config import Settings
+    from patchmoi.server.app import create_app
 
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
@@ -317,8 +317,8 @@ def test_nan_infinity_and_lone_surrogate_lines_are_skipped_and_counted(tmp_path:
 # -- idempotency keys ----------------------------------------------------------------------------------------
 CONCURRENT = r"""
 import asyncio, sys
-from core.dispatch import dispatcher
-from core.store import Store
+from patchmoi.core.dispatch import dispatcher
+from patchmoi.core.store import Store
 dispatcher.now_iso = lambda: "2026-01-01T00:00:00.000Z"  # every retry in the same millisecond
 async def main():
     d = dispatcher.Dispatcher(Store(sys.argv[1]), {"PATCH_WORKSPACE_BACKEND_URL": sys.argv[2]})
@@ -348,7 +348,7 @@ def test_webhook_ids_per_intended_effect_verify_with_the_reference_library(tmp_p
 
     from standardwebhooks import Webhook
 
-    from core.dispatch.dispatcher import Dispatcher
+    from patchmoi.core.dispatch.dispatcher import Dispatcher
 
     captured: list[Any] = []
     whsec = "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM="

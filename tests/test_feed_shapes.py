@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.feeds.shapes import commit_sha, feed_branch, feed_kind, release_tag
+from patchmoi.core.feeds.shapes import commit_sha, feed_branch, feed_kind, release_tag
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 SHA256 = "0123456789abcdef" * 4

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from core.feeds.entries import MAX_ID_CHARS
-from core.feeds.gitremote import (
+from patchmoi.core.feeds.entries import MAX_ID_CHARS
+from patchmoi.core.feeds.gitremote import (
     GitRemoteError,
     _failure_detail,
     _scrub,

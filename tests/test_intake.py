@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from core.config import Settings
-from core.events import downstream_release_event, upstream_branch_event, upstream_release_event
-from core.feeds.fetch import FetchLimits
-from core.feeds.parse import FeedParseError, parse_feed
-from core.service import Service
-from core.store import Store
+from patchmoi.core.config import Settings
+from patchmoi.core.events import downstream_release_event, upstream_branch_event, upstream_release_event
+from patchmoi.core.feeds.fetch import FetchLimits
+from patchmoi.core.feeds.parse import FeedParseError, parse_feed
+from patchmoi.core.service import Service
+from patchmoi.core.store import Store
 
 from .feeds import SHA1, SHA2, atom_commits, atom_releases, npm_packument, rss_items, source
 from .loopback import FakeBackend, LoopbackServer, Reply

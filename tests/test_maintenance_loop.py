@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from core.adopt import adopt
-from core.dispatch.dispatcher import Dispatcher, DispatchOutcome
-from core.errors import ConfigError
-from core.events import upstream_branch_event, upstream_release_event
-from core.gc import collect
-from core.store import Store
-from core.workspace.adopt import AdoptRefused
-from core.workspace.forkconfig import load_fork_config
+from patchmoi.core.adopt import adopt
+from patchmoi.core.dispatch.dispatcher import Dispatcher, DispatchOutcome
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.events import upstream_branch_event, upstream_release_event
+from patchmoi.core.gc import collect
+from patchmoi.core.store import Store
+from patchmoi.core.workspace.adopt import AdoptRefused
+from patchmoi.core.workspace.forkconfig import load_fork_config
 
 from .conftest import PYTHON, ROOT
 from .gitfixture import ENV, Forge, commit_files, git
@@ -123,7 +123,7 @@ async def test_merge_commit_inside_a_patch_is_refused_by_name(tmp_path: Path, da
     outcome = await release(store, forge, "v1.0.0")
     assert outcome.attempt["status"] == "blocked"
     assert f"merge commit {merge[:12]}" in outcome.attempt["error"]
-    doctor = subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "patch", "doctor", "--repo", str(forge.fork)],
+    doctor = subprocess.run([PYTHON, "-m", "patchmoi", "patch", "doctor", "--repo", str(forge.fork)],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert doctor.returncode == 1 and f"merge commit {merge[:12]}" in doctor.stdout
 
@@ -326,8 +326,8 @@ async def test_linear_series_rebuilds_each_commit_of_main(tmp_path: Path, data_d
 
 
 async def test_a_burst_of_branch_updates_rebuilds_only_the_newest(tmp_path: Path, data_dir: Path) -> None:
-    from core.config import Settings
-    from core.service import Service
+    from patchmoi.core.config import Settings
+    from patchmoi.core.service import Service
 
     forge = Forge(tmp_path)
     shas = []
@@ -399,7 +399,7 @@ def test_relative_data_dir_never_puts_worktrees_inside_the_fork(tmp_path: Path) 
     forge = Forge(tmp_path)
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})  # a conflict leaves a worktree
     env = {"PATH": os.environ["PATH"], "DATA_DIR": "data", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "run", "upstream-release", "--repo", "acme/widget",
+    out = subprocess.run([PYTHON, "-m", "patchmoi", "run", "upstream-release", "--repo", "acme/widget",
                           "--tag", "v2.0.0", "--workspace", "fork", "--json"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr
@@ -422,7 +422,7 @@ def test_wrong_workspace_fails_the_attempt_and_poll_once_exits_1(tmp_path: Path,
     env = {"PATH": os.environ["PATH"], "DATA_DIR": str(tmp_path / "data"), "FEED_SOURCES_PATH": str(sources)}
 
     def poll() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "poll", "--once"], cwd=ROOT, env=env,
+        return subprocess.run([PYTHON, "-m", "patchmoi", "poll", "--once"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
 
     assert poll().returncode == 0  # primes
@@ -432,7 +432,7 @@ def test_wrong_workspace_fails_the_attempt_and_poll_once_exits_1(tmp_path: Path,
     assert f"local workspace {missing} does not exist" in out.stderr
     attempt = Store(tmp_path / "data").list_attempts()[0]
     assert attempt["status"] == "failed" and str(missing) in attempt["message"]
-    doctor = subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "doctor"], cwd=ROOT, env=env, capture_output=True,
+    doctor = subprocess.run([PYTHON, "-m", "patchmoi", "doctor"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
     assert doctor.returncode == 1 and f"{missing} does not exist" in doctor.stdout
 
@@ -442,8 +442,8 @@ async def test_http_open_queue_and_adopt(tmp_path: Path, data_dir: Path) -> None
 
     from starlette.testclient import TestClient
 
-    from core.config import Settings
-    from server.app import create_app
+    from patchmoi.core.config import Settings
+    from patchmoi.server.app import create_app
 
     forge = Forge(tmp_path)
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})
@@ -484,7 +484,7 @@ def test_cli_adopt_attempts_open_status_and_gc(tmp_path: Path, data_dir: Path) -
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args, "--data-dir", str(data_dir)], cwd=ROOT,
+        return subprocess.run([PYTHON, "-m", "patchmoi", *args, "--data-dir", str(data_dir)], cwd=ROOT,
                               capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"]})
 
     run = cli("run", "upstream-release", "--repo", "acme/widget", "--tag", "v2.0.0", "--workspace", str(forge.fork))
@@ -521,8 +521,8 @@ def test_cli_adopt_attempts_open_status_and_gc(tmp_path: Path, data_dir: Path) -
 
 async def test_adopt_interrupted_before_its_record_is_recorded_on_the_next_try(tmp_path: Path,
                                                                               data_dir: Path) -> None:
-    from core.adopt import rebuild_report
-    from core.workspace.adopt import adopt_candidate
+    from patchmoi.core.adopt import rebuild_report
+    from patchmoi.core.workspace.adopt import adopt_candidate
 
     forge = Forge(tmp_path)
     forge.release("v1.1.0", {"README": "1.1\n"})

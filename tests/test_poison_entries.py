@@ -18,14 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import core.feeds.npm as npm_module
-import core.feeds.parse as parse_module
-import core.feeds.poller as poller_module
-from core.config import Settings
-from core.events import build_signal
-from core.feeds.parse import FeedParseError, parse_feed
-from core.service import Service
-from core.sources import FeedSource, load_sources, parse_sources
+import patchmoi.core.feeds.npm as npm_module
+import patchmoi.core.feeds.parse as parse_module
+import patchmoi.core.feeds.poller as poller_module
+from patchmoi.core.config import Settings
+from patchmoi.core.events import build_signal
+from patchmoi.core.feeds.parse import FeedParseError, parse_feed
+from patchmoi.core.service import Service
+from patchmoi.core.sources import FeedSource, load_sources, parse_sources
 
 from .conftest import PYTHON, ROOT
 from .feeds import atom_entry, atom_feed, npm_raw, source
@@ -356,7 +356,7 @@ def test_poll_once_prints_skipped_entries(tmp_path: Path, server: LoopbackServer
     path.write_text(json.dumps({"sources": sources}))
     load_sources(path)
     env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "data"), "FEED_SOURCES_PATH": str(path)}
-    cmd = [PYTHON, "-m", "patchmoi_tui.cli", "poll", "--once"]
+    cmd = [PYTHON, "-m", "patchmoi", "poll", "--once"]
     out = subprocess.run([*cmd, "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr

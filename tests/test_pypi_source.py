@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from core.feeds.entries import MAX_ID_CHARS, FeedParseError
-from core.feeds.fetch import Fetcher
-from core.feeds.pypi import normalize_name, parse_pypi
+from patchmoi.core.feeds.entries import MAX_ID_CHARS, FeedParseError
+from patchmoi.core.feeds.fetch import Fetcher
+from patchmoi.core.feeds.pypi import normalize_name, parse_pypi
 from tests.loopback import LoopbackServer, Reply, Request
 
 

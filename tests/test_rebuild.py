@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from core.dispatch.dispatcher import Dispatcher, DispatchOutcome
-from core.events import upstream_release_event
-from core.store import Store
+from patchmoi.core.dispatch.dispatcher import Dispatcher, DispatchOutcome
+from patchmoi.core.events import upstream_release_event
+from patchmoi.core.store import Store
 
 from .conftest import PYTHON, ROOT
 from .gitfixture import Forge, git
@@ -177,7 +177,7 @@ def test_cli_patch_tools_and_run_by_hand(tmp_path: Path, data_dir: Path) -> None
     forge = Forge(tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
                               timeout=120, env={"PATH": "/usr/bin:/bin"})
 
     doctor = cli("patch", "doctor", "--repo", str(forge.fork), "--json")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from core.records import DispatchRecord, FlowEvent, MaintenanceAttempt, WorkspaceRun, now_iso
+from patchmoi.core.records import DispatchRecord, FlowEvent, MaintenanceAttempt, WorkspaceRun, now_iso
 
 
 def test_round_trip_keeps_unknown_fields_and_exact_names() -> None:

@@ -11,9 +11,9 @@ from urllib.parse import quote
 import pytest
 from starlette.testclient import TestClient
 
-from core.config import Settings
-from core.store import Store
-from server.app import create_app
+from patchmoi.core.config import Settings
+from patchmoi.core.store import Store
+from patchmoi.server.app import create_app
 
 from .loopback import FakeBackend, LoopbackServer
 
@@ -178,7 +178,7 @@ def test_serve_refuses_open_public_bind(tmp_path: Path) -> None:
 
     from .conftest import PYTHON, ROOT
 
-    out = subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "serve", "--host", "0.0.0.0", "--port", "1",
+    out = subprocess.run([PYTHON, "-m", "patchmoi", "serve", "--host", "0.0.0.0", "--port", "1",
                           "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=30,
                          env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 2 and "without PATCH_ADMIN_TOKEN" in out.stderr

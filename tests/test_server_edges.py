@@ -25,11 +25,11 @@ from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from core.config import Settings
-from core.errors import ConfigError
-from core.store import Store
-from server.app import Api, create_app
-from server.run import DEFAULT_HEADER_TIMEOUT, PatchmoiH11Protocol, header_timeout_from_env, uvicorn_config
+from patchmoi.core.config import Settings
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.store import Store
+from patchmoi.server.app import Api, create_app
+from patchmoi.server.run import DEFAULT_HEADER_TIMEOUT, PatchmoiH11Protocol, header_timeout_from_env, uvicorn_config
 
 from .conftest import PYTHON, ROOT
 from .loopback import free_port
@@ -377,10 +377,10 @@ def test_patchmoi_serve_process_edges(tmp_path: Path) -> None:
     port = free_port()
     env = {"PATH": os.environ["PATH"], "DATA_DIR": str(tmp_path / "data"), "PATCH_ADMIN_TOKEN": TOKEN,
            "PATCHMOI_HEADER_TIMEOUT": "1"}
-    bad = subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", "serve", "--port", str(port)], cwd=ROOT,
+    bad = subprocess.run([PYTHON, "-m", "patchmoi", "serve", "--port", str(port)], cwd=ROOT,
                          env={**env, "PATCHMOI_HEADER_TIMEOUT": "never"}, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "PATCHMOI_HEADER_TIMEOUT must be a positive number" in bad.stderr
-    proc = subprocess.Popen([PYTHON, "-m", "patchmoi_tui.cli", "serve", "--no-poll", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "serve", "--no-poll", "--port", str(port)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from core.config import Settings
-from core.store import Store
-from server.app import create_app
+from patchmoi.core.config import Settings
+from patchmoi.core.store import Store
+from patchmoi.server.app import create_app
 
 from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
@@ -31,7 +31,7 @@ TOKEN = "serve-test-token"
 
 
 def start(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([PYTHON, "-m", "patchmoi_tui.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "serve", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

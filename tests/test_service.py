@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Settings
-from core.errors import PatchmoiError
-from core.service import Service
+from patchmoi.core.config import Settings
+from patchmoi.core.errors import PatchmoiError
+from patchmoi.core.service import Service
 
 from .feeds import atom_releases, source
 from .loopback import LoopbackServer, Reply

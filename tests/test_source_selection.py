@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from core.config import Settings
-from core.errors import ConfigError
-from core.service import Service
-from core.sources import parse_sources
+from patchmoi.core.config import Settings
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.service import Service
+from patchmoi.core.sources import parse_sources
 
 from .feeds import source
 from .loopback import FakeBackend, LoopbackServer, Reply
@@ -285,7 +285,7 @@ def test_pep440_range_for_pypi_and_semver_ranges_for_npm() -> None:
     npm = parse_sources({"sources": [{**source("n", "https://registry.npmjs.org/x", provider="npm"),
                                       "versions": {"range": "^0.170 || >=1.2 <2"}}]})[0]
     assert npm.kind == "npm" and npm.versions.scheme == "semver"
-    from core.feeds.selection import decide
+    from patchmoi.core.feeds.selection import decide
 
     assert decide(pypi.versions, tag=None, version="3.4.0").selected
     assert not decide(pypi.versions, tag=None, version="4.0").selected
@@ -390,7 +390,7 @@ def run_cli(tmp_path: Path, *args: str) -> Any:
 
     from .conftest import PYTHON, ROOT
 
-    return subprocess.run([PYTHON, "-m", "patchmoi_tui.cli", *args, "--sources", str(tmp_path / "feed-sources.json"),
+    return subprocess.run([PYTHON, "-m", "patchmoi", *args, "--sources", str(tmp_path / "feed-sources.json"),
                            "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
 
@@ -428,7 +428,7 @@ async def test_sources_test_shows_what_the_next_poll_would_emit_and_writes_nothi
     from .conftest import PYTHON, ROOT
 
     group = await asyncio.to_thread(  # the group's options before the action work too
-        subprocess.run, [PYTHON, "-m", "patchmoi_tui.cli", "sources", "--json", "--sources",
+        subprocess.run, [PYTHON, "-m", "patchmoi", "sources", "--json", "--sources",
                          str(tmp_path / "feed-sources.json"), "--data-dir", str(tmp_path / "data"), "test", "widget"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert json.loads(group.stdout)["wouldEmit"] == 2
@@ -442,7 +442,7 @@ async def test_sources_test_shows_what_the_next_poll_would_emit_and_writes_nothi
 
 
 def test_dashboard_upstream_tab_marks_filtered_signals_and_dist_tag_moves() -> None:
-    from patchmoi_tui.rows import _signal_cells
+    from patchmoi.tui.rows import _signal_cells
 
     base = {"event": "release", "repo": {"fullName": "acme/widget"}, "sourceId": "widget"}
     filtered = _signal_cells({**base, "title": "v2.1.5", "ref": "v2.1.5",
@@ -456,9 +456,9 @@ def test_dashboard_upstream_tab_marks_filtered_signals_and_dist_tag_moves() -> N
 # -- crash safety of the per-entry saves -----------------------------------------------------------------
 CRASH_ON_SECOND_SIGNAL = """
 import asyncio, os, sys
-import core.feeds.poller as poller
-from core.config import Settings
-from core.service import Service
+import patchmoi.core.feeds.poller as poller
+from patchmoi.core.config import Settings
+from patchmoi.core.service import Service
 
 real, calls = poller.build_signal, []
 def build_signal(*args, **kwargs):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store, parse_limit
-from core.store.jsonl import JsonlFile
+from patchmoi.core.store import Store, parse_limit
+from patchmoi.core.store.jsonl import JsonlFile
 
 from .conftest import PYTHON, ROOT
 
@@ -160,7 +160,7 @@ def test_reads_bun_service_files(data_dir: Path) -> None:
 
 WRITER = r"""
 import sys
-from core.store import Store
+from patchmoi.core.store import Store
 store = Store(sys.argv[1])
 tag, count = sys.argv[2], int(sys.argv[3])
 for i in range(count):
@@ -227,7 +227,7 @@ def test_index_is_shared_across_processes(data_dir: Path) -> None:
 async def test_follow_sees_appends_from_another_process(data_dir: Path) -> None:
     import asyncio
 
-    from core.store.follow import follow
+    from patchmoi.core.store.follow import follow
 
     store = Store(data_dir)
     store.flow_events.append(ev(0))

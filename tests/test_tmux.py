@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
+from patchmoi.core.store import Store
 
 from .conftest import PYTHON, ROOT
 
@@ -53,14 +53,14 @@ def test_tui_in_tmux_live_tail_and_retry(tmp_path: Path, data_dir: Path, tmux: T
     ws.mkdir()
     (ws / ".patchmoi.toml").write_text('[[steps]]\nname = "ok"\non = ["upstream.release"]\n'
                                        'command = \'echo FLOW_RESULT {\\"status\\": \\"completed\\"}\'\n')
-    command = (f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi_tui.cli tui --data-dir {data_dir} "
+    command = (f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi tui --data-dir {data_dir} "
                f"--workspace {ws}")
     tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "30", command)
     tmux.wait_for("1 Upstream")
     tmux("send-keys", "-t", "tui", "2")
     # another process appends a flow event: the live tail shows it
     subprocess.run([PYTHON, "-c", (
-        "from core.store import Store; Store(__import__('sys').argv[1]).record_event({'id': "
+        "from patchmoi.core.store import Store; Store(__import__('sys').argv[1]).record_event({'id': "
         "'patch:upstream.release:acme/tmuxwidget:v7.0.0', 'type': 'upstream.release', 'source': 'patch', "
         "'receivedAt': '2026-11-21T10:00:00.000Z', 'payload': {'repo': 'acme/tmuxwidget', 'tag': 'v7.0.0'}})"),
         str(data_dir)], cwd=ROOT, check=True)

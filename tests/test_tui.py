@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from core.config import Settings
-from core.dispatch.dispatcher import Dispatcher
-from core.events import upstream_release_event
-from core.store import Store
-from patchmoi_tui.app import PatchmoiApp
-from patchmoi_tui.client import LocalClient
-from patchmoi_tui.screens import ConfirmScreen, DetailScreen, FilterScreen, HelpScreen
+from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.dispatcher import Dispatcher
+from patchmoi.core.events import upstream_release_event
+from patchmoi.core.store import Store
+from patchmoi.tui.app import PatchmoiApp
+from patchmoi.tui.client import LocalClient
+from patchmoi.tui.screens import ConfirmScreen, DetailScreen, FilterScreen, HelpScreen
 
 from .gitfixture import Forge, commit_files, git
 

@@ -13,11 +13,11 @@ import httpx
 import pytest
 import uvicorn
 
-from core.config import Settings
-from patchmoi_tui.app import PatchmoiApp
-from patchmoi_tui.client import RemoteClient
-from patchmoi_tui.screens import ConfirmScreen, DetailScreen
-from server.app import create_app
+from patchmoi.core.config import Settings
+from patchmoi.server.app import create_app
+from patchmoi.tui.app import PatchmoiApp
+from patchmoi.tui.client import RemoteClient
+from patchmoi.tui.screens import ConfirmScreen, DetailScreen
 
 from .gitfixture import Forge, commit_files, git
 from .loopback import free_port

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from core.feeds.parse import FeedParseError, _scan_prolog, parse_xml_feed
+from patchmoi.core.feeds.parse import FeedParseError, _scan_prolog, parse_xml_feed
 
 from .feeds import atom_entry, atom_feed
 

@@ -18,22 +18,22 @@ from typing import Any
 
 import httpx
 
-from core.adopt import adopt, auto_adopt_reason, rebuild_report
-from core.attempt_states import SUCCESS
-from core.attempts import attempt_id_for, changed, merge_runs, new_attempt
-from core.config import redact_url
-from core.dispatch.http import BackendError, HttpBackend
-from core.dispatch.selection import SECRET_ENVS, Backend, select_backend
-from core.errors import ConfigError, NotFoundError, PatchmoiError
-from core.gc import collect
-from core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
-from core.sources import FeedSource
-from core.store import Store
-from core.workspace.adopt import AdoptRefused, already_based
-from core.workspace.forkconfig import load_fork_config
-from core.workspace.gitrun import GitError
-from core.workspace.runner import execute_step
-from core.workspace.steps import Step, matching_steps
+from patchmoi.core.adopt import adopt, auto_adopt_reason, rebuild_report
+from patchmoi.core.attempt_states import SUCCESS
+from patchmoi.core.attempts import attempt_id_for, changed, merge_runs, new_attempt
+from patchmoi.core.config import redact_url
+from patchmoi.core.dispatch.http import BackendError, HttpBackend
+from patchmoi.core.dispatch.selection import SECRET_ENVS, Backend, select_backend
+from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError
+from patchmoi.core.gc import collect
+from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
+from patchmoi.core.sources import FeedSource
+from patchmoi.core.store import Store
+from patchmoi.core.workspace.adopt import AdoptRefused, already_based
+from patchmoi.core.workspace.forkconfig import load_fork_config
+from patchmoi.core.workspace.gitrun import GitError
+from patchmoi.core.workspace.runner import execute_step
+from patchmoi.core.workspace.steps import Step, matching_steps
 
 AttemptHook = Callable[[dict[str, Any]], None]
 AUTO_ACTOR = 'patchmoi (adopt = "clean")'

@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import httpx
 
-from core.dispatch.signing import signed_headers
-from core.feeds.fetch import USER_AGENT, parse_retry_after
+from patchmoi.core.dispatch.signing import signed_headers
+from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 

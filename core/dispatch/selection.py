@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import first_nonempty
-from core.sources import Target
+from patchmoi.core.config import first_nonempty
+from patchmoi.core.sources import Target
 
 URL_ENVS = ("PATCH_WORKSPACE_BACKEND_URL", "PATCH_FLOW_BACKEND_URL", "PATCH_FLOW_DISPATCH_URL")
 SECRET_ENVS = ("PATCH_WORKSPACE_BACKEND_SECRET", "PATCH_FLOW_DISPATCH_SECRET")

@@ -18,8 +18,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from core import __version__
-from core.config import redact_url
+from patchmoi.core import __version__
+from patchmoi.core.config import redact_url
 
 ACCEPT = "application/json, application/atom+xml, application/rss+xml, application/xml, text/xml;q=0.9"
 USER_AGENT = f"patchmoi/{__version__} (+https://github.com/patchmoi/patchmoi)"

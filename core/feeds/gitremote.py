@@ -22,9 +22,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from core.config import redact_url
-from core.feeds.entries import MAX_ID_CHARS, FeedEntry, ParsedFeed, SkippedEntry, bad_char, printable, safe_text
-from core.records import now_iso
+from patchmoi.core.config import redact_url
+from patchmoi.core.feeds.entries import (
+    MAX_ID_CHARS,
+    FeedEntry,
+    ParsedFeed,
+    SkippedEntry,
+    bad_char,
+    printable,
+    safe_text,
+)
+from patchmoi.core.records import now_iso
 
 ALLOWED_PROTOCOLS = "http:https:ssh:git:file"
 _SCHEMES = {"http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"}

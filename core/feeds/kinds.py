@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core.feeds.entries import FeedParseError, ParsedFeed
-from core.feeds.fetch import Fetcher
-from core.feeds.gitremote import GitRemoteError, list_remote, parse_refs, refs_digest
-from core.feeds.npm import parse_npm
-from core.feeds.parse import parse_xml_feed
-from core.feeds.pypi import parse_pypi
-from core.feeds.versions import Key, parse_version
-from core.sources import FeedSource
+from patchmoi.core.feeds.entries import FeedParseError, ParsedFeed
+from patchmoi.core.feeds.fetch import Fetcher
+from patchmoi.core.feeds.gitremote import GitRemoteError, list_remote, parse_refs, refs_digest
+from patchmoi.core.feeds.npm import parse_npm
+from patchmoi.core.feeds.parse import parse_xml_feed
+from patchmoi.core.feeds.pypi import parse_pypi
+from patchmoi.core.feeds.versions import Key, parse_version
+from patchmoi.core.sources import FeedSource
 
 
 @dataclass

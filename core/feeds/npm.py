@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from core.feeds.entries import (
+from patchmoi.core.feeds.entries import (
     MAX_ID_CHARS,
     EntrySkip,
     FeedEntry,
@@ -20,8 +20,8 @@ from core.feeds.entries import (
     printable,
     safe_text,
 )
-from core.feeds.versions import parse_version
-from core.records import iso_from_datetime, now_iso
+from patchmoi.core.feeds.versions import parse_version
+from patchmoi.core.records import iso_from_datetime, now_iso
 
 PLATFORM_SUFFIX = re.compile(
     r"-(?:aix|android|darwin|freebsd|linux|netbsd|openbsd|sunos|win32|cygwin|openharmony|macos|windows|win)"

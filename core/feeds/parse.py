@@ -39,7 +39,7 @@ from xml.parsers import expat
 
 import feedparser
 
-from core.feeds.entries import (
+from patchmoi.core.feeds.entries import (
     INVALID_REF,
     MAX_ID_CHARS,
     EntrySkip,
@@ -53,8 +53,8 @@ from core.feeds.entries import (
     printable,
     safe_text,
 )
-from core.feeds.npm import parse_npm
-from core.records import iso_from_datetime, now_iso
+from patchmoi.core.feeds.npm import parse_npm
+from patchmoi.core.records import iso_from_datetime, now_iso
 
 __all__ = ["MAX_ID_CHARS", "FeedEntry", "FeedParseError", "ParsedFeed", "SkippedEntry", "decode_xml", "parse_feed",
            "parse_npm", "parse_xml_feed", "safe_text"]

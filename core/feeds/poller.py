@@ -28,18 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.events import build_flow_event, build_job, build_signal, entry_tag
-from core.feeds.entries import MAX_ID_CHARS, FeedEntry, ParsedFeed, safe_text
-from core.feeds.fetch import Fetcher
-from core.feeds.kinds import ReadContext, read_source
-from core.feeds.npm import dist_tag_moves
-from core.feeds.selection import Decision, advance, decide
-from core.feeds.versions import Key, parse_version
-from core.log import log_event
-from core.notify.discord import Outbox
-from core.records import iso_at, now_iso
-from core.sources import FeedSource
-from core.store import Store
+from patchmoi.core.events import build_flow_event, build_job, build_signal, entry_tag
+from patchmoi.core.feeds.entries import MAX_ID_CHARS, FeedEntry, ParsedFeed, safe_text
+from patchmoi.core.feeds.fetch import Fetcher
+from patchmoi.core.feeds.kinds import ReadContext, read_source
+from patchmoi.core.feeds.npm import dist_tag_moves
+from patchmoi.core.feeds.selection import Decision, advance, decide
+from patchmoi.core.feeds.versions import Key, parse_version
+from patchmoi.core.log import log_event
+from patchmoi.core.notify.discord import Outbox
+from patchmoi.core.records import iso_at, now_iso
+from patchmoi.core.sources import FeedSource
+from patchmoi.core.store import Store
 
 SEEN_CAP = 500
 MAX_BURST = 50

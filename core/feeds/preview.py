@@ -10,12 +10,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.feeds.fetch import Fetcher
-from core.feeds.kinds import ReadContext, read_source
-from core.feeds.npm import dist_tag_moves
-from core.feeds.poller import Newness, Poller
-from core.feeds.selection import Decision, advance
-from core.sources import FeedSource
+from patchmoi.core.feeds.fetch import Fetcher
+from patchmoi.core.feeds.kinds import ReadContext, read_source
+from patchmoi.core.feeds.npm import dist_tag_moves
+from patchmoi.core.feeds.poller import Newness, Poller
+from patchmoi.core.feeds.selection import Decision, advance
+from patchmoi.core.sources import FeedSource
 
 
 @dataclass

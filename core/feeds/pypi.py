@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from core.feeds.entries import (
+from patchmoi.core.feeds.entries import (
     MAX_ID_CHARS,
     EntrySkip,
     FeedEntry,
@@ -25,7 +25,7 @@ from core.feeds.entries import (
     printable,
     safe_text,
 )
-from core.records import iso_from_datetime, now_iso
+from patchmoi.core.records import iso_from_datetime, now_iso
 
 # PEP 508 project names; PEP 503 normalization
 _NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.feeds.versions import Key, Range, Scheme, parse_version
+from patchmoi.core.feeds.versions import Key, Range, Scheme, parse_version
 
 TEMPLATE_FIELD = "{version}"
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from core.config import Settings
-from core.feeds.fetch import USER_AGENT, parse_retry_after
-from core.records import now_iso
-from core.store import Store
+from patchmoi.core.config import Settings
+from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
+from patchmoi.core.records import now_iso
+from patchmoi.core.store import Store
 
 MAX_TRIES = 8
 ATTEMPT_COLOURS = {"needs_intervention": 0xD29922, "failed": 0xCF222E, "blocked": 0x8250DF, "changed": 0x1A7F37,

@@ -16,8 +16,8 @@ from typing import Any
 
 import watchfiles
 
-from core.fsutil import ensure_dir
-from core.store.index import strict_loads
+from patchmoi.core.fsutil import ensure_dir
+from patchmoi.core.store.index import strict_loads
 
 
 @dataclass(frozen=True)

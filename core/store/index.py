@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import StoreWriteError
-from core.fsutil import FILE_MODE, ensure_dir
-from core.store.jsonl import JsonlFile
+from patchmoi.core.errors import StoreWriteError
+from patchmoi.core.fsutil import FILE_MODE, ensure_dir
+from patchmoi.core.store.jsonl import JsonlFile
 
 SCHEMA_VERSION = "2"  # 2: lines that are not strict JSON are skipped
 _SIG_BYTES = 64

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.errors import StoreWriteError
-from core.fsutil import FILE_MODE, ensure_dir, fsync_dir, write_all
-from core.records import now_iso
+from patchmoi.core.errors import StoreWriteError
+from patchmoi.core.fsutil import FILE_MODE, ensure_dir, fsync_dir, write_all
+from patchmoi.core.records import now_iso
 
 _CHUNK = 1 << 20
 

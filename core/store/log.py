@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import StoreWriteError
-from core.log import log_event
-from core.store.index import IndexSpec, LogIndex, strict_loads
-from core.store.jsonl import JsonlFile, encode_line
+from patchmoi.core.errors import StoreWriteError
+from patchmoi.core.log import log_event
+from patchmoi.core.store.index import IndexSpec, LogIndex, strict_loads
+from patchmoi.core.store.jsonl import JsonlFile, encode_line
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.attempt_states import STATES, derive_states
-from core.errors import ConfigError, PatchmoiError, StoreWriteError, UsageError
-from core.fsutil import atomic_write, ensure_dir
-from core.log import log_event
-from core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES, now_iso
-from core.store.index import IndexSpec
-from core.store.log import Log
+from patchmoi.core.attempt_states import STATES, derive_states
+from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError, UsageError
+from patchmoi.core.fsutil import atomic_write, ensure_dir
+from patchmoi.core.log import log_event
+from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES, now_iso
+from patchmoi.core.store.index import IndexSpec
+from patchmoi.core.store.log import Log
 
 STATE_REBUILD_SEEN = 500  # as the poller's seen-id cap
 DEFAULT_LIMIT = 50

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import PatchmoiError
-from core.records import now_iso
-from core.workspace.forkconfig import ForkConfig, load_fork_config
-from core.workspace.gitrun import GitRunner, trim
-from core.workspace.rebuild import DROPPED_PREFIX
+from patchmoi.core.errors import PatchmoiError
+from patchmoi.core.records import now_iso
+from patchmoi.core.workspace.forkconfig import ForkConfig, load_fork_config
+from patchmoi.core.workspace.gitrun import GitRunner, trim
+from patchmoi.core.workspace.rebuild import DROPPED_PREFIX
 
 RETIRED_PREFIX = "refs/patchmoi/retired/"
 ZERO = "0" * 40

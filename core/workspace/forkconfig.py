@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
-from core.workspace.steps import CONFIG_NAME, read_config
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.workspace.steps import CONFIG_NAME, read_config
 
 SERIES_MODES = ("branches", "linear")
 ADOPT_MODES = ("manual", "clean")

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.workspace.forkconfig import ForkConfig, load_fork_config
-from core.workspace.gitrun import GitRunner
+from patchmoi.core.workspace.forkconfig import ForkConfig, load_fork_config
+from patchmoi.core.workspace.gitrun import GitRunner
 
 
 def git_dir_state(git: GitRunner) -> dict[str, bool]:

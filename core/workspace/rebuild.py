@@ -21,11 +21,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.config import redact_url
-from core.fsutil import atomic_write, ensure_dir
-from core.workspace.forkconfig import ForkConfig, load_fork_config
-from core.workspace.gitrun import CommandResult, GitError, GitRunner, RunLog, run_shell, trim
-from core.workspace.patches import SeriesError, patch_series
+from patchmoi.core.config import redact_url
+from patchmoi.core.fsutil import atomic_write, ensure_dir
+from patchmoi.core.workspace.forkconfig import ForkConfig, load_fork_config
+from patchmoi.core.workspace.gitrun import CommandResult, GitError, GitRunner, RunLog, run_shell, trim
+from patchmoi.core.workspace.patches import SeriesError, patch_series
 
 # rerere records every conflict and its resolution and replays them (autoUpdate stages what it resolved).
 PICK = ("-c", "rerere.enabled=true", "-c", "rerere.autoUpdate=true", "-c", "core.editor=true")

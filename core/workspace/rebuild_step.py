@@ -1,4 +1,4 @@
-"""The built-in `rebuild` step: `python -m core.workspace.rebuild_step` with the step context on stdin.
+"""The built-in `rebuild` step: `python -m patchmoi.core.workspace.rebuild_step` with the step context on stdin.
 
 It maps the event to an upstream base (release → tag, branch update → sha or the upstream branch), runs
 the patch-stack rebuild, and prints `FLOW_RESULT {json}` as its last stdout line.
@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
-from core.workspace.forkconfig import load_fork_config
-from core.workspace.rebuild import Rebuild
+from patchmoi.core.errors import ConfigError
+from patchmoi.core.workspace.forkconfig import load_fork_config
+from patchmoi.core.workspace.rebuild import Rebuild
 
 
 def base_for(event: dict[str, Any], upstream_remote: str) -> tuple[str, str, str] | str:

@@ -10,8 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from core.records import RESULT_STATUSES, now_iso
-from core.workspace.steps import Step
+from patchmoi.core.records import RESULT_STATUSES, now_iso
+from patchmoi.core.workspace.steps import Step
 
 RESULT_PREFIX = "FLOW_RESULT "
 OUTPUT_LIMIT = 64 * 1024

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from patchmoi.core.errors import ConfigError
 
 CONFIG_NAME = ".patchmoi.toml"
-BUILTINS = {"rebuild": ("core.workspace.rebuild_step",)}
+BUILTINS = {"rebuild": ("patchmoi.core.workspace.rebuild_step",)}
 DEFAULT_TIMEOUT = 600.0
 REBUILD_EVENTS = ("upstream.release", "upstream.branch_update")
 
