@@ -171,7 +171,7 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
         attempts = [a for a in httpx.get(f"http://127.0.0.1:{port}/maintenance-attempts?status=started&limit=500",
                                          timeout=5).json()["attempts"] if not a.get("workspaceBackendUrl")]
         state = json.dumps([body["dispatchQueueDepth"], body["localRunsInFlight"], len(attempts),
-                            body["recovery"]["backlogBytes"], Path(data / "flow-events.jsonl").stat().st_size])
+                            body["recovery"]["backlog"], Path(data / "flow-events.jsonl").stat().st_size])
         if state != last:
             last, quiet_since = state, time.monotonic()
         elif time.monotonic() - quiet_since > 3 and not attempts and body["dispatchQueueDepth"] == 0:
@@ -180,16 +180,16 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
 
-    from patchmoi.core.store import Store
+    from patchmoi.core.store import Kind, Store
 
     store = Store(data)
-    events = {e["id"]: e for e in store.flow_events.iter_all()}
+    events = {e["id"]: e for e in (r for _, r in store.scan(Kind.EVENTS))}
     dispatches: dict[str, int] = {}
-    for d in store.dispatches.iter_all():
+    for d in (r for _, r in store.scan(Kind.DISPATCHES)):
         if d.get("operation") == "dispatch":
             dispatches[str(d["eventId"])] = dispatches.get(str(d["eventId"]), 0) + 1
     attempts = store.all_attempts()
-    dispatch_keys = {f"{d.get('eventId')}@{d.get('createdAt')}" for d in store.dispatches.iter_all()}
+    dispatch_keys = {f"{d.get('eventId')}@{d.get('createdAt')}" for d in (r for _, r in store.scan(Kind.DISPATCHES))}
     lost = {"events": seen["events"] - set(events), "attempts": seen["attempts"] - {a["id"] for a in attempts},
             "dispatches": seen["dispatches"] - dispatch_keys}
     not_once = {eid: n for eid, n in dispatches.items() if n != 1}
@@ -198,7 +198,7 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
     keys = backend.webhook_ids
     # a backend's attempt stays `started` until the backend's runs finish (`sync`); a local one never may
     stuck = [a["id"] for a in attempts if a.get("status") == "started" and not a.get("workspaceBackendUrl")]
-    local_runs = list(store.runs.iter_all())
+    local_runs = list((r for _, r in store.scan(Kind.RUNS)))
     interrupted = {r["id"] for r in local_runs if "interrupted" in str(r.get("error") or "")}
     orphans = {r["id"] for r in local_runs if str(r.get("error") or "").startswith("orphan")}
     tags = len(releases.tags) - 1

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from store_bench import make_event  # noqa: E402
 
-from patchmoi.core.store import Store  # noqa: E402
+from patchmoi.core.store import Kind, Store  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -35,8 +35,8 @@ TOKEN = "bench-token"
 def build(data: Path, n: int) -> None:
     store = Store(data)
     for start in range(0, n, 2000):
-        store.flow_events.append_many([make_event(i) for i in range(start, min(n, start + 2000))])
-    store.attempts.append_many([
+        store.append_many(Kind.EVENTS, [make_event(i) for i in range(start, min(n, start + 2000))])
+    store.append_many(Kind.ATTEMPTS, [
         {"id": f"att-{i}", "eventId": f"e{i}", "status": ("started", "changed", "failed", "completed")[i % 4],
          "updatedAt": "2026-11-21T10:00:02.000Z", "candidateRefs": []}
         for i in range(max(1000, n // 100))

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from patchmoi.core.store import Store  # noqa: E402
+from patchmoi.core.store import Kind, Store  # noqa: E402
 
 TYPES = ("upstream.release", "upstream.branch_update", "downstream.release")
 
@@ -60,7 +60,7 @@ import json, os, sys, time
 def rss_kb():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 t0 = time.perf_counter()
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 rss0 = rss_kb()
 t1 = time.perf_counter()
 store = Store(sys.argv[1])
@@ -109,21 +109,21 @@ def main() -> None:
     n_single = 2000
     t0 = time.perf_counter()
     for i in range(n_single):
-        side.flow_events.append(make_event(i))
+        side.append(Kind.EVENTS, make_event(i))
     single_rate = n_single / (time.perf_counter() - t0)
 
     batch = 1000
     t0 = time.perf_counter()
     for start in range(0, args.events, batch):
-        store.flow_events.append_many([make_event(i) for i in range(start, min(args.events, start + batch))])
+        store.append_many(Kind.EVENTS, [make_event(i) for i in range(start, min(args.events, start + batch))])
     batched_rate = args.events / (time.perf_counter() - t0)
     attempts = [
         {"id": f"att-{i % 5000}", "eventId": f"e{i % 5000}", "status": ("started", "changed", "failed")[i % 3],
          "updatedAt": "2026-11-21T10:00:02.000Z"}
         for i in range(20000)
     ]
-    store.attempts.append_many(attempts)
-    size_mb = store.flow_events.file.size() / 1e6
+    store.append_many(Kind.ATTEMPTS, attempts)
+    size_mb = (data / "flow-events.jsonl").stat().st_size / 1e6
 
     t0 = time.perf_counter()
     store.list_events(limit=1)
@@ -157,7 +157,7 @@ def main() -> None:
     for i in range(200):
         rec = make_event(args.events + i)
         rec["sentAt"] = time.time()
-        store.flow_events.append(rec)
+        store.append(Kind.EVENTS, rec)
         time.sleep(0.02)
     lat = sorted(json.loads(follower.stdout.readline()))
     follower.wait(timeout=30)

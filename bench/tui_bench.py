@@ -27,17 +27,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 from store_bench import make_event  # noqa: E402
 
 from patchmoi.core.config import Settings  # noqa: E402
-from patchmoi.core.store import Store  # noqa: E402
+from patchmoi.core.store import Kind, Store  # noqa: E402
 from patchmoi.tui.app import PatchmoiApp  # noqa: E402
 from patchmoi.tui.client import LocalClient  # noqa: E402
 
 WRITER = r"""
 import json, sys, time
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 store = Store(sys.argv[1])
 for i in range(int(sys.argv[2])):
     time.sleep(0.1)
-    store.flow_events.append({"id": f"bench-live-{i}", "type": "upstream.release", "sentAt": time.time(),
+    store.append(Kind.EVENTS, {"id": f"bench-live-{i}", "type": "upstream.release", "sentAt": time.time(),
                               "payload": {"repo": "acme/live", "tag": f"v{i}"}})
 """
 
@@ -94,7 +94,7 @@ def main() -> None:
         t = time.perf_counter()
         store = Store(data)
         for start in range(0, args.events, 2000):
-            store.flow_events.append_many([make_event(i) for i in range(start, min(args.events, start + 2000))])
+            store.append_many(Kind.EVENTS, [make_event(i) for i in range(start, min(args.events, start + 2000))])
         store.list_events(limit=1)
         store.close()
         print(f"store of {args.events:,} events built and indexed in {time.perf_counter() - t:.1f} s")

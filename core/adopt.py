@@ -18,7 +18,7 @@ from patchmoi.core.attempts import result_payload
 from patchmoi.core.errors import NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
 from patchmoi.core.records import now_iso
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused, adopt_candidate
 from patchmoi.core.workspace.gitrun import GitError
 
@@ -104,7 +104,7 @@ def adopt(store: Store, ident: str, *, by: str, reason: str | None = None, revie
     updated = {**attempt, "adoption": record, "adoptedAt": record["adoptedAt"], "updatedAt": now_iso()}
     updated.pop("adoptionError", None)
     updated.pop("state", None)
-    store.attempts.append(updated)
+    store.append(Kind.ATTEMPTS, updated)
     with contextlib.suppress(PatchmoiError, GitError, OSError):  # housekeeping is best effort; adoption is done
         collect(store, workspace=Path(str(artifacts["workspace"])))
     return updated

@@ -2,14 +2,13 @@
 
 The poller never waits on dispatch: new flow events go on a bounded-concurrency queue. Passes of one
 source never overlap, each source keeps its own interval (with jitter), and only one process polls a
-DATA_DIR (an exclusive, non-blocking flock on `poller.lock`); others still serve reads and operator actions.
+store (the store's `poller` lease); others still serve reads and operator actions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError
 from patchmoi.core.events import branch_key
 from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
 from patchmoi.core.feeds.poller import Poller, PollReport
-from patchmoi.core.fsutil import FILE_MODE, ensure_dir
 from patchmoi.core.log import log_event
 from patchmoi.core.notify.discord import DiscordSender, Outbox
 from patchmoi.core.records import iso_at, now_iso
@@ -35,38 +33,8 @@ from patchmoi.core.sources import FeedSource, load_sources
 from patchmoi.core.store import Store, parse_limit
 from patchmoi.core.views import event_view, run_view
 
-
-class PollerLock:
-    """One poller per DATA_DIR, across processes."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "poller.lock"
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        ensure_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return True
-
-    def holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "?"
-        except OSError:
-            return "?"
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+POLLER_LEASE = "poller"
+LEASE_TTL = 30.0
 
 
 @dataclass
@@ -127,7 +95,7 @@ class Service:
         self.recovery = Recovery(self.store, self.dispatcher, self.enqueue, notify=self.outbox.active)
         self.poller = Poller(self.store, self.fetcher, self.outbox, self.enqueue,
                              concurrency=poll_concurrency, min_interval=settings.min_poll_seconds)
-        self.lock = PollerLock(self.store.data_dir)
+        self.holder = str(os.getpid())
         self.polling = False
         self.dispatch_concurrency = dispatch_concurrency
         self._tasks: list[asyncio.Task[None]] = []
@@ -148,13 +116,14 @@ class Service:
             self._tasks.append(asyncio.create_task(self._dispatch_worker()))
         self._tasks.append(asyncio.create_task(self._outbox_loop()))
         if poll and self.settings.feed_sources_path is not None:
-            if self.lock.acquire():
+            if self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
                 self.polling = True
                 self._tasks.append(asyncio.create_task(self._recovery_loop()))
                 self._tasks.append(asyncio.create_task(self._poll_loop()))
             else:
-                self.last_error = f"another process (pid {self.lock.holder()}) is polling this DATA_DIR"
-                log_event("feed.poller_locked", holder=self.lock.holder())
+                holder = self.store.lease_holder(POLLER_LEASE) or "?"
+                self.last_error = f"another process (pid {holder}) is polling this DATA_DIR"
+                log_event("feed.poller_locked", holder=holder)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -166,7 +135,7 @@ class Service:
         self._tasks.clear()
         await self.dispatcher.shutdown(grace=10.0)
         self.poller.state.flush()
-        self.lock.release()
+        self.store.release_lease(POLLER_LEASE, self.holder)
         await self.fetcher.aclose()
         await self.http.aclose()
         self.store.close()
@@ -174,8 +143,9 @@ class Service:
     # -- polling -----------------------------------------------------------------------------------------
     async def poll_once(self, *, drain_timeout: float = 600.0) -> list[PollReport]:
         """One pass over every source, then dispatch what it produced and deliver notifications."""
-        if not self.lock.acquire():
-            raise PatchmoiError(f"another process (pid {self.lock.holder()}) is polling {self.store.data_dir}; "
+        if not self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
+            holder = self.store.lease_holder(POLLER_LEASE) or "?"
+            raise PatchmoiError(f"another process (pid {holder}) is polling {self.store.data_dir}; "
                                 "stop it or use its API")
         try:
             sources = self.sources_file.load()
@@ -192,7 +162,7 @@ class Service:
             await self.sender.deliver_pending(deadline=time.monotonic() + 30)
             return reports
         finally:
-            self.lock.release()
+            self.store.release_lease(POLLER_LEASE, self.holder)
 
     async def drain_dispatches(self) -> None:
         while not self.queue.empty():
@@ -201,8 +171,15 @@ class Service:
     async def _poll_loop(self) -> None:
         due: dict[str, float] = {}
         running: dict[str, asyncio.Task[PollReport]] = {}
-        last_flush = time.monotonic()
+        last_flush = last_renew = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - last_renew >= LEASE_TTL / 3:
+                last_renew = time.monotonic()
+                if not self.store.renew_lease(POLLER_LEASE, self.holder, LEASE_TTL):
+                    self.polling = False  # another replica leads now: it polls, this process still serves
+                    self.last_error = "the poller lease was lost; this process stopped polling"
+                    log_event("feed.poller_lease_lost", holder=self.store.lease_holder(POLLER_LEASE))
+                    return
             sources = self.sources_file.load()
             now = time.monotonic()
             for src in sources:
@@ -250,7 +227,7 @@ class Service:
                     await asyncio.to_thread(self.recovery.queue_backlog)
             except PatchmoiError as exc:
                 self.last_error = f"recovery: {exc}"
-            busy = self.recovery.state.backlog_bytes > 0
+            busy = self.recovery.state.backlog
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 1.0 if busy else 30.0)
 
@@ -368,15 +345,16 @@ class Service:
                 h["lastError"] = st.get("lastError")
             h["intervalSeconds"] = s.poll_interval_seconds
             per_source.append(h)
+        store = self.store.health()
         return {
-            "status": "ok" if not (self.sources_file.error or self.dispatch_failures or self.store.state_problem
-                                   or self.store.degraded()) else "degraded",
-            "stateProblem": self.store.state_problem,
+            "status": "ok" if not (self.sources_file.error or self.dispatch_failures or store["stateProblem"]
+                                   or store["degraded"]) else "degraded",
+            "stateProblem": store["stateProblem"],
             "recovery": self.recovery.state.to_dict(),
             "dispatchFailures": self.dispatch_failures[-10:],
             "startedAt": self.started_at,
             "polling": self.polling,
-            "pollerLockHolder": None if self.polling else self.lock.holder() if self.lock.path.exists() else None,
+            "pollerLockHolder": None if self.polling else self.store.lease_holder(POLLER_LEASE),
             "sourcesError": self.sources_file.error,
             "sources": per_source,
             "dispatchQueueDepth": self.queue.qsize(),
@@ -385,5 +363,5 @@ class Service:
             "notificationsLastError": self.sender.last_error,
             "lastError": self.last_error,
             "config": self.settings.describe(),
-            "store": self.store.health(),
+            "store": store,
         }

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--states", action="store_true", help="show the derived STATE column for every attempt")
     p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
 
-    p = add("show", "show one flow event (with its dispatches and attempts), attempt or run", commands_read.cmd_show)
-    p.add_argument("id", help="a flow event id, maintenance attempt id or workspace run id")
+    p = add("show", "show the chain of any record: a flow event, attempt, run or feed signal (SOURCE:ENTRY id)",
+            commands_read.cmd_show)
+    p.add_argument("id", help="a flow event, maintenance attempt, workspace run or feed signal id")
 
     add_ops_commands(sub, _common)
     add_patch_commands(sub, _common)

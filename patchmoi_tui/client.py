@@ -18,11 +18,9 @@ import httpx
 from patchmoi.core.adopt import adopt, default_actor
 from patchmoi.core.attempt_states import STATES, derive_states
 from patchmoi.core.config import Settings
-from patchmoi.core.dispatch.dispatcher import Dispatcher
-from patchmoi.core.errors import PatchmoiError
-from patchmoi.core.sources import load_sources
-from patchmoi.core.store import Store
-from patchmoi.core.store.follow import follow
+from patchmoi.core.errors import NotFoundError, PatchmoiError
+from patchmoi.core.operations import POLLER_LEASE, build_dispatcher, chain, feed_health, signal_id, with_states
+from patchmoi.core.store import Cursor, Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused
 
 KINDS = ("signals", "events", "attempts", "dispatches", "runs")
@@ -50,11 +48,9 @@ class Client(Protocol):
     async def close(self) -> None: ...
 
 
-FILE_KIND = {
-    "feed-events.jsonl": "signals", "flow-events.jsonl": "events", "maintenance-attempts.jsonl": "attempts",
-    "workspace-dispatches.jsonl": "dispatches", "flow-dispatches.jsonl": "dispatches",
-    "workspace-runs.jsonl": "runs",
-}
+ROW_KINDS = {"signals": Kind.SIGNALS, "events": Kind.EVENTS, "attempts": Kind.ATTEMPTS,
+             "dispatches": Kind.DISPATCHES, "runs": Kind.RUNS}
+TAB_OF_KIND = {**{kind: tab for tab, kind in ROW_KINDS.items()}, Kind.LEGACY_DISPATCHES: "dispatches"}
 
 
 class LocalClient:
@@ -66,44 +62,31 @@ class LocalClient:
         self.store.ensure()
         self.read_only = read_only
         self.label = f"local {settings.data_dir}"
-        sources_path = settings.feed_sources_path
-        self.dispatcher = Dispatcher(
-            self.store, settings.env, workspace=workspace,
-            sources=(lambda: load_sources(sources_path)) if sources_path is not None else None,
-        )
+        self.dispatcher = build_dispatcher(settings, self.store, workspace=workspace)
         self.actor = default_actor("tui")
         self._stop = asyncio.Event()
-        self._states_key: tuple[int, int] | None = None
+        self._states_key: Cursor | None = None
         self._states: dict[str, str] = {}
 
     def states(self) -> dict[str, str]:
-        """derive_states over every attempt (store.all_attempts()), recomputed only when the attempts file
-        changed (its size and mtime): the attempts tab, the detail view and the status line share one pass."""
-        try:
-            st = self.store.attempts.path.stat()
-            key: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            key = None
+        """derive_states over every attempt (store.all_attempts()), recomputed only when an attempt record was
+        written since (the newest one moved): the attempts tab, the detail view and the status line share one
+        pass."""
+        newest = self.store.page(Kind.ATTEMPTS, limit=1)
+        key = newest[0][0] if newest else None
         if key is None or key != self._states_key:
             self._states = derive_states(self.store.all_attempts())
             self._states_key = key
         return self._states
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
-        log, latest = {
-            "signals": (self.store.feed_events, False), "events": (self.store.flow_events, False),
-            "attempts": (self.store.attempts, True), "dispatches": (self.store.dispatches, False),
-            "runs": (self.store.runs, True),
-        }[kind]
-        pairs = log.list_with_offsets(limit=limit, latest=latest, before=before)
-        rows = [{**rec, "_cursor": off} for off, rec in pairs]
+        pairs = self.store.page(ROW_KINDS[kind], limit=limit, before=before)
+        rows = [{**rec, "_cursor": cursor} for cursor, rec in pairs]
         return with_states(rows, self.states()) if kind == "attempts" else rows
 
     async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
-        chain = describe_local(self.store, kind, record)
-        if chain.get("attempts"):
-            chain["attempts"] = with_states(chain["attempts"], self.states())
-        return chain
+        found = chain(self.store, chain_id(kind, record), states=self.states())
+        return found if found is not None else no_chain(kind, record)
 
     async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]:
         return (await self.dispatcher.retry(event_id, reason=reason, wait=False)).to_dict()
@@ -124,23 +107,15 @@ class LocalClient:
         return sum(1 for state in self.states().values() if state == "open"), False
 
     async def health(self) -> dict[str, Any]:
-        state = self.store.read_state_safely()
-        sources = []
-        for sid, st in state.items():
-            if isinstance(st, dict):
-                sources.append({"sourceId": sid, "lastCheckedAt": st.get("lastCheckedAt"),
-                                "lastError": st.get("lastError")})
-        lock = self.store.data_dir / "poller.lock"
-        return {"sources": sources, "store": self.store.health(), "dispatchQueueDepth": None,
+        return {"sources": feed_health(self.store), "store": self.store.health(), "dispatchQueueDepth": None,
                 "localRunsInFlight": len(self.dispatcher.tasks),
-                "pollerLockHolder": lock.read_text().strip() if lock.exists() else None}
+                "pollerLockHolder": self.store.lease_holder(POLLER_LEASE)}
 
     async def changes(self) -> AsyncIterator[set[str]]:
-        paths = [self.store.data_dir / name for name in FILE_KIND]
-        async for batch in follow(paths, stop=self._stop, debounce_ms=30):
-            kinds = {FILE_KIND[item.file] for item in batch if item.file in FILE_KIND}
-            if kinds:
-                yield kinds
+        async for batch in self.store.follow(list(TAB_OF_KIND), stop=self._stop):
+            tabs = {TAB_OF_KIND[change.kind] for change in batch}
+            if tabs:
+                yield tabs
 
     async def close(self) -> None:
         self._stop.set()
@@ -148,33 +123,17 @@ class LocalClient:
         self.store.close()
 
 
-def describe_local(store: Store, kind: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The chain around a record: event → dispatches → attempts → runs (candidate refs and logs inside)."""
-    event_id = str(record.get("eventId") or record.get("id") or "")
+def chain_id(kind: str, record: dict[str, Any]) -> str:
+    """The id the chain of a dashboard row is asked for by (a dispatch row: its event)."""
     if kind == "signals":
-        event_id = ""
-        for ev in store.list_events(limit=200):
-            payload = ev.get("payload") or {}
-            if payload.get("sourceId") == record.get("sourceId") and payload.get("entryId") == record.get("entryId"):
-                event_id = str(ev["id"])
-                break
-        if not event_id:
-            return {"signal": record}
-    event = store.get_event(event_id)
-    attempts = store.list_attempts(event_id=event_id, limit=20)
-    runs = store.list_runs(event_id=event_id, limit=20)
-    out: dict[str, Any] = {"event": event, "dispatches": store.list_dispatches(event_id=event_id, limit=20),
-                           "attempts": attempts, "runs": runs}
-    if kind == "signals":
-        out["signal"] = record
-    return out
+        return signal_id(record)
+    return str(record.get("eventId") if kind == "dispatches" else record.get("id") or record.get("eventId") or "")
 
 
-def with_states(attempts: list[dict[str, Any]], states: dict[str, str] | None) -> list[dict[str, Any]]:
-    """Each attempt with its `state` (`done` when in no other state); unchanged when states are unknown."""
-    if states is None:
-        return attempts
-    return [{**a, "state": states.get(str(a.get("id")), "done")} for a in attempts]
+def no_chain(kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What a detail view shows for a record whose chain cannot be found (a dispatch whose event is gone)."""
+    return {"kind": kind.rstrip("s"), "id": chain_id(kind, record), "event": None, "dispatches": [], "attempts": [],
+            "runs": [], **({"signal": record} if kind == "signals" else {})}
 
 
 class RemoteClient:
@@ -212,6 +171,8 @@ class RemoteClient:
             body = {}
         if resp.status_code == 401:
             raise PatchmoiError(f"{self.base} refused the admin token (401); pass --token or PATCH_ADMIN_TOKEN")
+        if resp.status_code == 404:
+            raise NotFoundError(f"{resp.request.method} {resp.request.url.path} → 404 {body.get('error', '')}")
         if resp.status_code >= 400 and resp.status_code != 502:
             raise PatchmoiError(f"{resp.request.method} {resp.request.url.path} → {resp.status_code} "
                                 f"{body.get('error', '')} {body.get('message', '')}".strip())
@@ -253,19 +214,17 @@ class RemoteClient:
         return [r for r in rows if isinstance(r, dict)]
 
     async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
-        event_id = str(record.get("eventId") or record.get("id") or "")
-        if kind == "signals":
-            return {"signal": record}
-        body = await self._get(f"/flow-events/{quote(event_id, safe='')}") if event_id else {}
-        attempts = (await self._get("/maintenance-attempts", {"eventId": event_id, "limit": 20})).get("attempts", [])
+        """One request: the server's chain endpoint of the row's collection."""
+        record_id = chain_id(kind, record)
+        if kind == "runs":  # runs have no chain endpoint of their own (they may be the backend's): their event's
+            record_id = str(record.get("eventId") or "")
+        collection = {"signals": "feed-signals", "attempts": "maintenance-attempts"}.get(kind, "flow-events")
+        if not record_id:
+            return no_chain(kind, record)
         try:
-            runs = (await self._get("/workspace-runs", {"eventId": event_id, "limit": 20})).get("runs", [])
-        except PatchmoiError:
-            runs = []
-        if attempts and event_id:
-            attempts = with_states([a for a in attempts if isinstance(a, dict)], await self._state_map(20, event_id))
-        return {"event": body.get("event"), "dispatches": body.get("dispatches", []), "attempts": attempts,
-                "runs": runs}
+            return await self._get(f"/{collection}/{quote(record_id, safe='')}/chain")
+        except NotFoundError:
+            return no_chain(kind, record)
 
     async def _post(self, path: str, reason: str | None) -> dict[str, Any]:
         try:

@@ -11,24 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from patchmoi.core.adopt import adopt, default_actor
+from patchmoi.core.attempt_states import NEEDS_PERSON
 from patchmoi.core.config import Settings
 from patchmoi.core.dispatch.dispatcher import Dispatcher, DispatchOutcome
 from patchmoi.core.dispatch.http import BackendError
-from patchmoi.core.dispatch.selection import Backend, select_backend
 from patchmoi.core.errors import PatchmoiError, UsageError
 from patchmoi.core.events import downstream_release_event, upstream_branch_event, upstream_release_event
 from patchmoi.core.gc import collect
 from patchmoi.core.log import configure
+from patchmoi.core.operations import build_dispatcher, hand_run_backend
 from patchmoi.core.service import Service
-from patchmoi.core.sources import FeedSource, load_sources
+from patchmoi.core.sources import load_sources
 from patchmoi.core.store import Store
 from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.core.workspace.steps import matching_steps
 from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, emit_list, open_store, progress
 from patchmoi.tui.commands_read import glyph
 from patchmoi.tui.textfmt import relative_time, shorten, table
-
-BAD_OUTCOMES = ("failed", "blocked", "needs_intervention")
 
 
 def add_ops_commands(sub: Any, common: Any) -> None:
@@ -121,12 +120,8 @@ def _run_usage(args: argparse.Namespace, settings: Settings) -> int:
                      "(see 'patchmoi run --help')")
 
 
-def _sources(settings: Settings) -> list[FeedSource]:
-    return load_sources(settings.feed_sources_path) if settings.feed_sources_path else []
-
-
 def _dispatcher(settings: Settings, store: Store, workspace: Path | None) -> Dispatcher:
-    return Dispatcher(store, settings.env, sources=lambda: _sources(settings), workspace=workspace, progress=progress)
+    return build_dispatcher(settings, store, workspace=workspace, progress=progress)
 
 
 def _print_outcome(out: dict[str, Any], as_json: bool) -> None:
@@ -149,7 +144,7 @@ def _print_outcome(out: dict[str, Any], as_json: bool) -> None:
 
 
 def _exit_for(outcome: DispatchOutcome) -> int:
-    if outcome.record.get("status") == "failed" or outcome.attempt.get("status") in BAD_OUTCOMES:
+    if outcome.record.get("status") == "failed" or outcome.attempt.get("status") in NEEDS_PERSON:
         return EXIT_FAIL
     return EXIT_OK
 
@@ -236,17 +231,8 @@ def _build_event(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     event = _build_event(args)
     workspace = Path(args.workspace).resolve() if args.workspace else (Path.cwd() if args.allow_local else None)
-    if workspace is not None:
-        backend = Backend("local", workspace=workspace)
-    else:
-        backend = select_backend(None, settings.env)
-        guarded = args.run_kind != "event" and not args.dry_run and not args.record_only
-        actions = (settings.env.get("CODEX_WORKSPACE_MODE") == "actions"
-                   or settings.env.get("GITHUB_ACTIONS") == "true")
-        if guarded and backend.kind == "local" and not actions:
-            raise UsageError(f"run {args.run_kind} dispatch requires PATCH_WORKSPACE_BACKEND_URL, "
-                             "CODEX_WORKSPACE_MODE=actions, --workspace PATH or --allow-local; use --dry-run to "
-                             "preview")
+    guarded = args.run_kind != "event" and not args.dry_run and not args.record_only
+    backend = hand_run_backend(settings.env, workspace, guarded=f"run {args.run_kind}" if guarded else None)
     if args.dry_run:
         matches: list[dict[str, Any]] = []
         if backend.kind == "local" and backend.workspace is not None:

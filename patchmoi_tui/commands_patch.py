@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from patchmoi.core.attempt_states import NEEDS_PERSON
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import UsageError
 from patchmoi.core.workspace.forkconfig import load_fork_config
@@ -15,8 +16,6 @@ from patchmoi.core.workspace.rebuild import Rebuild
 from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json
 from patchmoi.tui.commands_read import glyph
 from patchmoi.tui.textfmt import table
-
-BAD = ("failed", "blocked", "needs_intervention")
 
 
 def add_patch_commands(sub: Any, common: Any) -> None:
@@ -105,7 +104,7 @@ def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"{glyph(result['status'])} {result.get('branch', args.name)} "
               f"{result.get('error') or result.get('message') or str(result.get('sha', ''))[:12]}")
-    return EXIT_FAIL if result["status"] in BAD else EXIT_OK
+    return EXIT_FAIL if result["status"] in NEEDS_PERSON else EXIT_OK
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -127,7 +126,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  dropped  {name} (merged upstream)")
         if art.get("worktree"):
             print(f"  resume in {art['worktree']}")
-    return EXIT_FAIL if result["status"] in BAD else EXIT_OK
+    return EXIT_FAIL if result["status"] in NEEDS_PERSON else EXIT_OK
 
 
 def cmd_setup_fork(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,11 +8,10 @@ import json
 import sys
 from typing import Any
 
-from patchmoi.core.attempt_states import derive_states
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import NotFoundError
-from patchmoi.core.store import Store, parse_limit
-from patchmoi.core.store.follow import follow
+from patchmoi.core.operations import chain, status_summary
+from patchmoi.core.store import parse_limit
 from patchmoi.tui.cliutil import EXIT_OK, emit_json, emit_list, open_store
 from patchmoi.tui.rows import GLYPHS, upstream_label
 from patchmoi.tui.textfmt import relative_time, shorten
@@ -65,50 +64,6 @@ def cmd_attempts(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def status_summary(store: Store, limit: int) -> dict[str, Any]:
-    latest_attempts = store.list_attempts(limit=limit)
-    return {
-        "dataDir": str(store.data_dir),
-        "latest": {
-            "events": store.list_events(limit=limit),
-            "dispatches": store.list_dispatches(limit=limit),
-            "attempts": latest_attempts,
-        },
-        "totals": {
-            "events": store.flow_events.total(),
-            "dispatches": store.dispatches.total() + store.legacy_dispatches.total(),
-            "attempts": store.attempts.total(latest=True),
-            "runs": store.runs.total(latest=True),
-            "signals": store.feed_events.total(),
-        },
-        "attemptStatusCounts": store.attempts.count_by("status", latest=True),
-        **_queue(store, limit),
-        "dispatchStatusCounts": _merge_counts(
-            store.dispatches.count_by("status"), store.legacy_dispatches.count_by("status")
-        ),
-        "feedState": store.read_state_safely(),
-        "store": store.health(),
-    }
-
-
-def _queue(store: Store, limit: int) -> dict[str, Any]:
-    """State counts and the open queue from one pass over the attempts."""
-    everything = store.all_attempts()
-    states = derive_states(everything)
-    counts: dict[str, int] = {}
-    for state in states.values():
-        counts[state] = counts.get(state, 0) + 1
-    queue = [{**a, "state": "open"} for a in everything if states.get(str(a.get("id"))) == "open"][:limit]
-    return {"attemptStateCounts": counts, "openQueue": queue}
-
-
-def _merge_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return out
-
-
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     summary = status_summary(store, parse_limit(args.limit, 20))
@@ -154,9 +109,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
-    found = describe_id(store, args.id)
+    found = chain(store, args.id)
     if found is None:
-        raise NotFoundError(f"no flow event, maintenance attempt or run has id {args.id!r}")
+        raise NotFoundError(f"no flow event, maintenance attempt, run or feed signal has id {args.id!r}")
     if args.json:
         emit_json(found)
         return EXIT_OK
@@ -164,33 +119,19 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def describe_id(store: Store, record_id: str) -> dict[str, Any] | None:
-    """Walk the chain from any id: event → dispatches → attempts → runs."""
-    event = store.get_event(record_id)
-    if event is not None:
-        return {
-            "kind": "event",
-            "event": event,
-            "dispatches": store.list_dispatches(event_id=record_id, limit=50),
-            "attempts": store.list_attempts(event_id=record_id, limit=50),
-            "runs": store.list_runs(event_id=record_id, limit=50),
-        }
-    attempt = store.get_attempt(record_id)
-    if attempt is not None:
-        run_ids = [r for r in attempt.get("workspaceRunIds") or [] if isinstance(r, str)]
-        runs = [run for rid in run_ids if (run := store.get_run(rid)) is not None]
-        state = derive_states(store.all_attempts()).get(record_id, "done")
-        return {"kind": "attempt", "attempt": {**attempt, "state": state},
-                "event": store.get_event(str(attempt.get("eventId"))), "runs": runs}
-    run = store.get_run(record_id)
-    if run is not None:
-        return {"kind": "run", "run": run}
-    return None
-
-
 def render_detail(found: dict[str, Any]) -> str:
     lines: list[str] = []
     kind = found["kind"]
+    if kind == "signal":
+        sig = found["signal"]
+        lines += [f"feed signal  {found['id']}", f"title        {sig.get('title')}",
+                  f"received     {sig.get('receivedAt')} ({relative_time(sig.get('receivedAt'))})"]
+        if sig.get("filtered"):
+            lines.append(f"filtered     {sig['filtered']}")
+        if found["event"] is None:
+            lines.append("flow event   none")
+            return "\n".join(lines)
+        kind = "event"
     if kind == "event":
         e = found["event"]
         lines += [f"flow event   {e.get('id')}", f"type         {e.get('type')}",
@@ -269,19 +210,18 @@ def series_lines(artifacts: dict[str, Any]) -> list[str]:
 def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings, must_exist=False)
     store.ensure()
-    paths = [log.path for log in store.logs.values()]
-    offsets = {p: 0 for p in paths} if args.from_start else None
 
     async def run() -> None:
-        async for batch in follow(paths, from_offsets=offsets):
+        async for batch in store.follow(from_start=args.from_start):
             for item in batch:
                 if args.json:
-                    sys.stdout.write(json.dumps({"file": item.file, "record": item.record}, ensure_ascii=False) + "\n")
+                    sys.stdout.write(json.dumps({"kind": item.kind.value, "record": item.record},
+                                                ensure_ascii=False) + "\n")
                 else:
                     rec = item.record
                     label = rec.get("id") or rec.get("eventId") or rec.get("entryId")
                     kind = rec.get("status") or rec.get("type") or rec.get("event") or ""
-                    print(f"{item.file:<28} {kind:<20} {label}")
+                    print(f"{item.kind.value:<14} {kind:<20} {label}")
             sys.stdout.flush()
 
     asyncio.run(run())

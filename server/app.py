@@ -27,8 +27,9 @@ from patchmoi.core.config import Settings
 from patchmoi.core.dispatch.http import BackendError
 from patchmoi.core.errors import NotFoundError, UsageError
 from patchmoi.core.log import log_event
+from patchmoi.core.operations import chain
 from patchmoi.core.service import Service
-from patchmoi.core.store import parse_limit
+from patchmoi.core.store import Kind
 from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.server.openapi import openapi_document
 
@@ -138,7 +139,7 @@ class Api:
             _method(request, HEALTH)
             return PlainTextResponse("ok\n")
         routes: dict[str, Handler] = {
-            "flow-events": Api.flow_events, "workspace-dispatches": Api.dispatches, "flow-dispatches": Api.dispatches,
+            "flow-events": Api.events, "workspace-dispatches": Api.dispatches, "flow-dispatches": Api.dispatches,
             "maintenance-attempts": Api.attempts, "workspace-runs": Api.workspace_runs,
             "workspace-events": Api.workspace_events, "readyz": Api.ready, "openapi.json": Api.openapi,
             "feed-signals": Api.signals,
@@ -160,19 +161,21 @@ class Api:
         _require(request, rest, GET)
         return json_response(openapi_document())
 
-    async def flow_events(self, request: Request, rest: list[str]) -> Response:
+    async def events(self, request: Request, rest: list[str]) -> Response:
         q = request.query_params
         if not rest:
             if request.method not in GET:  # the spec's 404 for POST and the like on the list
                 return error(404, "not_found")
             _method(request, GET)
             return raw_list("events", self.store.list_events_raw(type=q.get("type") or None, limit=q.get("limit")))
-        if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("retry", "replay")) or not rest[0]:
+        if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("retry", "replay", "chain")) or not rest[0]:
             return error(404, "not_found")
         event_id = rest[0]
         event = self.store.get_event(event_id)
         if event is None:
             return error(404, "flow_event_not_found")
+        if rest[1:] == ["chain"]:
+            return await self._chain(request, event_id)
         if len(rest) == 1:
             _method(request, GET)
             return json_response({"event": event,
@@ -189,12 +192,23 @@ class Api:
             return json_response({"error": code, "message": outcome.record.get("error"), **outcome.to_dict()}, 502)
         return json_response(outcome.to_dict(), 202)
 
+    async def _chain(self, request: Request, record_id: str) -> Response:
+        """The record's chain (core.operations.chain): one request for what a detail view shows."""
+        _method(request, GET)
+        found = await asyncio.to_thread(chain, self.store, record_id)
+        if found is None:
+            return error(404, "not_found")
+        return json_response(found)
+
     async def signals(self, request: Request, rest: list[str]) -> Response:
+        if len(rest) == 2 and rest[1] == "chain" and rest[0]:
+            if self.store.get(Kind.SIGNALS, rest[0]) is None:
+                return error(404, "feed_signal_not_found")
+            return await self._chain(request, rest[0])
         _require(request, rest, GET)
         q = request.query_params
         source = q.get("sourceId") or None
-        return raw_list("signals", self.store.feed_events.select_raw(
-            limit=parse_limit(q.get("limit")), filters={"sourceId": source} if source else None))
+        return raw_list("signals", self.store.list_signals_raw(source_id=source, limit=q.get("limit")))
 
     async def dispatches(self, request: Request, rest: list[str]) -> Response:
         if rest:
@@ -214,11 +228,13 @@ class Api:
                     limit=q.get("limit"))})
             return raw_list("attempts", self.store.list_attempts_raw(
                 event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")))
-        if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("sync", "adopt")) or not rest[0]:
+        if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("sync", "adopt", "chain")) or not rest[0]:
             return error(404, "not_found")
         attempt = self.store.get_attempt(rest[0])
         if attempt is None:
             return error(404, "maintenance_attempt_not_found")
+        if rest[1:] == ["chain"]:
+            return await self._chain(request, rest[0])
         if len(rest) == 1:
             _method(request, GET)
             state = derive_states(self.store.all_attempts()).get(rest[0], "done")

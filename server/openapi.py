@@ -92,6 +92,19 @@ def openapi_document() -> dict[str, Any]:
         "summary": "refresh an attempt from its runs", "parameters": [_id("id")],
         "responses": {**_ok("synced", "attempt", "202"), "404": _error("unknown id"), "502": _error("backend"),
                       "413": _error("body too large"), **COMMON_ERRORS}}}
+    chain_schema = {"type": "object", "required": ["kind", "id", "event", "dispatches", "attempts", "runs"],
+                    "properties": {"kind": {"enum": ["event", "attempt", "run", "signal"]}, "id": {"type": "string"},
+                                   "event": {"type": ["object", "null"]}, "dispatches": {"type": "array"},
+                                   "attempts": {"type": "array", "description": "each with its derived `state`"},
+                                   "runs": {"type": "array"}}}
+    for path, what in (("/flow-events/{id}/chain", "flow event"), ("/maintenance-attempts/{id}/chain", "attempt"),
+                       ("/feed-signals/{id}/chain", "feed signal (`sourceId:entryId`)")):
+        paths[path] = {"get": {
+            "summary": f"the {what} with its chain: flow event, dispatches, attempts (with `state`) and runs "
+                       "(an attempt's own runs for an attempt), the record asked for under its kind",
+            "parameters": [_id("id")],
+            "responses": {"200": {"description": "chain", "content": {"application/json": {"schema": chain_schema}}},
+                          "404": _error("unknown id"), **COMMON_ERRORS}}}
     adopt_body = {"required": False, "content": {"application/json": {"schema": {
         "type": "object", "properties": {"by": {"type": "string", "maxLength": 200},
                                          "reason": {"type": "string", "maxLength": 500},

@@ -4,7 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 from .conftest import PYTHON, ROOT
 
@@ -19,13 +19,14 @@ def seed(data_dir: Path) -> None:
     eid = "patch:upstream.release:acme/widget:v1.2.0"
     store.record_event({"id": eid, "type": "upstream.release", "source": "patch",
                         "receivedAt": "2026-11-21T10:00:00.000Z", "payload": {"repo": "acme/widget", "tag": "v1.2.0"}})
-    store.dispatches.append({"eventId": eid, "eventType": "upstream.release", "operation": "dispatch",
+    store.append(Kind.DISPATCHES, {"eventId": eid, "eventType": "upstream.release", "operation": "dispatch",
                              "target": "local", "transport": "local", "status": "dispatched",
                              "createdAt": "2026-11-21T10:00:01.000Z", "runIds": ["run-1"]})
-    store.dispatches.append({"eventId": eid, "eventType": "upstream.release", "operation": "replay",
+    store.append(Kind.DISPATCHES, {"eventId": eid, "eventType": "upstream.release", "operation": "replay",
                              "target": "workspace-backend", "transport": "workspace-http", "status": "failed",
                              "error": "backend down", "createdAt": "2026-11-21T10:05:00.000Z"})
-    store.attempts.append({"id": f"{eid}:dispatch:1", "eventId": eid, "status": "changed", "operation": "dispatch",
+    store.append(Kind.ATTEMPTS, {"id": f"{eid}:dispatch:1", "eventId": eid, "status": "changed",
+                                 "operation": "dispatch",
                            "upstreamRepo": "acme/widget", "upstreamTag": "v1.2.0", "message": "candidate ready",
                            "updatedAt": "2026-11-21T10:00:02.000Z", "workspaceRunIds": ["run-1"],
                            "candidateRefs": [{"kind": "branch", "ref": "refs/heads/candidate/v1.2.0", "sha": "abc"}]})

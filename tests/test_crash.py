@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
@@ -96,13 +96,13 @@ def test_crash_at_each_step_then_poll_again(tmp_path: Path, server: LoopbackServ
     assert run_poll(tmp_path, env) == 0  # and once more: nothing new
 
     store = Store(tmp_path / "data")
-    signals = list(store.feed_events.iter_all())
+    signals = list((r for _, r in store.scan(Kind.SIGNALS)))
     assert sorted((s["sourceId"], s["ref"]) for s in signals) == [("rel", "v2"), ("rel", "v3"), ("sync", "v2"),
                                                                   ("sync", "v3")]
-    assert sorted(j["upstreamRef"] for j in store.feed_jobs.iter_all()) == ["v2", "v3"]
-    events = list(store.flow_events.iter_all())
+    assert sorted(j["upstreamRef"] for j in (r for _, r in store.scan(Kind.JOBS))) == ["v2", "v3"]
+    events = list((r for _, r in store.scan(Kind.EVENTS)))
     assert sorted(e["payload"]["tag"] for e in events) == ["v2", "v3"]
-    dispatches = list(store.dispatches.iter_all())
+    dispatches = list((r for _, r in store.scan(Kind.DISPATCHES)))
     assert sorted(d["eventId"] for d in dispatches) == sorted(e["id"] for e in events)
     assert all(d["status"] == "dispatched" for d in dispatches)
     attempts = store.list_attempts(limit=50)

@@ -10,7 +10,7 @@ import httpx
 
 from patchmoi.core.config import Settings
 from patchmoi.core.notify.discord import DiscordSender, Outbox, signal_embed
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 from .loopback import LoopbackServer, Reply
 
@@ -88,7 +88,7 @@ async def test_429_retry_after_is_honoured(data_dir: Path, server: LoopbackServe
         assert time.monotonic() - t0 >= 0.35
     hits = server.hits("/hook")
     assert len(hits) == 2
-    final = Store(data_dir).outbox.select(latest=True)[0]
+    final = Store(data_dir).select(Kind.NOTIFICATIONS)[0]
     assert final["status"] == "sent"
 
 
@@ -100,11 +100,11 @@ async def test_5xx_backs_off_and_404_gives_up(data_dir: Path, server: LoopbackSe
         sender = DiscordSender(outbox, client, base_backoff=0.05)
         await sender.deliver_pending()
         assert sender.last_error == "Discord webhook returned 500"
-        note = Store(data_dir).outbox.select(latest=True)[0]
+        note = Store(data_dir).select(Kind.NOTIFICATIONS)[0]
         assert note["status"] == "pending" and note["tries"] == 1 and note["nextAttemptAt"] > time.time() - 1
         server.route("/hook", Reply(404, b"Unknown Webhook"))
         await sender.deliver_pending()
-    note = Store(data_dir).outbox.select(latest=True)[0]
+    note = Store(data_dir).select(Kind.NOTIFICATIONS)[0]
     assert note["status"] == "failed" and "404" in note["error"]
     assert f"{server.url}/hook" not in json.dumps(note)  # the webhook URL (a secret) is never recorded
 

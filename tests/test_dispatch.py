@@ -11,7 +11,7 @@ from typing import Any
 from patchmoi.core.dispatch.dispatcher import Dispatcher
 from patchmoi.core.events import upstream_release_event
 from patchmoi.core.sources import load_sources
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 from .conftest import PYTHON, ROOT
 from .loopback import FakeBackend, LoopbackServer, Reply
@@ -77,9 +77,9 @@ async def test_sync_from_backend_runs(data_dir: Path, tmp_path: Path, server: Lo
     assert synced["status"] == "changed" and synced["workspaceRunStatuses"] == {"run-1": "changed"}
     assert synced["candidateRefs"][0]["sha"] == "abc123"
     assert store.list_attempts(status="changed")[0]["id"] == outcome.attempt["id"]
-    n = store.attempts.total()
+    n = store.count(Kind.ATTEMPTS)
     await dispatcher.sync(outcome.attempt["id"])
-    assert store.attempts.total() == n  # unchanged: nothing appended
+    assert store.count(Kind.ATTEMPTS) == n  # unchanged: nothing appended
     backend.server.routes.pop("/b/runs", None)
     await dispatcher.aclose()
 

@@ -17,7 +17,7 @@ import pytest
 
 from patchmoi.core import fsutil
 from patchmoi.core.errors import StoreWriteError
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
@@ -37,7 +37,7 @@ def test_short_writes_are_completed_and_a_failed_write_never_publishes_a_cut_fil
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(tmp_path / "data")
     store.write_state({"src": {"lastSeenId": "a", "seen": ["a"]}})
-    good = store.state_path.read_bytes()
+    good = (store.data_dir / "feed-state.json").read_bytes()
     real_write = os.write
 
     def short(fd: int, data: Any) -> int:  # the kernel may write less than asked
@@ -45,8 +45,9 @@ def test_short_writes_are_completed_and_a_failed_write_never_publishes_a_cut_fil
 
     monkeypatch.setattr(fsutil.os, "write", short)
     big = {f"src{i}": {"lastSeenId": f"e{i}", "seen": [f"e{i}-{j}" for j in range(50)]} for i in range(40)}
-    store.write_state(big)
-    assert json.loads(store.state_path.read_text()) == big
+    store.write_state(big)  # saves these sources, keeps the others
+    assert json.loads((store.data_dir / "feed-state.json").read_text()) == {"src": {"lastSeenId": "a", "seen": ["a"]},
+                                                                            **big}
 
     def full(fd: int, data: Any) -> int:
         if len(data) > 100:
@@ -54,10 +55,10 @@ def test_short_writes_are_completed_and_a_failed_write_never_publishes_a_cut_fil
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fsutil.os, "write", full)
-    before = store.state_path.read_bytes()
+    before = (store.data_dir / "feed-state.json").read_bytes()
     with pytest.raises(StoreWriteError, match="No space left on device"):
         store.write_state({"other": {}})
-    assert store.state_path.read_bytes() == before != good  # untouched, not cut
+    assert (store.data_dir / "feed-state.json").read_bytes() == before != good  # untouched, not cut
     assert not [p for p in store.data_dir.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -65,9 +66,9 @@ def test_a_cut_state_file_is_kept_aside_and_rebuilt_from_the_log(tmp_path: Path)
     data = tmp_path / "data"
     store = Store(data)
     for i in range(3):
-        store.feed_events.append({"sourceId": "rel", "entryId": f"tag:v{i}", "provider": "github",
+        store.append(Kind.SIGNALS, {"sourceId": "rel", "entryId": f"tag:v{i}", "provider": "github",
                                   "event": "release", "title": f"v{i}"})
-    store.state_path.write_text('{"rel": {"lastSeenId": "tag:v2", "se')  # published cut
+    (store.data_dir / "feed-state.json").write_text('{"rel": {"lastSeenId": "tag:v2", "se')  # published cut
     from patchmoi.core.config import Settings
     from patchmoi.core.service import Service
 
@@ -78,12 +79,12 @@ def test_a_cut_state_file_is_kept_aside_and_rebuilt_from_the_log(tmp_path: Path)
     assert len(aside) == 1 and aside[0].read_text() == '{"rel": {"lastSeenId": "tag:v2", "se'
     health = service.health()
     assert health["status"] == "degraded" and "rebuilt from feed-events.jsonl" in health["stateProblem"]
-    assert json.loads(store.state_path.read_text())["rel"]["lastSeenId"] == "tag:v2"
+    assert json.loads((store.data_dir / "feed-state.json").read_text())["rel"]["lastSeenId"] == "tag:v2"
 
 
 def test_data_dir_and_its_index_are_created_0700(tmp_path: Path) -> None:
     store = Store(tmp_path / "new" / "data")
-    store.flow_events.append({"id": "e1", "type": "t"})
+    store.append(Kind.EVENTS, {"id": "e1", "type": "t"})
     assert store.get_event("e1") is not None
     for path in (tmp_path / "new", tmp_path / "new" / "data", tmp_path / "new" / "data" / ".index"):
         assert path.stat().st_mode & 0o777 == 0o700, path
@@ -103,16 +104,16 @@ def test_a_2000_event_backlog_is_dispatched_once_by_the_next_poll(tmp_path: Path
     env = feed_env(tmp_path, server, {"mode": "workspace_flow", "eventType": "upstream.release",
                                       "workspaceUrl": backend.url})
     store = Store(tmp_path / "data")
-    store.flow_events.append_many([
+    store.append_many(Kind.EVENTS, [
         {"id": f"patch:rel:tag:v{i}:upstream.release", "type": "upstream.release", "source": "patch",
          "payload": {"sourceId": "rel", "repo": "openai/codex", "tag": f"v{i}"}} for i in range(2000)])
     # 300 of them had been dispatched before the crash, 100 without their attempt being written
     for i in range(300):
-        store.dispatches.append({"eventId": f"patch:rel:tag:v{i}:upstream.release", "operation": "dispatch",
+        store.append(Kind.DISPATCHES, {"eventId": f"patch:rel:tag:v{i}:upstream.release", "operation": "dispatch",
                                  "status": "dispatched", "transport": "workspace-http",
                                  "createdAt": f"2026-01-01T00:00:{i // 10:02d}.{i % 10:03d}Z"})
         if i >= 100:
-            store.attempts.append({"id": f"patch:rel:tag:v{i}:upstream.release:dispatch:"
+            store.append(Kind.ATTEMPTS, {"id": f"patch:rel:tag:v{i}:upstream.release:dispatch:"
                                          f"2026-01-01T00:00:{i // 10:02d}.{i % 10:03d}Z",
                                    "eventId": f"patch:rel:tag:v{i}:upstream.release", "status": "started"})
     assert "1700 flow event(s) never dispatched" in cli("doctor", env=env).stdout
@@ -121,13 +122,13 @@ def test_a_2000_event_backlog_is_dispatched_once_by_the_next_poll(tmp_path: Path
     assert backend.posts == 1700 and len(backend.events) == 1700
     assert "nothing left behind by a crash" in cli("doctor", env=env).stdout
     fresh = Store(tmp_path / "data")
-    dispatched = [d["eventId"] for d in fresh.dispatches.iter_all()]
+    dispatched = [d["eventId"] for d in (r for _, r in fresh.scan(Kind.DISPATCHES))]
     assert len(dispatched) == len(set(dispatched)) == 2000
-    assert fresh.attempts.total(latest=True) == 2000
+    assert fresh.count(Kind.ATTEMPTS) == 2000
     again = cli("poll", "--once", env=env)
     assert again.returncode == 0 and backend.posts == 1700  # nothing twice
-    assert json.loads((tmp_path / "data" / ".recovery.json").read_text())["flowEvents"]["offset"] == \
-        (tmp_path / "data" / "flow-events.jsonl").stat().st_size
+    mark = json.loads((tmp_path / "data" / ".recovery.json").read_text())["flowEvents"]["cursor"]
+    assert mark.endswith(f":{(tmp_path / 'data' / 'flow-events.jsonl').stat().st_size}")  # past every event
 
 
 def test_sigkill_during_a_local_run_then_poll_once_closes_it_and_notifies(tmp_path: Path,
@@ -174,8 +175,8 @@ def test_orphan_runs_are_closed_and_their_event_dispatched_again(tmp_path: Path,
     store = Store(tmp_path / "data")
     event = {"id": "patch:rel:tag:v9:upstream.release", "type": "upstream.release", "source": "patch",
              "payload": {"sourceId": "rel", "repo": "openai/codex", "tag": "v9"}}
-    store.flow_events.append(event)
-    store.runs.append({"id": "run-orphan", "eventId": event["id"], "status": "queued", "pid": 999999999})
+    store.append(Kind.EVENTS, event)
+    store.append(Kind.RUNS, {"id": "run-orphan", "eventId": event["id"], "status": "queued", "pid": 999999999})
     assert cli("poll", "--once", env=env).returncode == 0
     fresh = Store(tmp_path / "data")
     assert fresh.get_run("run-orphan")["error"].startswith("orphan:")  # type: ignore[index]
@@ -204,8 +205,8 @@ def test_every_read_command_and_serve_work_on_a_read_only_data_dir(tmp_path: Pat
     data = tmp_path / "data"
     store = Store(data)
     store.record_event({"id": "e:1", "type": "upstream.release", "payload": {"repo": "a/b", "tag": "v1"}})
-    store.attempts.append({"id": "e:1:dispatch:x", "eventId": "e:1", "status": "needs_intervention"})
-    store.runs.append({"id": "run-1", "eventId": "e:1", "status": "failed"})
+    store.append(Kind.ATTEMPTS, {"id": "e:1:dispatch:x", "eventId": "e:1", "status": "needs_intervention"})
+    store.append(Kind.RUNS, {"id": "run-1", "eventId": "e:1", "status": "failed"})
     store.close()
     shutil.rmtree(data / ".index")  # no index yet: it cannot be written there
     (data / "flow-events.jsonl").open("ab").write(b'{"id": "torn"')  # a torn tail it cannot repair
@@ -337,9 +338,9 @@ def test_200_concurrent_retries_make_200_attempts(tmp_path: Path, server: Loopba
              for _ in range(8)]
     assert [p.wait(timeout=240) for p in procs] == [0] * 8
     store = Store(data)
-    ids = [a["id"] for a in store.attempts.iter_all()]
+    ids = [a["id"] for a in (r for _, r in store.scan(Kind.ATTEMPTS))]
     assert len(ids) == len(set(ids)) == 200
-    assert store.attempts.total(latest=True) == 200
+    assert store.count(Kind.ATTEMPTS) == 200
 
 
 def test_webhook_ids_per_intended_effect_verify_with_the_reference_library(tmp_path: Path,
@@ -376,6 +377,6 @@ def test_webhook_ids_per_intended_effect_verify_with_the_reference_library(tmp_p
         ids = backend.webhook_ids
         assert ids[0] == ids[1] == "e:1" and ids[2].startswith("retry:e:1:") and ids[3].startswith("replay:e:1:")
         assert len(set(ids)) == 3
-        records = list(store.dispatches.iter_all())
+        records = list((r for _, r in store.scan(Kind.DISPATCHES)))
         assert [r["webhookId"] for r in records] == ids
         captured.append(ids)

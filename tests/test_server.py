@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from patchmoi.core.config import Settings
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.server.app import create_app
 
 from .loopback import FakeBackend, LoopbackServer
@@ -32,7 +32,7 @@ def seed(data_dir: Path) -> None:
     store = Store(data_dir)
     store.record_event({"id": EID, "type": "upstream.release", "source": "patch",
                         "receivedAt": "2026-05-13T00:00:00.000Z", "payload": {"repo": "openai/codex", "tag": "v1"}})
-    store.dispatches.append({"eventId": EID, "eventType": "upstream.release", "operation": "dispatch",
+    store.append(Kind.DISPATCHES, {"eventId": EID, "eventType": "upstream.release", "operation": "dispatch",
                              "status": "failed", "error": "down", "createdAt": "2026-05-13T00:00:01.000Z"})
 
 
@@ -154,7 +154,7 @@ def test_backend_down_is_502_with_reason(data_dir: Path) -> None:
 
 def test_local_runs_served_without_backend_and_body_limit(data_dir: Path) -> None:
     seed(data_dir)
-    Store(data_dir).runs.append({"id": "run-x", "eventId": EID, "status": "changed", "processStatus": "completed",
+    Store(data_dir).append(Kind.RUNS, {"id": "run-x", "eventId": EID, "status": "changed", "processStatus": "completed",
                                  "resultPayload": {"status": "changed", "message": "ok"}})
     with client_for(data_dir) as c:
         runs = c.get("/workspace-runs", headers=AUTH).json()["runs"]

@@ -27,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import ConfigError
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.server.app import Api, create_app
 from patchmoi.server.run import DEFAULT_HEADER_TIMEOUT, PatchmoiH11Protocol, header_timeout_from_env, uvicorn_config
 
@@ -53,8 +53,8 @@ def seed(data_dir: Path) -> None:
     store = Store(data_dir)
     store.record_event({"id": EID, "type": "upstream.release", "source": "patch",
                         "receivedAt": "2026-05-13T00:00:00.000Z", "payload": {"tag": "v1"}})
-    store.attempts.append({"id": AID, "eventId": EID, "status": "started", "operation": "dispatch"})
-    store.runs.append({"id": RUN, "eventId": EID, "status": "changed", "processStatus": "completed",
+    store.append(Kind.ATTEMPTS, {"id": AID, "eventId": EID, "status": "started", "operation": "dispatch"})
+    store.append(Kind.RUNS, {"id": RUN, "eventId": EID, "status": "changed", "processStatus": "completed",
                        "resultPayload": {"status": "changed", "message": "ok"}})
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from patchmoi.core.config import Settings
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.server.app import create_app
 
 from .conftest import PYTHON, ROOT
@@ -113,7 +113,7 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
     data = tmp_path_factory.mktemp("fuzz") / "data"
     store = Store(data)
     store.record_event({"id": "e:1/x", "type": "upstream.release", "payload": {}})
-    store.attempts.append({"id": "a:1", "eventId": "e:1/x", "status": "started"})
+    store.append(Kind.ATTEMPTS, {"id": "a:1", "eventId": "e:1/x", "status": "started"})
     with open(data / "workspace-dispatches.jsonl", "ab") as fh:
         fh.write(b"corrupt line\n")
     app = create_app(Settings.from_env({"DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN}), poll=False)

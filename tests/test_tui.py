@@ -13,7 +13,7 @@ import pytest
 from patchmoi.core.config import Settings
 from patchmoi.core.dispatch.dispatcher import Dispatcher
 from patchmoi.core.events import upstream_release_event
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.tui.app import PatchmoiApp
 from patchmoi.tui.client import LocalClient
 from patchmoi.tui.screens import ConfirmScreen, DetailScreen, FilterScreen, HelpScreen
@@ -27,7 +27,7 @@ EID2 = "patch:gh-gadget:tag:github.com,2008:Repository/2/v3.0.0:upstream.release
 
 def seed(data_dir: Path, workspace: Path | None = None) -> None:
     store = Store(data_dir)
-    store.feed_events.append_many([
+    store.append_many(Kind.SIGNALS, [
         {"sourceId": "gh-widget", "provider": "github", "event": "release", "entryId": "tag:github.com,2008:"
          "Repository/1/v1.2.0", "title": "v1.2.0", "url": "https://github.com/acme/widget/releases/tag/v1.2.0",
          "publishedAt": "2026-11-21T10:00:00.000Z", "receivedAt": "2026-11-21T10:01:00.000Z",
@@ -40,17 +40,17 @@ def seed(data_dir: Path, workspace: Path | None = None) -> None:
                                (EID2, "acme/gadget", "v3.0.0", "2026-11-21T11:00:00.000Z")):
         store.record_event({"id": eid, "type": "upstream.release", "source": "patch", "receivedAt": at,
                             "payload": {"repo": repo, "tag": tag, "sourceId": eid.split(":")[1]}})
-    store.dispatches.append({"eventId": EID, "eventType": "upstream.release", "operation": "dispatch",
+    store.append(Kind.DISPATCHES, {"eventId": EID, "eventType": "upstream.release", "operation": "dispatch",
                              "target": "local", "transport": "local", "status": "dispatched",
                              "runIds": ["run-a"], "matched": 1, "createdAt": "2026-11-21T10:01:01.000Z"})
-    store.runs.append({"id": "run-a", "eventId": EID, "flowName": "patchmoi", "stepName": "rebuild",
+    store.append(Kind.RUNS, {"id": "run-a", "eventId": EID, "flowName": "patchmoi", "stepName": "rebuild",
                        "status": "needs_intervention", "processStatus": "completed",
                        "createdAt": "2026-11-21T10:01:01.000Z", "completedAt": "2026-11-21T10:01:05.000Z",
                        "resultPayload": {"status": "needs_intervention", "message": "patch/010 conflicts",
                                          "artifacts": {"failedPatch": "patch/010", "unmergedFiles": ["a.txt"],
                                                        "worktree": "/srv/data/worktrees/x"}},
                        "log": [{"command": "git cherry-pick abc", "exitCode": 1, "output": "CONFLICT (content)"}]})
-    store.attempts.append({"id": f"{EID}:dispatch:2026-11-21T10:01:01.000Z", "eventId": EID,
+    store.append(Kind.ATTEMPTS, {"id": f"{EID}:dispatch:2026-11-21T10:01:01.000Z", "eventId": EID,
                            "eventType": "upstream.release", "operation": "dispatch", "status": "needs_intervention",
                            "upstreamRepo": "acme/widget", "upstreamTag": "v1.2.0", "workspaceRunIds": ["run-a"],
                            "error": "patch/010 conflicts", "candidateRefs": [],
@@ -215,8 +215,9 @@ async def test_filter_follow_help_and_palette(data_dir: Path) -> None:
 
 async def test_large_store_pages_on_demand(data_dir: Path) -> None:
     store = Store(data_dir)
-    store.flow_events.append_many([{"id": f"e{i}", "type": "upstream.release", "receivedAt": "2026-11-21T10:00:00.000Z",
-                                    "payload": {"repo": "r", "tag": f"v{i}"}} for i in range(1500)])
+    store.append_many(Kind.EVENTS, [{"id": f"e{i}", "type": "upstream.release",
+                                     "receivedAt": "2026-11-21T10:00:00.000Z",
+                                     "payload": {"repo": "r", "tag": f"v{i}"}} for i in range(1500)])
     app = make_app(data_dir)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("2")
@@ -293,7 +294,7 @@ async def test_live_tail_and_keys_keep_working_under_the_detail_view(data_dir: P
         await pilot.pause()
         assert isinstance(app.screen, DetailScreen)
         store = Store(data_dir)  # another process: an attempt of the same release succeeds
-        store.attempts.append({"id": f"{EID}:retry:later", "eventId": EID, "eventType": "upstream.release",
+        store.append(Kind.ATTEMPTS, {"id": f"{EID}:retry:later", "eventId": EID, "eventType": "upstream.release",
                                "operation": "retry", "status": "completed", "upstreamRepo": "acme/widget",
                                "upstreamTag": "v1.2.0", "createdAt": "2026-11-21T11:50:00.000Z",
                                "updatedAt": "2026-11-21T11:50:00.000Z"})

@@ -28,7 +28,7 @@ from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
 from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
 from patchmoi.core.sources import FeedSource
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused, already_based
 from patchmoi.core.workspace.forkconfig import load_fork_config
 from patchmoi.core.workspace.gitrun import GitError
@@ -182,12 +182,12 @@ class Dispatcher:
                 if isinstance(reply.body.get("idempotent"), bool):
                     record["idempotent"] = reply.body["idempotent"]
                 runs = reply.runs
-        self.store.dispatches.append(record)
+        self.store.append(Kind.DISPATCHES, record)
         attempt = self._new_attempt(event, record)
         if runs:
             merged = merge_runs(attempt, runs, str(record["createdAt"]))
             if changed(attempt, merged):
-                self.store.attempts.append(merged)
+                self.store.append(Kind.ATTEMPTS, merged)
             attempt = merged
         self._notify(attempt, None)
         return DispatchOutcome(event, record, attempt)
@@ -212,12 +212,12 @@ class Dispatcher:
         (`#2`, `#3` when timestamps collide) under the log's lock, so concurrent retries never share one."""
         base_id = attempt_id_for(str(event.get("id")), str(record.get("operation")), str(record.get("createdAt")))
         attempt = {**new_attempt(event, record, base_id), **(extra or {})}
-        attempt["id"] = self.store.attempts.append_with_unique_id(attempt, base_id)
+        attempt["id"] = self.store.append_unique(Kind.ATTEMPTS, attempt, base_id)
         return attempt
 
     def save_attempt(self, attempt: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
         """Append the attempt; a new terminal status notifies (the outbox hook)."""
-        self.store.attempts.append(attempt)
+        self.store.append(Kind.ATTEMPTS, attempt)
         self._notify(attempt, previous)
 
     def _notify(self, attempt: dict[str, Any], previous: dict[str, Any] | None) -> None:
@@ -266,12 +266,12 @@ class Dispatcher:
              "pid": os.getpid()}
             for step in steps
         ]
-        self.store.runs.append_many(runs)
+        self.store.append_many(Kind.RUNS, runs)
         for run, step in zip(runs, steps, strict=True):
             self.progress(f"[flow] queued {step.flow}/{step.name} ({step.runner}) {run['id']}")
         record = {**base, "status": "dispatched", "runIds": [r["id"] for r in runs], "matched": len(runs),
                   "createdAt": created}
-        self.store.dispatches.append(record)
+        self.store.append(Kind.DISPATCHES, record)
         attempt = self._new_attempt(event, record)
         coro = self._execute(event, attempt, list(zip(runs, steps, strict=True)), workspace)
         if wait:
@@ -294,7 +294,7 @@ class Dispatcher:
         return self._finish_without_runs(event, record)
 
     def _finish_without_runs(self, event: dict[str, Any], record: dict[str, Any]) -> DispatchOutcome:
-        self.store.dispatches.append(record)
+        self.store.append(Kind.DISPATCHES, record)
         extra = {k: v for k, v in (("message", record.get("error")), ("supersededBy", record.get("supersededBy"))) if v}
         attempt = self._new_attempt(event, record, extra)
         self._notify(attempt, None)
@@ -312,7 +312,7 @@ class Dispatcher:
             if newer is not None:
                 skipped = [{**r, "status": "skipped", "effectiveStatus": "skipped", "processStatus": "skipped",
                             "error": f"superseded by {newer}", "completedAt": now_iso()} for r, _ in planned]
-                self.store.runs.append_many(skipped)
+                self.store.append_many(Kind.RUNS, skipped)
                 merged = {**merge_runs(attempt, skipped, now_iso()), "supersededBy": newer,
                           "message": f"not rebuilt: a newer update of the same branch is waiting ({newer})"}
                 self.save_attempt(merged, attempt)
@@ -320,7 +320,7 @@ class Dispatcher:
             for run, step in planned:
                 running = {**run, "status": "running", "effectiveStatus": "running", "startedAt": now_iso(),
                            "pid": os.getpid()}
-                self.store.runs.append(running)
+                self.store.append(Kind.RUNS, running)
                 self.progress(f"[flow] start {step.flow}/{step.name} {run['id']}")
                 try:
                     done = await execute_step(step, running, event, workspace, data_dir=self.store.data_dir,
@@ -331,11 +331,11 @@ class Dispatcher:
                     stopped = [{**r, "status": "failed", "effectiveStatus": "failed", "processStatus": "failed",
                                 "error": "interrupted by shutdown; retry the event", "completedAt": now_iso()}
                                for r, _ in planned[len(finished):]]
-                    self.store.runs.append_many(stopped)
+                    self.store.append_many(Kind.RUNS, stopped)
                     merged = merge_runs(attempt, finished + stopped, now_iso())
                     self.save_attempt(merged, attempt)
                     raise
-                self.store.runs.append(done)
+                self.store.append(Kind.RUNS, done)
                 self.progress(f"[flow] done {step.flow}/{step.name} {run['id']} status={done.get('status')}")
                 finished.append(done)
             merged = merge_runs(attempt, finished, now_iso())
@@ -374,7 +374,7 @@ class Dispatcher:
         except (AdoptRefused, GitError) as exc:
             reason = str(exc)
         noted = {**attempt, "adoptionError": f"not adopted automatically: {reason}", "updatedAt": now_iso()}
-        self.store.attempts.append(noted)
+        self.store.append(Kind.ATTEMPTS, noted)
         self.progress(f"[flow] not adopted {attempt.get('id')}: {reason}")
         return noted
 

@@ -39,7 +39,7 @@ from patchmoi.core.log import log_event
 from patchmoi.core.notify.discord import Outbox
 from patchmoi.core.records import iso_at, now_iso
 from patchmoi.core.sources import FeedSource
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 SEEN_CAP = 500
 MAX_BURST = 50
@@ -163,12 +163,13 @@ class PollReport:
 
 
 class FeedState:
-    """`feed-state.json` held in memory by the single poller and written atomically."""
+    """Every source's poll state, held in memory by the single poller (the lease holder); `flush` saves the
+    sources that changed."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.data = store.read_state()
-        self.dirty = False
+        self.changed: set[str] = set()
 
     def get(self, source_id: str) -> dict[str, Any] | None:
         value = self.data.get(source_id)
@@ -176,14 +177,14 @@ class FeedState:
 
     def put(self, source_id: str, value: dict[str, Any], *, flush: bool) -> None:
         self.data[source_id] = value
-        self.dirty = True
+        self.changed.add(source_id)
         if flush:
             self.flush()
 
     def flush(self) -> None:
-        if self.dirty:
-            self.store.write_state(self.data)
-            self.dirty = False
+        if self.changed:
+            self.store.write_state({sid: self.data[sid] for sid in self.changed})
+            self.changed.clear()
 
 
 class Poller:
@@ -403,13 +404,13 @@ class Poller:
     def _accept(self, source: FeedSource, entry: FeedEntry, decision: Decision) -> str | None:
         signal = build_signal(source, entry, tag=decision.tag, version=decision.version, filtered=decision.reason)
         signal_dict = signal.to_dict()
-        self.store.feed_events.append_if_absent(signal_dict, signal.id)
+        self.store.append_if_absent(Kind.SIGNALS, signal_dict, signal.id)
         if decision.reason is not None:
             log_event("feed.filtered", sourceId=source.id, entryId=entry.id, reason=decision.reason)
             return None
         job = build_job(source, signal)
         if job is not None:
-            self.store.feed_jobs.append_if_absent(job.to_dict(), job.id)
+            self.store.append_if_absent(Kind.JOBS, job.to_dict(), job.id)
         event = build_flow_event(source, signal)
         event_id = None
         if event is not None:
@@ -438,7 +439,7 @@ class Poller:
                                       version=decision.version if decision else None,
                                       filtered=decision.reason if decision else None)
                 signal_dict = signal.to_dict()
-                self.store.feed_events.append_if_absent(signal_dict, signal.id)
+                self.store.append_if_absent(Kind.SIGNALS, signal_dict, signal.id)
                 # a tag moving forward comes with its release (notified as such); a rollback or a removal is news
                 if (decision is None or decision.selected) and (entry.extra.get("rollback") or version is None):
                     self.outbox.enqueue_signal(signal_dict, None)

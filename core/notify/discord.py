@@ -19,7 +19,7 @@ import httpx
 from patchmoi.core.config import Settings
 from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
 from patchmoi.core.records import now_iso
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 MAX_TRIES = 8
 ATTEMPT_COLOURS = {"needs_intervention": 0xD29922, "failed": 0xCF222E, "blocked": 0x8250DF, "changed": 0x1A7F37,
@@ -108,10 +108,10 @@ class Outbox:
     def _enqueue(self, note_id: str, kind: str, embed: dict[str, Any]) -> bool:
         record = {"id": note_id, "kind": kind, "status": "pending", "tries": 0, "body": {"username": "patch",
                   "embeds": [embed]}, "createdAt": now_iso()}
-        return self.store.outbox.append_if_absent(record, note_id)
+        return self.store.append_if_absent(Kind.NOTIFICATIONS, record, note_id)
 
     def pending(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self.store.outbox.select(limit=limit, filters={"status": "pending"}, latest=True)[::-1]
+        return self.store.select(Kind.NOTIFICATIONS, limit=limit, filters={"status": "pending"})[::-1]
 
 
 class DiscordSender:
@@ -154,7 +154,7 @@ class DiscordSender:
             return self._retry(note, tries, f"Discord webhook request failed: {type(exc).__name__}")
         self._note_rate_limit(resp)
         if 200 <= resp.status_code < 300:
-            self.outbox.store.outbox.append({**note, "status": "sent", "tries": tries, "sentAt": now_iso(),
+            self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "status": "sent", "tries": tries, "sentAt": now_iso(),
                                              "httpStatus": resp.status_code})
             self.sent += 1
             return True
@@ -165,18 +165,19 @@ class DiscordSender:
         if resp.status_code >= 500:
             return self._retry(note, tries, f"Discord webhook returned {resp.status_code}")
         self.last_error = f"Discord webhook returned {resp.status_code}; not retried"
-        self.outbox.store.outbox.append({**note, "status": "failed", "tries": tries, "httpStatus": resp.status_code,
-                                         "error": self.last_error, "failedAt": now_iso()})
+        self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "status": "failed", "tries": tries,
+                                                      "httpStatus": resp.status_code, "error": self.last_error,
+                                                      "failedAt": now_iso()})
         return False
 
     def _retry(self, note: dict[str, Any], tries: int, error: str, delay: float | None = None) -> bool:
         self.last_error = error
         if tries >= MAX_TRIES:
-            self.outbox.store.outbox.append({**note, "status": "failed", "tries": tries, "error": error,
+            self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "status": "failed", "tries": tries, "error": error,
                                              "failedAt": now_iso()})
             return False
         backoff = delay if delay is not None else self.base_backoff * (2 ** (tries - 1))
-        self.outbox.store.outbox.append({**note, "tries": tries, "error": error,
+        self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "tries": tries, "error": error,
                                          "nextAttemptAt": time.time() + backoff})
         return False
 

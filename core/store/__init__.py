@@ -1,6 +1,10 @@
-"""The JSONL store: authoritative append-only files plus derived, rebuildable indexes."""
+"""Records, feed state and leases behind one contract (`contract.RecordStore`); `Store` is what callers hold.
 
-from patchmoi.core.store.log import Log
+The JSONL files of a DATA_DIR (`local.JsonlStore`) are the embedded default. Only this package knows how a
+store keeps its data (files, offsets, indexes, locks).
+"""
+
+from patchmoi.core.store.contract import LATEST, Change, Cursor, Kind, RecordStore
 from patchmoi.core.store.store import DEFAULT_LIMIT, MAX_LIMIT, Store, parse_limit
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Log", "Store", "parse_limit"]
+__all__ = ["DEFAULT_LIMIT", "LATEST", "MAX_LIMIT", "Change", "Cursor", "Kind", "RecordStore", "Store", "parse_limit"]

@@ -1,22 +1,19 @@
-"""The store over DATA_DIR's files (spec §7): the one place records are read and written."""
+"""`Store`: the one handle on records that callers hold (the contract plus the domain queries over it)."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import math
-import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from patchmoi.core.attempt_states import STATES, derive_states
-from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError, UsageError
-from patchmoi.core.fsutil import atomic_write, ensure_dir
-from patchmoi.core.log import log_event
-from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES, now_iso
-from patchmoi.core.store.index import IndexSpec
-from patchmoi.core.store.log import Log
+from patchmoi.core.errors import PatchmoiError, UsageError
+from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+from patchmoi.core.store.contract import Change, Cursor, Kind, RecordStore
+from patchmoi.core.store.local import JsonlStore
 
-STATE_REBUILD_SEEN = 500  # as the poller's seen-id cap
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 RUN_STATUSES = (
@@ -45,67 +42,114 @@ def check_status(value: str | None, allowed: tuple[str, ...], what: str) -> str 
     return value
 
 
-def _key(name: str) -> Any:
-    def get(obj: dict[str, Any]) -> str | None:
-        value = obj.get(name)
-        return value if isinstance(value, str) else None
-
-    return get
-
-
-def _signal_id(obj: dict[str, Any]) -> str | None:
-    sid, eid = obj.get("sourceId"), obj.get("entryId")
-    return f"{sid}:{eid}" if isinstance(sid, str) and isinstance(eid, str) else None
-
-
-FILES: dict[str, tuple[str, IndexSpec]] = {
-    "feed_events": ("feed-events.jsonl", IndexSpec(_signal_id, k1="sourceId", k2="event")),
-    "feed_jobs": ("feed-jobs.jsonl", IndexSpec(_key("id"), k1="sourceId", k2="kind")),
-    "flow_events": ("flow-events.jsonl", IndexSpec(_key("id"), k1="type")),
-    "legacy_dispatches": ("flow-dispatches.jsonl", IndexSpec(_key("eventId"), k1="eventId", k2="status")),
-    "dispatches": ("workspace-dispatches.jsonl", IndexSpec(_key("eventId"), k1="eventId", k2="status")),
-    "attempts": ("maintenance-attempts.jsonl", IndexSpec(_key("id"), k1="eventId", k2="status", latest=True)),
-    "runs": ("workspace-runs.jsonl", IndexSpec(_key("id"), k1="eventId", k2="status", latest=True)),
-    "outbox": ("notifications.jsonl", IndexSpec(_key("id"), k1="kind", k2="status", latest=True)),
-}
-
-
 class Store:
-    """Every reader and writer of DATA_DIR goes through this (server, TUI, CLI, poller, runner)."""
+    """What every caller holds: the contract's operations on one `RecordStore` (the JSONL store for a DATA_DIR
+    by default) plus the domain queries built only from them (so every implementation has them)."""
 
-    def __init__(self, data_dir: Path | str) -> None:
+    def __init__(self, where: Path | str | RecordStore, *, data_dir: Path | str | None = None) -> None:
+        """`where`: a DATA_DIR (its JSONL files) or another RecordStore. `data_dir` is the local working
+        directory (worktrees, candidate refs' checkouts); for the JSONL store it is the same directory."""
+        if isinstance(where, Path | str):
+            self.records: RecordStore = JsonlStore(where)
+            data_dir = where if data_dir is None else data_dir
+        else:
+            self.records = where
+        if data_dir is None:
+            raise ValueError("a Store over another RecordStore needs data_dir (the local working directory)")
         self.data_dir = Path(data_dir).absolute()  # a later chdir (a step's cwd) must not move it
-        self.index_dir = self.data_dir / ".index"
-        self.logs: dict[str, Log] = {
-            name: Log(self.data_dir / filename, self.index_dir, spec) for name, (filename, spec) in FILES.items()
-        }
-        self.feed_events = self.logs["feed_events"]
-        self.feed_jobs = self.logs["feed_jobs"]
-        self.flow_events = self.logs["flow_events"]
-        self.dispatches = self.logs["dispatches"]
-        self.legacy_dispatches = self.logs["legacy_dispatches"]
-        self.attempts = self.logs["attempts"]
-        self.runs = self.logs["runs"]
-        self.outbox = self.logs["outbox"]
-        self.state_path = self.data_dir / "feed-state.json"
-        self.state_problem: str | None = None  # set when a cut or invalid feed-state.json was rebuilt
 
     def ensure(self) -> None:
-        ensure_dir(self.data_dir)
+        self.records.ensure()
+
+    # -- the contract, for callers that need the generic form ---------------------------------------------
+    def append(self, kind: Kind, record: dict[str, Any]) -> None:
+        self.records.append(kind, record)
+
+    def append_many(self, kind: Kind, records: list[dict[str, Any]]) -> None:
+        self.records.append_many(kind, records)
+
+    def append_if_absent(self, kind: Kind, record: dict[str, Any], record_id: str) -> bool:
+        return self.records.append_if_absent(kind, record, record_id)
+
+    def append_unique(self, kind: Kind, record: dict[str, Any], base_id: str) -> str:
+        return self.records.append_unique(kind, record, base_id)
+
+    def select(self, kind: Kind, *, filters: dict[str, str] | None = None, limit: Any = None,
+               before: Cursor | None = None) -> list[dict[str, Any]]:
+        return [rec for _, rec in self.records.select(kind, filters=filters, limit=parse_limit(limit), before=before)]
+
+    def page(self, kind: Kind, *, limit: int, before: Cursor | None = None) -> list[tuple[Cursor, dict[str, Any]]]:
+        return self.records.select(kind, limit=limit, before=before)
+
+    def every(self, kind: Kind, filters: dict[str, str]) -> list[dict[str, Any]]:
+        """Every matching record (latest versions), newest first, read in pages."""
+        out: list[dict[str, Any]] = []
+        before: Cursor | None = None
+        while True:
+            page = self.records.select(kind, filters=filters, limit=MAX_LIMIT, before=before)
+            out.extend(rec for _, rec in page)
+            if len(page) < MAX_LIMIT:
+                return out
+            before = page[-1][0]
+
+    def get(self, kind: Kind, record_id: str) -> dict[str, Any] | None:
+        return self.records.get(kind, record_id)
+
+    def count(self, kind: Kind) -> int:
+        return self.records.count(kind)
+
+    def count_by(self, kind: Kind, field: str) -> dict[str, int]:
+        return self.records.count_by(kind, field)
+
+    def scan(self, kind: Kind, *, after: Cursor | None = None) -> Iterator[tuple[Cursor, dict[str, Any]]]:
+        return self.records.scan(kind, after=after)
+
+    def follow(self, kinds: list[Kind] | None = None, *, since: Cursor | None = None, from_start: bool = False,
+               stop: asyncio.Event | None = None) -> AsyncIterator[list[Change]]:
+        return self.records.follow(kinds, since=since, from_start=from_start, stop=stop)
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return self.records.acquire_lease(name, holder, ttl)
+
+    def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return self.records.renew_lease(name, holder, ttl)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self.records.release_lease(name, holder)
+
+    def lease_holder(self, name: str) -> str | None:
+        return self.records.lease_holder(name)
+
+    def position(self) -> Cursor:
+        return self.records.position()
+
+    def mark(self, name: str) -> Cursor | None:
+        return self.records.mark(name)
+
+    def set_mark(self, name: str, cursor: Cursor) -> None:
+        self.records.set_mark(name, cursor)
+
+    def existing_ids(self, kind: Kind, ids: list[str]) -> set[str]:
+        return self.records.existing_ids(kind, ids)
 
     # -- flow events -------------------------------------------------------------------------------------
     def list_events(self, *, type: str | None = None, limit: Any = None) -> list[dict[str, Any]]:
-        return self.flow_events.select(limit=parse_limit(limit), filters={"type": type} if type else None)
+        return self.select(Kind.EVENTS, limit=limit, filters={"type": type} if type else None)
 
     def list_events_raw(self, *, type: str | None = None, limit: Any = None) -> list[bytes]:
-        return self.flow_events.select_raw(limit=parse_limit(limit), filters={"type": type} if type else None)
+        return self.records.select_json(Kind.EVENTS, limit=parse_limit(limit), filters={"type": type} if type else None)
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
-        return self.flow_events.get(event_id)
+        return self.records.get(Kind.EVENTS, event_id)
 
     def record_event(self, event: dict[str, Any]) -> bool:
         """Append a flow event unless its id is already stored (intent is recorded once)."""
-        return self.flow_events.append_if_absent(event, str(event["id"]))
+        return self.records.append_if_absent(Kind.EVENTS, event, str(event["id"]))
+
+    # -- signals ---------------------------------------------------------------------------------------------
+    def list_signals_raw(self, *, source_id: str | None = None, limit: Any = None) -> list[bytes]:
+        filters = {"sourceId": source_id} if source_id else None
+        return self.records.select_json(Kind.SIGNALS, limit=parse_limit(limit), filters=filters)
 
     # -- dispatches --------------------------------------------------------------------------------------
     def list_dispatches(
@@ -114,14 +158,15 @@ class Store:
         check_status(status, DISPATCH_STATUSES, "dispatch")
         n = parse_limit(limit)
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
-        out = self.dispatches.select(limit=n, filters=filters)
-        if len(out) < n and self.legacy_dispatches.path.exists():
-            out += self.legacy_dispatches.select(limit=n - len(out), filters=filters)
+        out = self.select(Kind.DISPATCHES, limit=n, filters=filters)
+        if len(out) < n:
+            out += self.select(Kind.LEGACY_DISPATCHES, limit=n - len(out), filters=filters)
         return out
 
     def undispatched(self, event_ids: list[str]) -> set[str]:
-        """Which of these flow events have no dispatch record (current or legacy file)."""
-        return set(event_ids) - self.dispatches.existing_ids(event_ids) - self.legacy_dispatches.existing_ids(event_ids)
+        """Which of these flow events have no dispatch record (current or legacy collection)."""
+        return (set(event_ids) - self.records.existing_ids(Kind.DISPATCHES, event_ids)
+                - self.records.existing_ids(Kind.LEGACY_DISPATCHES, event_ids))
 
     # -- attempts ----------------------------------------------------------------------------------------
     def list_attempts(
@@ -129,21 +174,22 @@ class Store:
     ) -> list[dict[str, Any]]:
         check_status(status, ATTEMPT_STATUSES, "attempt")
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
-        return self.attempts.select(limit=parse_limit(limit), filters=filters, latest=True)
+        return self.select(Kind.ATTEMPTS, limit=limit, filters=filters)
 
     def list_attempts_raw(
         self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
     ) -> list[bytes]:
         check_status(status, ATTEMPT_STATUSES, "attempt")
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
-        return self.attempts.select_raw(limit=parse_limit(limit), filters=filters, latest=True)
+        return self.records.select_json(Kind.ATTEMPTS, limit=parse_limit(limit), filters=filters)
 
     def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
-        return self.attempts.get(attempt_id)
+        return self.records.get(Kind.ATTEMPTS, attempt_id)
 
     def all_attempts(self) -> list[dict[str, Any]]:
         """The latest record of every attempt, newest first (what derived states are computed from)."""
-        return self.attempts.select(limit=max(1, self.attempts.total(latest=True)), latest=True)
+        limit = max(1, self.records.count(Kind.ATTEMPTS))
+        return [rec for _, rec in self.records.select(Kind.ATTEMPTS, limit=limit)]
 
     def list_attempts_in_state(
         self, state: str | None = None, *, event_id: str | None = None, status: str | None = None, limit: Any = None
@@ -177,89 +223,29 @@ class Store:
     ) -> list[dict[str, Any]]:
         check_status(status, RUN_STATUSES, "run")
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
-        return self.runs.select(limit=parse_limit(limit), filters=filters, latest=True)
+        return self.select(Kind.RUNS, limit=limit, filters=filters)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        return self.runs.get(run_id)
+        return self.records.get(Kind.RUNS, run_id)
 
     # -- feed state --------------------------------------------------------------------------------------
     def read_state(self, *, repair: bool = True) -> dict[str, Any]:
-        """`feed-state.json`; a missing file is `{}`.
-
-        A cut or invalid file never stops the service: with `repair` (the poller) it is kept aside as
-        `feed-state.json.corrupt-<time>`, the cursors are rebuilt from `feed-events.jsonl`, and
-        `state_problem` says what happened (for /readyz and doctor). Without it (status views) it raises.
-        """
-        try:
-            text = self.state_path.read_text(encoding="utf-8")
-            data = json.loads(text)
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
-            return data
-        except FileNotFoundError:
-            return {}
-        except (ValueError, OSError) as exc:
-            problem = f"{self.state_path}: unreadable ({exc})"
-            if not repair:
-                raise ConfigError(problem) from None
-        aside = self.state_path.with_name(f"{self.state_path.name}.corrupt-{now_iso().replace(':', '')}")
-        try:
-            os.replace(self.state_path, aside)
-            problem += f"; kept aside as {aside.name}"
-        except OSError as exc:
-            problem += f"; could not move it aside ({exc.strerror})"
-        rebuilt = self.rebuild_state()
-        problem += f"; cursors of {len(rebuilt)} source(s) rebuilt from {self.feed_events.path.name}"
-        try:
-            self.write_state(rebuilt)
-        except StoreWriteError as exc:
-            problem += f"; not saved yet: {exc}"
-        self.state_problem = problem
-        log_event("feed.state_rebuilt", problem=problem)
-        return rebuilt
-
-    def rebuild_state(self) -> dict[str, Any]:
-        """Cursors from the signals already recorded: each source's newest entry ids count as seen, so only
-        entries newer than them are new. Sources with no signal are primed again on their next poll."""
-        state: dict[str, Any] = {}
-        for source_id in self.feed_events.count_by("sourceId"):
-            signals = self.feed_events.select(limit=STATE_REBUILD_SEEN, filters={"sourceId": source_id})
-            seen = [str(s["entryId"]) for s in signals if isinstance(s.get("entryId"), str)]
-            if seen:
-                state[source_id] = {"lastSeenId": seen[0], "seen": seen, "primed": True,
-                                    "rebuiltAt": now_iso(), "rebuiltFrom": self.feed_events.path.name}
-        return state
+        """Every source's poll state (see RecordStore.feed_states: repaired, or ConfigError without `repair`)."""
+        return self.records.feed_states(repair=repair)
 
     def read_state_safely(self) -> dict[str, Any]:
-        """For status views: a corrupt state file is reported, not raised (and not repaired)."""
+        """For status views: a corrupt state is reported, not raised (and not repaired)."""
         try:
             return self.read_state(repair=False)
         except PatchmoiError as exc:
             return {"error": str(exc)}
 
     def write_state(self, state: dict[str, Any]) -> None:
-        """Atomic: temp file, fsync, rename (pretty JSON with a trailing newline, as the Bun service wrote)."""
-        atomic_write(self.state_path, (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        self.records.save_feed_states(state)
 
     # -- health ------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        files = {}
-        for log in self.logs.values():
-            if log.path.exists():
-                files[log.path.name] = log.health().to_dict()
-        return {
-            "dataDir": str(self.data_dir),
-            "degraded": self.degraded(),
-            "stateProblem": self.state_problem,
-            "files": files,
-            "skippedLines": sum(f["skippedLines"] for f in files.values()),
-            "quarantinedBytes": sum(f["quarantinedBytes"] for f in files.values()),
-        }
-
-    def degraded(self) -> list[str]:
-        """Why any index runs in memory (a read-only or full DATA_DIR); empty when all is well."""
-        return [log.index.degraded for log in self.logs.values() if log.index.degraded]
+        return self.records.health()
 
     def close(self) -> None:
-        for log in self.logs.values():
-            log.close()
+        self.records.close()

@@ -1,0 +1,339 @@
+"""The embedded store: DATA_DIR's JSONL files (spec §7) with derived SQLite indexes, behind the contract.
+
+Cursors here are byte positions (a record's start offset for `select` and `follow`; `inode:end` for scans and
+marks, so a replaced file restarts its scan); callers never see them as numbers. Leases are `flock`s held by
+this process on `<name>.lock` (the OS frees them when the process dies, so the ttl is not needed); the
+holder's name is written inside for `lease_holder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from patchmoi.core.errors import ConfigError, StoreWriteError
+from patchmoi.core.fsutil import FILE_MODE, atomic_write, ensure_dir
+from patchmoi.core.log import log_event
+from patchmoi.core.records import now_iso
+from patchmoi.core.store.contract import FILTERS, LATEST, Change, Cursor, Kind, Record
+from patchmoi.core.store.follow import follow as follow_files
+from patchmoi.core.store.index import IndexSpec
+from patchmoi.core.store.log import Log
+
+STATE_REBUILD_SEEN = 500  # as the poller's seen-id cap
+STATE_FILE = "feed-state.json"
+MARKS_FILE = ".recovery.json"
+
+
+def _key(name: str) -> Any:
+    def get(obj: dict[str, Any]) -> str | None:
+        value = obj.get(name)
+        return value if isinstance(value, str) else None
+
+    return get
+
+
+def _signal_id(obj: dict[str, Any]) -> str | None:
+    sid, eid = obj.get("sourceId"), obj.get("entryId")
+    return f"{sid}:{eid}" if isinstance(sid, str) and isinstance(eid, str) else None
+
+
+def _spec(kind: Kind, record_id: Any) -> IndexSpec:
+    fields = FILTERS[kind]
+    return IndexSpec(record_id, k1=fields[0], k2=fields[1] if len(fields) > 1 else None, latest=kind in LATEST)
+
+
+# Each collection's file (the Bun service's names) and how its records are identified.
+FILES: dict[Kind, tuple[str, IndexSpec]] = {
+    Kind.SIGNALS: ("feed-events.jsonl", _spec(Kind.SIGNALS, _signal_id)),
+    Kind.JOBS: ("feed-jobs.jsonl", _spec(Kind.JOBS, _key("id"))),
+    Kind.EVENTS: ("flow-events.jsonl", _spec(Kind.EVENTS, _key("id"))),
+    Kind.LEGACY_DISPATCHES: ("flow-dispatches.jsonl", _spec(Kind.LEGACY_DISPATCHES, _key("eventId"))),
+    Kind.DISPATCHES: ("workspace-dispatches.jsonl", _spec(Kind.DISPATCHES, _key("eventId"))),
+    Kind.ATTEMPTS: ("maintenance-attempts.jsonl", _spec(Kind.ATTEMPTS, _key("id"))),
+    Kind.RUNS: ("workspace-runs.jsonl", _spec(Kind.RUNS, _key("id"))),
+    Kind.NOTIFICATIONS: ("notifications.jsonl", _spec(Kind.NOTIFICATIONS, _key("id"))),
+}
+KIND_OF_FILE = {name: kind for kind, (name, _) in FILES.items()}
+
+
+def _offset(cursor: Cursor | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValueError(f"not a cursor of this store: {cursor!r}") from None
+
+
+class JsonlStore:
+    """Every reader and writer of a DATA_DIR goes through this (via `Store`)."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir).absolute()  # a later chdir (a step's cwd) must not move it
+        self.index_dir = self.data_dir / ".index"
+        self.logs: dict[Kind, Log] = {
+            kind: Log(self.data_dir / filename, self.index_dir, spec) for kind, (filename, spec) in FILES.items()
+        }
+        self.state_path = self.data_dir / STATE_FILE
+        self.state_problem: str | None = None  # set when a cut or invalid feed-state.json was rebuilt
+        self._leases: dict[str, int] = {}
+        self._states: dict[str, dict[str, Any]] | None = None  # as last read or written by this process
+
+    def ensure(self) -> None:
+        ensure_dir(self.data_dir)
+
+    # -- writes ------------------------------------------------------------------------------------------
+    def append(self, kind: Kind, record: Record) -> None:
+        self.logs[kind].append(record)
+
+    def append_many(self, kind: Kind, records: Sequence[Record]) -> None:
+        self.logs[kind].append_many(records)
+
+    def append_if_absent(self, kind: Kind, record: Record, record_id: str) -> bool:
+        return self.logs[kind].append_if_absent(record, record_id)
+
+    def append_unique(self, kind: Kind, record: Record, base_id: str) -> str:
+        return self.logs[kind].append_with_unique_id(record, base_id)
+
+    # -- reads -------------------------------------------------------------------------------------------
+    def _log_for_read(self, kind: Kind) -> Log | None:
+        log = self.logs[kind]
+        return log if kind is not Kind.LEGACY_DISPATCHES or log.path.exists() else None
+
+    def select(
+        self, kind: Kind, *, filters: Mapping[str, str] | None = None, limit: int = 50, before: Cursor | None = None,
+    ) -> list[tuple[Cursor, Record]]:
+        log = self._log_for_read(kind)
+        if log is None:
+            return []
+        pairs = log.list_with_offsets(limit=limit, filters=dict(filters or {}), latest=kind in LATEST,
+                                      before=_offset(before))
+        return [(str(offset), record) for offset, record in pairs]
+
+    def select_json(self, kind: Kind, *, filters: Mapping[str, str] | None = None, limit: int = 50) -> list[bytes]:
+        log = self._log_for_read(kind)
+        return [] if log is None else log.select_raw(limit=limit, filters=dict(filters or {}), latest=kind in LATEST)
+
+    def get(self, kind: Kind, record_id: str) -> Record | None:
+        log = self._log_for_read(kind)
+        return None if log is None else log.get(record_id)
+
+    def existing_ids(self, kind: Kind, ids: Sequence[str]) -> set[str]:
+        return self.logs[kind].existing_ids(ids)
+
+    def count(self, kind: Kind) -> int:
+        log = self._log_for_read(kind)
+        return 0 if log is None else log.total(latest=kind in LATEST)
+
+    def count_by(self, kind: Kind, field: str) -> dict[str, int]:
+        log = self._log_for_read(kind)
+        return {} if log is None else log.count_by(field, latest=kind in LATEST)
+
+    def _scan_start(self, kind: Kind, cursor: Cursor | None) -> int:
+        """Where a scan resumes: 0 when the cursor is absent, malformed, of a replaced file or past its end."""
+        if not cursor:
+            return 0
+        inode, _, offset = cursor.partition(":")
+        try:
+            st = os.stat(self.logs[kind].path)
+        except FileNotFoundError:
+            return 0
+        if not (inode.isdigit() and offset.isdigit()) or int(inode) != st.st_ino or int(offset) > st.st_size:
+            return 0
+        return int(offset)
+
+    def scan(self, kind: Kind, *, after: Cursor | None = None) -> Iterator[tuple[Cursor, Record]]:
+        log = self.logs[kind]
+        try:
+            inode = os.stat(log.path).st_ino
+        except FileNotFoundError:
+            return
+        for _, end, record in log.scan_records(self._scan_start(kind, after)):
+            yield f"{inode}:{end}", record
+
+    # -- live tail ---------------------------------------------------------------------------------------
+    def position(self) -> Cursor:
+        return json.dumps({kind.value: log.file.size() for kind, log in self.logs.items()}, separators=(",", ":"))
+
+    async def follow(
+        self, kinds: Sequence[Kind] | None = None, *, since: Cursor | None = None, from_start: bool = False,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[list[Change]]:
+        chosen = list(kinds or self.logs)
+        offsets: dict[Path, int] | None = None
+        if from_start:
+            offsets = {self.logs[kind].path: 0 for kind in chosen}
+        elif since is not None:
+            try:
+                ends = json.loads(since)
+                offsets = {self.logs[kind].path: int(ends[kind.value]) for kind in chosen if kind.value in ends}
+            except (ValueError, TypeError, KeyError):
+                raise ValueError(f"not a position of this store: {since!r}") from None
+        async for batch in follow_files([self.logs[kind].path for kind in chosen], from_offsets=offsets, stop=stop,
+                                        debounce_ms=30):
+            yield [Change(KIND_OF_FILE[item.file], str(item.offset), item.record) for item in batch]
+
+    # -- feed state --------------------------------------------------------------------------------------
+    def feed_states(self, *, repair: bool = True) -> dict[str, dict[str, Any]]:
+        """`feed-state.json`; a missing file is `{}`. A cut or invalid file never stops the service: with
+        `repair` it is kept aside as `feed-state.json.corrupt-<time>` and the cursors are rebuilt from
+        `feed-events.jsonl` (`stateProblem` in health says so); without it, ConfigError."""
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            self._states = dict(data)
+            return data
+        except FileNotFoundError:
+            return {}
+        except (ValueError, OSError) as exc:
+            problem = f"{self.state_path}: unreadable ({exc})"
+            if not repair:
+                raise ConfigError(problem) from None
+        aside = self.state_path.with_name(f"{self.state_path.name}.corrupt-{now_iso().replace(':', '')}")
+        try:
+            os.replace(self.state_path, aside)
+            problem += f"; kept aside as {aside.name}"
+        except OSError as exc:
+            problem += f"; could not move it aside ({exc.strerror})"
+        rebuilt = self._rebuild_state()
+        self._states = dict(rebuilt)
+        problem += f"; cursors of {len(rebuilt)} source(s) rebuilt from {self.logs[Kind.SIGNALS].path.name}"
+        try:
+            self._write_state(rebuilt)
+        except StoreWriteError as exc:
+            problem += f"; not saved yet: {exc}"
+        self.state_problem = problem
+        log_event("feed.state_rebuilt", problem=problem)
+        return rebuilt
+
+    def _rebuild_state(self) -> dict[str, dict[str, Any]]:
+        """Cursors from the signals already recorded: each source's newest entry ids count as seen, so only
+        entries newer than them are new. Sources with no signal are primed again on their next poll."""
+        signals = self.logs[Kind.SIGNALS]
+        state: dict[str, dict[str, Any]] = {}
+        for source_id in signals.count_by("sourceId"):
+            recent = signals.select(limit=STATE_REBUILD_SEEN, filters={"sourceId": source_id})
+            seen = [str(s["entryId"]) for s in recent if isinstance(s.get("entryId"), str)]
+            if seen:
+                state[source_id] = {"lastSeenId": seen[0], "seen": seen, "primed": True,
+                                    "rebuiltAt": now_iso(), "rebuiltFrom": signals.path.name}
+        return state
+
+    def save_feed_states(self, states: Mapping[str, dict[str, Any]]) -> None:
+        """One file holds every source: the others are taken from this process's last read (the poller, the
+        only writer, holds the lease), so a save does not parse the file again."""
+        current = dict(self._states if self._states is not None else self.feed_states())
+        current.update(states)
+        self._write_state(current)
+        self._states = current
+
+    def _write_state(self, state: Mapping[str, Any]) -> None:
+        """Atomic: temp file, fsync, rename (pretty JSON with a trailing newline, as the Bun service wrote)."""
+        atomic_write(self.state_path, (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    # -- marks -------------------------------------------------------------------------------------------
+    def _marks(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.data_dir / MARKS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def mark(self, name: str) -> Cursor | None:
+        entry = self._marks().get(name)
+        if not isinstance(entry, dict):
+            return None
+        if isinstance(entry.get("cursor"), str):
+            return str(entry["cursor"])
+        if isinstance(entry.get("offset"), int) and isinstance(entry.get("inode"), int):  # before cursors
+            return f"{entry['inode']}:{entry['offset']}"
+        return None
+
+    def set_mark(self, name: str, cursor: Cursor) -> None:
+        marks = self._marks()
+        marks[name] = {"cursor": cursor, "at": now_iso()}
+        atomic_write(self.data_dir / MARKS_FILE, json.dumps(marks).encode())
+
+    # -- leases ------------------------------------------------------------------------------------------
+    def _lease_path(self, name: str) -> Path:
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"invalid lease name {name!r}")
+        return self.data_dir / f"{name}.lock"
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        if name in self._leases:
+            return True
+        path = self._lease_path(name)
+        ensure_dir(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{holder}\n".encode())
+        self._leases[name] = fd
+        return True
+
+    def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return name in self._leases
+
+    def release_lease(self, name: str, holder: str) -> None:
+        fd = self._leases.pop(name, None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def lease_holder(self, name: str) -> str | None:
+        path = self._lease_path(name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if name not in self._leases:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # held by another process: read its name
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    return None  # a file left by a holder that is gone
+            return os.read(fd, 4096).decode("utf-8", "replace").strip() or "?"
+        finally:
+            os.close(fd)
+
+    # -- health ------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        files = {}
+        for log in self.logs.values():
+            if log.path.exists():
+                files[log.path.name] = log.health().to_dict()
+        return {
+            "dataDir": str(self.data_dir),
+            "degraded": self.degraded(),
+            "stateProblem": self.state_problem,
+            "files": files,
+            "skippedLines": sum(f["skippedLines"] for f in files.values()),
+            "quarantinedBytes": sum(f["quarantinedBytes"] for f in files.values()),
+        }
+
+    def degraded(self) -> list[str]:
+        """Why any index runs in memory (a read-only or full DATA_DIR); empty when all is well."""
+        return [log.index.degraded for log in self.logs.values() if log.index.degraded]
+
+    def close(self) -> None:
+        for name in list(self._leases):
+            with contextlib.suppress(OSError):
+                self.release_lease(name, "")
+        for log in self.logs.values():
+            log.close()
