@@ -10,16 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from patchmoi.core.config import Settings, is_loopback, redact_url
+from patchmoi.core.config import Settings, is_loopback
 from patchmoi.core.dispatch.selection import select_backend
+from patchmoi.core.dispatch.transports import backend_for_url
 from patchmoi.core.errors import ConfigError
 from patchmoi.core.recovery import recovery_report
 from patchmoi.core.sources import FeedSource, load_sources
 from patchmoi.core.store import Store
-from patchmoi.core.workspace.patches import doctor as patch_doctor
-from patchmoi.core.workspace.steps import load_steps
 
 
 @dataclass(frozen=True)
@@ -88,34 +85,21 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
         target = source.target
         if target is None or not target.is_workflow:
             continue
-        backend = select_backend(target, settings.env)
-        if backend.kind == "local":
-            if backend.workspace is None:
-                add(Check("FAIL", f"workspace {source.id}", "local dispatch but no target.workspace and no backend "
-                          "URL: every dispatch would fail"))
-            elif not backend.workspace.is_dir():
-                add(Check("FAIL", f"workspace {source.id}", f"{backend.workspace} does not exist"))
-            elif not _rebuilds(backend.workspace):
-                add(Check("PASS", f"workspace {source.id}", f"{backend.workspace}: its own [[steps]] (no built-in "
-                          "patch-stack rebuild to check)"))
-            else:
-                try:
-                    report = patch_doctor(backend.workspace)
-                except ConfigError as exc:
-                    report = {"ready": False, "issues": [str(exc)], "patches": []}
-                if report["ready"]:
-                    add(Check("PASS", f"workspace {source.id}",
-                              f"{backend.workspace}: ready, {len(report['patches'])} patch branch(es)"))
-                else:
-                    add(Check("FAIL", f"workspace {source.id}", f"{backend.workspace}: " + "; ".join(report["issues"])))
-        elif backend.kind == "ws":
-            add(Check("FAIL", f"backend {source.id}", "ws:// backends are not supported; use an http(s) URL"))
-        else:
-            add(_reachable(f"backend {source.id}", backend.base or "", timeout))
-            if not backend.secret:
-                add(Check("WARN", f"backend {source.id}", "no HMAC secret: dispatches are unsigned"))
+        try:
+            backend = select_backend(target, settings.env)
+        except ConfigError as exc:
+            add(Check("FAIL", f"backend {source.id}", str(exc)))
+            continue
+        for finding in backend.handler.doctor(backend, timeout):
+            add(Check(finding.status, f"{finding.what} {source.id}", finding.detail))
     if settings.backend_url and not any(c.name.startswith("backend ") for c in checks):
-        add(_reachable("backend", settings.backend_url, timeout))
+        try:
+            backend = backend_for_url(settings.backend_url, settings.backend_secret)
+        except ConfigError as exc:
+            add(Check("FAIL", "backend", str(exc)))
+        else:
+            for finding in backend.handler.doctor(backend, timeout):
+                add(Check(finding.status, finding.what, finding.detail))
 
     if settings.discord_enabled and not settings.discord_webhook_url:
         add(Check("FAIL", "discord", "DISCORD_OUTPUT_ENABLED is on but DISCORD_WEBHOOK_URL is empty"))
@@ -137,21 +121,5 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
     return checks
 
 
-def _reachable(name: str, url: str, timeout: float) -> Check:
-    try:
-        resp = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return Check("FAIL", name, f"{redact_url(url)} unreachable: {type(exc).__name__}")
-    return Check("PASS", name, f"{redact_url(url)} answered HTTP {resp.status_code}")
-
-
 def summary(checks: list[Check]) -> dict[str, Any]:
     return {"ok": not any(c.status == "FAIL" for c in checks), "checks": [c.to_dict() for c in checks]}
-
-
-def _rebuilds(workspace: Path) -> bool:
-    """Does this workspace run the built-in patch-stack rebuild (so it must be a fork checkout)?"""
-    try:
-        return any(step.builtin == "rebuild" for step in load_steps(workspace))
-    except ConfigError:
-        return True  # patch_doctor reports the configuration error

@@ -14,8 +14,10 @@ import httpx
 
 from patchmoi.core.attempt_states import derive_states
 from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.contract import Backend
 from patchmoi.core.dispatch.dispatcher import Dispatcher
-from patchmoi.core.dispatch.selection import Backend, select_backend
+from patchmoi.core.dispatch.selection import select_backend
+from patchmoi.core.dispatch.transports import local_backend
 from patchmoi.core.errors import UsageError
 from patchmoi.core.events import flow_event_id
 from patchmoi.core.sources import FeedSource, load_sources
@@ -160,9 +162,9 @@ def hand_run_backend(env: Mapping[str, str], workspace: Path | None, *, guarded:
     run (`guarded` names it: a maintenance event really dispatched) refuses to fall back to a local run nobody
     asked for."""
     if workspace is not None:
-        return Backend("local", workspace=workspace)
+        return local_backend(workspace)
     backend = select_backend(None, env)
-    if guarded and backend.kind == "local" and not actions_mode(env):
+    if guarded and backend.runs_here and not actions_mode(env):
         raise UsageError(f"{guarded} dispatch requires PATCH_WORKSPACE_BACKEND_URL, CODEX_WORKSPACE_MODE=actions, "
                          "--workspace PATH or --allow-local; use --dry-run to preview")
     return backend

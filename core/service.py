@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 
 from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.contract import BackendQueries
 from patchmoi.core.dispatch.dispatcher import Dispatcher
-from patchmoi.core.dispatch.http import HttpBackend
-from patchmoi.core.dispatch.selection import Backend
+from patchmoi.core.dispatch.transports import backend_for_url
 from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError
 from patchmoi.core.events import branch_key
 from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
@@ -258,7 +258,7 @@ class Service:
         if self.store.list_dispatches(event_id=str(event["id"]), limit=1):
             return  # already dispatched (by us before a restart, or by an operator)
         newer = self.superseded_by(event)
-        if newer is not None and self.dispatcher.backend_for(event).kind == "local":
+        if newer is not None and self.dispatcher.backend_for(event).runs_here:
             self.dispatcher.record_superseded(event, newer)  # the newest update of the branch is rebuilt instead
             log_event("dispatch.superseded", eventId=event.get("id"), by=newer)
             return
@@ -283,13 +283,16 @@ class Service:
                 await asyncio.wait_for(self._outbox_wake.wait(), 2.0)
 
     # -- workspace runs and events (local store, or the configured backend) ---------------------------------
-    def backend(self) -> HttpBackend | None:
+    def backend(self) -> BackendQueries | None:
+        """The configured backend's read side (None: the local store answers)."""
         url = self.settings.backend_url
-        if not url or url.startswith(("ws://", "wss://")):
+        if not url:
             return None
-        base = Backend("http", url=url).base
-        assert base is not None
-        return HttpBackend(base, self.settings.backend_secret, self.http)
+        try:
+            backend = backend_for_url(url, self.settings.backend_secret)
+        except ConfigError:
+            return None
+        return backend.handler.queries(backend, self.http)
 
     async def workspace_runs(self, event_id: str | None, status: str | None, limit: Any) -> dict[str, Any]:
         backend = self.backend()

@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     backend = hand_run_backend(settings.env, workspace, guarded=f"run {args.run_kind}" if guarded else None)
     if args.dry_run:
         matches: list[dict[str, Any]] = []
-        if backend.kind == "local" and backend.workspace is not None:
+        if backend.runs_here and backend.workspace is not None:
             matches = [{"flow": s.flow, "step": s.name, "runner": s.runner}
                        for s in matching_steps(backend.workspace, event)]
         out = {"event": event, "backend": backend.transport, "matches": matches}
@@ -245,7 +245,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"event    {event['id']}\nbackend  {backend.transport}")
             for m in matches:
                 print(f"step     {m['flow']}/{m['step']} ({m['runner']})")
-            if backend.kind != "local":
+            if not backend.runs_here:
                 print("steps    decided by the backend")
         return EXIT_OK
     store = open_store(settings, must_exist=False)

@@ -22,8 +22,9 @@ from patchmoi.core.adopt import adopt, auto_adopt_reason, rebuild_report
 from patchmoi.core.attempt_states import SUCCESS
 from patchmoi.core.attempts import attempt_id_for, changed, merge_runs, new_attempt
 from patchmoi.core.config import redact_url
-from patchmoi.core.dispatch.http import BackendError, HttpBackend
-from patchmoi.core.dispatch.selection import SECRET_ENVS, Backend, select_backend
+from patchmoi.core.dispatch.contract import Backend
+from patchmoi.core.dispatch.selection import SECRET_ENVS, select_backend
+from patchmoi.core.dispatch.transports import backend_for_url, record_transport
 from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
 from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
@@ -126,11 +127,12 @@ class Dispatcher:
         # An event without a source (run by hand): the backend of its last dispatch, then the global chain.
         previous = self.store.list_dispatches(event_id=str(event.get("id")), limit=1)
         last = previous[0] if previous else {}
-        if last.get("transport") == "workspace-http" and last.get("workspaceBackendUrl"):
+        used = record_transport(last)
+        if used is not None and not used.runs_here and last.get("workspaceBackendUrl"):
             secret = next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)
-            return Backend("http", url=str(last["workspaceBackendUrl"]), secret=secret)
-        if self.workspace is None and last.get("transport") == "local" and last.get("workspace"):
-            return Backend("local", workspace=Path(str(last["workspace"])))
+            return Backend(used.name, url=str(last["workspaceBackendUrl"]), secret=secret)
+        if self.workspace is None and used is not None and used.runs_here and last.get("workspace"):
+            return Backend(used.name, workspace=Path(str(last["workspace"])))
         return select_backend(None, self.env, self.workspace)
 
     # -- dispatch / retry / replay -----------------------------------------------------------------------
@@ -147,41 +149,28 @@ class Dispatcher:
         """Dispatch (or replay) an event. `automatic` marks the poller's own dispatch of a new event: its
         delivery id (`webhook-id`) is the event id, the same if recovery sends it again after a crash, so a
         receiver drops the repeat; an operator's retry or replay is a new intended effect with a new id."""
-        backend = backend or self.backend_for(event)
-        self.progress(f"[flow] {operation} {event.get('id')} -> {backend.transport}")
-        if backend.kind == "local":
+        try:
+            backend = backend or self.backend_for(event)
+        except ConfigError as exc:  # a backend URL no transport serves: an operator must fix the configuration
+            record = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
+                      "target": "workspace-backend", "transport": "unknown", "status": "failed",
+                      "errorKind": "config", "error": str(exc), "createdAt": now_iso()}
+            return self._finish_without_runs(event, record)
+        transport = backend.handler
+        self.progress(f"[flow] {operation} {event.get('id')} -> {transport.name}")
+        if transport.runs_here:
             return await self._dispatch_local(event, operation, reason, backend, wait)
         base: dict[str, Any] = {
             "eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
-            "target": backend.target, "transport": backend.transport,
+            "target": backend.target, "transport": transport.name,
             "workspaceBackendUrl": redact_url(backend.base or ""),
         }
         if reason:
             base["reason"] = reason
-        runs: list[dict[str, Any]] = []
-        if backend.kind == "ws":
-            record = {**base, "status": "failed", "createdAt": now_iso(),
-                      "error": "workspace-ws (ws:// backend URLs) is not supported by patchmoi; use an http(s) URL"}
-        else:
-            assert backend.base is not None
-            http = HttpBackend(backend.base, backend.secret, self.client)
-            url = http.replay_url(str(event["id"])) if operation == "replay" else http.events_url()
-            base["url"] = redact_url(url)
-            base["webhookId"] = webhook_id(str(event["id"]), operation, automatic)
-            try:
-                reply = await (http.replay(str(event["id"]), base["webhookId"]) if operation == "replay"
-                               else http.dispatch(event, base["webhookId"]))
-            except BackendError as exc:
-                record = {**base, "status": "failed", "error": str(exc), "createdAt": now_iso()}
-                if exc.status is not None:
-                    record["httpStatus"] = exc.status
-            else:
-                record = {**base, "status": "dispatched", "runIds": reply.run_ids, "createdAt": now_iso()}
-                if isinstance(reply.body.get("matched"), int):
-                    record["matched"] = reply.body["matched"]
-                if isinstance(reply.body.get("idempotent"), bool):
-                    record["idempotent"] = reply.body["idempotent"]
-                runs = reply.runs
+        delivery = await transport.deliver(backend, event, operation, webhook_id(str(event["id"]), operation,
+                                                                                  automatic), self.client)
+        record = {**base, **delivery.fields, "createdAt": now_iso()}
+        runs = delivery.runs
         self.store.append(Kind.DISPATCHES, record)
         attempt = self._new_attempt(event, record)
         if runs:
@@ -231,7 +220,7 @@ class Dispatcher:
         self, event: dict[str, Any], operation: str, reason: str | None, backend: Backend, wait: bool
     ) -> DispatchOutcome:
         base: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
-                                "target": "local", "transport": "local"}
+                                "target": backend.target, "transport": backend.transport}
         if backend.workspace is not None:
             base["workspace"] = str(backend.workspace)  # a later retry or replay finds the same checkout
         if reason:
@@ -261,7 +250,7 @@ class Dispatcher:
         created = now_iso()
         runs = [
             {"id": new_run_id(), "eventId": event.get("id"), "eventType": event.get("type"), "flowName": step.flow,
-             "stepName": step.name, "runner": step.runner, "backend": "local", "operation": operation,
+             "stepName": step.name, "runner": step.runner, "backend": backend.transport, "operation": operation,
              "workspace": str(workspace), "status": "queued", "effectiveStatus": "queued", "createdAt": created,
              "pid": os.getpid()}
             for step in steps
@@ -284,11 +273,11 @@ class Dispatcher:
 
     def record_superseded(self, event: dict[str, Any], newer: str) -> DispatchOutcome:
         """Record, without running anything, that a newer update of the same branch is rebuilt instead."""
-        record: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": "dispatch",
-                  "target": "local", "transport": "local", "status": "skipped", "matched": 0, "runIds": [],
-                  "supersededBy": newer, "error": f"superseded by a newer update of the same branch: {newer}",
-                  "createdAt": now_iso()}
         backend = self.backend_for(event)
+        record: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": "dispatch",
+                  "target": backend.target, "transport": backend.transport, "status": "skipped", "matched": 0,
+                  "runIds": [], "supersededBy": newer,
+                  "error": f"superseded by a newer update of the same branch: {newer}", "createdAt": now_iso()}
         if backend.workspace is not None:
             record["workspace"] = str(backend.workspace)
         return self._finish_without_runs(event, record)
@@ -385,15 +374,10 @@ class Dispatcher:
             raise NotFoundError(f"no maintenance attempt with id {attempt_id!r}")
         run_ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
         backend_url = attempt.get("workspaceBackendUrl")
-        if backend_url:
-            http = HttpBackend(str(backend_url), None, self.client)
-            if run_ids:
-                runs = list(await asyncio.gather(*(http.get_run(rid) for rid in run_ids)))
-            else:
-                body = await http.list_runs(event_id=str(attempt.get("eventId")))
-                runs = [r for r in body.get("runs", []) if isinstance(r, dict)]
-        else:
+        if not backend_url:
             return self.merge_local_runs(attempt)
+        backend = backend_for_url(str(backend_url))
+        runs = await backend.handler.fetch_runs(backend, run_ids, str(attempt.get("eventId")), self.client)
         return self._merge_and_save(attempt, runs)
 
     def merge_local_runs(self, attempt: dict[str, Any]) -> dict[str, Any]:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from patchmoi.core.config import redact_url
+from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding
 from patchmoi.core.dispatch.signing import signed_headers
 from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_EVENTS_SUFFIX = re.compile(r"/(events|flow-events)/?$")
 
 
 class BackendError(Exception):
@@ -152,3 +156,67 @@ def _json_object(resp: httpx.Response) -> dict[str, Any]:
 def _error_detail(resp: httpx.Response) -> str:
     text = resp.text[:200].strip()
     return f": {text}" if text else ""
+
+
+class HttpTransport:
+    """`workspace-http`: Standard Webhooks-signed POSTs (bounded retries with backoff and Retry-After), runs and
+    events read back over GET."""
+
+    name = "workspace-http"
+    schemes: tuple[str, ...] = ("http", "https")
+    runs_here = False
+
+    def base(self, url: str) -> str:
+        return _EVENTS_SUFFIX.sub("", url).rstrip("/")
+
+    async def deliver(self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str,
+                      client: httpx.AsyncClient) -> Delivery:
+        http = HttpBackend(_base_of(backend), backend.secret, client)
+        replay = operation == "replay"
+        url = http.replay_url(str(event["id"])) if replay else http.events_url()
+        fields: dict[str, Any] = {"url": redact_url(url), "webhookId": webhook_id}
+        try:
+            reply = await (http.replay(str(event["id"]), webhook_id) if replay else http.dispatch(event, webhook_id))
+        except BackendError as exc:
+            fields.update({"status": "failed", "error": str(exc)})
+            if exc.status is not None:
+                fields["httpStatus"] = exc.status
+            return Delivery(fields)
+        fields.update({"status": "dispatched", "runIds": reply.run_ids})
+        for key, kind in (("matched", int), ("idempotent", bool)):
+            if isinstance(reply.body.get(key), kind):
+                fields[key] = reply.body[key]
+        return Delivery(fields, reply.runs)
+
+    async def fetch_runs(self, backend: Backend, run_ids: list[str], event_id: str,
+                         client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        http = HttpBackend(_base_of(backend), backend.secret, client)
+        if run_ids:
+            return list(await asyncio.gather(*(http.get_run(rid) for rid in run_ids)))
+        body = await http.list_runs(event_id=event_id)
+        return [r for r in body.get("runs", []) if isinstance(r, dict)]
+
+    def queries(self, backend: Backend, client: httpx.AsyncClient) -> BackendQueries | None:
+        return HttpBackend(_base_of(backend), backend.secret, client)
+
+    def doctor(self, backend: Backend, timeout: float) -> list[Finding]:
+        url = _base_of(backend)
+        try:
+            resp = httpx.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            findings = [Finding("FAIL", "backend", f"{redact_url(url)} unreachable: {type(exc).__name__}")]
+        else:
+            findings = [Finding("PASS", "backend", f"{redact_url(url)} answered HTTP {resp.status_code}")]
+        if not backend.secret:
+            findings.append(Finding("WARN", "backend", "no HMAC secret: dispatches are unsigned"))
+        return findings
+
+
+def _base_of(backend: Backend) -> str:
+    base = backend.base
+    if base is None:
+        raise ValueError("an http backend needs a URL")
+    return base
+
+
+HTTP_TRANSPORT = HttpTransport()
