@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from patchmoi.core.records import NEEDS_PERSON, SUCCESS, AttemptStatus
+
+__all__ = ["NEEDS_PERSON", "STATES", "SUCCESS", "derive_states", "fork_key"]
+
 STATES = ("open", "ready", "running", "resolved", "superseded", "adopted", "done")
-NEEDS_PERSON = frozenset({"needs_intervention", "blocked", "failed"})
-SUCCESS = frozenset({"changed", "completed"})
 
 
 def fork_key(attempt: dict[str, Any]) -> str:
@@ -53,7 +55,7 @@ def derive_states(attempts: Iterable[dict[str, Any]]) -> dict[str, str]:
             state = "resolved" if release in later else "superseded" if later else "open"
         elif status in SUCCESS:
             state = "superseded" if later else "ready" if status == "changed" else "done"
-        elif status == "started":
+        elif status == AttemptStatus.STARTED:
             state = "running"
         else:
             state = "superseded" if attempt.get("supersededBy") else "done"

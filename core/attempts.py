@@ -6,7 +6,11 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-RECORD_TO_ATTEMPT = {"dispatched": "started", "failed": "failed", "skipped": "skipped"}
+from patchmoi.core.records import NEEDS_PERSON, AttemptStatus, DispatchStatus
+
+RECORD_TO_ATTEMPT: dict[str, AttemptStatus] = {DispatchStatus.DISPATCHED: AttemptStatus.STARTED,
+                                               DispatchStatus.FAILED: AttemptStatus.FAILED,
+                                               DispatchStatus.SKIPPED: AttemptStatus.SKIPPED}
 _COMPARED = ("status", "workspaceRunIds", "workspaceRunStatuses", "candidateRefs", "message", "error", "completedAt")
 
 
@@ -23,7 +27,7 @@ def new_attempt(event: dict[str, Any], record: dict[str, Any], attempt_id: str) 
         "eventId": event.get("id"),
         "eventType": event.get("type"),
         "operation": record.get("operation", "dispatch"),
-        "status": RECORD_TO_ATTEMPT.get(str(record.get("status")), "started"),
+        "status": RECORD_TO_ATTEMPT.get(str(record.get("status")), AttemptStatus.STARTED),
         "upstreamRepo": _nonempty(payload.get("repo")),
         "upstreamRef": _nonempty(payload.get("ref")),
         "upstreamSha": _nonempty(payload.get("sha")),
@@ -38,7 +42,7 @@ def new_attempt(event: dict[str, Any], record: dict[str, Any], attempt_id: str) 
         "createdAt": created,
         "updatedAt": created,
     }
-    if attempt["status"] != "started":
+    if attempt["status"] != AttemptStatus.STARTED:
         attempt["completedAt"] = created
     return {k: v for k, v in attempt.items() if v is not None}
 
@@ -78,14 +82,15 @@ def run_status(run: dict[str, Any]) -> str:
 def aggregate(statuses: Iterable[str]) -> str:
     """needs_intervention > blocked > failed > changed > all skipped > all completed/skipped > started."""
     values = list(statuses)
-    for status in ("needs_intervention", "blocked", "failed", "changed"):
+    for status in (AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKED, AttemptStatus.FAILED,
+                   AttemptStatus.CHANGED):
         if status in values:
             return status
-    if values and all(s == "skipped" for s in values):
-        return "skipped"
-    if values and all(s in ("completed", "skipped") for s in values):
-        return "completed"
-    return "started"
+    if values and all(s == AttemptStatus.SKIPPED for s in values):
+        return AttemptStatus.SKIPPED
+    if values and all(s in (AttemptStatus.COMPLETED, AttemptStatus.SKIPPED) for s in values):
+        return AttemptStatus.COMPLETED
+    return AttemptStatus.STARTED
 
 
 def _candidate_refs(payload: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -158,7 +163,7 @@ def merge_runs(attempt: dict[str, Any], runs: list[dict[str, Any]], updated_at: 
     errors = [run["error"] for run in runs if isinstance(run.get("error"), str) and run["error"]]
     errors += [
         p["message"] for p in payloads
-        if p and p.get("status") in ("failed", "blocked", "needs_intervention")
+        if p and p.get("status") in NEEDS_PERSON
         and isinstance(p.get("message"), str) and p["message"]
     ]
     if errors:
@@ -182,7 +187,7 @@ def merge_runs(attempt: dict[str, Any], runs: list[dict[str, Any]], updated_at: 
     if threads:
         merged["workspaceThreadRefs"] = threads
     merged["updatedAt"] = updated_at
-    if merged["status"] != "started":
+    if merged["status"] != AttemptStatus.STARTED:
         done = [r.get("completedAt") or r.get("finishedAt") for r in runs]
         done = [d for d in done if isinstance(d, str) and d]
         if done:

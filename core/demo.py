@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape
 
 from patchmoi.core.adopt import adopt
 from patchmoi.core.config import Settings
-from patchmoi.core.records import now_iso
+from patchmoi.core.records import AttemptStatus, now_iso
 from patchmoi.core.service import Service
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "Upstream Dev", "GIT_AUTHOR_EMAIL": "dev@upstream.invalid",
@@ -194,12 +194,12 @@ class Release:
 
 def releases() -> list[Release]:
     return [
-        Release("v1.1.0", {"README": "acme widget\nnow with docs\n"}, "changed", "a clean upstream change"),
-        Release("v1.2.0", {"greeting.txt": "hello there\nworld\n"}, "needs_intervention",
+        Release("v1.1.0", {"README": "acme widget\nnow with docs\n"}, AttemptStatus.CHANGED, "a clean upstream change"),
+        Release("v1.2.0", {"greeting.txt": "hello there\nworld\n"}, AttemptStatus.NEEDS_INTERVENTION,
                 "upstream rewrote the line our patch/010 changes: a conflict"),
         Release("v1.3.0", {"shout.txt": "LOUD MODE\n", "README": "acme widget\nnow with docs and shouting\n"},
-                "changed", "upstream merged our patch/020 (it is dropped) and changed its docs"),
-        Release("v1.3.1", {}, "completed", "a release with no code change"),
+                AttemptStatus.CHANGED, "upstream merged our patch/020 (it is dropped) and changed its docs"),
+        Release("v1.3.1", {}, AttemptStatus.COMPLETED, "a release with no code change"),
     ]
 
 
@@ -225,7 +225,7 @@ class DemoDriver:
             return story[n]
         self.extra += 1
         return Release(f"v1.4.{self.extra - 1}", {"README": f"acme widget\nnow with docs\nrevision {self.extra}\n"},
-                       "changed", "another clean upstream change")
+                       AttemptStatus.CHANGED, "another clean upstream change")
 
     async def cut(self, release: Release) -> None:
         await asyncio.to_thread(write_commit, self.world.upstream, release.files, f"release {release.tag}",
@@ -240,7 +240,7 @@ class DemoDriver:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             attempts = self.service.store.list_attempts(event_id=event_id, limit=20)
-            done = [a for a in attempts if a.get("status") != "started"]
+            done = [a for a in attempts if a.get("status") != AttemptStatus.STARTED]
             if len(done) > after:
                 return done[0]
             await asyncio.sleep(0.2)
@@ -281,7 +281,7 @@ class DemoDriver:
         self.timeline(f"{release.tag}: {status}" + (f" ({attempt.get('message') or attempt.get('error')})"
                                                        if attempt else ""))
         self.outcomes.append((release.tag, release.expect, str(status)))
-        if attempt and status == "needs_intervention":
+        if attempt and status == AttemptStatus.NEEDS_INTERVENTION:
             await asyncio.sleep(min(self.interval, 3.0))
             await self.resolve_in_worktree(attempt)
             await self.service.dispatcher.retry(event_id, reason="conflict resolved in the worktree", wait=False)
@@ -289,14 +289,14 @@ class DemoDriver:
             attempt = await self.wait_outcome(event_id, after=1)
             status = attempt.get("status") if attempt else "timeout"
             self.timeline(f"{release.tag} after retry: {status}")
-            self.outcomes.append((release.tag + " retry", "changed", str(status)))
-            if attempt and status == "changed":
+            self.outcomes.append((release.tag + " retry", AttemptStatus.CHANGED, str(status)))
+            if attempt and status == AttemptStatus.CHANGED:
                 adopted = await asyncio.to_thread(adopt, self.service.store, str(attempt["id"]), by="demo operator",
                                                   reason="reviewed the resolution")
                 self.timeline(f"operator adopted {release.tag}: main and patch/010 now carry the resolution "
                               f"({str(adopted['adoption']['to'])[:12]})")
                 self.outcomes.append((release.tag + " adopt", "adopted", "adopted"))
-        elif attempt and status == "changed":
+        elif attempt and status == AttemptStatus.CHANGED:
             adoption = await self.wait_adoption(attempt)
             if adoption:
                 retired = ", ".join(r["name"] for r in adoption.get("retired") or [])

@@ -10,12 +10,55 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Self
 
-DISPATCH_STATUSES = ("dispatched", "failed", "skipped")
-ATTEMPT_STATUSES = ("started", "completed", "changed", "needs_intervention", "blocked", "failed", "skipped")
-RESULT_STATUSES = ("skipped", "completed", "changed", "needs_intervention", "blocked", "failed")
-TERMINAL_ATTEMPT_STATUSES = frozenset(ATTEMPT_STATUSES) - {"started"}
+
+class DispatchStatus(StrEnum):
+    """A dispatch record's `status` (spec §3)."""
+
+    DISPATCHED = "dispatched"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class AttemptStatus(StrEnum):
+    """A maintenance attempt's `status` (spec §4): `started`, then one outcome."""
+
+    STARTED = "started"
+    COMPLETED = "completed"
+    CHANGED = "changed"
+    NEEDS_INTERVENTION = "needs_intervention"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class RunStatus(StrEnum):
+    """A workspace run's `status`: queued, running, then a step's outcome (or unknown)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CHANGED = "changed"
+    SKIPPED = "skipped"
+    NEEDS_INTERVENTION = "needs_intervention"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+# StrEnum members are the strings themselves: records stay plain JSON, and comparisons with stored values work.
+DISPATCH_STATUSES = tuple(DispatchStatus)
+ATTEMPT_STATUSES = tuple(AttemptStatus)
+RUN_STATUSES = tuple(RunStatus)
+RESULT_STATUSES = tuple(s for s in AttemptStatus if s is not AttemptStatus.STARTED)  # what a step reports
+TERMINAL_ATTEMPT_STATUSES = frozenset(RESULT_STATUSES)
+# The one set of outcomes that need a person (the open queue, exit code 1, notifications' urgency).
+NEEDS_PERSON = frozenset({AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKED, AttemptStatus.FAILED})
+# codex-flows' `needsAttention` of a run view: a person must act before the work can go on.
+NEEDS_ATTENTION = frozenset({AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKED})
+SUCCESS = frozenset({AttemptStatus.CHANGED, AttemptStatus.COMPLETED})
 
 
 def now_iso() -> str:

@@ -23,7 +23,7 @@ from patchmoi.core.attempts import attempt_id_for, new_attempt
 from patchmoi.core.dispatch.dispatcher import Dispatcher, owner_alive
 from patchmoi.core.errors import StoreWriteError
 from patchmoi.core.log import log_event
-from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
+from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, AttemptStatus, now_iso
 from patchmoi.core.store import Cursor, Kind, Store
 
 BATCH = 500
@@ -145,7 +145,7 @@ class Recovery:
             if any(r.get("status") in ("queued", "running") for r in runs):
                 continue  # still running in a live process
             merged = self.dispatcher.merge_local_runs(attempt) if runs else None
-            if merged is None or merged.get("status") == "started":
+            if merged is None or merged.get("status") == AttemptStatus.STARTED:
                 failed = {**attempt, "status": "failed", "completedAt": now_iso(), "updatedAt": now_iso(),
                           "error": "interrupted: no run of this attempt finished; retry the event"}
                 self.dispatcher.save_attempt(failed, attempt)
@@ -164,7 +164,7 @@ class Recovery:
         return self.store.every(Kind.RUNS, {"status": status})
 
     def _all_attempts_started(self) -> list[dict[str, Any]]:
-        return self.store.every(Kind.ATTEMPTS, {"status": "started"})
+        return self.store.every(Kind.ATTEMPTS, {"status": AttemptStatus.STARTED})
 
     def queue_backlog(self, limit: int = 1000) -> int:
         """Queue up to `limit` flow events that have no dispatch record, oldest first, from the watermark."""
@@ -222,7 +222,7 @@ def recovery_report(store: Store, *, cap: int = 20000) -> dict[str, Any]:
                 break
     if batch:
         undispatched += len(store.undispatched(batch))
-    stuck = [a for a in store.list_attempts(status="started", limit=500) if not a.get("workspaceBackendUrl")
+    stuck = [a for a in store.list_attempts(status=AttemptStatus.STARTED, limit=500) if not a.get("workspaceBackendUrl")
              and not any(owner_alive(r) for rid in a.get("workspaceRunIds") or []
                          if (r := store.get_run(str(rid))))]
     return {"undispatchedEvents": undispatched, "atLeast": checked >= cap, "stuckAttempts": len(stuck),

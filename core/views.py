@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from patchmoi.core.attempts import result_payload
-from patchmoi.core.records import RESULT_STATUSES
+from patchmoi.core.records import NEEDS_ATTENTION, RESULT_STATUSES
 
 
 def run_view(run: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def run_view(run: dict[str, Any]) -> dict[str, Any]:
         "resultStatus": result_status,
         "status": effective,
         "effectiveStatus": effective,
-        "needsAttention": effective in ("blocked", "needs_intervention"),
+        "needsAttention": effective in NEEDS_ATTENTION,
         "attemptCount": run.get("attemptCount", 1),
         "attempts": run.get("attempts", []),
         "output": output,

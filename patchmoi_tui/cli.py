@@ -13,7 +13,7 @@ from typing import Any
 from patchmoi.core import __version__
 from patchmoi.core.attempt_states import STATES
 from patchmoi.core.config import Settings
-from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError, UsageError
+from patchmoi.core.errors import NotFoundError, PatchmoiError, UsageError, exit_code
 from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 from patchmoi.tui import commands_read
 from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
@@ -227,18 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_for(args)
         return handler(args, settings)
-    except UsageError as exc:
+    except PatchmoiError as exc:  # the error table (core.errors) gives the exit code for the code
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PatchmoiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -14,10 +14,29 @@ HEADER = """# CLI reference
 
 `patchmoi COMMAND [options]`. Every command takes `--data-dir DIR` (env `DATA_DIR`) and `--json`.
 Progress goes to stderr, results to stdout. Exit codes: `0` ok, `1` failure, not found, or an outcome that
-needs a person (`failed`, `blocked`, `needs_intervention`), `2` usage error.
+needs a person (`failed`, `blocked`, `needs_intervention`), `2` usage or configuration error (the table at the
+end gives each error's code, its exit code and the HTTP status the API answers with).
 
 This page is generated from the parser (`python -m patchmoi.tui.clidoc`); a test keeps it in sync.
 """
+
+
+def render_error_table() -> str:
+    """core.errors.TABLE as a table, each code with the first line of its class's docstring."""
+    import patchmoi.core.workspace.adopt  # noqa: F401  (AdoptRefused and SeriesError: their codes are in the table)
+    from patchmoi.core.errors import TABLE, PatchmoiError
+
+    classes: dict[str, type[PatchmoiError]] = {}
+    todo: list[type[PatchmoiError]] = [PatchmoiError]
+    while todo:
+        cls = todo.pop()
+        classes.setdefault(cls.code, cls)
+        todo.extend(cls.__subclasses__())
+    lines = ["## Errors", "", "| code | exit code | HTTP status | meaning |", "|---|---|---|---|"]
+    for code, (status, exit_code) in TABLE.items():
+        doc = " ".join((classes[code].__doc__ or "").split()).split("; ")[0] if code in classes else ""
+        lines.append(f"| `{code}` | {exit_code} | {status} | {doc} |")
+    return "\n".join(lines) + "\n"
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -47,6 +66,7 @@ def render_cli_reference() -> str:
             walk(sub, full)
 
     walk(build_parser(), "")
+    out.append(render_error_table())
     return "\n".join(out)
 
 

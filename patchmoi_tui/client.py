@@ -18,7 +18,7 @@ import httpx
 from patchmoi.core.adopt import adopt, default_actor
 from patchmoi.core.attempt_states import STATES, derive_states
 from patchmoi.core.config import Settings
-from patchmoi.core.errors import NotFoundError, PatchmoiError
+from patchmoi.core.errors import NotFoundError, PatchmoiError, from_code
 from patchmoi.core.operations import POLLER_LEASE, build_dispatcher, chain, feed_health, signal_id, with_states
 from patchmoi.core.store import Cursor, Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused
@@ -171,11 +171,11 @@ class RemoteClient:
             body = {}
         if resp.status_code == 401:
             raise PatchmoiError(f"{self.base} refused the admin token (401); pass --token or PATCH_ADMIN_TOKEN")
-        if resp.status_code == 404:
-            raise NotFoundError(f"{resp.request.method} {resp.request.url.path} → 404 {body.get('error', '')}")
-        if resp.status_code >= 400 and resp.status_code != 502:
-            raise PatchmoiError(f"{resp.request.method} {resp.request.url.path} → {resp.status_code} "
-                                f"{body.get('error', '')} {body.get('message', '')}".strip())
+        if resp.status_code >= 400 and resp.status_code != 502:  # the server's error code picks the class
+            code = body.get("error") if isinstance(body, dict) else None
+            message = body.get("message") if isinstance(body, dict) else None
+            raise from_code(code, f"{resp.request.method} {resp.request.url.path} → {resp.status_code} "
+                                  f"{code or ''} {message or ''}".strip())
         return body if isinstance(body, dict) else {}
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from patchmoi.core.config import Settings
-from patchmoi.core.errors import NotFoundError
+from patchmoi.core.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, NotFoundError
 from patchmoi.core.store import Store
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "emit_json", "emit_list", "open_store", "progress"]
 
 
 def emit_json(value: Any) -> None:

@@ -24,13 +24,11 @@ from starlette.types import Message, Receive, Scope, Send
 from patchmoi.core.adopt import adopt
 from patchmoi.core.attempt_states import derive_states
 from patchmoi.core.config import Settings
-from patchmoi.core.dispatch.http import BackendError
-from patchmoi.core.errors import NotFoundError, UsageError
+from patchmoi.core.errors import PatchmoiError, http_status
 from patchmoi.core.log import log_event
 from patchmoi.core.operations import chain
 from patchmoi.core.service import Service
 from patchmoi.core.store import Kind
-from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.server.openapi import openapi_document
 
 MAX_BODY = 64 * 1024
@@ -117,16 +115,12 @@ class Api:
             response = answer.response
         except ApiError as exc:
             response = error(exc.status, exc.code, exc.message, exc.headers)
-        except UsageError as exc:
-            response = error(400, "invalid_request", str(exc))
-        except NotFoundError as exc:
-            response = error(404, "not_found", str(exc))
-        except BackendError as exc:
-            response = error(502, "backend_error", str(exc))
+        except PatchmoiError as exc:  # the error table (core.errors) gives the status for the code
+            response = error(http_status(exc), exc.code, str(exc))
         except ClientDisconnect:  # gone while its body was read: nobody gets this answer, the log line says why
             response = error(499, "client_disconnected")
-        except Exception as exc:  # never a bare 500
-            log_event("http.error", path=path, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # never a bare 500; the log has the traceback
+            log_event("http.error", path=path, exc=exc)
             response = error(500, "internal_error", "unexpected server error; see the server log")
         log_event("http.request", method=request.method, path=path, status=response.status_code,
                   durationMs=round((time.perf_counter() - started) * 1000, 1))
@@ -243,12 +237,9 @@ class Api:
         body = await _body(request)  # enforces the body limit
         if rest[1] == "adopt":
             by = body.get("by") if isinstance(body.get("by"), str) and body["by"].strip() else "api"
-            try:
-                adopted = await asyncio.to_thread(
-                    adopt, self.store, rest[0], by=str(by)[:200], reason=_text(body.get("reason")),
-                    reviewed=body.get("reviewed") is True)
-            except AdoptRefused as exc:
-                return error(409, exc.code, str(exc))
+            adopted = await asyncio.to_thread(  # AdoptRefused is a 409 by the error table
+                adopt, self.store, rest[0], by=str(by)[:200], reason=_text(body.get("reason")),
+                reviewed=body.get("reviewed") is True)
             return json_response({"attempt": adopted})
         return json_response({"attempt": await self.service.dispatcher.sync(rest[0])}, 202)
 
@@ -379,5 +370,5 @@ async def _http_exception(_request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    log_event("http.error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+    log_event("http.error", path=request.url.path, exc=exc)
     return error(500, "internal_error", "unexpected server error; see the server log")

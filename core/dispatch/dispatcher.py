@@ -27,7 +27,7 @@ from patchmoi.core.dispatch.selection import SECRET_ENVS, select_backend
 from patchmoi.core.dispatch.transports import backend_for_url, record_transport
 from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
-from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, now_iso
+from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, AttemptStatus, DispatchStatus, RunStatus, now_iso
 from patchmoi.core.sources import FeedSource
 from patchmoi.core.store import Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused, already_based
@@ -153,7 +153,7 @@ class Dispatcher:
             backend = backend or self.backend_for(event)
         except ConfigError as exc:  # a backend URL no transport serves: an operator must fix the configuration
             record = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
-                      "target": "workspace-backend", "transport": "unknown", "status": "failed",
+                      "target": "workspace-backend", "transport": "unknown", "status": DispatchStatus.FAILED,
                       "errorKind": "config", "error": str(exc), "createdAt": now_iso()}
             return self._finish_without_runs(event, record)
         transport = backend.handler
@@ -240,25 +240,27 @@ class Dispatcher:
                 error = str(exc)
             else:
                 if not steps:
-                    record = {**base, "status": "skipped", "matched": 0, "runIds": [], "createdAt": now_iso(),
+                    record = {**base, "status": DispatchStatus.SKIPPED, "matched": 0, "runIds": [],
+                              "createdAt": now_iso(),
                               "error": f"no step in {workspace} runs for event type {event.get('type')!r}"}
                     return self._finish_without_runs(event, record)
         if error is not None:  # configuration: an operator must fix it, so it fails loudly
-            record = {**base, "status": "failed", "errorKind": "config", "error": error, "createdAt": now_iso()}
+            record = {**base, "status": DispatchStatus.FAILED, "errorKind": "config", "error": error,
+                      "createdAt": now_iso()}
             return self._finish_without_runs(event, record)
         assert workspace is not None
         created = now_iso()
         runs = [
             {"id": new_run_id(), "eventId": event.get("id"), "eventType": event.get("type"), "flowName": step.flow,
              "stepName": step.name, "runner": step.runner, "backend": backend.transport, "operation": operation,
-             "workspace": str(workspace), "status": "queued", "effectiveStatus": "queued", "createdAt": created,
-             "pid": os.getpid()}
+             "workspace": str(workspace), "status": RunStatus.QUEUED, "effectiveStatus": RunStatus.QUEUED,
+             "createdAt": created, "pid": os.getpid()}
             for step in steps
         ]
         self.store.append_many(Kind.RUNS, runs)
         for run, step in zip(runs, steps, strict=True):
             self.progress(f"[flow] queued {step.flow}/{step.name} ({step.runner}) {run['id']}")
-        record = {**base, "status": "dispatched", "runIds": [r["id"] for r in runs], "matched": len(runs),
+        record = {**base, "status": DispatchStatus.DISPATCHED, "runIds": [r["id"] for r in runs], "matched": len(runs),
                   "createdAt": created}
         self.store.append(Kind.DISPATCHES, record)
         attempt = self._new_attempt(event, record)
@@ -275,8 +277,8 @@ class Dispatcher:
         """Record, without running anything, that a newer update of the same branch is rebuilt instead."""
         backend = self.backend_for(event)
         record: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": "dispatch",
-                  "target": backend.target, "transport": backend.transport, "status": "skipped", "matched": 0,
-                  "runIds": [], "supersededBy": newer,
+                  "target": backend.target, "transport": backend.transport, "status": DispatchStatus.SKIPPED,
+                  "matched": 0, "runIds": [], "supersededBy": newer,
                   "error": f"superseded by a newer update of the same branch: {newer}", "createdAt": now_iso()}
         if backend.workspace is not None:
             record["workspace"] = str(backend.workspace)
@@ -299,7 +301,8 @@ class Dispatcher:
         async with lock:
             newer = self.superseded(event)
             if newer is not None:
-                skipped = [{**r, "status": "skipped", "effectiveStatus": "skipped", "processStatus": "skipped",
+                skipped = [{**r, "status": RunStatus.SKIPPED, "effectiveStatus": RunStatus.SKIPPED,
+                            "processStatus": RunStatus.SKIPPED,
                             "error": f"superseded by {newer}", "completedAt": now_iso()} for r, _ in planned]
                 self.store.append_many(Kind.RUNS, skipped)
                 merged = {**merge_runs(attempt, skipped, now_iso()), "supersededBy": newer,
@@ -307,8 +310,8 @@ class Dispatcher:
                 self.save_attempt(merged, attempt)
                 return merged
             for run, step in planned:
-                running = {**run, "status": "running", "effectiveStatus": "running", "startedAt": now_iso(),
-                           "pid": os.getpid()}
+                running = {**run, "status": RunStatus.RUNNING, "effectiveStatus": RunStatus.RUNNING,
+                           "startedAt": now_iso(), "pid": os.getpid()}
                 self.store.append(Kind.RUNS, running)
                 self.progress(f"[flow] start {step.flow}/{step.name} {run['id']}")
                 try:
@@ -317,7 +320,8 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     # Shutdown: this run and the ones still queued are recorded as interrupted, and the
                     # attempt gets its outcome now (a restart would otherwise find nothing left running).
-                    stopped = [{**r, "status": "failed", "effectiveStatus": "failed", "processStatus": "failed",
+                    stopped = [{**r, "status": RunStatus.FAILED, "effectiveStatus": RunStatus.FAILED,
+                                "processStatus": RunStatus.FAILED,
                                 "error": "interrupted by shutdown; retry the event", "completedAt": now_iso()}
                                for r, _ in planned[len(finished):]]
                     self.store.append_many(Kind.RUNS, stopped)
@@ -353,7 +357,7 @@ class Dispatcher:
     def _auto_adopt(self, attempt: dict[str, Any]) -> dict[str, Any]:
         try:
             report = rebuild_report(self.store, attempt)
-            if attempt.get("status") == "completed" and already_based(report):
+            if attempt.get("status") == AttemptStatus.COMPLETED and already_based(report):
                 return attempt  # same tree, same upstream base: adopting would only rewrite history
             reason = auto_adopt_reason(report)
             if reason is None:

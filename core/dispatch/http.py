@@ -14,19 +14,12 @@ import httpx
 from patchmoi.core.config import redact_url
 from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding
 from patchmoi.core.dispatch.signing import signed_headers
+from patchmoi.core.errors import BackendError
 from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _EVENTS_SUFFIX = re.compile(r"/(events|flow-events)/?$")
-
-
-class BackendError(Exception):
-    """A backend call failed; `status` is the HTTP status when there was a response."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
+__all__ = ["HTTP_TRANSPORT", "BackendError", "BackendReply", "HttpBackend", "HttpTransport"]
 
 
 @dataclass

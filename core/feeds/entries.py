@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from patchmoi.core.errors import UpstreamError
+
 MAX_ID_CHARS = 2048
 """An entry id longer than this is not kept (seen-id sets hold hundreds of them per source)."""
 
@@ -24,7 +26,7 @@ _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufdd0\ufffe\uf
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class FeedParseError(Exception):
+class FeedParseError(UpstreamError):
     """The document is not a usable feed. The message says why in operator terms."""
 
 

@@ -20,6 +20,7 @@ import httpx
 
 from patchmoi.core import __version__
 from patchmoi.core.config import redact_url
+from patchmoi.core.errors import UpstreamError
 
 ACCEPT = "application/json, application/atom+xml, application/rss+xml, application/xml, text/xml;q=0.9"
 USER_AGENT = f"patchmoi/{__version__} (+https://github.com/patchmoi/patchmoi)"
@@ -54,8 +55,8 @@ class FetchResult:
         return self.error is None
 
 
-class FetchError(Exception):
-    pass
+class FetchError(UpstreamError):
+    """A feed or registry document could not be fetched (the message names the URL, without credentials)."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

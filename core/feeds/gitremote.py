@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from patchmoi.core.config import redact_url
+from patchmoi.core.errors import UpstreamError
 from patchmoi.core.feeds.entries import (
     MAX_ID_CHARS,
     FeedEntry,
@@ -50,7 +51,7 @@ _NO_READ = "Could not read from remote repository."
 _ADVICE = {"Please make sure you have the correct access rights", "and the repository exists."}
 
 
-class GitRemoteError(Exception):
+class GitRemoteError(UpstreamError):
     """`git ls-remote` gave no usable listing. The message says why in operator terms, without credentials."""
 
 

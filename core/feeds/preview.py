@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from patchmoi.core.errors import UpstreamError
 from patchmoi.core.feeds.fetch import Fetcher
 from patchmoi.core.feeds.kinds import ReadContext, read_source
 from patchmoi.core.feeds.npm import dist_tag_moves
@@ -61,7 +62,7 @@ class Preview:
                 "signals": self.signals}
 
 
-class PreviewError(Exception):
+class PreviewError(UpstreamError):
     """The source could not be read; the message is the poller's own."""
 
 

@@ -18,12 +18,13 @@ import httpx
 
 from patchmoi.core.config import Settings
 from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
-from patchmoi.core.records import now_iso
+from patchmoi.core.records import AttemptStatus, now_iso
 from patchmoi.core.store import Kind, Store
 
 MAX_TRIES = 8
-ATTEMPT_COLOURS = {"needs_intervention": 0xD29922, "failed": 0xCF222E, "blocked": 0x8250DF, "changed": 0x1A7F37,
-                   "completed": 0x57606A, "skipped": 0x57606A}
+ATTEMPT_COLOURS: dict[str, int] = {AttemptStatus.NEEDS_INTERVENTION: 0xD29922, AttemptStatus.FAILED: 0xCF222E,
+                   AttemptStatus.BLOCKED: 0x8250DF, AttemptStatus.CHANGED: 0x1A7F37,
+                   AttemptStatus.COMPLETED: 0x57606A, AttemptStatus.SKIPPED: 0x57606A}
 
 
 def _cut(value: Any, n: int) -> str:

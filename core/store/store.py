@@ -10,15 +10,12 @@ from typing import Any
 
 from patchmoi.core.attempt_states import STATES, derive_states
 from patchmoi.core.errors import PatchmoiError, UsageError
-from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
+from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES, RUN_STATUSES
 from patchmoi.core.store.contract import Change, Cursor, Kind, RecordStore
 from patchmoi.core.store.local import JsonlStore
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-RUN_STATUSES = (
-    "queued", "running", "completed", "changed", "skipped", "needs_intervention", "blocked", "failed", "unknown",
-)
 
 
 def parse_limit(value: Any, default: int = DEFAULT_LIMIT) -> int:

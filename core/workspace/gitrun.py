@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patchmoi.core.errors import GitFailure
+
 OUTPUT_LIMIT = 4000
 COMMITTER = {"GIT_COMMITTER_NAME": "patchmoi", "GIT_COMMITTER_EMAIL": "patchmoi@localhost"}
 
@@ -55,7 +57,7 @@ class RunLog:
         })
 
 
-class GitError(Exception):
+class GitError(GitFailure):
     def __init__(self, result: CommandResult) -> None:
         super().__init__(f"`{result.command}` failed ({result.exit_code}): {trim(result.output, 500)}")
         self.result = result

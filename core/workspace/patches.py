@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from patchmoi.core.errors import PatchmoiError
+from patchmoi.core.records import AttemptStatus
 from patchmoi.core.workspace.forkconfig import ForkConfig, load_fork_config
 from patchmoi.core.workspace.gitrun import GitRunner
 
@@ -37,8 +39,10 @@ def list_patches(git: GitRunner, config: ForkConfig) -> list[dict[str, Any]]:
     return sorted(patches, key=lambda p: natural_key(p["name"]))
 
 
-class SeriesError(Exception):
+class SeriesError(PatchmoiError):
     """The patch series cannot be rebuilt as it stands (a merge commit inside a patch)."""
+
+    code = "patch_series_invalid"
 
 
 def patch_series(git: GitRunner, config: ForkConfig, base: str) -> list[dict[str, Any]]:
@@ -156,24 +160,24 @@ def capture(repo: Path, name: str, source: str, *, base: str | None = None, mess
     config = config or load_fork_config(repo)
     git = GitRunner(repo)
     if not name.startswith(config.patch_prefix):
-        return {"status": "failed", "error": f"patch branch must start with {config.patch_prefix!r}"}
+        return {"status": AttemptStatus.FAILED, "error": f"patch branch must start with {config.patch_prefix!r}"}
     if not is_clean(git):
-        return {"status": "blocked", "error": "working tree has local changes or untracked files"}
+        return {"status": AttemptStatus.BLOCKED, "error": "working tree has local changes or untracked files"}
     base_ref = base or config.target_branch
     base_sha = git.rev(base_ref)
     source_sha = git.rev(source)
     if base_sha is None or source_sha is None:
-        return {"status": "failed", "error": f"cannot resolve {base_ref if base_sha is None else source}"}
+        return {"status": AttemptStatus.FAILED, "error": f"cannot resolve {base_ref if base_sha is None else source}"}
     existing = git.rev(f"refs/heads/{name}")
     if existing and not force:
-        return {"status": "failed", "error": f"{name} exists; pass --force to replace it"}
+        return {"status": AttemptStatus.FAILED, "error": f"{name} exists; pass --force to replace it"}
     tree = git.out("rev-parse", f"{source_sha}^{{tree}}")
     if tree == git.out("rev-parse", f"{base_sha}^{{tree}}"):
-        return {"status": "skipped", "message": f"{source} does not differ from {base_ref}"}
+        return {"status": AttemptStatus.SKIPPED, "message": f"{source} does not differ from {base_ref}"}
     msg = message or "patch: " + name[len(config.patch_prefix):].replace("-", " ")
     commit = git.out("commit-tree", tree, "-p", base_sha, "-m", msg)
     git.run("update-ref", f"refs/heads/{name}", commit)
-    return {"status": "changed", "branch": name, "sha": commit, "base": base_sha, "commits": 1}
+    return {"status": AttemptStatus.CHANGED, "branch": name, "sha": commit, "base": base_sha, "commits": 1}
 
 
 def setup_fork(repo: Path, upstream_url: str | None, *, apply: bool = False,

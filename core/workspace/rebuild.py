@@ -23,6 +23,7 @@ from typing import Any
 
 from patchmoi.core.config import redact_url
 from patchmoi.core.fsutil import atomic_write, ensure_dir
+from patchmoi.core.records import AttemptStatus
 from patchmoi.core.workspace.forkconfig import ForkConfig, load_fork_config
 from patchmoi.core.workspace.gitrun import CommandResult, GitError, GitRunner, RunLog, run_shell, trim
 from patchmoi.core.workspace.patches import SeriesError, patch_series
@@ -61,19 +62,19 @@ class Rebuild:
         try:
             return self._run(base, label=label, key=key, kind=kind)
         except GitError as exc:
-            return self._result("failed", str(exc))
+            return self._result(AttemptStatus.FAILED, str(exc))
 
     # -- the rebuild -------------------------------------------------------------------------------------
     def _run(self, base: str, *, label: str, key: str, kind: str) -> dict[str, Any]:
         cfg, git = self.config, self.git
         if not self.repo.is_dir():
-            return self._result("failed", f"workspace {self.repo} does not exist")
+            return self._result(AttemptStatus.FAILED, f"workspace {self.repo} does not exist")
         top = git.try_out("rev-parse", "--show-toplevel")
         if top is None:
-            return self._result("failed", f"workspace {self.repo} is not a git repository")
+            return self._result(AttemptStatus.FAILED, f"workspace {self.repo} is not a git repository")
         if self.work_root.resolve().is_relative_to(Path(top).resolve()):
-            return self._result("failed", f"the rebuild worktrees ({self.work_root}) would be inside the fork "
-                                f"checkout {top}; set DATA_DIR to a directory outside it")
+            return self._result(AttemptStatus.FAILED, f"the rebuild worktrees ({self.work_root}) would be inside "
+                                f"the fork checkout {top}; set DATA_DIR to a directory outside it")
         if cfg.allow_fetch:
             args = ["fetch", cfg.upstream_remote]
             args += ["--tags"] if cfg.fetch_tags else []
@@ -81,20 +82,21 @@ class Rebuild:
             args += ["--prune-tags"] if cfg.prune_tags else []
             fetched = git.run(*args, check=False, timeout=300)
             if not fetched.ok:
-                return self._result("blocked", f"git fetch {cfg.upstream_remote} failed: {trim(fetched.output, 300)}")
+                return self._result(AttemptStatus.BLOCKED,
+                                    f"git fetch {cfg.upstream_remote} failed: {trim(fetched.output, 300)}")
         base_sha = (git.rev(f"refs/tags/{base}") if kind == "tag" else None) or git.rev(base)
         if base_sha is None:
             hint = "" if cfg.allow_fetch else " (fetch it first, or set [fetch] allowFetch = true)"
-            return self._result("blocked", f"cannot resolve upstream {kind} {base!r}{hint}")
+            return self._result(AttemptStatus.BLOCKED, f"cannot resolve upstream {kind} {base!r}{hint}")
         target_sha = git.rev(f"refs/heads/{cfg.target_branch}")
         if cfg.series == "linear" and target_sha is None:
-            return self._result("blocked", f"series = \"linear\" needs the {cfg.target_branch} branch")
+            return self._result(AttemptStatus.BLOCKED, f"series = \"linear\" needs the {cfg.target_branch} branch")
         try:
             series = patch_series(git, cfg, base_sha)
         except SeriesError as exc:
-            return self._result("blocked", str(exc))
+            return self._result(AttemptStatus.BLOCKED, str(exc))
         if not series and cfg.series == "branches":
-            return self._result("blocked", f"no {cfg.patch_prefix} branches found in {self.repo}")
+            return self._result(AttemptStatus.BLOCKED, f"no {cfg.patch_prefix} branches found in {self.repo}")
         common = {"upstreamKind": kind, "upstreamLabel": label, "upstreamSha": base_sha, "beforeSha": target_sha,
                   "targetBranch": cfg.target_branch, "seriesMode": cfg.series, "workspace": str(self.repo)}
 
@@ -120,7 +122,7 @@ class Rebuild:
         mapped = self._account(wt, state)
         if isinstance(mapped, str):
             self._save_state(state_path, state)
-            return self._result("failed", mapped, **common, worktree=str(path))
+            return self._result(AttemptStatus.FAILED, mapped, **common, worktree=str(path))
         checks = []
         for command in cfg.verify_commands:
             result = run_shell(command, path, cfg.verify_timeout, self.log)
@@ -128,7 +130,7 @@ class Rebuild:
             if not result.ok:
                 self._save_state(state_path, state)
                 return self._result(
-                    "needs_intervention",
+                    AttemptStatus.NEEDS_INTERVENTION,
                     f"verify command `{command}` failed ({result.exit_code}) on the rebuilt stack: "
                     f"{trim(result.output, 600)}",
                     **common, **self._summary(state), checks=checks, worktree=str(path), failedCheck=command,
@@ -263,7 +265,7 @@ class Rebuild:
         state["headAtConflict"] = wt.out("rev-parse", "HEAD")
         self._save_state(state_path, state)
         pending = state.get("pending") or {}
-        return self._result("needs_intervention", message, **common, **self._summary(state),
+        return self._result(AttemptStatus.NEEDS_INTERVENTION, message, **common, **self._summary(state),
                             failedPatch=pending.get("patch"), failedCommit=pending.get("commit"),
                             unmergedFiles=self._unmerged(wt), worktree=str(wt.cwd),
                             statusOutput=trim(wt.out("status", "--short"), 2000))
@@ -358,7 +360,7 @@ class Rebuild:
         by_command = [r for r in state["resolved"] if r["by"] == "conflict-command"]
         needs_review = bool(by_command or state["reused"] or reapplied)
         return self._result(
-            "changed" if changed else "completed", message, **common, afterSha=after, **summary,
+            AttemptStatus.CHANGED if changed else AttemptStatus.COMPLETED, message, **common, afterSha=after, **summary,
             reapplied=reapplied or None, needsReview=needs_review, checks=checks, rangeDiff=range_diff,
             candidateRefs=[candidate],
         )

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from patchmoi.core.records import RESULT_STATUSES, now_iso
+from patchmoi.core.records import NEEDS_ATTENTION, RESULT_STATUSES, RunStatus, now_iso
 from patchmoi.core.workspace.steps import Step
 
 RESULT_PREFIX = "FLOW_RESULT "
@@ -65,14 +65,14 @@ async def execute_step(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
         )
     except OSError as exc:
-        return _finish(finished, "failed", None, f"could not start step {step.name!r}: {exc}", b"", b"")
+        return _finish(finished, RunStatus.FAILED, None, f"could not start step {step.name!r}: {exc}", b"", b"")
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(json.dumps(context).encode()), step.timeout)
     except TimeoutError:
         await _kill_group(proc)
         out = await _drain(proc)
         message = f"step {step.name!r} timed out after {step.timeout:.0f}s and was killed"
-        return _finish(finished, "failed", None, message, out[0], out[1])
+        return _finish(finished, RunStatus.FAILED, None, message, out[0], out[1])
     except asyncio.CancelledError:
         await _kill_group(proc)
         raise
@@ -80,12 +80,12 @@ async def execute_step(
     if proc.returncode != 0 and payload is None:
         err = stderr.decode("utf-8", "replace").strip().splitlines()
         message = f"step {step.name!r} exited with {proc.returncode}" + (f": {err[-1][:300]}" if err else "")
-        return _finish(finished, "failed", None, message, stdout, stderr)
+        return _finish(finished, RunStatus.FAILED, None, message, stdout, stderr)
     if payload is None:
-        return _finish(finished, "failed", None,
+        return _finish(finished, RunStatus.FAILED, None,
                        f"step {step.name!r} printed no FLOW_RESULT line (its last stdout line must be "
                        "'FLOW_RESULT {\"status\": ...}')", stdout, stderr)
-    return _finish(finished, "completed" if proc.returncode == 0 else "failed", payload, None, stdout, stderr)
+    return _finish(finished, RunStatus.COMPLETED if proc.returncode == 0 else "failed", payload, None, stdout, stderr)
 
 
 def _finish(run: dict[str, Any], process_status: str, payload: dict[str, Any] | None, error: str | None,
@@ -96,7 +96,7 @@ def _finish(run: dict[str, Any], process_status: str, payload: dict[str, Any] | 
         "processStatus": process_status,
         "status": effective,
         "effectiveStatus": effective,
-        "needsAttention": effective in ("blocked", "needs_intervention"),
+        "needsAttention": effective in NEEDS_ATTENTION,
         "completedAt": now_iso(),
         "output": [o for o in ({"kind": "stdout", "text": _tail(stdout)}, {"kind": "stderr", "text": _tail(stderr)})
                    if o["text"]],
