@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from patchmoi.core.attempt_states import SUCCESS
 from patchmoi.core.attempts import result_payload
 from patchmoi.core.errors import NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
-from patchmoi.core.records import now_iso
+from patchmoi.core.records import AttemptJson, now_iso
 from patchmoi.core.store import Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused, adopt_candidate
 from patchmoi.core.workspace.gitrun import GitError
@@ -31,7 +32,7 @@ def default_actor(prefix: str = "cli") -> str:
     return f"{prefix}:{user}"
 
 
-def find_attempt(store: Store, ident: str) -> dict[str, Any]:
+def find_attempt(store: Store, ident: str) -> AttemptJson:
     """An attempt by id, or the newest successful attempt of an event id."""
     attempt = store.get_attempt(ident)
     if attempt is not None:
@@ -44,7 +45,7 @@ def find_attempt(store: Store, ident: str) -> dict[str, Any]:
     raise AdoptRefused(f"flow event {ident!r} has no successful attempt with a candidate to adopt")
 
 
-def rebuild_report(store: Store, attempt: dict[str, Any]) -> dict[str, Any]:
+def rebuild_report(store: Store, attempt: Mapping[str, Any]) -> dict[str, Any]:
     """The artifacts of the attempt's local rebuild (the run that produced its candidate)."""
     for run_id in reversed([str(r) for r in attempt.get("workspaceRunIds") or []]):
         run = store.get_run(run_id)
@@ -60,7 +61,7 @@ def rebuild_report(store: Store, attempt: dict[str, Any]) -> dict[str, Any]:
                        "patch-stack rebuild, or it predates adoption support: retry the event)")
 
 
-def check_adoptable(store: Store, attempt: dict[str, Any], *, reviewed: bool) -> dict[str, Any]:
+def check_adoptable(store: Store, attempt: Mapping[str, Any], *, reviewed: bool) -> dict[str, Any]:
     adoption = attempt.get("adoption")
     if isinstance(adoption, dict):
         raise AdoptRefused(f"attempt {attempt.get('id')} was adopted at {adoption.get('adoptedAt')} by "

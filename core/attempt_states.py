@@ -14,7 +14,7 @@ A state is computed from the attempts themselves, never stored or edited:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from patchmoi.core.records import NEEDS_PERSON, SUCCESS, AttemptStatus
@@ -24,7 +24,7 @@ __all__ = ["NEEDS_PERSON", "STATES", "SUCCESS", "derive_states", "fork_key"]
 STATES = ("open", "ready", "running", "resolved", "superseded", "adopted", "done")
 
 
-def fork_key(attempt: dict[str, Any]) -> str:
+def fork_key(attempt: Mapping[str, Any]) -> str:
     """The fork an attempt maintains: its local checkout, else its backend and upstream repo."""
     workspace = attempt.get("workspace")
     if isinstance(workspace, str) and workspace:
@@ -32,7 +32,7 @@ def fork_key(attempt: dict[str, Any]) -> str:
     return f"{attempt.get('workspaceBackendUrl') or '-'}|{attempt.get('upstreamRepo') or '-'}"
 
 
-def release_key(attempt: dict[str, Any]) -> str:
+def release_key(attempt: Mapping[str, Any]) -> str:
     for key in ("upstreamTag", "upstreamSha", "upstreamRef", "eventId"):
         value = attempt.get(key)
         if isinstance(value, str) and value:
@@ -40,7 +40,7 @@ def release_key(attempt: dict[str, Any]) -> str:
     return "-"
 
 
-def derive_states(attempts: Iterable[dict[str, Any]]) -> dict[str, str]:
+def derive_states(attempts: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """State of every attempt given (the latest record of each, any order) by attempt id."""
     ordered = sorted(attempts, key=lambda a: str(a.get("createdAt") or ""), reverse=True)
     succeeded: dict[str, set[str]] = {}  # fork -> releases with a success later than the attempt at hand
@@ -65,7 +65,7 @@ def derive_states(attempts: Iterable[dict[str, Any]]) -> dict[str, str]:
     return states
 
 
-def with_states(attempts: list[dict[str, Any]], everything: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_states(attempts: Iterable[Mapping[str, Any]], everything: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`attempts` with a `state` field each, derived against `everything` (which must include them)."""
     states = derive_states(everything)
     return [{**a, "state": states.get(str(a.get("id")), "done")} for a in attempts]

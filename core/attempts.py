@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
-from patchmoi.core.records import NEEDS_PERSON, AttemptStatus, DispatchStatus
+from patchmoi.core.records import NEEDS_PERSON, AttemptJson, AttemptStatus, DispatchStatus
 
 RECORD_TO_ATTEMPT: dict[str, AttemptStatus] = {DispatchStatus.DISPATCHED: AttemptStatus.STARTED,
                                                DispatchStatus.FAILED: AttemptStatus.FAILED,
@@ -18,7 +18,7 @@ def _nonempty(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def new_attempt(event: dict[str, Any], record: dict[str, Any], attempt_id: str) -> dict[str, Any]:
+def new_attempt(event: Mapping[str, Any], record: Mapping[str, Any], attempt_id: str) -> AttemptJson:
     payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
     assert isinstance(payload, dict)
     created = record.get("createdAt")
@@ -44,14 +44,14 @@ def new_attempt(event: dict[str, Any], record: dict[str, Any], attempt_id: str) 
     }
     if attempt["status"] != AttemptStatus.STARTED:
         attempt["completedAt"] = created
-    return {k: v for k, v in attempt.items() if v is not None}
+    return cast(AttemptJson, {k: v for k, v in attempt.items() if v is not None})
 
 
 def attempt_id_for(event_id: str, operation: str, created_at: str) -> str:
     return f"{event_id}:{operation}:{created_at}"
 
 
-def result_payload(run: dict[str, Any]) -> dict[str, Any] | None:
+def result_payload(run: Mapping[str, Any]) -> dict[str, Any] | None:
     """`resultPayload` (or `result`/`resultJson`, object or JSON string), else its nested `result`."""
     for key in ("resultPayload", "result", "resultJson"):
         value = run.get(key)
@@ -69,7 +69,7 @@ def result_payload(run: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def run_status(run: dict[str, Any]) -> str:
+def run_status(run: Mapping[str, Any]) -> str:
     payload = result_payload(run)
     if payload is not None:
         return str(payload["status"])
@@ -118,7 +118,7 @@ def _ref_key(ref: dict[str, Any]) -> str:
     return ":".join(str(ref.get(k, "")) for k in ("kind", "repo", "remote", "ref", "sha"))
 
 
-def _thread_refs(value: Any, run: dict[str, Any], label: str | None = None) -> list[dict[str, Any]]:
+def _thread_refs(value: Any, run: Mapping[str, Any], label: str | None = None) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     if isinstance(value, dict):
         if isinstance(value.get("threadId"), str):
@@ -140,9 +140,9 @@ def _thread_key(ref: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(ref.get(k) for k in ("runId", "flowName", "stepName", "label", "threadId", "turnId"))
 
 
-def merge_runs(attempt: dict[str, Any], runs: list[dict[str, Any]], updated_at: str) -> dict[str, Any]:
+def merge_runs(attempt: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], updated_at: str) -> dict[str, Any]:
     if not runs:
-        return attempt
+        return dict(attempt)
     merged = dict(attempt)
     statuses = [run_status(run) for run in runs]
     payloads = [result_payload(run) for run in runs]
@@ -197,5 +197,5 @@ def merge_runs(attempt: dict[str, Any], runs: list[dict[str, Any]], updated_at: 
     return merged
 
 
-def changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
     return any(json.dumps(before.get(k), sort_keys=True) != json.dumps(after.get(k), sort_keys=True) for k in _COMPARED)

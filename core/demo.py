@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape
 
 from patchmoi.core.adopt import adopt
 from patchmoi.core.config import Settings
-from patchmoi.core.records import AttemptStatus, now_iso
+from patchmoi.core.records import AttemptJson, AttemptStatus, now_iso
 from patchmoi.core.service import Service
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "Upstream Dev", "GIT_AUTHOR_EMAIL": "dev@upstream.invalid",
@@ -236,7 +236,7 @@ class DemoDriver:
     def event_id(self, tag: str) -> str:
         return f"patch:{SOURCE_ID}:tag:github.com,2008:Repository/1/{tag}:upstream.release"
 
-    async def wait_outcome(self, event_id: str, after: int = 0, timeout: float = 60.0) -> dict[str, Any] | None:
+    async def wait_outcome(self, event_id: str, after: int = 0, timeout: float = 60.0) -> AttemptJson | None:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             attempts = self.service.store.list_attempts(event_id=event_id, limit=20)
@@ -246,7 +246,7 @@ class DemoDriver:
             await asyncio.sleep(0.2)
         return None
 
-    async def wait_adoption(self, attempt: dict[str, Any], timeout: float = 30.0) -> dict[str, Any] | None:
+    async def wait_adoption(self, attempt: Mapping[str, Any], timeout: float = 30.0) -> dict[str, Any] | None:
         """The automatic adoption is recorded right after the outcome (or why it was not done)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
@@ -259,7 +259,7 @@ class DemoDriver:
             await asyncio.sleep(0.1)
         return None
 
-    async def resolve_in_worktree(self, attempt: dict[str, Any]) -> None:
+    async def resolve_in_worktree(self, attempt: Mapping[str, Any]) -> None:
         """What an operator does after a conflict: fix the file in the rebuild worktree and `git add` it."""
         worktree = next((Path(str(art["worktree"])) for run_id in attempt.get("workspaceRunIds") or []
                          if (run := self.service.store.get_run(str(run_id)))

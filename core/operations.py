@@ -6,7 +6,7 @@ sync, and core.adopt), so an operation is written once and answers the same ever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from patchmoi.core.dispatch.selection import select_backend
 from patchmoi.core.dispatch.transports import local_backend
 from patchmoi.core.errors import UsageError
 from patchmoi.core.events import flow_event_id
+from patchmoi.core.records import FlowEventJson
 from patchmoi.core.sources import FeedSource, load_sources
 from patchmoi.core.store import Kind, Store
 
@@ -72,7 +73,7 @@ def signal_id(signal: Mapping[str, Any]) -> str:
     return f"{signal.get('sourceId')}:{signal.get('entryId')}"
 
 
-def _event_of_signal(store: Store, signal: Mapping[str, Any]) -> dict[str, Any] | None:
+def _event_of_signal(store: Store, signal: Mapping[str, Any]) -> FlowEventJson | None:
     """The flow event a signal started, if any: its id is `patch:<source>:<entry>:<event type>`, tried for every
     event type the store holds (a handful, from the index)."""
     source, entry = signal.get("sourceId"), signal.get("entryId")
@@ -84,10 +85,10 @@ def _event_of_signal(store: Store, signal: Mapping[str, Any]) -> dict[str, Any] 
     return None
 
 
-def with_states(attempts: list[dict[str, Any]], states: Mapping[str, str] | None) -> list[dict[str, Any]]:
+def with_states(attempts: Iterable[Mapping[str, Any]], states: Mapping[str, str] | None) -> list[dict[str, Any]]:
     """Each attempt with its `state` (`done` when in no other state); unchanged when states are unknown."""
     if states is None:
-        return attempts
+        return [dict(a) for a in attempts]
     return [{**a, "state": states.get(str(a.get("id")), "done")} for a in attempts]
 
 
@@ -144,7 +145,7 @@ def configured_sources(settings: Settings) -> list[FeedSource]:
 def build_dispatcher(
     settings: Settings, store: Store, *, workspace: Path | None = None,
     sources: Callable[[], list[FeedSource]] | None = None, client: httpx.AsyncClient | None = None,
-    on_attempt: Callable[[dict[str, Any]], None] | None = None, progress: Callable[[str], None] | None = None,
+    on_attempt: Callable[[Mapping[str, Any]], None] | None = None, progress: Callable[[str], None] | None = None,
 ) -> Dispatcher:
     """The one way a front end gets a dispatcher: the settings' environment and feed sources (re-read each
     time unless `sources` is given), an optional fixed workspace."""

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 
 class DispatchStatus(StrEnum):
@@ -59,6 +59,100 @@ NEEDS_PERSON = frozenset({AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKE
 # codex-flows' `needsAttention` of a run view: a person must act before the work can go on.
 NEEDS_ATTENTION = frozenset({AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKED})
 SUCCESS = frozenset({AttemptStatus.CHANGED, AttemptStatus.COMPLETED})
+
+
+# -- the stored records' JSON shapes -----------------------------------------------------------------------------
+# TypedDicts over the plain dicts the store reads and writes: the known fields are typed, unknown fields (from the
+# Bun service or a newer patchmoi) stay in the dict, and the JSON is exactly what is stored. `total=False`: older
+# records lack newer fields. Statuses are typed `str`: a stored value may be one this version does not know.
+
+
+class FlowEventJson(TypedDict, total=False):
+    id: str
+    type: str
+    source: str
+    occurredAt: str
+    receivedAt: str
+    payload: dict[str, Any]
+
+
+class DispatchJson(TypedDict, total=False):
+    eventId: str
+    eventType: str
+    operation: str
+    target: str
+    transport: str
+    workspaceBackendUrl: str
+    workspace: str
+    url: str
+    webhookId: str
+    status: str
+    runIds: list[str]
+    matched: int
+    idempotent: bool
+    httpStatus: int
+    errorKind: str
+    error: str
+    reason: str
+    supersededBy: str
+    createdAt: str
+
+
+class AttemptJson(TypedDict, total=False):
+    id: str
+    eventId: str
+    eventType: str
+    operation: str
+    status: str
+    state: str  # derived (core.attempt_states), added to answers, never stored
+    upstreamRepo: str
+    upstreamRef: str
+    upstreamSha: str
+    upstreamTag: str
+    workspace: str
+    workspaceBackendUrl: str
+    workspaceRunIds: list[str]
+    workspaceRunStatuses: dict[str, str]
+    workspaceThreadRefs: list[dict[str, Any]]
+    candidateRefs: list[dict[str, Any]]
+    message: str
+    error: str
+    reason: str
+    supersededBy: str
+    adoption: dict[str, Any]
+    adoptionError: str
+    createdAt: str
+    updatedAt: str
+    completedAt: str
+
+
+class RunJson(TypedDict, total=False):
+    id: str
+    eventId: str
+    eventType: str
+    flowName: str
+    flowVersion: str
+    stepName: str
+    runner: str
+    backend: str
+    operation: str
+    workspace: str
+    pid: int
+    status: str
+    processStatus: str
+    resultStatus: str
+    effectiveStatus: str
+    needsAttention: bool
+    attemptCount: int
+    resultPayload: dict[str, Any]
+    resultJson: str
+    output: list[dict[str, Any]]
+    log: list[dict[str, Any]]
+    error: str
+    createdAt: str
+    startedAt: str
+    completedAt: str
+    finishedAt: str
 
 
 def now_iso() -> str:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ class Service:
         self.started_at = now_iso()
         self.last_error: str | None = None
 
-    def _on_attempt(self, attempt: dict[str, Any]) -> None:
+    def _on_attempt(self, attempt: Mapping[str, Any]) -> None:
         if self.outbox.enqueue_attempt(attempt):
             self._outbox_wake.set()
 

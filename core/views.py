@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from patchmoi.core.attempts import result_payload
 from patchmoi.core.records import NEEDS_ATTENTION, RESULT_STATUSES
 
 
-def run_view(run: dict[str, Any]) -> dict[str, Any]:
+def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
     payload = result_payload(run)
     process = run.get("processStatus") or run.get("status")
     result_status = payload.get("status") if payload and payload.get("status") in RESULT_STATUSES else None
@@ -45,7 +46,7 @@ def run_view(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in view.items() if v is not None}
 
 
-def event_view(event: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def event_view(event: Mapping[str, Any], runs: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     runs = runs or []
     view = {
         "id": event.get("id"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ def emit_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def emit_list(as_json: bool, key: str, records: list[dict[str, Any]], *, empty: str, headers: tuple[str, ...],
-              widths: tuple[int, ...], row: Callable[[dict[str, Any]], tuple[Any, ...]]) -> int:
+def emit_list(as_json: bool, key: str, records: Sequence[Mapping[str, Any]], *, empty: str, headers: tuple[str, ...],
+              widths: tuple[int, ...], row: Callable[[Any], tuple[Any, ...]]) -> int:
     """The shape every list command shares: `{key: [...]}` with --json, else an aligned table."""
     from patchmoi.tui.textfmt import table
 

@@ -261,7 +261,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> DispatchOutcome:
         try:
-            return await dispatcher.dispatch(stored, backend=backend, wait=True)
+            return await dispatcher.dispatch(dict(stored), backend=backend, wait=True)
         finally:
             await dispatcher.aclose()
 

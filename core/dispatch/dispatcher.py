@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,13 @@ from patchmoi.core.dispatch.selection import SECRET_ENVS, select_backend
 from patchmoi.core.dispatch.transports import backend_for_url, record_transport
 from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
-from patchmoi.core.records import TERMINAL_ATTEMPT_STATUSES, AttemptStatus, DispatchStatus, RunStatus, now_iso
+from patchmoi.core.records import (
+    TERMINAL_ATTEMPT_STATUSES,
+    AttemptStatus,
+    DispatchStatus,
+    RunStatus,
+    now_iso,
+)
 from patchmoi.core.sources import FeedSource
 from patchmoi.core.store import Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused, already_based
@@ -36,7 +42,7 @@ from patchmoi.core.workspace.gitrun import GitError
 from patchmoi.core.workspace.runner import execute_step
 from patchmoi.core.workspace.steps import Step, matching_steps
 
-AttemptHook = Callable[[dict[str, Any]], None]
+AttemptHook = Callable[[Mapping[str, Any]], None]
 AUTO_ACTOR = 'patchmoi (adopt = "clean")'
 
 
@@ -193,7 +199,7 @@ class Dispatcher:
         event = self.store.get_event(event_id)
         if event is None:
             raise NotFoundError(f"no flow event with id {event_id!r}")
-        return event
+        return dict(event)
 
     def _new_attempt(self, event: dict[str, Any], record: dict[str, Any],
                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -204,12 +210,12 @@ class Dispatcher:
         attempt["id"] = self.store.append_unique(Kind.ATTEMPTS, attempt, base_id)
         return attempt
 
-    def save_attempt(self, attempt: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
+    def save_attempt(self, attempt: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> None:
         """Append the attempt; a new terminal status notifies (the outbox hook)."""
         self.store.append(Kind.ATTEMPTS, attempt)
         self._notify(attempt, previous)
 
-    def _notify(self, attempt: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    def _notify(self, attempt: Mapping[str, Any], previous: Mapping[str, Any] | None) -> None:
         if self.on_attempt is not None and attempt.get("status") in TERMINAL_ATTEMPT_STATUSES and (
             previous is None or previous.get("status") != attempt.get("status")
         ):
@@ -384,19 +390,19 @@ class Dispatcher:
         runs = await backend.handler.fetch_runs(backend, run_ids, str(attempt.get("eventId")), self.client)
         return self._merge_and_save(attempt, runs)
 
-    def merge_local_runs(self, attempt: dict[str, Any]) -> dict[str, Any]:
+    def merge_local_runs(self, attempt: Mapping[str, Any]) -> dict[str, Any]:
         """Fold the attempt's durable local runs into it (sync, and recovery after a crash)."""
         ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
         return self._merge_and_save(attempt, [run for rid in ids if (run := self.store.get_run(rid)) is not None])
 
-    def _merge_and_save(self, attempt: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _merge_and_save(self, attempt: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         merged = merge_runs(attempt, runs, now_iso())
         if changed(attempt, merged):
             self.save_attempt(merged, attempt)
             return merged
-        return attempt if not runs else merged
+        return dict(attempt) if not runs else merged
 
-def owner_alive(run: dict[str, Any]) -> bool:
+def owner_alive(run: Mapping[str, Any]) -> bool:
     """A run whose recorded pid is still alive belongs to another live process (a CLI `run`, say)."""
     pid = run.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():

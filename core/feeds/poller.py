@@ -417,7 +417,7 @@ class Poller:
             event_dict = event.to_dict()
             self.store.record_event(event_dict)
             stored = self.store.get_event(event.id) or event_dict
-            self.on_flow_event(stored)
+            self.on_flow_event(dict(stored))
             event_id = event.id
         self.outbox.enqueue_signal(signal_dict, job.kind if job else None)
         log_event("feed.accepted", sourceId=source.id, provider=source.provider, event=source.event,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,7 @@ def signal_embed(signal: dict[str, Any], job_kind: str | None = None) -> dict[st
     return embed
 
 
-def attempt_embed(attempt: dict[str, Any]) -> dict[str, Any]:
+def attempt_embed(attempt: Mapping[str, Any]) -> dict[str, Any]:
     status = str(attempt.get("status"))
     upstream = attempt.get("upstreamTag") or attempt.get("upstreamRef") or _cut(attempt.get("upstreamSha"), 12)
     title = f"[patchmoi] {attempt.get('upstreamRepo') or attempt.get('eventId')} {upstream or ''}: {status}"
@@ -100,7 +101,7 @@ class Outbox:
         note_id = f"signal:{signal.get('sourceId')}:{signal.get('entryId')}"
         return self._enqueue(note_id, "signal", signal_embed(signal, job_kind))
 
-    def enqueue_attempt(self, attempt: dict[str, Any]) -> bool:
+    def enqueue_attempt(self, attempt: Mapping[str, Any]) -> bool:
         if not self.wants(f"attempt.{attempt.get('status')}"):
             return False
         note_id = f"attempt:{attempt.get('id')}:{attempt.get('status')}"

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from patchmoi.core.attempt_states import STATES, derive_states
 from patchmoi.core.errors import PatchmoiError, UsageError
-from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES, RUN_STATUSES
+from patchmoi.core.records import (
+    ATTEMPT_STATUSES,
+    DISPATCH_STATUSES,
+    RUN_STATUSES,
+    AttemptJson,
+    DispatchJson,
+    FlowEventJson,
+    RunJson,
+)
 from patchmoi.core.store.contract import Change, Cursor, Kind, RecordStore
 from patchmoi.core.store.local import JsonlStore
 
@@ -59,17 +67,18 @@ class Store:
         self.records.ensure()
 
     # -- the contract, for callers that need the generic form ---------------------------------------------
-    def append(self, kind: Kind, record: dict[str, Any]) -> None:
-        self.records.append(kind, record)
+    # Records may come as TypedDicts (core.records): any mapping of JSON values is stored as a plain dict.
+    def append(self, kind: Kind, record: Mapping[str, Any]) -> None:
+        self.records.append(kind, dict(record))
 
-    def append_many(self, kind: Kind, records: list[dict[str, Any]]) -> None:
-        self.records.append_many(kind, records)
+    def append_many(self, kind: Kind, records: Sequence[Mapping[str, Any]]) -> None:
+        self.records.append_many(kind, [dict(r) for r in records])
 
-    def append_if_absent(self, kind: Kind, record: dict[str, Any], record_id: str) -> bool:
-        return self.records.append_if_absent(kind, record, record_id)
+    def append_if_absent(self, kind: Kind, record: Mapping[str, Any], record_id: str) -> bool:
+        return self.records.append_if_absent(kind, dict(record), record_id)
 
-    def append_unique(self, kind: Kind, record: dict[str, Any], base_id: str) -> str:
-        return self.records.append_unique(kind, record, base_id)
+    def append_unique(self, kind: Kind, record: Mapping[str, Any], base_id: str) -> str:
+        return self.records.append_unique(kind, dict(record), base_id)
 
     def select(self, kind: Kind, *, filters: dict[str, str] | None = None, limit: Any = None,
                before: Cursor | None = None) -> list[dict[str, Any]]:
@@ -130,14 +139,15 @@ class Store:
         return self.records.existing_ids(kind, ids)
 
     # -- flow events -------------------------------------------------------------------------------------
-    def list_events(self, *, type: str | None = None, limit: Any = None) -> list[dict[str, Any]]:
-        return self.select(Kind.EVENTS, limit=limit, filters={"type": type} if type else None)
+    def list_events(self, *, type: str | None = None, limit: Any = None) -> list[FlowEventJson]:
+        filters = {"type": type} if type else None
+        return cast(list[FlowEventJson], self.select(Kind.EVENTS, limit=limit, filters=filters))
 
     def list_events_raw(self, *, type: str | None = None, limit: Any = None) -> list[bytes]:
         return self.records.select_json(Kind.EVENTS, limit=parse_limit(limit), filters={"type": type} if type else None)
 
-    def get_event(self, event_id: str) -> dict[str, Any] | None:
-        return self.records.get(Kind.EVENTS, event_id)
+    def get_event(self, event_id: str) -> FlowEventJson | None:
+        return cast(FlowEventJson | None, self.records.get(Kind.EVENTS, event_id))
 
     def record_event(self, event: dict[str, Any]) -> bool:
         """Append a flow event unless its id is already stored (intent is recorded once)."""
@@ -151,14 +161,14 @@ class Store:
     # -- dispatches --------------------------------------------------------------------------------------
     def list_dispatches(
         self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[DispatchJson]:
         check_status(status, DISPATCH_STATUSES, "dispatch")
         n = parse_limit(limit)
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
         out = self.select(Kind.DISPATCHES, limit=n, filters=filters)
         if len(out) < n:
             out += self.select(Kind.LEGACY_DISPATCHES, limit=n - len(out), filters=filters)
-        return out
+        return cast(list[DispatchJson], out)
 
     def undispatched(self, event_ids: list[str]) -> set[str]:
         """Which of these flow events have no dispatch record (current or legacy collection)."""
@@ -168,10 +178,10 @@ class Store:
     # -- attempts ----------------------------------------------------------------------------------------
     def list_attempts(
         self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[AttemptJson]:
         check_status(status, ATTEMPT_STATUSES, "attempt")
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
-        return self.select(Kind.ATTEMPTS, limit=limit, filters=filters)
+        return cast(list[AttemptJson], self.select(Kind.ATTEMPTS, limit=limit, filters=filters))
 
     def list_attempts_raw(
         self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
@@ -180,17 +190,17 @@ class Store:
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
         return self.records.select_json(Kind.ATTEMPTS, limit=parse_limit(limit), filters=filters)
 
-    def get_attempt(self, attempt_id: str) -> dict[str, Any] | None:
-        return self.records.get(Kind.ATTEMPTS, attempt_id)
+    def get_attempt(self, attempt_id: str) -> AttemptJson | None:
+        return cast(AttemptJson | None, self.records.get(Kind.ATTEMPTS, attempt_id))
 
-    def all_attempts(self) -> list[dict[str, Any]]:
+    def all_attempts(self) -> list[AttemptJson]:
         """The latest record of every attempt, newest first (what derived states are computed from)."""
         limit = max(1, self.records.count(Kind.ATTEMPTS))
-        return [rec for _, rec in self.records.select(Kind.ATTEMPTS, limit=limit)]
+        return [cast(AttemptJson, rec) for _, rec in self.records.select(Kind.ATTEMPTS, limit=limit)]
 
     def list_attempts_in_state(
         self, state: str | None = None, *, event_id: str | None = None, status: str | None = None, limit: Any = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[AttemptJson]:
         """Attempts with their derived `state` field (open, ready, resolved, ...), newest first."""
         check_status(status, ATTEMPT_STATUSES, "attempt")
         if state is not None and state not in STATES:
@@ -198,7 +208,7 @@ class Store:
         everything = self.all_attempts()
         states = derive_states(everything)
         n = parse_limit(limit)
-        out = []
+        out: list[AttemptJson] = []
         for attempt in everything:
             current = states.get(str(attempt.get("id")), "done")
             if (state is None or current == state) and (event_id is None or attempt.get("eventId") == event_id) \
@@ -217,13 +227,13 @@ class Store:
     # -- runs --------------------------------------------------------------------------------------------
     def list_runs(
         self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunJson]:
         check_status(status, RUN_STATUSES, "run")
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
-        return self.select(Kind.RUNS, limit=limit, filters=filters)
+        return cast(list[RunJson], self.select(Kind.RUNS, limit=limit, filters=filters))
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        return self.records.get(Kind.RUNS, run_id)
+    def get_run(self, run_id: str) -> RunJson | None:
+        return cast(RunJson | None, self.records.get(Kind.RUNS, run_id))
 
     # -- feed state --------------------------------------------------------------------------------------
     def read_state(self, *, repair: bool = True) -> dict[str, Any]:
