@@ -20,7 +20,6 @@ import httpx
 
 from patchmoi.core.config import Settings
 from patchmoi.core.dispatch.contract import BackendQueries
-from patchmoi.core.dispatch.dispatcher import Dispatcher
 from patchmoi.core.dispatch.transports import backend_for_url
 from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError
 from patchmoi.core.events import branch_key
@@ -28,14 +27,14 @@ from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
 from patchmoi.core.feeds.poller import Poller, PollReport
 from patchmoi.core.log import log_event
 from patchmoi.core.notify.discord import DiscordSender, Outbox
+from patchmoi.core.operations import POLLER_LEASE, build_dispatcher
 from patchmoi.core.records import iso_at, now_iso
 from patchmoi.core.recovery import Recovery
 from patchmoi.core.sources import FeedSource, load_sources
 from patchmoi.core.store import Store, parse_limit
 from patchmoi.core.views import event_view, run_view
 
-POLLER_LEASE = "poller"
-LEASE_TTL = 30.0
+LEASE_TTL = 30.0  # the poll loop renews the poller lease every third of it
 
 
 @dataclass
@@ -85,10 +84,8 @@ class Service:
                                                            max_bytes=settings.max_feed_bytes))
         self.outbox = Outbox(self.store, settings)
         self.sender = DiscordSender(self.outbox, self.http)
-        self.dispatcher = Dispatcher(
-            self.store, settings.env, sources=self.sources_file.load, client=self.http,
-            on_attempt=self._on_attempt, workspace=workspace,
-        )
+        self.dispatcher = build_dispatcher(settings, self.store, sources=self.sources_file.load, client=self.http,
+                                           on_attempt=self._on_attempt, workspace=workspace)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._newest_update: dict[str, str] = {}  # branch key -> newest queued upstream.branch_update event id
         self.dispatch_failures: list[dict[str, Any]] = []  # dispatches that failed for configuration (newest last)
