@@ -63,9 +63,3 @@ def derive_states(attempts: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         if status in SUCCESS or attempt.get("adoption"):
             succeeded.setdefault(fork, set()).add(release)
     return states
-
-
-def with_states(attempts: Iterable[Mapping[str, Any]], everything: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """`attempts` with a `state` field each, derived against `everything` (which must include them)."""
-    states = derive_states(everything)
-    return [{**a, "state": states.get(str(a.get("id")), "done")} for a in attempts]

@@ -105,5 +105,7 @@ def from_code(code: object, message: str) -> PatchmoiError:
             return cls(message)
         classes.extend(cls.__subclasses__())
     if isinstance(code, str) and code.endswith("_not_found"):
-        return NotFoundError(message)
+        found = NotFoundError(message)
+        found.code = code  # which record was missing (`flow_event_not_found`, ...)
+        return found
     return PatchmoiError(message)

@@ -256,7 +256,7 @@ class Service:
         if self.store.list_dispatches(event_id=str(event["id"]), limit=1):
             return  # already dispatched (by us before a restart, or by an operator)
         newer = self.superseded_by(event)
-        if newer is not None and self.dispatcher.backend_for(event).runs_here:
+        if newer is not None and self._runs_here(event):
             self.dispatcher.record_superseded(event, newer)  # the newest update of the branch is rebuilt instead
             log_event("dispatch.superseded", eventId=event.get("id"), by=newer)
             return
@@ -268,6 +268,12 @@ class Service:
                        "at": outcome.record.get("createdAt")}
             self.dispatch_failures = [*self.dispatch_failures[-49:], failure]
             self.last_error = f"dispatch of {event.get('id')} failed: {outcome.record.get('error')}"
+
+    def _runs_here(self, event: dict[str, Any]) -> bool:
+        try:
+            return self.dispatcher.backend_for(event).runs_here
+        except ConfigError:
+            return False  # dispatch() records the configuration failure
 
     # -- notifications -----------------------------------------------------------------------------------
     async def _outbox_loop(self) -> None:

@@ -132,7 +132,8 @@ def chain_id(kind: str, record: dict[str, Any]) -> str:
 
 def no_chain(kind: str, record: dict[str, Any]) -> dict[str, Any]:
     """What a detail view shows for a record whose chain cannot be found (a dispatch whose event is gone)."""
-    return {"kind": kind.rstrip("s"), "id": chain_id(kind, record), "event": None, "dispatches": [], "attempts": [],
+    focus = {"signals": "signal", "events": "event", "attempts": "attempt", "runs": "run"}.get(kind, "event")
+    return {"kind": focus, "id": chain_id(kind, record), "event": None, "dispatches": [], "attempts": [],
             "runs": [], **({"signal": record} if kind == "signals" else {})}
 
 
@@ -223,8 +224,28 @@ class RemoteClient:
             return no_chain(kind, record)
         try:
             return await self._get(f"/{collection}/{quote(record_id, safe='')}/chain")
-        except NotFoundError:
+        except NotFoundError as exc:
+            if exc.code == "not_found":  # no such route: a server from before the chain endpoints
+                return await self._describe_without_chain(kind, record)
             return no_chain(kind, record)
+
+    async def _describe_without_chain(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The chain from three requests, as servers without the chain endpoints allow."""
+        event_id = str(record.get("eventId") or record.get("id") or "") if kind != "signals" else ""
+        if not event_id:
+            return no_chain(kind, record)
+        try:
+            body = await self._get(f"/flow-events/{quote(event_id, safe='')}")
+        except NotFoundError:
+            body = {}
+        attempts = (await self._get("/maintenance-attempts", {"eventId": event_id, "limit": 20})).get("attempts", [])
+        try:
+            runs = (await self._get("/workspace-runs", {"eventId": event_id, "limit": 20})).get("runs", [])
+        except PatchmoiError:
+            runs = []
+        attempts = with_states([a for a in attempts if isinstance(a, dict)], await self._state_map(20, event_id))
+        return {**no_chain(kind, record), "event": body.get("event"), "dispatches": body.get("dispatches", []),
+                "attempts": attempts, "runs": runs}
 
     async def _post(self, path: str, reason: str | None) -> dict[str, Any]:
         try:

@@ -117,6 +117,8 @@ class Api:
             response = error(exc.status, exc.code, exc.message, exc.headers)
         except PatchmoiError as exc:  # the error table (core.errors) gives the status for the code
             response = error(http_status(exc), exc.code, str(exc))
+            if response.status_code >= 500:  # the server's own trouble (a full disk, a bad config): say why
+                log_event("http.error", path=path, code=exc.code, error=str(exc))
         except ClientDisconnect:  # gone while its body was read: nobody gets this answer, the log line says why
             response = error(499, "client_disconnected")
         except Exception as exc:  # never a bare 500; the log has the traceback

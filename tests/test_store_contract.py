@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -39,7 +39,7 @@ IMPLEMENTATIONS = [
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=lambda impl: impl.name)
 def impl(request: pytest.FixtureRequest) -> Impl:
-    return request.param  # type: ignore[no-any-return]
+    return cast(Impl, request.param)
 
 
 @pytest.fixture
@@ -235,6 +235,32 @@ def test_one_lease_holder_at_a_time_and_a_dead_holder_loses_it(impl: Impl, opene
     rs.release_lease("poller", "me")
     assert opened().lease_holder("poller") is None
     assert rs.renew_lease("poller", "me", 5.0) is False
+
+
+def test_a_lease_is_one_holders_and_asking_who_holds_it_takes_nothing(impl: Impl, opened: Callable[[], RecordStore],
+                                                                      tmp_path: Path) -> None:
+    rs = opened()
+    assert rs.acquire_lease("poller", "a", 5.0) is True
+    assert rs.acquire_lease("poller", "a", 5.0) is True  # again: still a's
+    assert rs.acquire_lease("poller", "b", 5.0) is False  # the same store, another holder
+    rs.release_lease("poller", "b")  # not b's to release
+    assert rs.renew_lease("poller", "a", 5.0) is True and rs.lease_holder("poller") == "a"
+    rs.release_lease("poller", "a")
+    # Another process asks who holds the lease in a tight loop: it must never make an acquire fail.
+    asker = child(impl, tmp_path, (
+        "import time\n"
+        "end = time.monotonic() + 3\n"
+        "print('go', flush=True)\n"
+        "while time.monotonic() < end:\n"
+        "    store.lease_holder('poller')\n"), wait=False)
+    assert asker.stdout.readline().strip() == "go"
+    try:
+        for i in range(200):
+            assert rs.acquire_lease("poller", f"h{i}", 5.0) is True, i
+            rs.release_lease("poller", f"h{i}")
+    finally:
+        asker.kill()
+        asker.communicate()
 
 
 # -- what callers hold ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, F
 from patchmoi.core.dispatch.dispatcher import Dispatcher
 from patchmoi.core.doctor import run_checks
 from patchmoi.core.errors import ConfigError
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 
 from .conftest import ROOT
 
@@ -66,6 +66,7 @@ class Echo:
     name: str = "echo"
     schemes: tuple[str, ...] = ("echo",)
     runs_here: bool = False
+    available: bool = True
     delivered: list[str] = field(default_factory=list)
 
     def base(self, url: str) -> str:
@@ -127,3 +128,19 @@ async def test_a_backend_url_no_transport_serves_is_a_config_failure(tmp_path: P
     assert outcome.attempt["status"] == "failed"
     checks = {c.name: c for c in run_checks(Settings.from_env({**env, "DATA_DIR": str(tmp_path / "data")}))}
     assert checks["backend"].status == "FAIL" and "no transport for ftp://" in checks["backend"].detail
+
+
+async def test_a_retry_does_not_go_back_to_a_transport_that_cannot_deliver(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    event = {"id": "e1", "type": "upstream.release", "payload": {}}
+    store.record_event(event)
+    store.append(Kind.DISPATCHES, {"eventId": "e1", "operation": "dispatch", "transport": "workspace-ws",
+                                   "workspaceBackendUrl": "ws://old.example/rpc", "status": "failed"})
+    dispatcher = Dispatcher(store, {"PATCH_WORKSPACE_BACKEND_URL": "https://new.example"})
+    try:
+        assert dispatcher.backend_for(event).url == "https://new.example"  # the configured backend, not ws://
+        store.append(Kind.DISPATCHES, {"eventId": "e1", "operation": "dispatch", "transport": "workspace-http",
+                                       "workspaceBackendUrl": "https://pinned.example", "status": "failed"})
+        assert dispatcher.backend_for(event).url == "https://pinned.example"  # an http backend is kept
+    finally:
+        await dispatcher.aclose()

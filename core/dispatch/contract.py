@@ -75,6 +75,7 @@ class Transport(Protocol):
     name: str  # the `transport` value of dispatch records
     schemes: tuple[str, ...]  # backend URL schemes it serves (none for the local runner)
     runs_here: bool  # steps run in this process (the dispatcher's local runner); False: a backend runs them
+    available: bool  # implemented: a retry may go back to a backend of this transport
 
     def base(self, url: str) -> str:
         """The base URL records keep and requests are built on."""

@@ -134,7 +134,7 @@ class Dispatcher:
         previous = self.store.list_dispatches(event_id=str(event.get("id")), limit=1)
         last = previous[0] if previous else {}
         used = record_transport(last)
-        if used is not None and not used.runs_here and last.get("workspaceBackendUrl"):
+        if used is not None and used.available and not used.runs_here and last.get("workspaceBackendUrl"):
             secret = next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)
             return Backend(used.name, url=str(last["workspaceBackendUrl"]), secret=secret)
         if self.workspace is None and used is not None and used.runs_here and last.get("workspace"):

@@ -158,6 +158,7 @@ class HttpTransport:
     name = "workspace-http"
     schemes: tuple[str, ...] = ("http", "https")
     runs_here = False
+    available = True
 
     def base(self, url: str) -> str:
         return _EVENTS_SUFFIX.sub("", url).rstrip("/")

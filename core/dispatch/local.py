@@ -16,6 +16,7 @@ class LocalTransport:
     name = "local"
     schemes: tuple[str, ...] = ()
     runs_here = True
+    available = True
 
     def base(self, url: str) -> str:
         return url

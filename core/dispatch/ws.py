@@ -20,6 +20,7 @@ class WsTransport:
     name = "workspace-ws"
     schemes: tuple[str, ...] = ("ws", "wss")
     runs_here = False
+    available = False
 
     def base(self, url: str) -> str:
         return url

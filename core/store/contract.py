@@ -11,8 +11,10 @@ callers that must not stall the loop wrap a call in `asyncio.to_thread`, as they
 implementation uses psycopg's synchronous pool. `follow` waits for other processes, so it is the one async
 iterator.
 
-Positions are opaque strings (`Cursor`): a caller may keep one, hand it back and compare it for equality, never
-parse it. They page (`select(before=…)`), resume a scan (`scan(after=…)`) and resume a tail (`follow(since=…)`).
+Positions are opaque strings (`Cursor`): a caller may keep one, hand it back to the operation that gave it and
+compare it for equality, never parse it. There are three kinds, not interchangeable: a `select` (or `Change`)
+cursor pages `select(before=…)` in its collection; a `scan` cursor resumes `scan(after=…)` (and is what marks
+keep); a `position()` resumes `follow(since=…)`. A cursor of the wrong kind restarts a scan from the start.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class RecordStore(Protocol):
         ...
 
     def append_unique(self, kind: Kind, record: Record, base_id: str) -> str:
-        """Append under `base_id`, or `base_id#2`, `#3`... if taken, chosen atomically; sets and returns the id."""
+        """Append under `base_id`, or `base_id#2`, `#3`... if taken, chosen atomically; returns the id."""
         ...
 
     # -- reads -------------------------------------------------------------------------------------------
@@ -145,15 +147,17 @@ class RecordStore(Protocol):
 
     # -- leadership ----------------------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
-        """Take the named lease for `holder` unless another live holder has it. A holder that dies loses it
-        (at the latest after `ttl` seconds without a renewal)."""
+        """Take the named lease for `holder` unless another live holder has it (True if `holder` has it
+        already). A holder that dies loses it (at the latest after `ttl` seconds without a renewal)."""
         ...
 
     def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Extend a lease this holder has; False if it was lost (stop acting as leader)."""
         ...
 
-    def release_lease(self, name: str, holder: str) -> None: ...
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up; a holder that does not have it changes nothing."""
+        ...
 
     def lease_holder(self, name: str) -> str | None:
         """Who holds the lease now (None: nobody)."""

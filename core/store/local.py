@@ -3,7 +3,8 @@
 Cursors here are byte positions (a record's start offset for `select` and `follow`; `inode:end` for scans and
 marks, so a replaced file restarts its scan); callers never see them as numbers. Leases are `flock`s held by
 this process on `<name>.lock` (the OS frees them when the process dies, so the ttl is not needed); the
-holder's name is written inside for `lease_holder`.
+holder's name and pid are written inside, so `lease_holder` answers without touching the lock (a reader that
+took it, even shared and briefly, would make a concurrent acquire fail).
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ FILES: dict[Kind, tuple[str, IndexSpec]] = {
 KIND_OF_FILE = {name: kind for kind, (name, _) in FILES.items()}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def _offset(cursor: Cursor | None) -> int | None:
     if cursor is None:
         return None
@@ -83,7 +94,7 @@ class JsonlStore:
         }
         self.state_path = self.data_dir / STATE_FILE
         self.state_problem: str | None = None  # set when a cut or invalid feed-state.json was rebuilt
-        self._leases: dict[str, int] = {}
+        self._leases: dict[str, tuple[int, str]] = {}  # name -> (locked fd, holder)
         self._states: dict[str, dict[str, Any]] | None = None  # as last read or written by this process
 
     def ensure(self) -> None:
@@ -270,7 +281,7 @@ class JsonlStore:
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         if name in self._leases:
-            return True
+            return self._leases[name][1] == holder
         path = self._lease_path(name)
         ensure_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
@@ -280,37 +291,36 @@ class JsonlStore:
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
-        os.write(fd, f"{holder}\n".encode())
-        self._leases[name] = fd
+        os.write(fd, f"{holder}\n{os.getpid()}\n".encode())
+        self._leases[name] = (fd, holder)
         return True
 
     def renew_lease(self, name: str, holder: str, ttl: float) -> bool:
-        return name in self._leases
+        return name in self._leases and self._leases[name][1] == holder
 
     def release_lease(self, name: str, holder: str) -> None:
-        fd = self._leases.pop(name, None)
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        if name not in self._leases or self._leases[name][1] != holder:
+            return  # not this holder's: nothing to release
+        fd, _ = self._leases.pop(name)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # nobody holds it now (a holder that dies leaves its name with a dead pid)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
     def lease_holder(self, name: str) -> str | None:
-        path = self._lease_path(name)
+        if name in self._leases:
+            return self._leases[name][1]
         try:
-            fd = os.open(path, os.O_RDONLY)
+            text = self._lease_path(name).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
-        try:
-            if name not in self._leases:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    pass  # held by another process: read its name
-                else:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    return None  # a file left by a holder that is gone
-            return os.read(fd, 4096).decode("utf-8", "replace").strip() or "?"
-        finally:
-            os.close(fd)
+        holder, _, rest = text.partition("\n")
+        pid = rest.strip()
+        if not pid.isdigit():  # written before pids were recorded: the name is the pid
+            pid = holder.strip()
+        if not pid.isdigit() or not _alive(int(pid)):
+            return None  # a file left by a holder that is gone
+        return holder.strip() or "?"
 
     # -- health ------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -332,8 +342,8 @@ class JsonlStore:
         return [log.index.degraded for log in self.logs.values() if log.index.degraded]
 
     def close(self) -> None:
-        for name in list(self._leases):
+        for name, (_, holder) in list(self._leases.items()):
             with contextlib.suppress(OSError):
-                self.release_lease(name, "")
+                self.release_lease(name, holder)
         for log in self.logs.values():
             log.close()

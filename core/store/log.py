@@ -190,16 +190,6 @@ class Log:
     def _columns(self, filters: dict[str, str] | None) -> dict[str, str]:
         return {self._column_of(k): v for k, v in (filters or {}).items() if v is not None}
 
-    def iter_all(self) -> Iterable[dict[str, Any]]:
-        """Every valid record in file order (for rebuilds and exports, not request paths)."""
-        for _, line in self.file.scan(0):
-            try:
-                obj = strict_loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                yield obj
-
     def close(self) -> None:
         self.index.close()
         self.file.close()

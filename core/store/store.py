@@ -78,7 +78,11 @@ class Store:
         return self.records.append_if_absent(kind, dict(record), record_id)
 
     def append_unique(self, kind: Kind, record: Mapping[str, Any], base_id: str) -> str:
-        return self.records.append_unique(kind, dict(record), base_id)
+        """The id chosen (`base_id`, `#2`, ...); a dict passed in gets it too."""
+        record_id = self.records.append_unique(kind, dict(record), base_id)
+        if isinstance(record, dict):
+            record["id"] = record_id
+        return record_id
 
     def select(self, kind: Kind, *, filters: dict[str, str] | None = None, limit: Any = None,
                before: Cursor | None = None) -> list[dict[str, Any]]:
@@ -219,6 +223,7 @@ class Store:
         return out
 
     def count_states(self) -> dict[str, int]:
+        """How many attempts are in each derived state."""
         counts: dict[str, int] = {}
         for current in derive_states(self.all_attempts()).values():
             counts[current] = counts.get(current, 0) + 1

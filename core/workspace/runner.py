@@ -85,7 +85,8 @@ async def execute_step(
         return _finish(finished, RunStatus.FAILED, None,
                        f"step {step.name!r} printed no FLOW_RESULT line (its last stdout line must be "
                        "'FLOW_RESULT {\"status\": ...}')", stdout, stderr)
-    return _finish(finished, RunStatus.COMPLETED if proc.returncode == 0 else "failed", payload, None, stdout, stderr)
+    return _finish(finished, RunStatus.COMPLETED if proc.returncode == 0 else RunStatus.FAILED, payload, None, stdout,
+                   stderr)
 
 
 def _finish(run: dict[str, Any], process_status: str, payload: dict[str, Any] | None, error: str | None,
