@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -13,6 +14,14 @@ from tests.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+T = TypeVar("T")
+
+
+def present(value: T | None) -> T:
+    """The value a lookup must have found (a typed `assert value is not None`)."""
+    assert value is not None
+    return value
 
 
 @pytest.fixture

@@ -50,6 +50,13 @@ class Reply:
 Handler = Callable[[Request], Reply]
 
 
+def _constant(reply: Reply) -> Handler:
+    def handler(_req: Request) -> Reply:
+        return reply
+
+    return handler
+
+
 class LoopbackServer:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
@@ -130,7 +137,7 @@ class LoopbackServer:
         self.httpd.server_close()
 
     def route(self, path: str, handler: Handler | Reply) -> None:
-        self.routes[path] = handler if callable(handler) else (lambda _req, r=handler: r)
+        self.routes[path] = handler if callable(handler) else _constant(handler)
 
     def route_prefix(self, prefix: str, handler: Handler) -> None:
         self.prefix_routes.append((prefix, handler))
@@ -217,7 +224,7 @@ class FakeBackend:
         return Reply.json({"event": self.events[event_id]})
 
     def _runs(self, req: Request) -> Reply:
-        event_id = (req.query.get("eventId") or [None])[0]
+        event_id = next(iter(req.query.get("eventId") or []), None)
         runs = [r for r in self.runs.values() if event_id is None or r["eventId"] == event_id]
         return Reply.json({"runs": runs})
 

@@ -6,12 +6,13 @@ import json
 
 from patchmoi.core.attempts import aggregate, changed, merge_runs, new_attempt
 from patchmoi.core.dispatch.signing import flow_signature, standard_webhook_headers, verify_standard_webhook
+from patchmoi.core.records import AttemptJson
 
 EVENT = {"id": "patch:src:e:upstream.release", "type": "upstream.release",
          "payload": {"repo": "o/r", "tag": "v1.2.3", "ref": "v1.2.3", "sha": ""}}
 
 
-def attempt(op: str = "dispatch") -> dict[str, object]:
+def attempt(op: str = "dispatch") -> AttemptJson:
     record = {"operation": op, "status": "dispatched", "runIds": ["run-1"], "createdAt": "2026-05-13T00:00:01.000Z",
               "workspaceBackendUrl": "https://w.example"}
     return new_attempt(EVENT, record, f"{EVENT['id']}:{op}:2026-05-13T00:00:01.000Z")

@@ -21,7 +21,7 @@ from .loopback import LoopbackServer, Reply, free_port
 SECRET = "TOPSECRET-7f3a9c-never-leak"
 
 
-def corpus(secret_path: Path, url: str) -> list[tuple[str, object, str, str]]:
+def corpus(secret_path: Path, url: str) -> list[tuple[str, Reply | None, str, str]]:
     """(id, reply or handler, expected status, text expected in the error/warning)."""
     bomb = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
         f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'.encode() for i in range(10)
@@ -114,7 +114,7 @@ def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:
         if reply is None:
             url = f"http://127.0.0.1:{closed}/feed"
         else:
-            server.route(f"/{sid}", reply)  # type: ignore[arg-type]
+            server.route(f"/{sid}", reply)
             url = f"{server.url}/{sid}"
         provider = "npm" if sid.startswith("npm-") else "github"
         host_url = url.replace("127.0.0.1", "localhost") if sid == "429" else url  # its back-off is per host

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from patchmoi.core import fsutil
 from patchmoi.core.errors import StoreWriteError
 from patchmoi.core.store import Kind, Store
 
-from .conftest import PYTHON, ROOT
+from .conftest import PYTHON, ROOT, present
 from .feeds import atom_releases, source
 from .gitfixture import Forge
 from .loopback import FakeBackend, LoopbackServer, Reply, free_port
@@ -43,7 +42,7 @@ def test_short_writes_are_completed_and_a_failed_write_never_publishes_a_cut_fil
     def short(fd: int, data: Any) -> int:  # the kernel may write less than asked
         return real_write(fd, bytes(data[: max(1, len(data) // 3)]))
 
-    monkeypatch.setattr(fsutil.os, "write", short)
+    monkeypatch.setattr("patchmoi.core.fsutil.os.write", short)
     big = {f"src{i}": {"lastSeenId": f"e{i}", "seen": [f"e{i}-{j}" for j in range(50)]} for i in range(40)}
     store.write_state(big)  # saves these sources, keeps the others
     assert json.loads((store.data_dir / "feed-state.json").read_text()) == {"src": {"lastSeenId": "a", "seen": ["a"]},
@@ -54,7 +53,7 @@ def test_short_writes_are_completed_and_a_failed_write_never_publishes_a_cut_fil
             real_write(fd, bytes(data[:100]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fsutil.os, "write", full)
+    monkeypatch.setattr("patchmoi.core.fsutil.os.write", full)
     before = (store.data_dir / "feed-state.json").read_bytes()
     with pytest.raises(StoreWriteError, match="No space left on device"):
         store.write_state({"other": {}})
@@ -156,6 +155,7 @@ def test_sigkill_during_a_local_run_then_poll_once_closes_it_and_notifies(tmp_pa
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert Store(tmp_path / "data").list_attempts()[0]["status"] == "started"
     out = cli("poll", "--once", env=env)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -179,7 +179,7 @@ def test_orphan_runs_are_closed_and_their_event_dispatched_again(tmp_path: Path,
     store.append(Kind.RUNS, {"id": "run-orphan", "eventId": event["id"], "status": "queued", "pid": 999999999})
     assert cli("poll", "--once", env=env).returncode == 0
     fresh = Store(tmp_path / "data")
-    assert fresh.get_run("run-orphan")["error"].startswith("orphan:")  # type: ignore[index]
+    assert present(fresh.get_run("run-orphan"))["error"].startswith("orphan:")
     assert backend.posts == 1
 
 
@@ -209,7 +209,8 @@ def test_every_read_command_and_serve_work_on_a_read_only_data_dir(tmp_path: Pat
     store.append(Kind.RUNS, {"id": "run-1", "eventId": "e:1", "status": "failed"})
     store.close()
     shutil.rmtree(data / ".index")  # no index yet: it cannot be written there
-    (data / "flow-events.jsonl").open("ab").write(b'{"id": "torn"')  # a torn tail it cannot repair
+    with (data / "flow-events.jsonl").open("ab") as fh:
+        fh.write(b'{"id": "torn"')  # a torn tail it cannot repair
     commands = ["status", "status --json", "events", "events --json", "dispatches", "attempts", "attempts --open",
                 "runs", "show e:1", "show e:1:dispatch:x", "show run-1", "doctor"]
     port = free_port()
@@ -336,7 +337,13 @@ def test_200_concurrent_retries_make_200_attempts(tmp_path: Path, server: Loopba
     Store(data).record_event({"id": "e:1", "type": "upstream.release", "payload": {"repo": "a/b", "tag": "v1"}})
     procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT, str(data), backend.url, "25"], cwd=ROOT)
              for _ in range(8)]
-    assert [p.wait(timeout=240) for p in procs] == [0] * 8
+    try:
+        assert [p.wait(timeout=240) for p in procs] == [0] * 8
+    finally:
+        for p in procs:  # none outlives a failed test
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     store = Store(data)
     ids = [a["id"] for a in (r for _, r in store.scan(Kind.ATTEMPTS))]
     assert len(ids) == len(set(ids)) == 200

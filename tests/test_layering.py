@@ -23,7 +23,7 @@ CODE = ("patchmoi", "core", "server", "patchmoi_tui", "tests", "bench")
 
 def imported_names(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

@@ -19,7 +19,7 @@ from patchmoi.core.store import Store
 from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.core.workspace.forkconfig import load_fork_config
 
-from .conftest import PYTHON, ROOT
+from .conftest import PYTHON, ROOT, present
 from .gitfixture import ENV, Forge, commit_files, git
 
 AUTHOR = {"GIT_AUTHOR_NAME": "Patch Author", "GIT_AUTHOR_EMAIL": "author@fork.invalid"}
@@ -88,7 +88,7 @@ async def test_multi_commit_patch_keeps_every_commit_and_adopt_keeps_author_and_
     record = adopted["adoption"]
     assert record["by"] == "tester" and record["to"] == cand
     assert [p["commits"] for p in record["patches"]] == [1, 2]
-    assert store.get_attempt(outcome.attempt["id"])["adoption"]["adoptedAt"] == record["adoptedAt"]
+    assert present(store.get_attempt(outcome.attempt["id"]))["adoption"]["adoptedAt"] == record["adoptedAt"]
     # the next release reads the stacked branches: every commit once, in order
     forge.release("v1.2.0", {"README": "upstream 1.2\n"})
     again = await release(store, forge, "v1.2.0")
@@ -273,7 +273,7 @@ async def test_clean_adoption_moves_main_and_pushes_with_a_lease(tmp_path: Path,
     git(other, "push", "-q", "origin", "main")
     forge.release("v1.2.0", {"README": "upstream 1.2\n"})
     second = await release(store, forge, "v1.2.0")
-    record = store.get_attempt(second.attempt["id"])["adoption"]  # type: ignore[index]
+    record = present(store.get_attempt(second.attempt["id"]))["adoption"]
     assert record["pushed"] is False and "stale info" in record["pushError"]
     assert git(forge.origin, "log", "-1", "--format=%s", "main") == "their commit"
 
@@ -529,7 +529,7 @@ async def test_adopt_interrupted_before_its_record_is_recorded_on_the_next_try(t
     store = Store(data_dir)
     outcome = await release(store, forge, "v1.1.0")
     adopt_candidate(rebuild_report(store, outcome.attempt), label="x", reflog="test")  # refs moved, no record
-    assert "adoption" not in store.get_attempt(outcome.attempt["id"])  # type: ignore[operator]
+    assert "adoption" not in present(store.get_attempt(outcome.attempt["id"]))
     adopted = adopt(store, outcome.attempt["id"], by="tester")
     assert "interrupted" in adopted["adoption"]["recovered"]
     assert forge.rev("main") == adopted["adoption"]["to"]

@@ -20,7 +20,7 @@ import pytest
 
 from .conftest import PYTHON, ROOT
 from .gitfixture import Forge, git
-from .loopback import LoopbackServer, Reply, free_port
+from .loopback import Handler, LoopbackServer, Reply, free_port
 
 README = (ROOT / "README.md").read_text()
 PATCHMOI = str(Path(PYTHON).with_name("patchmoi"))
@@ -92,7 +92,13 @@ def test_quick_start_in_a_fresh_clone(tmp_path: Path, tmux: Tmux) -> None:
     tmux.keys("demo", "q")
 
 
-def feed_handler(forge: Forge):  # type: ignore[no-untyped-def]
+def close_pipes(proc: subprocess.Popen[str]) -> None:
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def feed_handler(forge: Forge) -> Handler:
     def handler(_req: object) -> Reply:
         tags = git(forge.upstream, "for-each-ref", "--sort=-v:refname", "--format=%(refname:short)",
                    "refs/tags").split()
@@ -186,6 +192,7 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
                 if server is not None:  # one poller per DATA_DIR: `poll --once` is the cron alternative to serve
                     os.killpg(server.pid, signal.SIGTERM)
                     server.wait(timeout=30)
+                    close_pipes(server)
                     server = None
                 sh(cmd)
             elif command.startswith("patchmoi follow"):
@@ -209,5 +216,7 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
         for proc in (server, follower):
             if proc is not None:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                close_pipes(proc)
         feeds.stop()
     assert done == [c for c in readme_commands() if c not in ("make demo", "make test", "make venv")]

@@ -303,8 +303,9 @@ def test_the_protocol_overrides_what_uvicorn_has() -> None:
     for name in ("send_400_response", "connection_made", "data_received", "connection_lost"):
         assert callable(getattr(H11Protocol, name)) and name in vars(PatchmoiH11Protocol), name
     config = uvicorn_config(None, "127.0.0.1", 1, header_timeout=2.5)
-    assert issubclass(config.http, PatchmoiH11Protocol)  # type: ignore[arg-type]
-    assert config.http.header_timeout == 2.5 and config.ws == "none"  # type: ignore[union-attr]
+    http = config.http
+    assert isinstance(http, type) and issubclass(http, PatchmoiH11Protocol)
+    assert http.header_timeout == 2.5 and config.ws == "none"
 
 
 # -- the request-head deadline -----------------------------------------------------------------------------------
@@ -399,8 +400,12 @@ def test_patchmoi_serve_process_edges(tmp_path: Path) -> None:
         assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    log = proc.stderr.read() if proc.stderr else ""
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _, log = proc.communicate()  # reads both pipes to their end and closes them
     assert '"type": "http.header_timeout"' in log and '"type": "http.bad_request"' in log
     assert '"headerTimeout": 1.0' in log and TOKEN not in log
 

@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +27,8 @@ from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
 from .loopback import FakeBackend, LoopbackServer, Reply, free_port
 
+T = TypeVar("T")
+
 TOKEN = "serve-test-token"
 
 
@@ -41,10 +44,24 @@ def start(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[st
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError(proc.stderr.read() if proc.stderr else "server did not start")
+    _, err = proc.communicate()  # reaps it and closes its pipes
+    raise AssertionError(err)
 
 
-def wait_for(fn, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM the server and wait for it: its exit code and its stderr. The pipes are closed (and a server that
+    does not stop in time is killed) whatever happens."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()  # reads both pipes to their end and closes them
+    return code, err
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = fn()
@@ -83,9 +100,8 @@ def test_serve_process_end_to_end(tmp_path: Path, server: LoopbackServer) -> Non
         ready = httpx.get(f"{base}/readyz", headers=h).json()
         assert ready["polling"] is True and ready["sources"][0]["sourceId"] == "rel"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
-    access = proc.stderr.read() if proc.stderr else ""
+        code, access = stop(proc)
+        assert code in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
     assert '"type": "server.stopped"' in access  # the lifespan's shutdown ran
     assert '"type": "http.request"' in access and TOKEN not in access and "secret" not in access.lower()
     for path in (tmp_path / "data").glob("*.jsonl"):
@@ -96,8 +112,7 @@ def test_serve_process_end_to_end(tmp_path: Path, server: LoopbackServer) -> Non
         assert len(after["attempts"]) == 2 and {a["reason"] for a in after["attempts"] if "reason" in a} == {"test"}
         assert len(httpx.get(f"{base}/flow-events", headers=h).json()["events"]) == 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(proc)
     assert len(backend.events) == 1
 
 
@@ -105,7 +120,7 @@ PATHS = ["/flow-events", "/flow-events/{id}", "/flow-events/{id}/retry", "/flow-
          "/workspace-dispatches", "/flow-dispatches", "/maintenance-attempts", "/maintenance-attempts/{id}",
          "/maintenance-attempts/{id}/sync", "/workspace-runs", "/workspace-runs/{id}", "/workspace-events",
          "/workspace-events/{id}", "/feed-signals", "/readyz", "/openapi.json", "/healthz", "/nope/{id}"]
-text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 
 
 @pytest.fixture(scope="module")

@@ -137,15 +137,16 @@ async def test_entries_appended_at_the_end_of_a_feed_are_emitted_once(tmp_path: 
 async def test_a_long_document_never_re_emits_its_history(tmp_path: Path, server: LoopbackServer) -> None:
     """1,200 versions (more than the exact seen ids kept): the rest are known by digest, none comes back."""
     versions = {f"1.{i}.0": f"2025-01-01T00:{i // 60:02d}:{i % 60:02d}.000Z" for i in range(1200)}
-    doc = {"name": "big", "time": {"created": "2025-01-01T00:00:00.000Z", **versions}}
+    times = {"created": "2025-01-01T00:00:00.000Z", **versions}
+    doc = {"name": "big", "time": times}
     body = {"doc": json.dumps(doc).encode()}
     server.route("/big", lambda _r: Reply(body=body["doc"]))
     src = source("big", f"{server.url}/big", provider="npm", repo="big", branch=None)
     service = Service(settings_for(tmp_path, [src]))
     try:
         await poll(service)
-        doc["time"]["2.0.0"] = "2026-05-01T00:00:00.000Z"
-        doc["time"]["0.0.1"] = "2024-01-01T00:00:00.000Z"  # a version published late with an old date
+        times["2.0.0"] = "2026-05-01T00:00:00.000Z"
+        times["0.0.1"] = "2024-01-01T00:00:00.000Z"  # a version published late with an old date
         body["doc"] = json.dumps(doc).encode()
         report = await poll(service)
         again = await poll(service)

@@ -13,7 +13,7 @@ import pytest
 from patchmoi.core.store import Kind, Store, parse_limit
 from patchmoi.core.store.jsonl import JsonlFile
 
-from .conftest import PYTHON, ROOT
+from .conftest import PYTHON, ROOT, present
 
 
 def ev(i: int, type_: str = "upstream.release") -> dict[str, object]:
@@ -35,7 +35,7 @@ def test_append_list_get_and_limits(data_dir: Path) -> None:
     branch = store.list_events(type="upstream.branch_update", limit=500)
     assert {e["type"] for e in branch} == {"upstream.branch_update"}
     assert len(branch) == 67
-    assert store.get_event("patch:src:41:upstream.release")["payload"] == {"n": 41}
+    assert present(store.get_event("patch:src:41:upstream.release"))["payload"] == {"n": 41}
     assert store.get_event("nope") is None
 
 
@@ -51,7 +51,7 @@ def test_get_returns_last_record_and_attempts_latest_wins(data_dir: Path) -> Non
     store = Store(data_dir)
     store.append(Kind.EVENTS, {"id": "e1", "type": "t", "payload": {"v": 1}})
     store.append(Kind.EVENTS, {"id": "e1", "type": "t", "payload": {"v": 2}})
-    assert store.get_event("e1")["payload"] == {"v": 2}
+    assert present(store.get_event("e1"))["payload"] == {"v": 2}
     for rec in (
         {"id": "a1", "eventId": "e1", "status": "started"},
         {"id": "a2", "eventId": "e1", "status": "started"},
@@ -60,7 +60,7 @@ def test_get_returns_last_record_and_attempts_latest_wins(data_dir: Path) -> Non
         store.append(Kind.ATTEMPTS, rec)
     assert [a["id"] for a in store.list_attempts()] == ["a1", "a2"]
     assert [a["id"] for a in store.list_attempts(status="started")] == ["a2"]
-    assert store.get_attempt("a1")["status"] == "changed"
+    assert present(store.get_attempt("a1"))["status"] == "changed"
     with pytest.raises(Exception, match="invalid attempt status"):
         store.list_attempts(status="bogus")
 
@@ -150,11 +150,11 @@ def test_reads_bun_service_files(data_dir: Path) -> None:
          "candidateRefs": [{"kind": "branch", "ref": "refs/heads/main"}]},
     )) + "\n")
     store = Store(data_dir)
-    assert store.get_event(eid)["payload"]["tag"] == "rust-v0.131.0"
+    assert present(store.get_event(eid))["payload"]["tag"] == "rust-v0.131.0"
     dispatches = store.list_dispatches(event_id=eid)
     assert [d["status"] for d in dispatches] == ["dispatched", "failed"]  # current file first, then legacy
     assert store.list_dispatches(status="failed")[0]["httpStatus"] == 500
-    assert store.get_attempt(aid)["status"] == "changed"
+    assert present(store.get_attempt(aid))["status"] == "changed"
     assert store.list_attempts(status="started") == []
 
 
@@ -175,8 +175,14 @@ def test_four_processes_append_100k_records(data_dir: Path) -> None:
     procs = [
         subprocess.Popen([PYTHON, "-c", WRITER, str(data_dir), f"w{n}", "25000"], cwd=ROOT) for n in range(4)
     ]
-    for p in procs:
-        assert p.wait(timeout=300) == 0
+    try:
+        for p in procs:
+            assert p.wait(timeout=300) == 0
+    finally:
+        for p in procs:  # none outlives a failed test
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     lines = (data_dir / "flow-events.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b""
     parsed = [json.loads(line) for line in lines[:-1]]
@@ -191,17 +197,17 @@ def test_four_processes_append_100k_records(data_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_writer_loses_no_acknowledged_record(data_dir: Path) -> None:
-    proc = subprocess.Popen([PYTHON, "-c", WRITER, str(data_dir), "k", "1000000", "ack"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    acked = []
-    for line in proc.stdout:
-        acked.append(line.strip())
-        if len(acked) >= 3000:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    acked += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
+    with subprocess.Popen([PYTHON, "-c", WRITER, str(data_dir), "k", "1000000", "ack"], cwd=ROOT,
+                          stdout=subprocess.PIPE, text=True) as proc:  # its exit closes the pipe
+        assert proc.stdout is not None
+        acked = []
+        for line in proc.stdout:
+            acked.append(line.strip())
+            if len(acked) >= 3000:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        acked += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
     # a crash mid-write leaves a torn tail; simulate the worst case on top of whatever SIGKILL left
     with open(data_dir / "flow-events.jsonl", "ab") as fh:
         fh.write(b'{"id":"k-partial","ty')

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.coordinate import Coordinate
 
 from patchmoi.core.config import Settings
 from patchmoi.core.dispatch.dispatcher import Dispatcher
@@ -65,6 +66,12 @@ def make_app(data_dir: Path, *, read_only: bool = False, workspace: Path | None 
     return app
 
 
+def selected(app: PatchmoiApp) -> dict[str, Any]:
+    row = app.selected()
+    assert row is not None
+    return row
+
+
 def make_workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -90,7 +97,7 @@ async def test_tabs_rows_and_navigation(data_dir: Path) -> None:
         assert app.table("events").cursor_row == 1
         await pilot.press("g")
         assert app.table("events").cursor_row == 0
-        assert app.selected()["id"] == EID2  # newest first
+        assert selected(app)["id"] == EID2  # newest first
 
 
 async def test_detail_walks_the_chain_and_esc_returns(data_dir: Path) -> None:
@@ -184,7 +191,7 @@ async def test_filter_follow_help_and_palette(data_dir: Path) -> None:
         assert isinstance(app.screen, FilterScreen)
         await pilot.press(*"repo:gadget", "enter")
         await pilot.pause()
-        assert app.table("events").row_count == 1 and app.selected()["id"] == EID2
+        assert app.table("events").row_count == 1 and selected(app)["id"] == EID2
         assert "filter repo:gadget" in str(app.query_one("#status").render())
         await pilot.press("slash")
         await pilot.pause()
@@ -228,7 +235,7 @@ async def test_large_store_pages_on_demand(data_dir: Path) -> None:
         for _ in range(10):
             await pilot.press("G")
             await pilot.pause()
-        assert app.table("events").row_count == 1500 and app.selected()["id"] == "e0"
+        assert app.table("events").row_count == 1500 and selected(app)["id"] == "e0"
         assert app.exhausted["events"]
 
 
@@ -251,7 +258,7 @@ async def changed_release(data_dir: Path, forge: Forge, tag: str = "v1.1.0") -> 
 
 def cell(app: PatchmoiApp, kind: str, row: int, column: str) -> str:
     table = app.table(kind)
-    value = table.get_cell_at((row, table.get_column_index(column)))
+    value = table.get_cell_at(Coordinate(row, table.get_column_index(column)))
     return str(getattr(value, "plain", value))
 
 
