@@ -34,6 +34,7 @@ lock:
 
 lint: $(STAMP)
 	$(BIN)/ruff check patchmoi core server patchmoi_tui tests bench
+	$(BIN)/ruff format --check core server patchmoi_tui tests bench patchmoi/__init__.py patchmoi/__main__.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -73,8 +73,9 @@ class Releases:
 
 def start_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "serve", "--port", str(port)], cwd=ROOT,
-                                env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "patchmoi", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -89,8 +90,11 @@ def start_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[b
 def observe(port: int, seen: dict[str, set[str]]) -> None:
     """Read the API like a client would: every id it returns counts as acknowledged."""
     base = f"http://127.0.0.1:{port}"
-    for path, key in (("/flow-events?limit=500", "events"), ("/maintenance-attempts?limit=500", "attempts"),
-                      ("/workspace-dispatches?limit=500", "dispatches")):
+    for path, key in (
+        ("/flow-events?limit=500", "events"),
+        ("/maintenance-attempts?limit=500", "attempts"),
+        ("/workspace-dispatches?limit=500", "dispatches"),
+    ):
         try:
             body = httpx.get(base + path, timeout=2).json()
         except (httpx.HTTPError, ValueError):
@@ -124,18 +128,34 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
     releases = Releases(forge, args.every)
     server.route("/releases.atom", releases.feed)
     backend = FakeBackend(server, secret="whsec_c2VjcmV0LWZvci10aGUtY3Jhc2gtZHJpdmVy")
-    http_target = {"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": backend.url,
-                   "workspaceSecretEnv": "CRASH_SECRET"}
-    local_target = {"mode": "workspace_flow", "eventType": "upstream.release", "transport": "local",
-                    "workspace": str(forge.fork)}
-    sources = [source("http", f"{server.url}/releases.atom", target=http_target, repo="acme/widget"),
-               source("local", f"{server.url}/releases.atom", target=local_target, repo="acme/widget")]
+    http_target = {
+        "mode": "workspace_flow",
+        "eventType": "upstream.release",
+        "workspaceUrl": backend.url,
+        "workspaceSecretEnv": "CRASH_SECRET",
+    }
+    local_target = {
+        "mode": "workspace_flow",
+        "eventType": "upstream.release",
+        "transport": "local",
+        "workspace": str(forge.fork),
+    }
+    sources = [
+        source("http", f"{server.url}/releases.atom", target=http_target, repo="acme/widget"),
+        source("local", f"{server.url}/releases.atom", target=local_target, repo="acme/widget"),
+    ]
     for s in sources:
         s["pollIntervalSeconds"] = 0.2
     (root / "feed-sources.json").write_text(json.dumps({"sources": sources}))
     data = root / "data"
-    env = {"PATH": os.environ["PATH"], "DATA_DIR": str(data), "FEED_SOURCES_PATH": str(root / "feed-sources.json"),
-           "PATCHMOI_MIN_POLL_SECONDS": "0.2", "CRASH_SECRET": backend.secret or "", "HOME": str(root)}
+    env = {
+        "PATH": os.environ["PATH"],
+        "DATA_DIR": str(data),
+        "FEED_SOURCES_PATH": str(root / "feed-sources.json"),
+        "PATCHMOI_MIN_POLL_SECONDS": "0.2",
+        "CRASH_SECRET": backend.secret or "",
+        "HOME": str(root),
+    }
     port = free_port()
     log = root / "serve.log"
     seen: dict[str, set[str]] = {"events": set(), "attempts": set(), "dispatches": set()}
@@ -168,10 +188,22 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
     last = ""
     while time.monotonic() < settle:
         body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
-        attempts = [a for a in httpx.get(f"http://127.0.0.1:{port}/maintenance-attempts?status=started&limit=500",
-                                         timeout=5).json()["attempts"] if not a.get("workspaceBackendUrl")]
-        state = json.dumps([body["dispatchQueueDepth"], body["localRunsInFlight"], len(attempts),
-                            body["recovery"]["backlog"], Path(data / "flow-events.jsonl").stat().st_size])
+        attempts = [
+            a
+            for a in httpx.get(
+                f"http://127.0.0.1:{port}/maintenance-attempts?status=started&limit=500", timeout=5
+            ).json()["attempts"]
+            if not a.get("workspaceBackendUrl")
+        ]
+        state = json.dumps(
+            [
+                body["dispatchQueueDepth"],
+                body["localRunsInFlight"],
+                len(attempts),
+                body["recovery"]["backlog"],
+                Path(data / "flow-events.jsonl").stat().st_size,
+            ]
+        )
         if state != last:
             last, quiet_since = state, time.monotonic()
         elif time.monotonic() - quiet_since > 3 and not attempts and body["dispatchQueueDepth"] == 0:
@@ -190,8 +222,11 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
             dispatches[str(d["eventId"])] = dispatches.get(str(d["eventId"]), 0) + 1
     attempts = store.all_attempts()
     dispatch_keys = {f"{d.get('eventId')}@{d.get('createdAt')}" for d in (r for _, r in store.scan(Kind.DISPATCHES))}
-    lost = {"events": seen["events"] - set(events), "attempts": seen["attempts"] - {a["id"] for a in attempts},
-            "dispatches": seen["dispatches"] - dispatch_keys}
+    lost = {
+        "events": seen["events"] - set(events),
+        "attempts": seen["attempts"] - {a["id"] for a in attempts},
+        "dispatches": seen["dispatches"] - dispatch_keys,
+    }
     not_once = {eid: n for eid, n in dispatches.items() if n != 1}
     undispatched = [eid for eid in events if eid not in dispatches]
     http_events = [eid for eid, e in events.items() if e.get("payload", {}).get("sourceId") == "http"]
@@ -209,12 +244,20 @@ def drive(args: argparse.Namespace, rng: random.Random, root: Path, server: Loop
     print(f"records acknowledged by the API       {sum(len(v) for v in seen.values())}")
     print(f"acknowledged records lost             {sum(len(v) for v in lost.values())}")
     print(f"flow events with != 1 dispatch        {len(not_once) + len(undispatched)}")
-    print(f"backend: events / POSTs / keys        {len(http_events)} / {backend.posts} / {len(set(keys))}"
-          f"  (repeats of a key: {len(keys) - len(set(keys))})")
+    print(
+        f"backend: events / POSTs / keys        {len(http_events)} / {backend.posts} / {len(set(keys))}"
+        f"  (repeats of a key: {len(keys) - len(set(keys))})"
+    )
     print(f"attempts / local ones stuck in started {len(attempts)} / {len(stuck)}")
     print(f"local runs / closed as interrupted    {len(local_runs)} / {len(interrupted)} (orphans {len(orphans)})")
-    ok = (not any(lost.values()) and not not_once and not undispatched and not stuck
-          and set(keys) == set(http_events) and len(events) == 2 * tags)
+    ok = (
+        not any(lost.values())
+        and not not_once
+        and not undispatched
+        and not stuck
+        and set(keys) == set(http_events)
+        and len(events) == 2 * tags
+    )
     if len(events) != 2 * tags:
         print(f"MISSED ENTRIES: {2 * tags - len(events)} of {2 * tags} releases have no flow event")
     print("result                                " + ("ok" if ok else "FAILED"))

@@ -36,11 +36,19 @@ def build(data: Path, n: int) -> None:
     store = Store(data)
     for start in range(0, n, 2000):
         store.append_many(Kind.EVENTS, [make_event(i) for i in range(start, min(n, start + 2000))])
-    store.append_many(Kind.ATTEMPTS, [
-        {"id": f"att-{i}", "eventId": f"e{i}", "status": ("started", "changed", "failed", "completed")[i % 4],
-         "updatedAt": "2026-11-21T10:00:02.000Z", "candidateRefs": []}
-        for i in range(max(1000, n // 100))
-    ])
+    store.append_many(
+        Kind.ATTEMPTS,
+        [
+            {
+                "id": f"att-{i}",
+                "eventId": f"e{i}",
+                "status": ("started", "changed", "failed", "completed")[i % 4],
+                "updatedAt": "2026-11-21T10:00:02.000Z",
+                "candidateRefs": [],
+            }
+            for i in range(max(1000, n // 100))
+        ],
+    )
     store.list_events(limit=1)  # build the index before serving
     store.list_attempts(limit=1)
     store.close()
@@ -86,8 +94,13 @@ async def load(port: int, path: str, total: int, concurrency: int) -> tuple[list
 
 def serve(data: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "patchmoi", "serve", "--no-poll", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "patchmoi", "serve", "--no-poll", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(200):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):

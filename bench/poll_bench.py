@@ -29,12 +29,14 @@ def feed_body(n: int) -> bytes:
     entries = "".join(
         f"<entry><id>tag:github.com,2008:Repository/{n}/v1.{i}</id><updated>2026-05-{20 - i:02d}T10:00:00Z</updated>"
         f'<link rel="alternate" href="https://github.com/acme/p{n}/releases/tag/v1.{i}"/><title>v1.{i}</title>'
-        f"<content type=\"html\">{'Release notes. ' * 40}</content><author><name>bot</name></author></entry>"
+        f'<content type="html">{"Release notes. " * 40}</content><author><name>bot</name></author></entry>'
         for i in range(10, 0, -1)
     )
-    return (f'<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
-            f"<id>p{n}</id><title>Releases of acme/p{n}</title><updated>2026-05-20T10:00:00Z</updated>"
-            f"{entries}</feed>").encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<id>p{n}</id><title>Releases of acme/p{n}</title><updated>2026-05-20T10:00:00Z</updated>"
+        f"{entries}</feed>"
+    ).encode()
 
 
 async def serve(port: int, latency: float) -> None:
@@ -83,10 +85,21 @@ async def run_bench(n_sources: int, port: int) -> None:
     from patchmoi.core.service import Service
 
     tmp = Path(tempfile.mkdtemp(prefix="patchmoi-poll-bench-"))
-    sources = [{
-        "id": f"src-{i}", "provider": "github", "url": f"http://127.0.0.1:{port}/feed/{i}", "event": "release",
-        "repo": {"owner": "acme", "name": f"p{i}", "fullName": f"acme/p{i}", "webUrl": f"https://github.com/acme/p{i}"},
-    } for i in range(n_sources)]
+    sources = [
+        {
+            "id": f"src-{i}",
+            "provider": "github",
+            "url": f"http://127.0.0.1:{port}/feed/{i}",
+            "event": "release",
+            "repo": {
+                "owner": "acme",
+                "name": f"p{i}",
+                "fullName": f"acme/p{i}",
+                "webUrl": f"https://github.com/acme/p{i}",
+            },
+        }
+        for i in range(n_sources)
+    ]
     (tmp / "feed-sources.json").write_text(json.dumps({"sources": sources}))
     settings = Settings.from_env({"DATA_DIR": str(tmp / "data"), "FEED_SOURCES_PATH": str(tmp / "feed-sources.json")})
     service = Service(settings)
@@ -105,10 +118,14 @@ async def run_bench(n_sources: int, port: int) -> None:
     cold_ok = sum(1 for r in cold if r.status == "primed")
     warm_304 = sum(1 for r in warm if r.status == "not_modified")
     print(f"sources                    {n_sources}")
-    print(f"cold pass                  {cold_s:8.2f} s   {cold_ok} primed   {n_sources / cold_s:7.0f} req/s"
-          f"   {cold_bytes / 1e6:6.2f} MB downloaded   (target < 10 s; Bun's sequential poller ~52 s)")
-    print(f"steady pass (304s)         {warm_s:8.2f} s   {warm_304} not modified   {n_sources / warm_s:7.0f} req/s"
-          f"   {warm_bytes / 1e6:6.3f} MB downloaded")
+    print(
+        f"cold pass                  {cold_s:8.2f} s   {cold_ok} primed   {n_sources / cold_s:7.0f} req/s"
+        f"   {cold_bytes / 1e6:6.2f} MB downloaded   (target < 10 s; Bun's sequential poller ~52 s)"
+    )
+    print(
+        f"steady pass (304s)         {warm_s:8.2f} s   {warm_304} not modified   {n_sources / warm_s:7.0f} req/s"
+        f"   {warm_bytes / 1e6:6.3f} MB downloaded"
+    )
     ratio = cold_bytes / warm_bytes if warm_bytes else float("inf")
     print(f"bytes cold / steady        {ratio:8.1f} x (target >= 5x; a 304 has no body)")
     print(f"requests sent              {requests}")
@@ -116,8 +133,14 @@ async def run_bench(n_sources: int, port: int) -> None:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.invalid", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@example.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@example.invalid",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@example.invalid",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
@@ -145,11 +168,23 @@ async def run_git_bench(n_sources: int) -> None:
         shutil.copytree(template, repo)
         repos.append(repo)
     made = time.perf_counter() - t0
-    sources = [{
-        "id": f"git-{i}", "kind": "git", "provider": "generic", "url": str(repo), "event": "release",
-        "versions": {"prereleases": False},
-        "repo": {"owner": "acme", "name": f"p{i}", "fullName": f"acme/p{i}", "webUrl": f"https://example.invalid/p{i}"},
-    } for i, repo in enumerate(repos)]
+    sources = [
+        {
+            "id": f"git-{i}",
+            "kind": "git",
+            "provider": "generic",
+            "url": str(repo),
+            "event": "release",
+            "versions": {"prereleases": False},
+            "repo": {
+                "owner": "acme",
+                "name": f"p{i}",
+                "fullName": f"acme/p{i}",
+                "webUrl": f"https://example.invalid/p{i}",
+            },
+        }
+        for i, repo in enumerate(repos)
+    ]
     (tmp / "feed-sources.json").write_text(json.dumps({"sources": sources}))
     settings = Settings.from_env({"DATA_DIR": str(tmp / "data"), "FEED_SOURCES_PATH": str(tmp / "feed-sources.json")})
     service = Service(settings)
@@ -192,8 +227,12 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency-ms", str(args.latency_ms)],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), "--latency-ms", str(args.latency_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         assert server.stdout is not None
         server.stdout.readline()

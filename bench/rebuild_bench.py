@@ -47,8 +47,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.invalid", "GIT_COMMITTER_NAME": "b",
-       "GIT_COMMITTER_EMAIL": "b@example.invalid"}
+ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@example.invalid",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@example.invalid",
+}
 DEFAULT_SIZES = (10, 50, 200)
 TARGET = 1.3
 OLD, NEW = "v1.0.0", "v1.1.0"
@@ -56,8 +61,11 @@ UPSTREAM_EDITS = 20  # lib files v1.1.0 changes: no patch touches them
 
 
 def git(cwd: Path, *args: str, input: bytes | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, env=ENV, check=True, capture_output=True,
-                          input=input).stdout.decode().strip()
+    return (
+        subprocess.run(["git", *args], cwd=cwd, env=ENV, check=True, capture_output=True, input=input)
+        .stdout.decode()
+        .strip()
+    )
 
 
 def commits_in(k: int) -> int:
@@ -69,8 +77,9 @@ def commits_in(k: int) -> int:
 def _content(k: int, parts: int) -> bytes:
     """src<k>.txt after the first `parts` commits of patch k (commit j edits line 10 + 10*j)."""
     edited = {10 + 10 * j: j for j in range(parts)}
-    return "".join(f"line {i}" + (f" (fork: patch {k} part {edited[i] + 1})" if i in edited else "") + "\n"
-                   for i in range(50)).encode()
+    return "".join(
+        f"line {i}" + (f" (fork: patch {k} part {edited[i] + 1})" if i in edited else "") + "\n" for i in range(50)
+    ).encode()
 
 
 class Stream:
@@ -85,8 +94,10 @@ class Stream:
         self.marks += 1
         self.clock += 1
         who = f"b <b@example.invalid> {self.clock} +0000"
-        out = [f"commit {ref}\nmark :{self.marks}\nauthor {who}\ncommitter {who}\n".encode(),
-               f"data {len(message.encode())}\n{message}\n".encode()]
+        out = [
+            f"commit {ref}\nmark :{self.marks}\nauthor {who}\ncommitter {who}\n".encode(),
+            f"data {len(message.encode())}\n{message}\n".encode(),
+        ]
         if parent is not None:
             out.append(f"from :{parent}\n".encode())
         for path, data in files.items():
@@ -109,20 +120,25 @@ def build_fork(fork: Path, n: int) -> int:
     files.update({f"lib{i:02d}.txt": f"library {i}\n".encode() for i in range(UPSTREAM_EDITS)})
     initial = s.commit("refs/remotes/upstream/main", "initial", files)
     s.reset(f"refs/tags/{OLD}", initial)
-    release = s.commit("refs/remotes/upstream/main", "release 1.1",
-                       {f"lib{i:02d}.txt": f"changed upstream {i}\n".encode() for i in range(UPSTREAM_EDITS)})
+    release = s.commit(
+        "refs/remotes/upstream/main",
+        "release 1.1",
+        {f"lib{i:02d}.txt": f"changed upstream {i}\n".encode() for i in range(UPSTREAM_EDITS)},
+    )
     s.reset(f"refs/tags/{NEW}", release)
     total, main_parent = 0, initial
     for k in range(1, n + 1):  # main: v1.0.0 plus the stack, as a previous rebuild left it
         for j in range(commits_in(k)):
-            main_parent = s.commit("refs/heads/main", f"patch {k}: part {j + 1}", {f"src{k}.txt": _content(k, j + 1)},
-                                   main_parent)
+            main_parent = s.commit(
+                "refs/heads/main", f"patch {k}: part {j + 1}", {f"src{k}.txt": _content(k, j + 1)}, main_parent
+            )
             total += 1
     for k in range(1, n + 1):  # each patch branch on v1.0.0, independent of the others
         parent = initial
         for j in range(commits_in(k)):
-            parent = s.commit(f"refs/heads/patch/{k}-change", f"patch {k}: part {j + 1}",
-                              {f"src{k}.txt": _content(k, j + 1)}, parent)
+            parent = s.commit(
+                f"refs/heads/patch/{k}-change", f"patch {k}: part {j + 1}", {f"src{k}.txt": _content(k, j + 1)}, parent
+            )
     git(fork, "fast-import", "--quiet", input=b"".join(s.parts))
     git(fork, "reset", "-q", "--hard", "refs/heads/main")
     (fork / ".git" / "info" / "exclude").write_text(".patchmoi.toml\n")
@@ -235,8 +251,7 @@ def where_time_goes(entries: list[dict[str, Any]], wall: float) -> str:
     in_git = sum(sum(v) for v in by.values()) / 1000
     top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:5]
     parts = ", ".join(f"{name} x{len(v)} {sum(v) / 1000:.3f} s" for name, v in top)
-    return (f"{len(entries)} git processes, {in_git:.3f} s in git, {max(wall - in_git, 0):.3f} s elsewhere "
-            f"({parts})")
+    return f"{len(entries)} git processes, {in_git:.3f} s in git, {max(wall - in_git, 0):.3f} s elsewhere ({parts})"
 
 
 # -- one stack size -----------------------------------------------------------------------------------------
@@ -306,17 +321,20 @@ def bench_size(root: Path, n: int, repeat: int) -> dict[str, Any]:
 
 
 # -- report -------------------------------------------------------------------------------------------------
-HEADER = ("patches commits | raw git rebuild   engine  ratio     step  ratio "
-          "| raw git adopt   engine  ratio  adopt op  ratio")
+HEADER = (
+    "patches commits | raw git rebuild   engine  ratio     step  ratio | raw git adopt   engine  ratio  adopt op  ratio"
+)
 
 
 def row(result: dict[str, Any]) -> str:
     m = result["median"]
     rr, ra = m["raw_rebuild"], m["raw_adopt"]
-    return (f"{result['n']:7d} {result['commits']:7d} | {rr:13.3f} s {m['engine_rebuild']:6.3f} s "
-            f"{m['engine_rebuild'] / rr:5.2f} {m['step_rebuild']:6.3f} s {m['step_rebuild'] / rr:5.2f} "
-            f"| {ra:11.3f} s {m['engine_adopt']:6.3f} s {m['engine_adopt'] / ra:5.2f} "
-            f"{m['op_adopt']:7.3f} s {m['op_adopt'] / ra:5.2f}")
+    return (
+        f"{result['n']:7d} {result['commits']:7d} | {rr:13.3f} s {m['engine_rebuild']:6.3f} s "
+        f"{m['engine_rebuild'] / rr:5.2f} {m['step_rebuild']:6.3f} s {m['step_rebuild'] / rr:5.2f} "
+        f"| {ra:11.3f} s {m['engine_adopt']:6.3f} s {m['engine_adopt'] / ra:5.2f} "
+        f"{m['op_adopt']:7.3f} s {m['op_adopt'] / ra:5.2f}"
+    )
 
 
 def parse_sizes(values: list[str] | None) -> list[int]:
@@ -330,8 +348,12 @@ def parse_sizes(values: list[str] | None) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--patches", action="append", metavar="N[,N...]",
-                    help="stack size(s); repeatable or a comma list (default: 10,50,200)")
+    ap.add_argument(
+        "--patches",
+        action="append",
+        metavar="N[,N...]",
+        help="stack size(s); repeatable or a comma list (default: 10,50,200)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per size (median reported; default 3)")
     args = ap.parse_args()
     sizes = parse_sizes(args.patches)
@@ -341,8 +363,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="patchmoi-rebuild-bench-"))
     results = []
     try:
-        print(f"patch stacks rebuilt on a new upstream tag and adopted (median of {args.repeat}; "
-              f"ratio = patchmoi / raw git, target <= {TARGET})")
+        print(
+            f"patch stacks rebuilt on a new upstream tag and adopted (median of {args.repeat}; "
+            f"ratio = patchmoi / raw git, target <= {TARGET})"
+        )
         print("rebuild: engine = Rebuild.run in-process, step = event -> attempt (Dispatcher.retry, subprocess)")
         print("adopt:   engine = adopt_candidate in-process, adopt op = core.adopt.adopt (store + record)")
         print(HEADER, flush=True)
@@ -351,10 +375,16 @@ def main() -> None:
             print(row(results[-1]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    over = [(r["n"], k) for r in results for k in ("engine_rebuild", "step_rebuild", "engine_adopt", "op_adopt")
-            if r["median"][k] / r["median"]["raw_" + k.split("_")[1]] > TARGET]
-    print(f"target ratio <= {TARGET}: " + ("met" if not over else
-          "exceeded by " + ", ".join(f"{k.replace('_', ' ')} at {n}" for n, k in over)))
+    over = [
+        (r["n"], k)
+        for r in results
+        for k in ("engine_rebuild", "step_rebuild", "engine_adopt", "op_adopt")
+        if r["median"][k] / r["median"]["raw_" + k.split("_")[1]] > TARGET
+    ]
+    print(
+        f"target ratio <= {TARGET}: "
+        + ("met" if not over else "exceeded by " + ", ".join(f"{k.replace('_', ' ')} at {n}" for n, k in over))
+    )
     print("where the engine's time goes (last run of each size):")
     for r in results:
         for what in ("rebuild", "adopt"):

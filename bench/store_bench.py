@@ -37,10 +37,18 @@ def make_event(i: int) -> dict[str, object]:
         "occurredAt": "2026-11-21T10:00:00.000Z",
         "receivedAt": "2026-11-21T10:00:01.000Z",
         "payload": {
-            "provider": "github", "event": "release", "sourceId": "github-acme-widget-releases",
-            "entryId": f"tag:github.com,2008:Repository/1/v{i}", "title": f"v{i}",
-            "url": f"https://github.com/acme/widget/releases/tag/v{i}", "author": "octocat",
-            "repo": "acme/widget", "repoOwner": "acme", "repoName": "widget", "ref": f"v{i}", "tag": f"v{i}",
+            "provider": "github",
+            "event": "release",
+            "sourceId": "github-acme-widget-releases",
+            "entryId": f"tag:github.com,2008:Repository/1/v{i}",
+            "title": f"v{i}",
+            "url": f"https://github.com/acme/widget/releases/tag/v{i}",
+            "author": "octocat",
+            "repo": "acme/widget",
+            "repoOwner": "acme",
+            "repoName": "widget",
+            "ref": f"v{i}",
+            "tag": f"v{i}",
         },
     }
 
@@ -118,8 +126,12 @@ def main() -> None:
         store.append_many(Kind.EVENTS, [make_event(i) for i in range(start, min(args.events, start + batch))])
     batched_rate = args.events / (time.perf_counter() - t0)
     attempts = [
-        {"id": f"att-{i % 5000}", "eventId": f"e{i % 5000}", "status": ("started", "changed", "failed")[i % 3],
-         "updatedAt": "2026-11-21T10:00:02.000Z"}
+        {
+            "id": f"att-{i % 5000}",
+            "eventId": f"e{i % 5000}",
+            "status": ("started", "changed", "failed")[i % 3],
+            "updatedAt": "2026-11-21T10:00:02.000Z",
+        }
         for i in range(20000)
     ]
     store.append_many(Kind.ATTEMPTS, attempts)
@@ -133,8 +145,9 @@ def main() -> None:
     print(f"append, batches of {batch}       {batched_rate:10,.0f} records/s   ({size_mb:,.0f} MB file)")
     print(f"index build from scratch      {index_build:10.2f} s  (once; incremental afterwards)")
 
-    out = subprocess.run([sys.executable, "-c", READER, str(data)], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", READER, str(data)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     reader = json.loads(out.stdout)
     print(f"store open + first list       {reader['open_ms']:10.1f} ms   (fresh process; target <= 1000 ms)")
 
@@ -149,8 +162,12 @@ def main() -> None:
         p50, p95 = timed(fn)
         print(f"{label:<29} {p50:10.2f} ms p50  {p95:6.2f} ms p95   (target <= 5 ms)")
 
-    follower = subprocess.Popen([sys.executable, "-c", FOLLOWER, str(data / "flow-events.jsonl"), "200"], cwd=ROOT,
-                                stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-c", FOLLOWER, str(data / "flow-events.jsonl"), "200"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert follower.stdout is not None
     follower.stdout.readline()
     time.sleep(0.5)
@@ -162,8 +179,10 @@ def main() -> None:
     lat = sorted(json.loads(follower.stdout.readline()))
     follower.wait(timeout=30)
     p95 = lat[int(len(lat) * 0.95) - 1]
-    print(f"follow latency (cross-proc)   {statistics.median(lat):10.1f} ms p50  {p95:6.1f} ms p95"
-          "   (target p95 <= 100 ms)")
+    print(
+        f"follow latency (cross-proc)   {statistics.median(lat):10.1f} ms p50  {p95:6.1f} ms p95"
+        "   (target p95 <= 100 ms)"
+    )
     print(f"reader peak RSS growth        {reader['rss_growth_mb']:10.1f} MB   (target <= 150 MB)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"writer+indexer peak RSS       {peak:10.1f} MB   (whole bench process, index build included)")

@@ -79,8 +79,10 @@ async def run(data: Path, samples: int) -> None:
         print("no live rows seen")
         return
     p95 = lat[max(0, int(len(lat) * 0.95) - 1)]
-    print(f"append -> row in table (x-proc)   {statistics.median(lat):8.1f} ms p50  {p95:6.1f} ms p95"
-          f"   ({len(lat)} samples; target p95 <= 150 ms)")
+    print(
+        f"append -> row in table (x-proc)   {statistics.median(lat):8.1f} ms p50  {p95:6.1f} ms p95"
+        f"   ({len(lat)} samples; target p95 <= 150 ms)"
+    )
 
 
 def main() -> None:
@@ -101,7 +103,6 @@ def main() -> None:
         asyncio.run(run(data, args.samples))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
 
 
 if __name__ == "__main__":

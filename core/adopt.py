@@ -55,25 +55,34 @@ def rebuild_report(store: Store, attempt: Mapping[str, Any]) -> dict[str, Any]:
             return artifacts
     where = attempt.get("workspaceBackendUrl")
     if where:
-        raise AdoptRefused(f"attempt {attempt.get('id')} ran on the workspace backend {where}; adopt its candidate "
-                           "there (patchmoi adopts the rebuilds of its local runner)")
-    raise AdoptRefused(f"attempt {attempt.get('id')} has no rebuild report with a candidate (it was not a local "
-                       "patch-stack rebuild, or it predates adoption support: retry the event)")
+        raise AdoptRefused(
+            f"attempt {attempt.get('id')} ran on the workspace backend {where}; adopt its candidate "
+            "there (patchmoi adopts the rebuilds of its local runner)"
+        )
+    raise AdoptRefused(
+        f"attempt {attempt.get('id')} has no rebuild report with a candidate (it was not a local "
+        "patch-stack rebuild, or it predates adoption support: retry the event)"
+    )
 
 
 def check_adoptable(store: Store, attempt: Mapping[str, Any], *, reviewed: bool) -> dict[str, Any]:
     adoption = attempt.get("adoption")
     if isinstance(adoption, dict):
-        raise AdoptRefused(f"attempt {attempt.get('id')} was adopted at {adoption.get('adoptedAt')} by "
-                           f"{adoption.get('by')}")
+        raise AdoptRefused(
+            f"attempt {attempt.get('id')} was adopted at {adoption.get('adoptedAt')} by {adoption.get('by')}"
+        )
     if attempt.get("status") not in SUCCESS:
-        raise AdoptRefused(f"attempt {attempt.get('id')} is {attempt.get('status')}: only a changed or completed "
-                           "rebuild has a candidate to adopt")
+        raise AdoptRefused(
+            f"attempt {attempt.get('id')} is {attempt.get('status')}: only a changed or completed "
+            "rebuild has a candidate to adopt"
+        )
     artifacts = rebuild_report(store, attempt)
     if artifacts.get("needsReview") and not reviewed:
-        raise AdoptRefused(f"attempt {attempt.get('id')} needs review before adoption: "
-                           f"{review_reason(artifacts)}; inspect it (`patchmoi show {attempt.get('id')}`), then adopt "
-                           "with --reviewed")
+        raise AdoptRefused(
+            f"attempt {attempt.get('id')} needs review before adoption: "
+            f"{review_reason(artifacts)}; inspect it (`patchmoi show {attempt.get('id')}`), then adopt "
+            "with --reviewed"
+        )
     return artifacts
 
 
@@ -83,8 +92,10 @@ def review_reason(artifacts: dict[str, Any]) -> str:
     if by_command:
         reasons.append("the conflict command resolved " + ", ".join(sorted({str(r.get("patch")) for r in by_command})))
     if artifacts.get("reused"):
-        reasons.append("a recorded resolution was reused for "
-                       + ", ".join(sorted({str(r.get("patch")) for r in artifacts["reused"]})))
+        reasons.append(
+            "a recorded resolution was reused for "
+            + ", ".join(sorted({str(r.get("patch")) for r in artifacts["reused"]}))
+        )
     if artifacts.get("reapplied"):
         reasons.append("applies again after being dropped as merged upstream: " + ", ".join(artifacts["reapplied"]))
     return "; ".join(reasons) or "flagged by the rebuild"

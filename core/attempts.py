@@ -8,9 +8,11 @@ from typing import Any, cast
 
 from patchmoi.core.records import NEEDS_PERSON, AttemptJson, AttemptStatus, DispatchStatus
 
-RECORD_TO_ATTEMPT: dict[str, AttemptStatus] = {DispatchStatus.DISPATCHED: AttemptStatus.STARTED,
-                                               DispatchStatus.FAILED: AttemptStatus.FAILED,
-                                               DispatchStatus.SKIPPED: AttemptStatus.SKIPPED}
+RECORD_TO_ATTEMPT: dict[str, AttemptStatus] = {
+    DispatchStatus.DISPATCHED: AttemptStatus.STARTED,
+    DispatchStatus.FAILED: AttemptStatus.FAILED,
+    DispatchStatus.SKIPPED: AttemptStatus.SKIPPED,
+}
 _COMPARED = ("status", "workspaceRunIds", "workspaceRunStatuses", "candidateRefs", "message", "error", "completedAt")
 
 
@@ -82,8 +84,12 @@ def run_status(run: Mapping[str, Any]) -> str:
 def aggregate(statuses: Iterable[str]) -> str:
     """needs_intervention > blocked > failed > changed > all skipped > all completed/skipped > started."""
     values = list(statuses)
-    for status in (AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKED, AttemptStatus.FAILED,
-                   AttemptStatus.CHANGED):
+    for status in (
+        AttemptStatus.NEEDS_INTERVENTION,
+        AttemptStatus.BLOCKED,
+        AttemptStatus.FAILED,
+        AttemptStatus.CHANGED,
+    ):
         if status in values:
             return status
     if values and all(s == AttemptStatus.SKIPPED for s in values):
@@ -154,7 +160,8 @@ def merge_runs(attempt: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], up
     merged["workspaceRunIds"] = ids
     merged["workspaceRunStatuses"] = {
         str(run.get("id")): str(run.get("effectiveStatus") or status or "unknown")
-        if result_payload(run) is None else status
+        if result_payload(run) is None
+        else status
         for run, status in zip(runs, statuses, strict=True)
     }
     messages = [p["message"] for p in payloads if p and isinstance(p.get("message"), str) and p["message"]]
@@ -162,9 +169,9 @@ def merge_runs(attempt: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], up
         merged["message"] = messages[-1]
     errors = [run["error"] for run in runs if isinstance(run.get("error"), str) and run["error"]]
     errors += [
-        p["message"] for p in payloads
-        if p and p.get("status") in NEEDS_PERSON
-        and isinstance(p.get("message"), str) and p["message"]
+        p["message"]
+        for p in payloads
+        if p and p.get("status") in NEEDS_PERSON and isinstance(p.get("message"), str) and p["message"]
     ]
     if errors:
         merged["error"] = errors[-1]

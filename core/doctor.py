@@ -51,15 +51,16 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
     else:
         loose = [p.name for p in data.iterdir() if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o077]
         if loose:
-            add(Check("WARN", "data dir", f"{data}: readable by others: {', '.join(sorted(loose)[:5])} "
-                      "(chmod 600)"))
+            add(Check("WARN", "data dir", f"{data}: readable by others: {', '.join(sorted(loose)[:5])} (chmod 600)"))
         else:
             add(Check("PASS", "data dir", f"{data} exists, writable, files private"))
         health = Store(data).health()
         if health["skippedLines"] or health["quarantinedBytes"]:
-            damaged = [f"{name} ({info['skippedLines']} bad lines, {info['quarantinedBytes']} bytes quarantined)"
-                       for name, info in health["files"].items()
-                       if info["skippedLines"] or info["quarantinedBytes"]]
+            damaged = [
+                f"{name} ({info['skippedLines']} bad lines, {info['quarantinedBytes']} bytes quarantined)"
+                for name, info in health["files"].items()
+                if info["skippedLines"] or info["quarantinedBytes"]
+            ]
             add(Check("WARN", "store", "damage skipped by readers: " + "; ".join(damaged)))
         else:
             add(Check("PASS", "store", f"{sum(f['records'] for f in health['files'].values())} records, no damage"))
@@ -68,9 +69,15 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
         left = recovery_report(Store(data))
         if left["stuckAttempts"] or left["undispatchedEvents"]:
             more = "+" if left["atLeast"] else ""
-            add(Check("WARN", "recovery", f"{left['stuckAttempts']} local attempt(s) left started by a stopped process"
-                      f", {left['undispatchedEvents']}{more} flow event(s) never dispatched: start `patchmoi serve` "
-                      "or run `patchmoi poll --once` to finish recovery"))
+            add(
+                Check(
+                    "WARN",
+                    "recovery",
+                    f"{left['stuckAttempts']} local attempt(s) left started by a stopped process"
+                    f", {left['undispatchedEvents']}{more} flow event(s) never dispatched: start `patchmoi serve` "
+                    "or run `patchmoi poll --once` to finish recovery",
+                )
+            )
         else:
             add(Check("PASS", "recovery", "nothing left behind by a crash"))
 
@@ -106,8 +113,14 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
     elif settings.discord_enabled:
         url = settings.discord_webhook_url or ""
         status = "PASS" if url.startswith("https://") else "WARN"
-        add(Check(status, "discord", f"enabled for {', '.join(settings.discord_notify_events)}"
-                  + ("" if status == "PASS" else "; the webhook URL is not https")))
+        add(
+            Check(
+                status,
+                "discord",
+                f"enabled for {', '.join(settings.discord_notify_events)}"
+                + ("" if status == "PASS" else "; the webhook URL is not https"),
+            )
+        )
     else:
         add(Check("PASS", "discord", "disabled"))
 

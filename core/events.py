@@ -29,12 +29,22 @@ def signal_sha(entry: FeedEntry) -> str | None:
     return entry.sha or commit_sha(entry.url, entry.id)
 
 
-def build_signal(source: FeedSource, entry: FeedEntry, received_at: str | None = None, *, tag: str | None = None,
-                 version: str | None = None, filtered: str | None = None) -> FeedSignal:
+def build_signal(
+    source: FeedSource,
+    entry: FeedEntry,
+    received_at: str | None = None,
+    *,
+    tag: str | None = None,
+    version: str | None = None,
+    filtered: str | None = None,
+) -> FeedSignal:
     """The signal of one entry. `tag`/`version` come from the source's policy (a registry version mapped by
     `tagTemplate`, or a tag with the template taken off); `filtered` says why the policy turned it down."""
     raw: dict[str, Any] = {
-        "id": entry.id, "title": entry.title, "url": entry.url, "author": entry.author,
+        "id": entry.id,
+        "title": entry.title,
+        "url": entry.url,
+        "author": entry.author,
         "publishedAt": entry.published_raw,
     }
     raw.update(entry.extra)
@@ -133,8 +143,12 @@ def build_flow_event(source: FeedSource, signal: FeedSignal) -> FlowEvent | None
 
 # -- helper-built events (CLI): deterministic ids, no occurredAt --------------------------------------------
 def upstream_release_event(repo: str, tag: str) -> FlowEvent:
-    return FlowEvent(id=f"patch:upstream.release:{repo}:{tag}", type="upstream.release", received_at=now_iso(),
-                     payload={"repo": repo, "tag": tag})
+    return FlowEvent(
+        id=f"patch:upstream.release:{repo}:{tag}",
+        type="upstream.release",
+        received_at=now_iso(),
+        payload={"repo": repo, "tag": tag},
+    )
 
 
 def upstream_branch_event(repo: str, ref: str = "refs/heads/main", sha: str | None = None) -> FlowEvent:
@@ -149,8 +163,12 @@ def downstream_release_event(package_name: str, version: str, repo: str | None =
     payload: dict[str, Any] = {"packageName": package_name, "version": version, "tag": version}
     if repo:
         payload["repo"] = repo
-    return FlowEvent(id=f"patch:downstream.release:{package_name}:{version}", type="downstream.release",
-                     received_at=now_iso(), payload=payload)
+    return FlowEvent(
+        id=f"patch:downstream.release:{package_name}:{version}",
+        type="downstream.release",
+        received_at=now_iso(),
+        payload=payload,
+    )
 
 
 def branch_key(event: dict[str, Any]) -> str | None:

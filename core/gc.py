@@ -36,18 +36,27 @@ def collect(store: Store, *, dry_run: bool = False, workspace: Path | None = Non
     forks = {Path(str(a["workspace"])) for a in attempts if isinstance(a.get("workspace"), str)}
     if workspace is not None:
         forks = {f for f in forks if f == workspace} or {workspace}
-    waiting = {(str(ref.get("ref")), str(ref.get("sha"))) for a in attempts if states.get(str(a.get("id"))) == "ready"
-               for ref in a.get("candidateRefs") or []}
+    waiting = {
+        (str(ref.get("ref")), str(ref.get("sha")))
+        for a in attempts
+        if states.get(str(a.get("id"))) == "ready"
+        for ref in a.get("candidateRefs") or []
+    }
     newest_first = sorted(attempts, key=lambda a: str(a.get("createdAt") or ""), reverse=True)
     for fork in sorted(forks):
-        ranked = [str(ref.get("ref")) for a in newest_first if a.get("workspace") == str(fork)
-                  for ref in a.get("candidateRefs") or []]
+        ranked = [
+            str(ref.get("ref"))
+            for a in newest_first
+            if a.get("workspace") == str(fork)
+            for ref in a.get("candidateRefs") or []
+        ]
         _prune_candidates(fork, waiting, ranked, dry_run, report)
     return report
 
 
-def _prune_worktree(state_path: Path, busy: set[str], known: set[str], workspace: Path | None, dry_run: bool,
-                    report: dict[str, Any]) -> None:
+def _prune_worktree(
+    state_path: Path, busy: set[str], known: set[str], workspace: Path | None, dry_run: bool, report: dict[str, Any]
+) -> None:
     """Remove one rebuild worktree unless its event still needs it (or it is not an event's: `patch rebuild`)."""
     try:
         state = json.loads(state_path.read_text())
@@ -72,8 +81,9 @@ def _prune_worktree(state_path: Path, busy: set[str], known: set[str], workspace
     state_path.unlink(missing_ok=True)
 
 
-def _prune_candidates(fork: Path, waiting: set[tuple[str, str]], ranked: list[str], dry_run: bool,
-                      report: dict[str, Any]) -> None:
+def _prune_candidates(
+    fork: Path, waiting: set[tuple[str, str]], ranked: list[str], dry_run: bool, report: dict[str, Any]
+) -> None:
     """Keep the newest candidates (by their attempts' creation, in ms; then by commit date) and waiting ones."""
     if not fork.is_dir():
         return
@@ -83,15 +93,17 @@ def _prune_candidates(fork: Path, waiting: set[tuple[str, str]], ranked: list[st
         report["errors"].append(str(exc))
         return
     git = GitRunner(fork)
-    listing = git.try_out("for-each-ref", "--sort=-creatordate", "--format=%(refname) %(objectname)",
-                          config.candidate_prefix)
+    listing = git.try_out(
+        "for-each-ref", "--sort=-creatordate", "--format=%(refname) %(objectname)", config.candidate_prefix
+    )
     if listing is None:
         return
     refs = [tuple(line.split(" ", 1)) for line in listing.splitlines() if " " in line]
     rank = {ref: i for i, ref in reversed(list(enumerate(ranked)))}
     refs.sort(key=lambda r: rank.get(r[0], len(ranked)))  # stable: unranked keep their commit-date order
-    doomed = [(ref, sha) for i, (ref, sha) in enumerate(refs)
-              if i >= config.keep_candidates and (ref, sha) not in waiting]
+    doomed = [
+        (ref, sha) for i, (ref, sha) in enumerate(refs) if i >= config.keep_candidates and (ref, sha) not in waiting
+    ]
     for ref, sha in doomed:
         report["candidateRefs"].append({"workspace": str(fork), "ref": ref, "sha": sha})
     if doomed and not dry_run:

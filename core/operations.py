@@ -29,8 +29,9 @@ POLLER_LEASE = "poller"  # the store lease held by the one process that polls
 
 
 # -- the chain of a record ------------------------------------------------------------------------------------
-def chain(store: Store, record_id: str, *, states: Mapping[str, str] | None = None,
-          limit: int = CHAIN_LIMIT) -> dict[str, Any] | None:
+def chain(
+    store: Store, record_id: str, *, states: Mapping[str, str] | None = None, limit: int = CHAIN_LIMIT
+) -> dict[str, Any] | None:
     """Everything around one record, from any id: a flow event, a maintenance attempt, a workspace run or a feed
     signal (`sourceId:entryId`). `kind` and `id` say which record was asked for (its record is under that kind's
     key); `event`, `dispatches`, `attempts` (each with its derived `state`) and `runs` are its event's chain
@@ -50,8 +51,11 @@ def chain(store: Store, record_id: str, *, states: Mapping[str, str] | None = No
         event = _event_of_signal(store, signal)
     else:
         return None
-    event_id = str(event["id"]) if event is not None else str((focus.get("attempt") or focus.get("run") or {})
-                                                                 .get("eventId") or "")
+    event_id = (
+        str(event["id"])
+        if event is not None
+        else str((focus.get("attempt") or focus.get("run") or {}).get("eventId") or "")
+    )
     out: dict[str, Any] = {"id": record_id, **focus, "event": event, "dispatches": [], "attempts": [], "runs": []}
     if event_id:
         out["dispatches"] = store.list_dispatches(event_id=event_id, limit=limit)
@@ -117,8 +121,9 @@ def status_summary(store: Store, limit: int) -> dict[str, Any]:
         "attemptStatusCounts": store.count_by(Kind.ATTEMPTS, "status"),
         "attemptStateCounts": state_counts,
         "openQueue": [{**a, "state": "open"} for a in everything if states.get(str(a.get("id"))) == "open"][:limit],
-        "dispatchStatusCounts": _merge_counts(store.count_by(Kind.DISPATCHES, "status"),
-                                              store.count_by(Kind.LEGACY_DISPATCHES, "status")),
+        "dispatchStatusCounts": _merge_counts(
+            store.count_by(Kind.DISPATCHES, "status"), store.count_by(Kind.LEGACY_DISPATCHES, "status")
+        ),
         "feedState": store.read_state_safely(),
         "store": store.health(),
     }
@@ -126,8 +131,11 @@ def status_summary(store: Store, limit: int) -> dict[str, Any]:
 
 def feed_health(store: Store) -> list[dict[str, Any]]:
     """Each source's last poll, from the saved feed state (what a process that does not poll can say)."""
-    return [{"sourceId": sid, "lastCheckedAt": st.get("lastCheckedAt"), "lastError": st.get("lastError")}
-            for sid, st in store.read_state_safely().items() if isinstance(st, dict)]
+    return [
+        {"sourceId": sid, "lastCheckedAt": st.get("lastCheckedAt"), "lastError": st.get("lastError")}
+        for sid, st in store.read_state_safely().items()
+        if isinstance(st, dict)
+    ]
 
 
 def _merge_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
@@ -143,14 +151,26 @@ def configured_sources(settings: Settings) -> list[FeedSource]:
 
 
 def build_dispatcher(
-    settings: Settings, store: Store, *, workspace: Path | None = None,
-    sources: Callable[[], list[FeedSource]] | None = None, client: httpx.AsyncClient | None = None,
-    on_attempt: Callable[[Mapping[str, Any]], None] | None = None, progress: Callable[[str], None] | None = None,
+    settings: Settings,
+    store: Store,
+    *,
+    workspace: Path | None = None,
+    sources: Callable[[], list[FeedSource]] | None = None,
+    client: httpx.AsyncClient | None = None,
+    on_attempt: Callable[[Mapping[str, Any]], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Dispatcher:
     """The one way a front end gets a dispatcher: the settings' environment and feed sources (re-read each
     time unless `sources` is given), an optional fixed workspace."""
-    return Dispatcher(store, settings.env, sources=sources or (lambda: configured_sources(settings)),
-                      workspace=workspace, client=client, on_attempt=on_attempt, progress=progress)
+    return Dispatcher(
+        store,
+        settings.env,
+        sources=sources or (lambda: configured_sources(settings)),
+        workspace=workspace,
+        client=client,
+        on_attempt=on_attempt,
+        progress=progress,
+    )
 
 
 def actions_mode(env: Mapping[str, str]) -> bool:
@@ -166,6 +186,8 @@ def hand_run_backend(env: Mapping[str, str], workspace: Path | None, *, guarded:
         return local_backend(workspace)
     backend = select_backend(None, env)
     if guarded and backend.runs_here and not actions_mode(env):
-        raise UsageError(f"{guarded} dispatch requires PATCH_WORKSPACE_BACKEND_URL, CODEX_WORKSPACE_MODE=actions, "
-                         "--workspace PATH or --allow-local; use --dry-run to preview")
+        raise UsageError(
+            f"{guarded} dispatch requires PATCH_WORKSPACE_BACKEND_URL, CODEX_WORKSPACE_MODE=actions, "
+            "--workspace PATH or --allow-local; use --dry-run to preview"
+        )
     return backend

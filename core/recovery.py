@@ -40,10 +40,16 @@ class RecoveryState:
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attemptsCreated": self.attempts_created, "runsClosed": self.runs_closed,
-                "orphanRuns": self.orphan_runs, "attemptsClosed": self.attempts_closed,
-                "eventsQueued": self.events_queued, "backlog": self.backlog,
-                "done": not self.backlog, "errors": self.errors[-5:]}
+        return {
+            "attemptsCreated": self.attempts_created,
+            "runsClosed": self.runs_closed,
+            "orphanRuns": self.orphan_runs,
+            "attemptsClosed": self.attempts_closed,
+            "eventsQueued": self.events_queued,
+            "backlog": self.backlog,
+            "done": not self.backlog,
+            "errors": self.errors[-5:],
+        }
 
 
 def polled_event_id(event: dict[str, Any]) -> str | None:
@@ -56,8 +62,9 @@ def polled_event_id(event: dict[str, Any]) -> str | None:
 
 
 class Recovery:
-    def __init__(self, store: Store, dispatcher: Dispatcher, enqueue: Callable[[dict[str, Any]], None],
-                 *, notify: bool = False) -> None:
+    def __init__(
+        self, store: Store, dispatcher: Dispatcher, enqueue: Callable[[dict[str, Any]], None], *, notify: bool = False
+    ) -> None:
         self.store = store
         self.notify = notify
         self.dispatcher = dispatcher
@@ -111,8 +118,9 @@ class Recovery:
         for cursor, record in self.store.scan(Kind.DISPATCHES, after=start):
             end = cursor
             if record.get("operation") in ("dispatch", "replay") and record.get("createdAt"):
-                attempt_id = attempt_id_for(str(record.get("eventId")), str(record["operation"]),
-                                            str(record["createdAt"]))
+                attempt_id = attempt_id_for(
+                    str(record.get("eventId")), str(record["operation"]), str(record["createdAt"])
+                )
                 batch.append((attempt_id, record))
                 if len(batch) >= BATCH:
                     flush()
@@ -130,11 +138,23 @@ class Recovery:
                 if owner_alive(run):
                     continue
                 orphan = not self._dispatched(run)
-                error = ("orphan: the process stopped before this run's dispatch was recorded; recovery dispatches "
-                         "the event again" if orphan else
-                         "interrupted: the process running this step stopped; retry the event")
-                self.store.append(Kind.RUNS, {**run, "status": "failed", "effectiveStatus": "failed",
-                                        "processStatus": "failed", "error": error, "completedAt": now_iso()})
+                error = (
+                    "orphan: the process stopped before this run's dispatch was recorded; recovery dispatches "
+                    "the event again"
+                    if orphan
+                    else "interrupted: the process running this step stopped; retry the event"
+                )
+                self.store.append(
+                    Kind.RUNS,
+                    {
+                        **run,
+                        "status": "failed",
+                        "effectiveStatus": "failed",
+                        "processStatus": "failed",
+                        "error": error,
+                        "completedAt": now_iso(),
+                    },
+                )
                 closed_runs += 1
                 self.state.orphan_runs += orphan
         closed_attempts = 0
@@ -146,8 +166,13 @@ class Recovery:
                 continue  # still running in a live process
             merged = self.dispatcher.merge_local_runs(attempt) if runs else None
             if merged is None or merged.get("status") == AttemptStatus.STARTED:
-                failed = {**attempt, "status": "failed", "completedAt": now_iso(), "updatedAt": now_iso(),
-                          "error": "interrupted: no run of this attempt finished; retry the event"}
+                failed = {
+                    **attempt,
+                    "status": "failed",
+                    "completedAt": now_iso(),
+                    "updatedAt": now_iso(),
+                    "error": "interrupted: no run of this attempt finished; retry the event",
+                }
                 self.dispatcher.save_attempt(failed, attempt)
             closed_attempts += 1
         if closed_runs or closed_attempts:
@@ -222,8 +247,15 @@ def recovery_report(store: Store, *, cap: int = 20000) -> dict[str, Any]:
                 break
     if batch:
         undispatched += len(store.undispatched(batch))
-    stuck = [a for a in store.list_attempts(status=AttemptStatus.STARTED, limit=500) if not a.get("workspaceBackendUrl")
-             and not any(owner_alive(r) for rid in a.get("workspaceRunIds") or []
-                         if (r := store.get_run(str(rid))))]
-    return {"undispatchedEvents": undispatched, "atLeast": checked >= cap, "stuckAttempts": len(stuck),
-            "stuckAttemptIds": [a.get("id") for a in stuck[:5]]}
+    stuck = [
+        a
+        for a in store.list_attempts(status=AttemptStatus.STARTED, limit=500)
+        if not a.get("workspaceBackendUrl")
+        and not any(owner_alive(r) for rid in a.get("workspaceRunIds") or [] if (r := store.get_run(str(rid))))
+    ]
+    return {
+        "undispatchedEvents": undispatched,
+        "atLeast": checked >= cap,
+        "stuckAttempts": len(stuck),
+        "stuckAttemptIds": [a.get("id") for a in stuck[:5]],
+    }

@@ -80,19 +80,32 @@ class Service:
         self.store.ensure()
         self.sources_file = SourcesFile(settings.feed_sources_path)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
-        self.fetcher = Fetcher(fetch_limits or FetchLimits(deadline=settings.fetch_deadline,
-                                                           max_bytes=settings.max_feed_bytes))
+        self.fetcher = Fetcher(
+            fetch_limits or FetchLimits(deadline=settings.fetch_deadline, max_bytes=settings.max_feed_bytes)
+        )
         self.outbox = Outbox(self.store, settings)
         self.sender = DiscordSender(self.outbox, self.http)
-        self.dispatcher = build_dispatcher(settings, self.store, sources=self.sources_file.load, client=self.http,
-                                           on_attempt=self._on_attempt, workspace=workspace)
+        self.dispatcher = build_dispatcher(
+            settings,
+            self.store,
+            sources=self.sources_file.load,
+            client=self.http,
+            on_attempt=self._on_attempt,
+            workspace=workspace,
+        )
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._newest_update: dict[str, str] = {}  # branch key -> newest queued upstream.branch_update event id
         self.dispatch_failures: list[dict[str, Any]] = []  # dispatches that failed for configuration (newest last)
         self.dispatcher.superseded = self.superseded_by
         self.recovery = Recovery(self.store, self.dispatcher, self.enqueue, notify=self.outbox.active)
-        self.poller = Poller(self.store, self.fetcher, self.outbox, self.enqueue,
-                             concurrency=poll_concurrency, min_interval=settings.min_poll_seconds)
+        self.poller = Poller(
+            self.store,
+            self.fetcher,
+            self.outbox,
+            self.enqueue,
+            concurrency=poll_concurrency,
+            min_interval=settings.min_poll_seconds,
+        )
         self.holder = str(os.getpid())
         self.polling = False
         self.dispatch_concurrency = dispatch_concurrency
@@ -143,8 +156,9 @@ class Service:
         """One pass over every source, then dispatch what it produced and deliver notifications."""
         if not self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
             holder = self.store.lease_holder(POLLER_LEASE) or "?"
-            raise PatchmoiError(f"another process (pid {holder}) is polling {self.store.data_dir}; "
-                                "stop it or use its API")
+            raise PatchmoiError(
+                f"another process (pid {holder}) is polling {self.store.data_dir}; stop it or use its API"
+            )
         try:
             sources = self.sources_file.load()
             if self.sources_file.error:
@@ -261,11 +275,18 @@ class Service:
             log_event("dispatch.superseded", eventId=event.get("id"), by=newer)
             return
         outcome = await self.dispatcher.dispatch(event, wait=False, automatic=True)
-        log_event("dispatch.done", eventId=event.get("id"), status=outcome.record.get("status"),
-                  transport=outcome.record.get("transport"))
+        log_event(
+            "dispatch.done",
+            eventId=event.get("id"),
+            status=outcome.record.get("status"),
+            transport=outcome.record.get("transport"),
+        )
         if outcome.record.get("status") == "failed" and outcome.record.get("errorKind") == "config":
-            failure = {"eventId": event.get("id"), "error": outcome.record.get("error"),
-                       "at": outcome.record.get("createdAt")}
+            failure = {
+                "eventId": event.get("id"),
+                "error": outcome.record.get("error"),
+                "at": outcome.record.get("createdAt"),
+            }
             self.dispatch_failures = [*self.dispatch_failures[-49:], failure]
             self.last_error = f"dispatch of {event.get('id')} failed: {outcome.record.get('error')}"
 
@@ -324,8 +345,10 @@ class Service:
             raw = await backend.list_events(type, parse_limit(limit))
             return {"events": [event_view(e) for e in raw.get("events", []) if isinstance(e, dict)], "raw": raw}
         events = self.store.list_events(type=type, limit=limit)
-        return {"events": [event_view(e, self.store.list_runs(event_id=str(e["id"]), limit=50)) for e in events],
-                "raw": {"source": "local"}}
+        return {
+            "events": [event_view(e, self.store.list_runs(event_id=str(e["id"]), limit=50)) for e in events],
+            "raw": {"source": "local"},
+        }
 
     async def workspace_event(self, event_id: str) -> dict[str, Any] | None:
         backend = self.backend()
@@ -354,8 +377,9 @@ class Service:
             per_source.append(h)
         store = self.store.health()
         return {
-            "status": "ok" if not (self.sources_file.error or self.dispatch_failures or store["stateProblem"]
-                                   or store["degraded"]) else "degraded",
+            "status": "ok"
+            if not (self.sources_file.error or self.dispatch_failures or store["stateProblem"] or store["degraded"])
+            else "degraded",
             "stateProblem": store["stateProblem"],
             "recovery": self.recovery.state.to_dict(),
             "dispatchFailures": self.dispatch_failures[-10:],

@@ -92,14 +92,41 @@ class FeedSource:
     """git push sources: the branch heads watched (fnmatch patterns)."""
 
 
-SOURCE_KEYS = frozenset({"id", "provider", "url", "event", "repo", "target", "pollIntervalSeconds", "primeOnly",
-                         "kind", "versions", "branches"})
+SOURCE_KEYS = frozenset(
+    {
+        "id",
+        "provider",
+        "url",
+        "event",
+        "repo",
+        "target",
+        "pollIntervalSeconds",
+        "primeOnly",
+        "kind",
+        "versions",
+        "branches",
+    }
+)
 VERSIONS_KEYS = frozenset({"include", "exclude", "prereleases", "range", "tagTemplate", "newerOnly", "scheme"})
 REPO_KEYS = frozenset({"owner", "name", "fullName", "webUrl", "defaultBranch"})
-TARGET_KEYS = frozenset({
-    "mode", "eventType", "workspaceUrl", "dispatchUrl", "workspaceUrlEnv", "dispatchUrlEnv", "workspaceSecretEnv",
-    "dispatchSecretEnv", "payload", "workspace", "transport", "provider", "repoFullName", "branch",
-})
+TARGET_KEYS = frozenset(
+    {
+        "mode",
+        "eventType",
+        "workspaceUrl",
+        "dispatchUrl",
+        "workspaceUrlEnv",
+        "dispatchUrlEnv",
+        "workspaceSecretEnv",
+        "dispatchSecretEnv",
+        "payload",
+        "workspace",
+        "transport",
+        "provider",
+        "repoFullName",
+        "branch",
+    }
+)
 
 
 class _Checker:
@@ -156,7 +183,7 @@ def load_sources(path: Path | str) -> list[FeedSource]:
 def parse_sources(doc: Any, origin: str = "feed-sources.json", base_dir: Path | None = None) -> list[FeedSource]:
     """Validate a parsed document. Relative `target.workspace` paths resolve against `base_dir`."""
     if not isinstance(doc, dict):
-        raise ConfigError(f"{origin}: top level must be an object like {{\"sources\": [...]}}")
+        raise ConfigError(f'{origin}: top level must be an object like {{"sources": [...]}}')
     raw_sources = doc.get("sources", [])
     if not isinstance(raw_sources, list):
         raise ConfigError(f"{origin}: field 'sources' must be an array")
@@ -193,8 +220,11 @@ def _parse_source(item: Any, c: _Checker, base_dir: Path | None) -> FeedSource:
     if kind == "git":
         problem = validate_remote_url(url)
         if problem:
-            raise c.fail("url", f"must be a git remote (https://, ssh://, git://, file://, user@host:path or an "
-                         f"absolute path): {problem}")
+            raise c.fail(
+                "url",
+                f"must be a git remote (https://, ssh://, git://, file://, user@host:path or an "
+                f"absolute path): {problem}",
+            )
     elif not url.startswith(("http://", "https://")):
         raise c.fail("url", f"must be an http(s) URL, got {url[:80]!r}")
     event = c.string(item, "event", required=True)
@@ -244,10 +274,13 @@ def _parse_versions(raw: Any, c: _Checker, kind: str, event: str) -> VersionPoli
     if raw is None:
         return VersionPolicy(scheme=default_scheme)
     if not isinstance(raw, dict):
-        raise c.fail("versions", "must be an object like {\"include\": \"^3\\\\.\", \"prereleases\": false}")
+        raise c.fail("versions", 'must be an object like {"include": "^3\\\\.", "prereleases": false}')
     if event != "release":
-        raise c.fail("versions", "applies to release sources (event 'release'); a push source follows a branch"
-                     + (" (choose them with 'branches')" if kind == "git" else ""))
+        raise c.fail(
+            "versions",
+            "applies to release sources (event 'release'); a push source follows a branch"
+            + (" (choose them with 'branches')" if kind == "git" else ""),
+        )
     c.known_keys(raw, VERSIONS_KEYS, "versions.")
     scheme = raw.get("scheme", default_scheme)
     if scheme not in SCHEMES:
@@ -274,23 +307,35 @@ def _parse_versions(raw: Any, c: _Checker, kind: str, event: str) -> VersionPoli
     if template is not None:
         rest = template.replace(TEMPLATE_FIELD, "", 1)
         if TEMPLATE_FIELD not in template or "{" in rest or "}" in rest:
-            raise c.fail("versions.tagTemplate", f"must contain {TEMPLATE_FIELD} once and no other braces, like "
-                         f"'rust-v{{version}}'; got {template[:80]!r}")
-    return VersionPolicy(scheme=scheme, include=patterns["include"], exclude=patterns["exclude"],
-                         prereleases=flags["prereleases"], range=version_range, tag_template=template,
-                         newer_only=flags["newerOnly"], raw=raw)
+            raise c.fail(
+                "versions.tagTemplate",
+                f"must contain {TEMPLATE_FIELD} once and no other braces, like "
+                f"'rust-v{{version}}'; got {template[:80]!r}",
+            )
+    return VersionPolicy(
+        scheme=scheme,
+        include=patterns["include"],
+        exclude=patterns["exclude"],
+        prereleases=flags["prereleases"],
+        range=version_range,
+        tag_template=template,
+        newer_only=flags["newerOnly"],
+        raw=raw,
+    )
 
 
 def _parse_branches(raw: Any, c: _Checker, kind: str, event: str, default_branch: str | None) -> tuple[str, ...]:
     if raw is not None and (kind != "git" or event != "push"):
-        raise c.fail("branches", "applies to git push sources (kind 'git', event 'push'); a feed follows the "
-                     "branch in its URL")
+        raise c.fail(
+            "branches", "applies to git push sources (kind 'git', event 'push'); a feed follows the branch in its URL"
+        )
     if kind != "git" or event != "push":
         return ()
     if raw is None:
         if not default_branch:
-            raise c.fail("branches", "is required for a git push source without repo.defaultBranch, e.g. "
-                         "[\"main\", \"release/*\"]")
+            raise c.fail(
+                "branches", 'is required for a git push source without repo.defaultBranch, e.g. ["main", "release/*"]'
+            )
         return (default_branch,)
     if not isinstance(raw, list) or not raw or not all(isinstance(b, str) and b.strip() for b in raw):
         raise c.fail("branches", f"must be a non-empty array of branch names or patterns, got {json.dumps(raw)[:80]}")
@@ -306,8 +351,10 @@ def _parse_target(raw: Any, c: _Checker, base_dir: Path | None) -> Target:
     assert mode is not None
     for key in ("secret", "workspaceSecret", "dispatchSecret"):
         if key in raw:
-            raise c.fail(f"target.{key}", "is not allowed: put the secret in an environment variable and name it "
-                         "with workspaceSecretEnv")
+            raise c.fail(
+                f"target.{key}",
+                "is not allowed: put the secret in an environment variable and name it with workspaceSecretEnv",
+            )
     c.known_keys(raw, TARGET_KEYS, "target.")
     if mode in LEGACY_MODES:
         return Target(

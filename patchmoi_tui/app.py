@@ -58,8 +58,9 @@ class PatchmoiApp(App[None]):
         *(Binding(str(i + 1), f"tab('{t.kind}')", show=False) for i, t in enumerate(TABS)),
     ]
 
-    def __init__(self, client: Client, *, clock: Callable[[], datetime] | None = None,
-                 health_interval: float = 5.0) -> None:
+    def __init__(
+        self, client: Client, *, clock: Callable[[], datetime] | None = None, health_interval: float = 5.0
+    ) -> None:
         super().__init__()
         self.client = client
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -129,7 +130,7 @@ class PatchmoiApp(App[None]):
             return
         spec = TAB_BY_KIND[kind]
         keys = {spec.key(r) for r in fresh}
-        older = [r for r in self.rows[kind][len(fresh):] if spec.key(r) not in keys] if self.rows[kind] else []
+        older = [r for r in self.rows[kind][len(fresh) :] if spec.key(r) not in keys] if self.rows[kind] else []
         self.rows[kind] = (fresh + older)[:MAX_ROWS]
         if len(fresh) < PAGE and not older:
             self.exhausted[kind] = True
@@ -234,8 +235,9 @@ class PatchmoiApp(App[None]):
         parts: list[Text | str] = []
         if sources:
             style = "red" if failing else "green"
-            parts.append(Text(f"● {len(sources)} sources" + (f", {len(failing)} failing" if failing else ""),
-                              style=style))
+            parts.append(
+                Text(f"● {len(sources)} sources" + (f", {len(failing)} failing" if failing else ""), style=style)
+            )
         else:
             parts.append(Text("○ no sources polled", style="bright_black"))
         if self.open_queue is not None:
@@ -254,8 +256,11 @@ class PatchmoiApp(App[None]):
             parts.append(Text(f"filter {self.row_filter.describe()}", style="bold"))
         if self.last_refresh is not None:
             seconds = (self.clock() - self.last_refresh).total_seconds()
-            parts.append(f"updated {relative_time(self.last_refresh.isoformat(), self.clock())}"
-                         if seconds >= 1 else "updated now")
+            parts.append(
+                f"updated {relative_time(self.last_refresh.isoformat(), self.clock())}"
+                if seconds >= 1
+                else "updated now"
+            )
         error = self.last_error or (failing[0].get("lastError") if failing else None)
         if error:
             parts.append(Text(f"last error: {error}", style="red"))
@@ -338,9 +343,11 @@ class PatchmoiApp(App[None]):
         if not event_id:
             self.notify(f"select a row with a flow event to {op}", severity="warning")
             return
-        body = (f"{op.capitalize()} flow event\n{event_id}\n\n" +
-                ("Re-sends the same event to the same backend; a backend that already has it answers duplicate."
-                 if op == "retry" else "Asks the backend (or the local runner) for new runs of this event."))
+        body = f"{op.capitalize()} flow event\n{event_id}\n\n" + (
+            "Re-sends the same event to the same backend; a backend that already has it answers duplicate."
+            if op == "retry"
+            else "Asks the backend (or the local runner) for new runs of this event."
+        )
 
         def done(reason: str | None) -> None:
             if reason is not None:
@@ -372,8 +379,9 @@ class PatchmoiApp(App[None]):
         elif record.get("status") == "skipped":
             self.notify(f"{op}: skipped: {record.get('error')}", severity="warning", timeout=10)
         else:
-            self.notify(f"{op}: {record.get('status')} via {record.get('transport')}; attempt "
-                        f"{attempt.get('status')}", title=op)
+            self.notify(
+                f"{op}: {record.get('status')} via {record.get('transport')}; attempt {attempt.get('status')}", title=op
+            )
 
     async def action_retry(self) -> None:
         await self._confirm_event_action("retry")
@@ -401,8 +409,13 @@ class PatchmoiApp(App[None]):
             if reason is not None:
                 self.run_action_worker("sync", attempt_id, None)
 
-        self.push_screen(ConfirmScreen("Sync?", f"Sync maintenance attempt\n{attempt_id}\n\nRe-reads its runs "
-                                       "and records the outcome if it changed."), done)
+        self.push_screen(
+            ConfirmScreen(
+                "Sync?",
+                f"Sync maintenance attempt\n{attempt_id}\n\nRe-reads its runs and records the outcome if it changed.",
+            ),
+            done,
+        )
 
     async def action_adopt(self) -> None:
         """Adopt the selected attempt's candidate (the attempt of the detail view when one is open)."""
@@ -430,12 +443,18 @@ class PatchmoiApp(App[None]):
         attempt_id = str(attempt.get("id"))
         adoption = attempt.get("adoption")
         if isinstance(adoption, dict):
-            self.notify(f"already adopted at {adoption.get('adoptedAt')} by {adoption.get('by')}",
-                        severity="warning", timeout=10)
+            self.notify(
+                f"already adopted at {adoption.get('adoptedAt')} by {adoption.get('by')}",
+                severity="warning",
+                timeout=10,
+            )
             return
         if attempt.get("status") not in SUCCESS:
-            self.notify(f"attempt is {attempt.get('status')}: only a changed or completed rebuild has a candidate "
-                        "to adopt", severity="warning", timeout=10)
+            self.notify(
+                f"attempt is {attempt.get('status')}: only a changed or completed rebuild has a candidate to adopt",
+                severity="warning",
+                timeout=10,
+            )
             return
         artifacts = rebuild_artifacts(chain, attempt)
         reviewed = review_note(attempt, artifacts) is not None  # the dialog says so: confirming is the review
@@ -444,8 +463,12 @@ class PatchmoiApp(App[None]):
             if reason is not None:
                 self.run_adopt(attempt_id, reason or None, reviewed)
 
-        self.push_screen(ConfirmScreen("Adopt?", adopt_body(attempt, artifacts),
-                                       placeholder="reason (optional, recorded with the adoption)"), done)
+        self.push_screen(
+            ConfirmScreen(
+                "Adopt?", adopt_body(attempt, artifacts), placeholder="reason (optional, recorded with the adoption)"
+            ),
+            done,
+        )
 
     @work(group="actions", exit_on_error=False)
     async def run_adopt(self, attempt_id: str, reason: str | None, reviewed: bool) -> None:
@@ -462,15 +485,24 @@ class PatchmoiApp(App[None]):
             return
         record = (result.get("attempt") or {}).get("adoption") or {}
         patches, retired = record.get("patches") or [], record.get("retired") or []
-        message = (f"{record.get('targetBranch')} {str(record.get('from') or '-')[:12]} → "
-                   f"{str(record.get('to') or '-')[:12]} ({record.get('candidate')}); "
-                   f"{len(patches)} patch branch(es) moved" + (f", {len(retired)} retired" if retired else ""))
+        message = (
+            f"{record.get('targetBranch')} {str(record.get('from') or '-')[:12]} → "
+            f"{str(record.get('to') or '-')[:12]} ({record.get('candidate')}); "
+            f"{len(patches)} patch branch(es) moved" + (f", {len(retired)} retired" if retired else "")
+        )
         if record.get("pushed") is False:
-            self.notify(f"{message}; push to {record.get('pushRemote')} FAILED: {record.get('pushError')}",
-                        title="adopted", severity="warning", timeout=20)
+            self.notify(
+                f"{message}; push to {record.get('pushRemote')} FAILED: {record.get('pushError')}",
+                title="adopted",
+                severity="warning",
+                timeout=20,
+            )
         else:
-            self.notify(message + (f"; pushed to {record['pushRemote']}" if record.get("pushed") else ""),
-                        title="adopted", timeout=10)
+            self.notify(
+                message + (f"; pushed to {record['pushRemote']}" if record.get("pushed") else ""),
+                title="adopted",
+                timeout=10,
+            )
         await self.reload("attempts")
         screen = self.screen
         if isinstance(screen, DetailScreen) and screen.record is not None:
@@ -489,11 +521,13 @@ class PatchmoiApp(App[None]):
             ("Show keys", "every key binding", self.action_help),
         ]
         for spec in TABS:
-            actions.append((f"Go to {spec.title}", f"tab {spec.kind}",
-                            lambda kind=spec.kind: self.action_tab(kind)))  # type: ignore[misc]
+            actions.append((f"Go to {spec.title}", f"tab {spec.kind}", lambda kind=spec.kind: self.action_tab(kind)))  # type: ignore[misc]
         if self.client.read_only:  # read-only refuses these: do not offer them
-            actions = [a for a in actions if a[2] not in (self.action_retry, self.action_replay, self.action_sync,
-                                                          self.action_adopt)]
+            actions = [
+                a
+                for a in actions
+                if a[2] not in (self.action_retry, self.action_replay, self.action_sync, self.action_adopt)
+            ]
         for title, help_text, callback in actions:
             yield SystemCommand(title, help_text, callback)
 

@@ -79,15 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("attempts", "list maintenance attempts (latest state of each), newest first", commands_read.cmd_attempts)
     p.add_argument("--event-id", help="only attempts of this flow event")
     p.add_argument("--status", choices=ATTEMPT_STATUSES, help="only this attempt status")
-    p.add_argument("--open", action="store_true",
-                   help="the open queue: attempts that need a person now (same as --state open)")
-    p.add_argument("--state", choices=STATES,
-                   help="only this derived state: open, ready (to adopt), running, resolved, superseded, adopted, done")
+    p.add_argument(
+        "--open", action="store_true", help="the open queue: attempts that need a person now (same as --state open)"
+    )
+    p.add_argument(
+        "--state",
+        choices=STATES,
+        help="only this derived state: open, ready (to adopt), running, resolved, superseded, adopted, done",
+    )
     p.add_argument("--states", action="store_true", help="show the derived STATE column for every attempt")
     p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
 
-    p = add("show", "show the chain of any record: a flow event, attempt, run or feed signal (SOURCE:ENTRY id)",
-            commands_read.cmd_show)
+    p = add(
+        "show",
+        "show the chain of any record: a flow event, attempt, run or feed signal (SOURCE:ENTRY id)",
+        commands_read.cmd_show,
+    )
     p.add_argument("id", help="a flow event, maintenance attempt, workspace run or feed signal id")
 
     add_ops_commands(sub, _common)
@@ -99,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (env PORT, default 3000)")
     p.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
     p.add_argument("--no-poll", action="store_true", help="serve the API only; do not poll feeds")
-    p.add_argument("--insecure-no-auth", action="store_true",
-                   help="allow a non-loopback bind without PATCH_ADMIN_TOKEN (not recommended)")
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow a non-loopback bind without PATCH_ADMIN_TOKEN (not recommended)",
+    )
 
     p = add("tui", "the live dashboard (local DATA_DIR, or a running server with --url)", cmd_tui)
     p.add_argument("--url", help="a running patchmoi server (remote mode), e.g. http://127.0.0.1:3000")
@@ -109,10 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", metavar="FILE", help="feed-sources.json, for per-source backends on retry")
     p.add_argument("--workspace", metavar="PATH", help="fork checkout for local retries of hand-run events")
 
-    p = sub.add_parser("demo", help="the self-contained live demo (no network, no configuration)",
-                       description="Builds a throwaway upstream repo, a fork with three patch branches and a "
-                       "loopback feed server, starts the service and cuts upstream releases every few seconds "
-                       "(one conflicts), so changed and needs_intervention arrive live. Keys: n next release.")
+    p = sub.add_parser(
+        "demo",
+        help="the self-contained live demo (no network, no configuration)",
+        description="Builds a throwaway upstream repo, a fork with three patch branches and a "
+        "loopback feed server, starts the service and cuts upstream releases every few seconds "
+        "(one conflicts), so changed and needs_intervention arrive live. Keys: n next release.",
+    )
     p.add_argument("--headless", action="store_true", help="no dashboard: print the timeline and check outcomes")
     p.add_argument("--cycles", type=int, help="stop after N releases (default: forever, or 4 with --headless)")
     p.add_argument("--interval", type=float, default=6.0, help="seconds between releases (default 6)")
@@ -147,8 +160,10 @@ def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
         from pathlib import Path
 
         if not Path(settings.data_dir).is_dir():
-            raise NotFoundError(f"data directory {settings.data_dir} does not exist (set DATA_DIR, pass --data-dir, "
-                                "or --url for a running server)")
+            raise NotFoundError(
+                f"data directory {settings.data_dir} does not exist (set DATA_DIR, pass --data-dir, "
+                "or --url for a running server)"
+            )
         workspace = Path(args.workspace).resolve() if args.workspace else None
         client = LocalClient(settings, read_only=args.read_only, workspace=workspace)
     PatchmoiApp(client).run()

@@ -1,6 +1,6 @@
 """Render docs/reference/cli.md from the argument parser, so the reference cannot drift from `--help`.
 
-    python -m patchmoi.tui.clidoc > docs/reference/cli.md
+python -m patchmoi.tui.clidoc > docs/reference/cli.md
 """
 
 from __future__ import annotations

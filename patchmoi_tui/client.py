@@ -39,17 +39,24 @@ class Client(Protocol):
     async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
         """`{"attempt": ...}` as appended with its `adoption`; raises AdoptRefused with the reason when it cannot."""
         ...
+
     async def open_queue(self) -> tuple[int, bool] | None:
         """How many attempts are `open` (need a person now), and whether that count is only a lower bound;
         None when the other side cannot say."""
         ...
+
     async def health(self) -> dict[str, Any]: ...
     def changes(self) -> AsyncIterator[set[str]]: ...
     async def close(self) -> None: ...
 
 
-ROW_KINDS = {"signals": Kind.SIGNALS, "events": Kind.EVENTS, "attempts": Kind.ATTEMPTS,
-             "dispatches": Kind.DISPATCHES, "runs": Kind.RUNS}
+ROW_KINDS = {
+    "signals": Kind.SIGNALS,
+    "events": Kind.EVENTS,
+    "attempts": Kind.ATTEMPTS,
+    "dispatches": Kind.DISPATCHES,
+    "runs": Kind.RUNS,
+}
 TAB_OF_KIND = {**{kind: tab for tab, kind in ROW_KINDS.items()}, Kind.LEGACY_DISPATCHES: "dispatches"}
 
 
@@ -99,17 +106,22 @@ class LocalClient:
 
     async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
         # Adopt runs git (ref moves, worktree updates, maybe a push): off the event loop.
-        attempt = await asyncio.to_thread(adopt, self.store, attempt_id, by=self.actor, reason=reason,
-                                          reviewed=reviewed)
+        attempt = await asyncio.to_thread(
+            adopt, self.store, attempt_id, by=self.actor, reason=reason, reviewed=reviewed
+        )
         return {"attempt": attempt}
 
     async def open_queue(self) -> tuple[int, bool] | None:
         return sum(1 for state in self.states().values() if state == "open"), False
 
     async def health(self) -> dict[str, Any]:
-        return {"sources": feed_health(self.store), "store": self.store.health(), "dispatchQueueDepth": None,
-                "localRunsInFlight": len(self.dispatcher.tasks),
-                "pollerLockHolder": self.store.lease_holder(POLLER_LEASE)}
+        return {
+            "sources": feed_health(self.store),
+            "store": self.store.health(),
+            "dispatchQueueDepth": None,
+            "localRunsInFlight": len(self.dispatcher.tasks),
+            "pollerLockHolder": self.store.lease_holder(POLLER_LEASE),
+        }
 
     async def changes(self) -> AsyncIterator[set[str]]:
         async for batch in self.store.follow(list(TAB_OF_KIND), stop=self._stop):
@@ -133,8 +145,15 @@ def chain_id(kind: str, record: dict[str, Any]) -> str:
 def no_chain(kind: str, record: dict[str, Any]) -> dict[str, Any]:
     """What a detail view shows for a record whose chain cannot be found (a dispatch whose event is gone)."""
     focus = {"signals": "signal", "events": "event", "attempts": "attempt", "runs": "run"}.get(kind, "event")
-    return {"kind": focus, "id": chain_id(kind, record), "event": None, "dispatches": [], "attempts": [],
-            "runs": [], **({"signal": record} if kind == "signals" else {})}
+    return {
+        "kind": focus,
+        "id": chain_id(kind, record),
+        "event": None,
+        "dispatches": [],
+        "attempts": [],
+        "runs": [],
+        **({"signal": record} if kind == "signals" else {}),
+    }
 
 
 class RemoteClient:
@@ -175,8 +194,11 @@ class RemoteClient:
         if resp.status_code >= 400 and resp.status_code != 502:  # the server's error code picks the class
             code = body.get("error") if isinstance(body, dict) else None
             message = body.get("message") if isinstance(body, dict) else None
-            raise from_code(code, f"{resp.request.method} {resp.request.url.path} → {resp.status_code} "
-                                  f"{code or ''} {message or ''}".strip())
+            raise from_code(
+                code,
+                f"{resp.request.method} {resp.request.url.path} → {resp.status_code} "
+                f"{code or ''} {message or ''}".strip(),
+            )
         return body if isinstance(body, dict) else {}
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
@@ -188,6 +210,7 @@ class RemoteClient:
     async def _state_map(self, limit: int, event_id: str | None = None) -> dict[str, str] | None:
         """Attempt id -> derived state, from one `?state=S` query per state but `done` (see the class doc);
         None when the server cannot say (an older server ignores `?state=`, or a query failed)."""
+
         async def one(state: str) -> list[dict[str, Any]]:
             body = await self._get("/maintenance-attempts", {"state": state, "limit": limit, "eventId": event_id})
             return [a for a in body.get("attempts", []) if isinstance(a, dict)]
@@ -205,9 +228,13 @@ class RemoteClient:
         return found
 
     async def _page(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
-        path, key = {"signals": ("/feed-signals", "signals"), "events": ("/flow-events", "events"),
-                     "attempts": ("/maintenance-attempts", "attempts"),
-                     "dispatches": ("/workspace-dispatches", "dispatches"), "runs": ("/workspace-runs", "runs")}[kind]
+        path, key = {
+            "signals": ("/feed-signals", "signals"),
+            "events": ("/flow-events", "events"),
+            "attempts": ("/maintenance-attempts", "attempts"),
+            "dispatches": ("/workspace-dispatches", "dispatches"),
+            "runs": ("/workspace-runs", "runs"),
+        }[kind]
         if before is not None:
             return []  # the API pages by limit only (max 500)
         body = await self._get(path, {"limit": min(limit, 500)})
@@ -244,8 +271,13 @@ class RemoteClient:
         except PatchmoiError:
             runs = []
         attempts = with_states([a for a in attempts if isinstance(a, dict)], await self._state_map(20, event_id))
-        return {**no_chain(kind, record), "event": body.get("event"), "dispatches": body.get("dispatches", []),
-                "attempts": attempts, "runs": runs}
+        return {
+            **no_chain(kind, record),
+            "event": body.get("event"),
+            "dispatches": body.get("dispatches", []),
+            "attempts": attempts,
+            "runs": runs,
+        }
 
     async def _post(self, path: str, reason: str | None) -> dict[str, Any]:
         try:
@@ -268,8 +300,9 @@ class RemoteClient:
         if reason:
             body["reason"] = reason
         try:  # the server moves the refs (and may push) before it answers: a longer timeout than reads
-            resp = await self.http.post(f"/maintenance-attempts/{quote(attempt_id, safe='')}/adopt", json=body,
-                                        timeout=330.0)
+            resp = await self.http.post(
+                f"/maintenance-attempts/{quote(attempt_id, safe='')}/adopt", json=body, timeout=330.0
+            )
         except httpx.HTTPError as exc:
             raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
         if resp.status_code == 409:

@@ -20,8 +20,16 @@ def emit_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def emit_list(as_json: bool, key: str, records: Sequence[Mapping[str, Any]], *, empty: str, headers: tuple[str, ...],
-              widths: tuple[int, ...], row: Callable[[Any], tuple[Any, ...]]) -> int:
+def emit_list(
+    as_json: bool,
+    key: str,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    empty: str,
+    headers: tuple[str, ...],
+    widths: tuple[int, ...],
+    row: Callable[[Any], tuple[Any, ...]],
+) -> int:
     """The shape every list command shares: `{key: [...]}` with --json, else an aligned table."""
     from patchmoi.tui.textfmt import table
 

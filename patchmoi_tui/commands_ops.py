@@ -32,22 +32,34 @@ from patchmoi.tui.textfmt import relative_time, shorten, table
 
 def add_ops_commands(sub: Any, common: Any) -> None:
     def add(name: str, help_text: str, handler: Any, description: str | None = None) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description or help_text,
-                                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        p: argparse.ArgumentParser = sub.add_parser(
+            name,
+            help=help_text,
+            description=description or help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         common(p)
         p.set_defaults(handler=handler)
         return p
 
-    p = add("poll", "poll the feed sources (forever, or one pass with --once)", cmd_poll,
-            "Poll every source in FEED_SOURCES_PATH (or --sources). New entries become feed signals and, for\n"
-            "maintained targets, flow events that are dispatched. --once runs one pass, waits for the\n"
-            "dispatches and notifications it caused, prints a report and exits (1 if a source failed).")
+    p = add(
+        "poll",
+        "poll the feed sources (forever, or one pass with --once)",
+        cmd_poll,
+        "Poll every source in FEED_SOURCES_PATH (or --sources). New entries become feed signals and, for\n"
+        "maintained targets, flow events that are dispatched. --once runs one pass, waits for the\n"
+        "dispatches and notifications it caused, prints a report and exits (1 if a source failed).",
+    )
     p.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
 
-    run = add("run", "build a flow event by hand and dispatch it", _run_usage,
-              "Build a deterministic flow event and dispatch it (to the backend in PATCH_WORKSPACE_BACKEND_URL,\n"
-              "or locally in --workspace). --dry-run shows what would run and writes nothing.")
+    run = add(
+        "run",
+        "build a flow event by hand and dispatch it",
+        _run_usage,
+        "Build a deterministic flow event and dispatch it (to the backend in PATCH_WORKSPACE_BACKEND_URL,\n"
+        "or locally in --workspace). --dry-run shows what would run and writes nothing.",
+    )
     run_sub = run.add_subparsers(dest="run_kind", metavar="KIND")
 
     def add_run(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -75,8 +87,10 @@ def add_ops_commands(sub: Any, common: Any) -> None:
     rp = add_run("event", "an event from a JSON file with string 'id' and 'type': --file FILE")
     rp.add_argument("--file", required=True)
 
-    for name, verb in (("retry", "re-dispatch a flow event to the same backend (idempotent by id)"),
-                       ("replay", "ask the backend for new runs of a stored flow event")):
+    for name, verb in (
+        ("retry", "re-dispatch a flow event to the same backend (idempotent by id)"),
+        ("replay", "ask the backend for new runs of a stored flow event"),
+    ):
         p = add(name, verb, cmd_retry_replay)
         p.add_argument("id", help="flow event id")
         p.add_argument("--reason", help="why (recorded with the dispatch and the attempt)")
@@ -87,26 +101,37 @@ def add_ops_commands(sub: Any, common: Any) -> None:
     p = add("sync", "refresh a maintenance attempt from its runs (backend or local)", cmd_sync)
     p.add_argument("id", help="maintenance attempt id")
 
-    p = add("adopt", "move the fork to a rebuilt candidate (main and the patch branches)", cmd_adopt,
-            "Adopt the candidate of a successful attempt (or of a flow event's newest successful attempt):\n"
-            "the fork's target branch moves to the candidate and every patch branch to its rebuilt commits\n"
-            "(authors and messages kept; the branches then form a stack in application order). Patches that\n"
-            "upstream merged are retired (kept under refs/patchmoi/retired/). Refused, with the reason, when a\n"
-            "branch moved since the rebuild or the checked-out branch has local changes. With [adopt] pushRemote\n"
-            "in .patchmoi.toml the refs are pushed with --force-with-lease. The attempt records who, what, when.\n"
-            "\nexamples:\n  patchmoi attempts --state ready      candidates waiting to be adopted\n"
-            "  patchmoi adopt ATTEMPT_ID --reason 'reviewed the range-diff'")
+    p = add(
+        "adopt",
+        "move the fork to a rebuilt candidate (main and the patch branches)",
+        cmd_adopt,
+        "Adopt the candidate of a successful attempt (or of a flow event's newest successful attempt):\n"
+        "the fork's target branch moves to the candidate and every patch branch to its rebuilt commits\n"
+        "(authors and messages kept; the branches then form a stack in application order). Patches that\n"
+        "upstream merged are retired (kept under refs/patchmoi/retired/). Refused, with the reason, when a\n"
+        "branch moved since the rebuild or the checked-out branch has local changes. With [adopt] pushRemote\n"
+        "in .patchmoi.toml the refs are pushed with --force-with-lease. The attempt records who, what, when.\n"
+        "\nexamples:\n  patchmoi attempts --state ready      candidates waiting to be adopted\n"
+        "  patchmoi adopt ATTEMPT_ID --reason 'reviewed the range-diff'",
+    )
     p.add_argument("id", help="maintenance attempt id, or a flow event id (its newest successful attempt)")
     p.add_argument("--by", help="who adopts (default cli:$USER)")
     p.add_argument("--reason", help="why (recorded with the adoption)")
-    p.add_argument("--reviewed", action="store_true",
-                   help="confirm you reviewed a candidate the rebuild flagged (a conflict command's resolution, a "
-                        "reused resolution, a patch applying again after upstream dropped it)")
+    p.add_argument(
+        "--reviewed",
+        action="store_true",
+        help="confirm you reviewed a candidate the rebuild flagged (a conflict command's resolution, a "
+        "reused resolution, a patch applying again after upstream dropped it)",
+    )
 
-    p = add("gc", "prune rebuild worktrees and old candidate refs that nothing needs any more", cmd_gc,
-            "Remove the rebuild worktrees of adopted, resolved and superseded attempts (never one that is open\n"
-            "or running) and candidate refs beyond the newest [candidate] keep (default 5) of each fork, except\n"
-            "candidates waiting to be adopted. It also runs after every local attempt and adoption.")
+    p = add(
+        "gc",
+        "prune rebuild worktrees and old candidate refs that nothing needs any more",
+        cmd_gc,
+        "Remove the rebuild worktrees of adopted, resolved and superseded attempts (never one that is open\n"
+        "or running) and candidate refs beyond the newest [candidate] keep (default 5) of each fork, except\n"
+        "candidates waiting to be adopted. It also runs after every local attempt and adoption.",
+    )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
 
     p = add("runs", "list workspace runs (local runner), newest first", cmd_runs)
@@ -116,8 +141,9 @@ def add_ops_commands(sub: Any, common: Any) -> None:
 
 
 def _run_usage(args: argparse.Namespace, settings: Settings) -> int:
-    raise UsageError("run needs a KIND: upstream-release, upstream-branch, downstream-release or event "
-                     "(see 'patchmoi run --help')")
+    raise UsageError(
+        "run needs a KIND: upstream-release, upstream-branch, downstream-release or event (see 'patchmoi run --help')"
+    )
 
 
 def _dispatcher(settings: Settings, store: Store, workspace: Path | None) -> Dispatcher:
@@ -170,8 +196,16 @@ async def _poll_once(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json({"sources": data})
     else:
-        rows = [(r["sourceId"], r["status"], r["emitted"], len(r.get("filtered", [])),
-                 shorten(r.get("error") or "; ".join(r.get("warnings", [])), 70)) for r in data]
+        rows = [
+            (
+                r["sourceId"],
+                r["status"],
+                r["emitted"],
+                len(r.get("filtered", [])),
+                shorten(r.get("error") or "; ".join(r.get("warnings", [])), 70),
+            )
+            for r in data
+        ]
         print(table(("SOURCE", "STATUS", "NEW", "FILTERED", "ERROR/WARNING"), rows, (32, 12, 4, 8, 0)))
         for r in data:
             for f in r.get("filtered", []):
@@ -236,8 +270,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         matches: list[dict[str, Any]] = []
         if backend.runs_here and backend.workspace is not None:
-            matches = [{"flow": s.flow, "step": s.name, "runner": s.runner}
-                       for s in matching_steps(backend.workspace, event)]
+            matches = [
+                {"flow": s.flow, "step": s.name, "runner": s.runner} for s in matching_steps(backend.workspace, event)
+            ]
         out = {"event": event, "backend": backend.transport, "matches": matches}
         if args.json:
             emit_json(out)
@@ -254,7 +289,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stored = store.get_event(str(event["id"])) or event
     if args.record_only:
         emit_json({"event": stored, "recorded": recorded}) if args.json else print(
-            f"recorded {stored['id']}" if recorded else f"already stored {stored['id']}")
+            f"recorded {stored['id']}" if recorded else f"already stored {stored['id']}"
+        )
         return EXIT_OK
     configure()
     dispatcher = _dispatcher(settings, store, workspace)
@@ -318,8 +354,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     try:
-        attempt = adopt(store, args.id, by=args.by or default_actor("cli"), reason=args.reason,
-                        reviewed=args.reviewed)
+        attempt = adopt(store, args.id, by=args.by or default_actor("cli"), reason=args.reason, reviewed=args.reviewed)
     except AdoptRefused as exc:
         raise PatchmoiError(f"not adopted: {exc}") from None
     record = attempt["adoption"]
@@ -327,8 +362,10 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
         emit_json({"attempt": attempt})
     else:
         print(f"adopted   {attempt.get('id')}")
-        print(f"{record['targetBranch']:<9} {str(record.get('from') or '-')[:12]} -> {record['to'][:12]} "
-              f"({record['candidate']})")
+        print(
+            f"{record['targetBranch']:<9} {str(record.get('from') or '-')[:12]} -> {record['to'][:12]} "
+            f"({record['candidate']})"
+        )
         for p in record["patches"]:
             print(f"moved     {p['name']} {p['from'][:12]} -> {p['to'][:12]} ({p['commits']} commit(s))")
         for r in record["retired"]:
@@ -336,8 +373,10 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
         for path in record.get("worktreesUpdated") or []:
             print(f"checkout  {path} updated")
         if "pushed" in record:
-            print(f"push      {'ok' if record['pushed'] else 'FAILED'} to {record['pushRemote']}"
-                  + (f": {record['pushError']}" if record.get("pushError") else ""))
+            print(
+                f"push      {'ok' if record['pushed'] else 'FAILED'} to {record['pushRemote']}"
+                + (f": {record['pushError']}" if record.get("pushError") else "")
+            )
     return EXIT_OK if record.get("pushed", True) else EXIT_FAIL
 
 
@@ -361,9 +400,17 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     runs = open_store(settings).list_runs(event_id=args.event_id, status=args.status, limit=args.limit)
     return emit_list(
-        args.json, "runs", runs, empty="no workspace runs", headers=("WHEN", "STATUS", "STEP", "MESSAGE", "ID"),
+        args.json,
+        "runs",
+        runs,
+        empty="no workspace runs",
+        headers=("WHEN", "STATUS", "STEP", "MESSAGE", "ID"),
         widths=(10, 22, 24, 40, 0),
-        row=lambda r: (relative_time(r.get("completedAt") or r.get("createdAt")), glyph(r.get("status")),
-                       f"{r.get('flowName')}/{r.get('stepName')}",
-                       shorten(r.get("error") or (r.get("resultPayload") or {}).get("message") or "", 40), r.get("id")),
+        row=lambda r: (
+            relative_time(r.get("completedAt") or r.get("createdAt")),
+            glyph(r.get("status")),
+            f"{r.get('flowName')}/{r.get('stepName')}",
+            shorten(r.get("error") or (r.get("resultPayload") or {}).get("message") or "", 40),
+            r.get("id"),
+        ),
     )

@@ -19,8 +19,11 @@ from patchmoi.tui.textfmt import table
 
 
 def add_patch_commands(sub: Any, common: Any) -> None:
-    patch = sub.add_parser("patch", help="inspect and rebuild the fork's patch branches",
-                           description="Patch branches (patch/* by default) applied in name order on upstream.")
+    patch = sub.add_parser(
+        "patch",
+        help="inspect and rebuild the fork's patch branches",
+        description="Patch branches (patch/* by default) applied in name order on upstream.",
+    )
     patch.set_defaults(handler=_need_kind)
     psub = patch.add_subparsers(dest="patch_kind", metavar="ACTION")
 
@@ -45,8 +48,11 @@ def add_patch_commands(sub: Any, common: Any) -> None:
     setup = sub.add_parser("setup", help="prepare a fork checkout", description="Prepare a fork checkout.")
     setup.set_defaults(handler=_need_kind)
     ssub = setup.add_subparsers(dest="setup_kind", metavar="WHAT")
-    p = ssub.add_parser("fork", help="check the fork's remotes; --apply adds a missing upstream remote",
-                        description="Check the fork's remotes; --apply adds a missing upstream remote.")
+    p = ssub.add_parser(
+        "fork",
+        help="check the fork's remotes; --apply adds a missing upstream remote",
+        description="Check the fork's remotes; --apply adds a missing upstream remote.",
+    )
     common(p)
     p.add_argument("--repo", help="the fork checkout (env PATCH_MOI_PATCH_REPO, default .)")
     p.add_argument("--upstream-url", help="upstream clone URL (env PATCH_MOI_UPSTREAM_URL)")
@@ -74,9 +80,13 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
         if "upstreamRef" in report:
             print(f"upstream  {report['upstreamRef']} {str(report.get('upstreamSha') or 'missing')[:12]}")
             print(f"target    {report['targetBranch']} {str(report.get('targetSha') or 'missing')[:12]}")
-            print(f"patches   {len(report['patches'])} ({report.get('series')}): " + ", ".join(
-                p["name"] + (f" ({p['commits']} commits)" if (p.get("commits") or 1) > 1 else "")
-                for p in report["patches"]))
+            print(
+                f"patches   {len(report['patches'])} ({report.get('series')}): "
+                + ", ".join(
+                    p["name"] + (f" ({p['commits']} commits)" if (p.get("commits") or 1) > 1 else "")
+                    for p in report["patches"]
+                )
+            )
         print("ready" if report["ready"] else "not ready:")
         for issue in report["issues"]:
             print(f"  - {issue}")
@@ -102,8 +112,10 @@ def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(f"{glyph(result['status'])} {result.get('branch', args.name)} "
-              f"{result.get('error') or result.get('message') or str(result.get('sha', ''))[:12]}")
+        print(
+            f"{glyph(result['status'])} {result.get('branch', args.name)} "
+            f"{result.get('error') or result.get('message') or str(result.get('sha', ''))[:12]}"
+        )
     return EXIT_FAIL if result["status"] in NEEDS_PERSON else EXIT_OK
 
 
@@ -114,7 +126,8 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     kind = "ref" if base.startswith("refs/") else "tag"
     label = base.rsplit("/", 1)[-1] if base.startswith("refs/") else base
     result = Rebuild(repo, Path(settings.data_dir).resolve() / "worktrees", config).run(
-        base, label=label, key=f"manual:{repo}:{base}", kind=kind)
+        base, label=label, key=f"manual:{repo}:{base}", kind=kind
+    )
     if args.json:
         emit_json({k: v for k, v in result.items() if k != "log"})
     else:
@@ -136,8 +149,10 @@ def cmd_setup_fork(args: argparse.Namespace, settings: Settings) -> int:
         emit_json(report)
     else:
         print(f"repo      {report['path']} (branch {report['branch']})")
-        print(f"upstream  {report['upstreamRemote']} {report['upstream'] or 'missing'}"
-              + (" (added)" if report["addedUpstream"] else ""))
+        print(
+            f"upstream  {report['upstreamRemote']} {report['upstream'] or 'missing'}"
+            + (" (added)" if report["addedUpstream"] else "")
+        )
         print("ready" if report["ready"] else "not ready:")
         for issue in report["issues"]:
             print(f"  - {issue}")

@@ -24,7 +24,11 @@ def glyph(status: Any) -> str:
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     events = open_store(settings).list_events(type=args.type, limit=args.limit)
     return emit_list(
-        args.json, "events", events, empty="no flow events", headers=("RECEIVED", "TYPE", "REPO@REF", "ID"),
+        args.json,
+        "events",
+        events,
+        empty="no flow events",
+        headers=("RECEIVED", "TYPE", "REPO@REF", "ID"),
         widths=(10, 24, 40, 0),
         row=lambda e: (relative_time(e.get("receivedAt")), e.get("type"), upstream_label(e), e.get("id")),
     )
@@ -33,11 +37,20 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_dispatches(args: argparse.Namespace, settings: Settings) -> int:
     records = open_store(settings).list_dispatches(event_id=args.event_id, status=args.status, limit=args.limit)
     return emit_list(
-        args.json, "dispatches", records, empty="no dispatch records",
-        headers=("CREATED", "STATUS", "OP", "TRANSPORT", "RUNS/ERROR", "EVENT"), widths=(10, 14, 9, 15, 30, 0),
-        row=lambda r: (relative_time(r.get("createdAt")), glyph(r.get("status")), r.get("operation", "dispatch"),
-                       r.get("transport", "-"), r.get("error") or (",".join(r.get("runIds") or []) or "-"),
-                       r.get("eventId")),
+        args.json,
+        "dispatches",
+        records,
+        empty="no dispatch records",
+        headers=("CREATED", "STATUS", "OP", "TRANSPORT", "RUNS/ERROR", "EVENT"),
+        widths=(10, 14, 9, 15, 30, 0),
+        row=lambda r: (
+            relative_time(r.get("createdAt")),
+            glyph(r.get("status")),
+            r.get("operation", "dispatch"),
+            r.get("transport", "-"),
+            r.get("error") or (",".join(r.get("runIds") or []) or "-"),
+            r.get("eventId"),
+        ),
     )
 
 
@@ -51,16 +64,36 @@ def cmd_attempts(args: argparse.Namespace, settings: Settings) -> int:
     empty = "the open queue is empty: nothing needs a person" if state == "open" else "no maintenance attempts"
     if state or args.states:
         return emit_list(
-            args.json, "attempts", attempts, empty=empty,
-            headers=("UPDATED", "STATE", "STATUS", "UPSTREAM", "OUTCOME", "ID"), widths=(10, 11, 22, 28, 40, 0),
-            row=lambda a: (relative_time(a.get("updatedAt")), a.get("state"), glyph(a.get("status")),
-                           upstream_label(a), shorten(a.get("error") or a.get("message") or "", 40), a.get("id")),
+            args.json,
+            "attempts",
+            attempts,
+            empty=empty,
+            headers=("UPDATED", "STATE", "STATUS", "UPSTREAM", "OUTCOME", "ID"),
+            widths=(10, 11, 22, 28, 40, 0),
+            row=lambda a: (
+                relative_time(a.get("updatedAt")),
+                a.get("state"),
+                glyph(a.get("status")),
+                upstream_label(a),
+                shorten(a.get("error") or a.get("message") or "", 40),
+                a.get("id"),
+            ),
         )
     return emit_list(
-        args.json, "attempts", attempts, empty=empty,
-        headers=("UPDATED", "STATUS", "OP", "UPSTREAM", "OUTCOME", "ID"), widths=(10, 22, 9, 32, 40, 0),
-        row=lambda a: (relative_time(a.get("updatedAt")), glyph(a.get("status")), a.get("operation", "dispatch"),
-                       upstream_label(a), shorten(a.get("error") or a.get("message") or "", 40), a.get("id")),
+        args.json,
+        "attempts",
+        attempts,
+        empty=empty,
+        headers=("UPDATED", "STATUS", "OP", "UPSTREAM", "OUTCOME", "ID"),
+        widths=(10, 22, 9, 32, 40, 0),
+        row=lambda a: (
+            relative_time(a.get("updatedAt")),
+            glyph(a.get("status")),
+            a.get("operation", "dispatch"),
+            upstream_label(a),
+            shorten(a.get("error") or a.get("message") or "", 40),
+            a.get("id"),
+        ),
     )
 
 
@@ -84,8 +117,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print("dispatches   " + ", ".join(f"{glyph(k)} {v}" for k, v in sorted(dcounts.items())))
     queue = summary["openQueue"]
     states = summary["attemptStateCounts"]
-    print(f"open queue   {states.get('open', 0)} need a person" + (
-        f", {states['ready']} ready to adopt" if states.get("ready") else ""))
+    print(
+        f"open queue   {states.get('open', 0)} need a person"
+        + (f", {states['ready']} ready to adopt" if states.get("ready") else "")
+    )
     for a in queue[:5]:
         print(f"  {glyph(a.get('status'))} {upstream_label(a)} {relative_time(a.get('updatedAt'))}  {a.get('id')}")
     if len(queue) > 5:
@@ -124,8 +159,11 @@ def render_detail(found: dict[str, Any]) -> str:
     kind = found["kind"]
     if kind == "signal":
         sig = found["signal"]
-        lines += [f"feed signal  {found['id']}", f"title        {sig.get('title')}",
-                  f"received     {sig.get('receivedAt')} ({relative_time(sig.get('receivedAt'))})"]
+        lines += [
+            f"feed signal  {found['id']}",
+            f"title        {sig.get('title')}",
+            f"received     {sig.get('receivedAt')} ({relative_time(sig.get('receivedAt'))})",
+        ]
         if sig.get("filtered"):
             lines.append(f"filtered     {sig['filtered']}")
         if found["event"] is None:
@@ -134,22 +172,31 @@ def render_detail(found: dict[str, Any]) -> str:
         kind = "event"
     if kind == "event":
         e = found["event"]
-        lines += [f"flow event   {e.get('id')}", f"type         {e.get('type')}",
-                  f"received     {e.get('receivedAt')} ({relative_time(e.get('receivedAt'))})",
-                  "payload      " + json.dumps(e.get("payload"), ensure_ascii=False)[:400]]
+        lines += [
+            f"flow event   {e.get('id')}",
+            f"type         {e.get('type')}",
+            f"received     {e.get('receivedAt')} ({relative_time(e.get('receivedAt'))})",
+            "payload      " + json.dumps(e.get("payload"), ensure_ascii=False)[:400],
+        ]
         lines.append(f"dispatches   {len(found['dispatches'])}")
         for d in found["dispatches"]:
             error = f"  {d['error']}" if d.get("error") else ""
-            lines.append(f"  {relative_time(d.get('createdAt')):>8}  {glyph(d.get('status'))}  "
-                         f"{d.get('operation')} via {d.get('transport')}{error}")
+            lines.append(
+                f"  {relative_time(d.get('createdAt')):>8}  {glyph(d.get('status'))}  "
+                f"{d.get('operation')} via {d.get('transport')}{error}"
+            )
         lines.append(f"attempts     {len(found['attempts'])}")
         for a in found["attempts"]:
             lines.append(f"  {relative_time(a.get('updatedAt')):>8}  {glyph(a.get('status'))}  {a.get('id')}")
     elif kind == "attempt":
         a = found["attempt"]
-        lines += [f"attempt      {a.get('id')}", f"status       {glyph(a.get('status'))}  (state: {a.get('state')})",
-                  f"event        {a.get('eventId')}", f"upstream     {upstream_label(a)}",
-                  f"updated      {a.get('updatedAt')} ({relative_time(a.get('updatedAt'))})"]
+        lines += [
+            f"attempt      {a.get('id')}",
+            f"status       {glyph(a.get('status'))}  (state: {a.get('state')})",
+            f"event        {a.get('eventId')}",
+            f"upstream     {upstream_label(a)}",
+            f"updated      {a.get('updatedAt')} ({relative_time(a.get('updatedAt'))})",
+        ]
         if a.get("message"):
             lines.append(f"message      {a['message']}")
         if a.get("error"):
@@ -160,10 +207,12 @@ def render_detail(found: dict[str, Any]) -> str:
             lines.append(f"adoption     {a['adoptionError']}")
         adoption = a.get("adoption")
         if isinstance(adoption, dict):
-            lines.append(f"adopted      {adoption.get('adoptedAt')} by {adoption.get('by')}: "
-                         f"{adoption.get('targetBranch')} {str(adoption.get('from') or '-')[:12]} → "
-                         f"{str(adoption.get('to'))[:12]}" + (f" (pushed to {adoption['pushRemote']})"
-                                                             if adoption.get("pushed") else ""))
+            lines.append(
+                f"adopted      {adoption.get('adoptedAt')} by {adoption.get('by')}: "
+                f"{adoption.get('targetBranch')} {str(adoption.get('from') or '-')[:12]} → "
+                f"{str(adoption.get('to'))[:12]}"
+                + (f" (pushed to {adoption['pushRemote']})" if adoption.get("pushed") else "")
+            )
             if adoption.get("pushError"):
                 lines.append(f"push failed  {adoption['pushError']}")
             for p in adoption.get("patches") or []:
@@ -177,8 +226,12 @@ def render_detail(found: dict[str, Any]) -> str:
             lines.append(f"next         patchmoi adopt '{a.get('id')}'")
     else:
         r = found["run"]
-        lines += [f"run          {r.get('id')}", f"status       {glyph(r.get('status'))}",
-                  f"event        {r.get('eventId')}", f"step         {r.get('flowName')}/{r.get('stepName')}"]
+        lines += [
+            f"run          {r.get('id')}",
+            f"status       {glyph(r.get('status'))}",
+            f"event        {r.get('eventId')}",
+            f"step         {r.get('flowName')}/{r.get('stepName')}",
+        ]
         result = r.get("resultPayload") or {}
         if result.get("message"):
             lines.append(f"message      {result['message']}")
@@ -215,8 +268,9 @@ def cmd_follow(args: argparse.Namespace, settings: Settings) -> int:
         async for batch in store.follow(from_start=args.from_start):
             for item in batch:
                 if args.json:
-                    sys.stdout.write(json.dumps({"kind": item.kind.value, "record": item.record},
-                                                ensure_ascii=False) + "\n")
+                    sys.stdout.write(
+                        json.dumps({"kind": item.kind.value, "record": item.record}, ensure_ascii=False) + "\n"
+                    )
                 else:
                     rec = item.record
                     label = rec.get("id") or rec.get("eventId") or rec.get("entryId")

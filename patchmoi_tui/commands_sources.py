@@ -32,9 +32,13 @@ the policy's verdict on every entry, so a policy can be tried on history. Nothin
 
 def add_sources_commands(sub: Any, common: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "sources", help="list the upstream sources, or test one live (what the next poll would emit)",
+        "sources",
+        help="list the upstream sources, or test one live (what the next poll would emit)",
         description="The sources in FEED_SOURCES_PATH (or --sources): list them, or test one against its "
-        "live upstream.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "live upstream.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common(p)
     p.add_argument("--sources", metavar="FILE", help="feed-sources.json (env FEED_SOURCES_PATH)")
     p.set_defaults(handler=cmd_sources_list)
@@ -43,26 +47,40 @@ def add_sources_commands(sub: Any, common: Any) -> None:
     def options(sp: argparse.ArgumentParser) -> None:
         """The group's options again, defaulting to nothing: `sources --json test X` and `sources test X
         --json` both work (a sub-parser's own defaults would overwrite the group's values)."""
-        sp.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
-                        help="state directory (env DATA_DIR, default ./data)")
-        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON on stdout instead of text")
-        sp.add_argument("--sources", metavar="FILE", default=argparse.SUPPRESS,
-                        help="feed-sources.json (env FEED_SOURCES_PATH)")
+        sp.add_argument(
+            "--data-dir",
+            metavar="DIR",
+            default=argparse.SUPPRESS,
+            help="state directory (env DATA_DIR, default ./data)",
+        )
+        sp.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout instead of text"
+        )
+        sp.add_argument(
+            "--sources", metavar="FILE", default=argparse.SUPPRESS, help="feed-sources.json (env FEED_SOURCES_PATH)"
+        )
 
-    lp = inner.add_parser("list", help="every source: kind, event, version policy, last poll",
-                          description="Every source in the file: its kind, event, target, `versions` policy, "
-                          "when it was last polled and its last error (from DATA_DIR).")
+    lp = inner.add_parser(
+        "list",
+        help="every source: kind, event, version policy, last poll",
+        description="Every source in the file: its kind, event, target, `versions` policy, "
+        "when it was last polled and its last error (from DATA_DIR).",
+    )
     options(lp)
     lp.set_defaults(handler=cmd_sources_list)
-    tp = inner.add_parser("test", help="read one source now and show which entries the next poll would emit",
-                          description="Read one source live and show, for each entry, what the next poll would "
-                          "do with it and why. Writes nothing.", epilog=EPILOG,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    tp = inner.add_parser(
+        "test",
+        help="read one source now and show which entries the next poll would emit",
+        description="Read one source live and show, for each entry, what the next poll would "
+        "do with it and why. Writes nothing.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     options(tp)
     tp.add_argument("source", metavar="SOURCE", help="the source's id in feed-sources.json")
-    tp.add_argument("--limit", type=int, default=30,
-                    help="show the newest N entries and every new one (default 30; 0 for all)")
+    tp.add_argument(
+        "--limit", type=int, default=30, help="show the newest N entries and every new one (default 30; 0 for all)"
+    )
     tp.set_defaults(handler=cmd_sources_test)
 
 
@@ -95,21 +113,39 @@ def cmd_sources_list(args: argparse.Namespace, settings: Settings) -> int:
     for source in sources:
         st = state.get(source.id) if isinstance(state.get(source.id), dict) else {}
         assert isinstance(st, dict)
-        out.append({"id": source.id, "kind": source.kind, "provider": source.provider, "event": source.event,
-                    "url": redact_url(source.url), "versions": source.versions.raw or None,
-                    "branches": list(source.branches) or None,
-                    "target": source.target.mode if source.target else None,
-                    "lastCheckedAt": st.get("lastCheckedAt"), "lastError": st.get("lastError"),
-                    "newestVersion": st.get("newestVersion")})
+        out.append(
+            {
+                "id": source.id,
+                "kind": source.kind,
+                "provider": source.provider,
+                "event": source.event,
+                "url": redact_url(source.url),
+                "versions": source.versions.raw or None,
+                "branches": list(source.branches) or None,
+                "target": source.target.mode if source.target else None,
+                "lastCheckedAt": st.get("lastCheckedAt"),
+                "lastError": st.get("lastError"),
+                "newestVersion": st.get("newestVersion"),
+            }
+        )
     if args.json:
         emit_json({"sources": [{k: v for k, v in s.items() if v is not None} for s in out]})
         return EXIT_OK
     if not sources:
         print(f"no sources in {settings.feed_sources_path}")
         return EXIT_OK
-    rows = [(s["id"], s["kind"], s["event"], s["target"] or "record", policy_text(src),
-             relative_time(s["lastCheckedAt"]) if s["lastCheckedAt"] else "never",
-             shorten(s["lastError"] or "", 40)) for s, src in zip(out, sources, strict=True)]
+    rows = [
+        (
+            s["id"],
+            s["kind"],
+            s["event"],
+            s["target"] or "record",
+            policy_text(src),
+            relative_time(s["lastCheckedAt"]) if s["lastCheckedAt"] else "never",
+            shorten(s["lastError"] or "", 40),
+        )
+        for s, src in zip(out, sources, strict=True)
+    ]
     print(table(("SOURCE", "KIND", "EVENT", "TARGET", "VERSIONS", "CHECKED", "ERROR"), rows, (32, 5, 7, 14, 40, 9, 0)))
     return EXIT_OK
 
@@ -143,8 +179,11 @@ def cmd_sources_test(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAIL
     data = preview.to_dict()
     # the newest N, and every entry the next poll takes (a backport can stand deep in a git remote's tags)
-    rows = preview.rows if args.limit <= 0 else [
-        r for i, r in enumerate(preview.rows) if i < args.limit or r.state in ("new", "capped")]
+    rows = (
+        preview.rows
+        if args.limit <= 0
+        else [r for i, r in enumerate(preview.rows) if i < args.limit or r.state in ("new", "capped")]
+    )
     if args.json:
         data["entries"] = [r.to_dict() for r in rows]
         emit_json(data)
@@ -152,12 +191,27 @@ def cmd_sources_test(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{source.id}: {source.kind} {source.event} source, {redact_url(source.url)}")
     print(f"versions: {policy_text(source)} (scheme {source.versions.scheme})")
     if preview.priming:
-        print("never polled: the first poll records these entries as history"
-              + ("" if source.prime_only else " and emits the newest (primeOnly is false)"))
-    print(table(("NEXT POLL", "POLICY", "TAG", "VERSION", "PUBLISHED", "WHY NOT"),
-                [(r.outcome, "take" if r.decision.selected else "turn down", r.decision.tag or "-",
-                  r.decision.version or "-", r.published_at[:16], r.decision.reason or "") for r in rows],
-                (9, 9, 32, 20, 16, 0)))
+        print(
+            "never polled: the first poll records these entries as history"
+            + ("" if source.prime_only else " and emits the newest (primeOnly is false)")
+        )
+    print(
+        table(
+            ("NEXT POLL", "POLICY", "TAG", "VERSION", "PUBLISHED", "WHY NOT"),
+            [
+                (
+                    r.outcome,
+                    "take" if r.decision.selected else "turn down",
+                    r.decision.tag or "-",
+                    r.decision.version or "-",
+                    r.published_at[:16],
+                    r.decision.reason or "",
+                )
+                for r in rows
+            ],
+            (9, 9, 32, 20, 16, 0),
+        )
+    )
     if len(rows) < len(preview.rows):
         print(f"... {len(preview.rows) - len(rows)} older entries (--limit 0 shows all)")
     for title in preview.signals:

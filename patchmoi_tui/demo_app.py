@@ -32,8 +32,12 @@ class DemoApp(PatchmoiApp):
         await self.refresh_health()
         assert self.demo.driver is not None
         await self.demo.driver.run(self.cycles)
-        self.notify("demo cycles done; press q to quit" if self.demo.driver.ok else
-                    "demo: an outcome differed from the story; see the Attempts tab", title="demo")
+        self.notify(
+            "demo cycles done; press q to quit"
+            if self.demo.driver.ok
+            else "demo: an outcome differed from the story; see the Attempts tab",
+            title="demo",
+        )
 
     def action_next_release(self) -> None:
         if self.demo.driver is not None:

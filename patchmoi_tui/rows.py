@@ -13,24 +13,60 @@ from rich.text import Text
 from patchmoi.tui.textfmt import relative_time, shorten
 
 GLYPHS = {
-    "started": "…", "dispatched": "→", "completed": "✓", "changed": "✚", "skipped": "·",
-    "needs_intervention": "!", "blocked": "⊘", "failed": "✗", "queued": "…", "running": "▶",
-    "push": "↑", "release": "◆", "filtered": "·", "dist-tag": "⇄",
+    "started": "…",
+    "dispatched": "→",
+    "completed": "✓",
+    "changed": "✚",
+    "skipped": "·",
+    "needs_intervention": "!",
+    "blocked": "⊘",
+    "failed": "✗",
+    "queued": "…",
+    "running": "▶",
+    "push": "↑",
+    "release": "◆",
+    "filtered": "·",
+    "dist-tag": "⇄",
 }
 # ANSI names, so the 16-colour palette and both dark and light themes keep them readable.
 COLOURS = {
-    "changed": "green", "completed": "green", "dispatched": "blue", "started": "cyan", "queued": "cyan",
-    "running": "cyan", "skipped": "bright_black", "needs_intervention": "bold yellow", "blocked": "magenta",
-    "failed": "bold red", "push": "cyan", "release": "green", "filtered": "bright_black", "dist-tag": "blue",
+    "changed": "green",
+    "completed": "green",
+    "dispatched": "blue",
+    "started": "cyan",
+    "queued": "cyan",
+    "running": "cyan",
+    "skipped": "bright_black",
+    "needs_intervention": "bold yellow",
+    "blocked": "magenta",
+    "failed": "bold red",
+    "push": "cyan",
+    "release": "green",
+    "filtered": "bright_black",
+    "dist-tag": "blue",
 }
 
 
 # Derived attempt states (core.attempt_states). `open` (needs a person now) stands out like needs_intervention;
 # what nobody has to look at any more is dimmed.
-STATE_GLYPHS = {"open": "!", "ready": "✚", "running": "▶", "resolved": "✓", "superseded": "·", "adopted": "◆",
-                "done": "·"}
-STATE_COLOURS = {"open": "bold yellow", "ready": "bold green", "running": "cyan", "resolved": "bright_black",
-                 "superseded": "bright_black", "adopted": "green", "done": "bright_black"}
+STATE_GLYPHS = {
+    "open": "!",
+    "ready": "✚",
+    "running": "▶",
+    "resolved": "✓",
+    "superseded": "·",
+    "adopted": "◆",
+    "done": "·",
+}
+STATE_COLOURS = {
+    "open": "bold yellow",
+    "ready": "bold green",
+    "running": "cyan",
+    "resolved": "bright_black",
+    "superseded": "bright_black",
+    "adopted": "green",
+    "done": "bright_black",
+}
 
 
 def status_text(status: Any) -> Text:
@@ -86,8 +122,14 @@ def _signal_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     # a release the source's `versions` policy turned down, or an npm dist-tag move: not work, and says so
     kind = "filtered" if r.get("filtered") else "dist-tag" if raw.get("signal") == "dist-tag" else r.get("event")
     title = f"{r.get('title')} ({r['filtered']})" if r.get("filtered") else r.get("title")
-    return (age(r, now, "receivedAt", "publishedAt"), status_text(kind), repo.get("fullName", "-"),
-            shorten(ref, 28), shorten(title, 40), r.get("sourceId"))
+    return (
+        age(r, now, "receivedAt", "publishedAt"),
+        status_text(kind),
+        repo.get("fullName", "-"),
+        shorten(ref, 28),
+        shorten(title, 40),
+        r.get("sourceId"),
+    )
 
 
 def _event_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
@@ -96,37 +138,78 @@ def _event_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
 
 def _attempt_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     outcome = r.get("error") or r.get("message") or ""
-    return (age(r, now, "updatedAt", "createdAt"), state_text(r.get("state")), status_text(r.get("status")),
-            r.get("operation", "dispatch"), shorten(upstream_label(r), 32), shorten(outcome, 48), r.get("id"))
+    return (
+        age(r, now, "updatedAt", "createdAt"),
+        state_text(r.get("state")),
+        status_text(r.get("status")),
+        r.get("operation", "dispatch"),
+        shorten(upstream_label(r), 32),
+        shorten(outcome, 48),
+        r.get("id"),
+    )
 
 
 def _dispatch_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     detail = r.get("error") or ",".join(r.get("runIds") or []) or "-"
-    return (age(r, now, "createdAt"), status_text(r.get("status")), r.get("operation", "dispatch"),
-            r.get("transport", "-"), shorten(detail, 40), r.get("eventId"))
+    return (
+        age(r, now, "createdAt"),
+        status_text(r.get("status")),
+        r.get("operation", "dispatch"),
+        r.get("transport", "-"),
+        shorten(detail, 40),
+        r.get("eventId"),
+    )
 
 
 def _run_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     payload = r.get("resultPayload") if isinstance(r.get("resultPayload"), dict) else {}
     assert isinstance(payload, dict)
     message = r.get("error") or payload.get("message") or ""
-    return (age(r, now, "completedAt", "startedAt", "createdAt"), status_text(r.get("status")),
-            f"{r.get('flowName')}/{r.get('stepName')}", shorten(message, 48), r.get("id"))
+    return (
+        age(r, now, "completedAt", "startedAt", "createdAt"),
+        status_text(r.get("status")),
+        f"{r.get('flowName')}/{r.get('stepName')}",
+        shorten(message, 48),
+        r.get("id"),
+    )
 
 
 TABS: tuple[TabSpec, ...] = (
-    TabSpec("signals", "Upstream", (("AGE", 9), ("EVENT", 10), ("REPO", 24), ("REF", 20), ("TITLE", 30),
-                                    ("SOURCE", 0)), _signal_cells,
-            lambda r: f"{r.get('sourceId')}:{r.get('entryId')}"),
-    TabSpec("events", "Events", (("AGE", 9), ("TYPE", 22), ("UPSTREAM", 30), ("ID", 0)), _event_cells,
-            lambda r: str(r.get("id"))),
-    TabSpec("attempts", "Attempts", (("AGE", 9), ("STATE", 12), ("STATUS", 20), ("OP", 8), ("UPSTREAM", 26),
-                                     ("OUTCOME", 36), ("ID", 0)), _attempt_cells, lambda r: str(r.get("id"))),
-    TabSpec("dispatches", "Dispatches", (("AGE", 9), ("STATUS", 12), ("OP", 8), ("TRANSPORT", 14),
-                                         ("RUNS/ERROR", 30), ("EVENT", 0)), _dispatch_cells,
-            lambda r: f"{r.get('eventId')}@{r.get('createdAt')}@{r.get('_cursor', '')}"),
-    TabSpec("runs", "Runs", (("AGE", 9), ("STATUS", 20), ("STEP", 22), ("MESSAGE", 36), ("ID", 0)), _run_cells,
-            lambda r: str(r.get("id"))),
+    TabSpec(
+        "signals",
+        "Upstream",
+        (("AGE", 9), ("EVENT", 10), ("REPO", 24), ("REF", 20), ("TITLE", 30), ("SOURCE", 0)),
+        _signal_cells,
+        lambda r: f"{r.get('sourceId')}:{r.get('entryId')}",
+    ),
+    TabSpec(
+        "events",
+        "Events",
+        (("AGE", 9), ("TYPE", 22), ("UPSTREAM", 30), ("ID", 0)),
+        _event_cells,
+        lambda r: str(r.get("id")),
+    ),
+    TabSpec(
+        "attempts",
+        "Attempts",
+        (("AGE", 9), ("STATE", 12), ("STATUS", 20), ("OP", 8), ("UPSTREAM", 26), ("OUTCOME", 36), ("ID", 0)),
+        _attempt_cells,
+        lambda r: str(r.get("id")),
+    ),
+    TabSpec(
+        "dispatches",
+        "Dispatches",
+        (("AGE", 9), ("STATUS", 12), ("OP", 8), ("TRANSPORT", 14), ("RUNS/ERROR", 30), ("EVENT", 0)),
+        _dispatch_cells,
+        lambda r: f"{r.get('eventId')}@{r.get('createdAt')}@{r.get('_cursor', '')}",
+    ),
+    TabSpec(
+        "runs",
+        "Runs",
+        (("AGE", 9), ("STATUS", 20), ("STEP", 22), ("MESSAGE", 36), ("ID", 0)),
+        _run_cells,
+        lambda r: str(r.get("id")),
+    ),
 )
 TAB_BY_KIND = {t.kind: t for t in TABS}
 

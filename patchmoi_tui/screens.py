@@ -39,8 +39,9 @@ class ConfirmScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, body: str | Text,
-                 placeholder: str = "reason (optional, recorded with the dispatch)") -> None:
+    def __init__(
+        self, title: str, body: str | Text, placeholder: str = "reason (optional, recorded with the dispatch)"
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.body = body
@@ -78,8 +79,10 @@ class FilterScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("Filter rows", id="dialog-title")
-            yield Static("repo:acme  status:failed  state:open  type:upstream.release  source:id  or free "
-                         "text; empty clears", id="dialog-body")
+            yield Static(
+                "repo:acme  status:failed  state:open  type:upstream.release  source:id  or free text; empty clears",
+                id="dialog-body",
+            )
             yield Input(value=self.current, placeholder="filter", id="filter")
 
     def on_mount(self) -> None:
@@ -153,8 +156,11 @@ def adopt_body(attempt: dict[str, Any], artifacts: dict[str, Any]) -> Text:
         if series and artifacts.get("seriesMode", "branches") == "branches":
             moved = sum(1 for p in series if any(c.get("rebuilt") for c in p.get("commits") or []))
             retired = len(series) - moved
-            t.append(f"  {moved} patch branch(es) move to their rebuilt commits"
-                     + (f", {retired} retired" if retired else "") + "\n")
+            t.append(
+                f"  {moved} patch branch(es) move to their rebuilt commits"
+                + (f", {retired} retired" if retired else "")
+                + "\n"
+            )
         where = str(artifacts.get("workspace") or "-")
         t.append(f"  in {where if len(where) <= 64 else '…' + where[-63:]}\n", style="bright_black")
     else:
@@ -172,8 +178,11 @@ class DetailScreen(Screen[None]):
     """The chain around one record, as text a person can scroll. The app's action keys (r, R, s, a) act on
     the record it was opened from (`kind`, `record`); `a` adopts `attempt`."""
 
-    BINDINGS = [Binding("escape,q", "back", "Back"), Binding("j,down", "scroll_down", show=False),
-                Binding("k,up", "scroll_up", show=False)]
+    BINDINGS = [
+        Binding("escape,q", "back", "Back"),
+        Binding("j,down", "scroll_down", show=False),
+        Binding("k,up", "scroll_up", show=False),
+    ]
 
     def __init__(self, chain: dict[str, Any], *, kind: str = "", record: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -222,16 +231,22 @@ def render_adoption(t: Text, adoption: dict[str, Any]) -> None:
     if adoption.get("reviewed"):
         t.append(" (reviewed)", style="green")
     t.append("\n")
-    t.append(f"    {adoption.get('targetBranch')} {str(adoption.get('from') or '-')[:12]} → "
-             f"{str(adoption.get('to') or '-')[:12]}  ({adoption.get('candidate')})\n")
+    t.append(
+        f"    {adoption.get('targetBranch')} {str(adoption.get('from') or '-')[:12]} → "
+        f"{str(adoption.get('to') or '-')[:12]}  ({adoption.get('candidate')})\n"
+    )
     if adoption.get("reason"):
         t.append(f"    reason: {adoption['reason']}\n", style="italic")
     for patch in adoption.get("patches") or []:
-        t.append(f"    moved   {patch.get('name')} {str(patch.get('from') or '-')[:12]} → "
-                 f"{str(patch.get('to') or '-')[:12]} ({patch.get('commits')} commit(s))\n")
+        t.append(
+            f"    moved   {patch.get('name')} {str(patch.get('from') or '-')[:12]} → "
+            f"{str(patch.get('to') or '-')[:12]} ({patch.get('commits')} commit(s))\n"
+        )
     for retired in adoption.get("retired") or []:
-        t.append(f"    retired {retired.get('name')} ({retired.get('why')}); old tip kept at {retired.get('ref')}\n",
-                 style="bright_black")
+        t.append(
+            f"    retired {retired.get('name')} ({retired.get('why')}); old tip kept at {retired.get('ref')}\n",
+            style="bright_black",
+        )
     for path in adoption.get("worktreesUpdated") or []:
         t.append(f"    checkout {path} updated\n", style="bright_black")
     if "pushed" in adoption:
@@ -285,8 +300,11 @@ def render_chain(chain: dict[str, Any]) -> Text:
         if a.get("error") and a.get("error") != a.get("message"):
             t.append(f"  {a['error']}\n", style="red")
         for ref in a.get("candidateRefs") or []:
-            t.append(f"  candidate {ref.get('ref')} {str(ref.get('sha') or '')[:12]}"
-                     f"{' (pushed)' if ref.get('pushed') else ''}\n", style="green")
+            t.append(
+                f"  candidate {ref.get('ref')} {str(ref.get('sha') or '')[:12]}"
+                f"{' (pushed)' if ref.get('pushed') else ''}\n",
+                style="green",
+            )
         if a.get("adoptionError"):
             t.append(f"  adoption: {a['adoptionError']}\n", style="yellow")
         adoption = a.get("adoption")

@@ -41,8 +41,9 @@ HEALTH = ("GET", "HEAD")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message or code)
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
@@ -124,8 +125,13 @@ class Api:
         except Exception as exc:  # never a bare 500; the log has the traceback
             log_event("http.error", path=path, exc=exc)
             response = error(500, "internal_error", "unexpected server error; see the server log")
-        log_event("http.request", method=request.method, path=path, status=response.status_code,
-                  durationMs=round((time.perf_counter() - started) * 1000, 1))
+        log_event(
+            "http.request",
+            method=request.method,
+            path=path,
+            status=response.status_code,
+            durationMs=round((time.perf_counter() - started) * 1000, 1),
+        )
         return response
 
     async def dispatch(self, request: Request, path: str) -> Response:
@@ -135,9 +141,14 @@ class Api:
             _method(request, HEALTH)
             return PlainTextResponse("ok\n")
         routes: dict[str, Handler] = {
-            "flow-events": Api.events, "workspace-dispatches": Api.dispatches, "flow-dispatches": Api.dispatches,
-            "maintenance-attempts": Api.attempts, "workspace-runs": Api.workspace_runs,
-            "workspace-events": Api.workspace_events, "readyz": Api.ready, "openapi.json": Api.openapi,
+            "flow-events": Api.events,
+            "workspace-dispatches": Api.dispatches,
+            "flow-dispatches": Api.dispatches,
+            "maintenance-attempts": Api.attempts,
+            "workspace-runs": Api.workspace_runs,
+            "workspace-events": Api.workspace_events,
+            "readyz": Api.ready,
+            "openapi.json": Api.openapi,
             "feed-signals": Api.signals,
         }
         handler = routes.get(head)
@@ -174,8 +185,9 @@ class Api:
             return await self._chain(request, event_id)
         if len(rest) == 1:
             _method(request, GET)
-            return json_response({"event": event,
-                                  "dispatches": self.store.list_dispatches(event_id=event_id, limit=q.get("limit"))})
+            return json_response(
+                {"event": event, "dispatches": self.store.list_dispatches(event_id=event_id, limit=q.get("limit"))}
+            )
         _method(request, POST)
         reason = await _reason(request)
         dispatcher = self.service.dispatcher
@@ -211,19 +223,35 @@ class Api:
             return error(404, "not_found")
         _method(request, GET)
         q = request.query_params
-        return json_response({"dispatches": self.store.list_dispatches(
-            event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit"))})
+        return json_response(
+            {
+                "dispatches": self.store.list_dispatches(
+                    event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")
+                )
+            }
+        )
 
     async def attempts(self, request: Request, rest: list[str]) -> Response:
         q = request.query_params
         if not rest:
             _method(request, GET)
             if q.get("state"):  # derived states (open queue, ...): each attempt carries its `state`
-                return json_response({"attempts": self.store.list_attempts_in_state(
-                    q["state"], event_id=q.get("eventId") or None, status=q.get("status") or None,
-                    limit=q.get("limit"))})
-            return raw_list("attempts", self.store.list_attempts_raw(
-                event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")))
+                return json_response(
+                    {
+                        "attempts": self.store.list_attempts_in_state(
+                            q["state"],
+                            event_id=q.get("eventId") or None,
+                            status=q.get("status") or None,
+                            limit=q.get("limit"),
+                        )
+                    }
+                )
+            return raw_list(
+                "attempts",
+                self.store.list_attempts_raw(
+                    event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")
+                ),
+            )
         if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("sync", "adopt", "chain")) or not rest[0]:
             return error(404, "not_found")
         attempt = self.store.get_attempt(rest[0])
@@ -240,8 +268,13 @@ class Api:
         if rest[1] == "adopt":
             by = body.get("by") if isinstance(body.get("by"), str) and body["by"].strip() else "api"
             adopted = await asyncio.to_thread(  # AdoptRefused is a 409 by the error table
-                adopt, self.store, rest[0], by=str(by)[:200], reason=_text(body.get("reason")),
-                reviewed=body.get("reviewed") is True)
+                adopt,
+                self.store,
+                rest[0],
+                by=str(by)[:200],
+                reason=_text(body.get("reason")),
+                reviewed=body.get("reviewed") is True,
+            )
             return json_response({"attempt": adopted})
         return json_response({"attempt": await self.service.dispatcher.sync(rest[0])}, 202)
 
@@ -250,8 +283,9 @@ class Api:
         _method(request, GET)
         q = request.query_params
         if not rest:
-            return json_response(await self.service.workspace_runs(q.get("eventId") or None, q.get("status") or None,
-                                                                    q.get("limit")))
+            return json_response(
+                await self.service.workspace_runs(q.get("eventId") or None, q.get("status") or None, q.get("limit"))
+            )
         run = await self.service.workspace_run(rest[0])
         if run is None:
             return error(404, "workspace_run_not_found")
@@ -344,8 +378,9 @@ def create_app(settings: Settings, *, poll: bool = True, service: Service | None
 
     # Api catches everything a handler raises; these handlers cover what is left (Starlette's own HTTPException,
     # a failure outside a handler), which Starlette would otherwise answer in plain text.
-    app = Starlette(routes=[], lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_exception, Exception: _internal_error})
+    app = Starlette(
+        routes=[], lifespan=lifespan, exception_handlers={HTTPException: _http_exception, Exception: _internal_error}
+    )
     # Every request goes to `endpoint` (the router's default): a path pattern would not match every raw path
     # (a `%0A` in an id, say) and would answer with a non-JSON error.
     app.router.default = endpoint
@@ -354,21 +389,32 @@ def create_app(settings: Settings, *, poll: bool = True, service: Service | None
 
 def _without_body(send: Send) -> Send:
     """HEAD: the GET answer's status and headers (its Content-Length included), no body bytes."""
+
     async def send_head(message: Message) -> None:
         if message["type"] == "http.response.body":
             message = {**message, "body": b""}
         await send(message)
+
     return send_head
 
 
-HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-              413: "payload_too_large"}
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 async def _http_exception(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), exc.detail,
-                 dict(exc.headers) if exc.headers else None)
+    return error(
+        exc.status_code,
+        HTTP_CODES.get(exc.status_code, "http_error"),
+        exc.detail,
+        dict(exc.headers) if exc.headers else None,
+    )
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -21,15 +21,28 @@ def _ok(description: str, key: str | None = None, status: str = "200") -> dict[s
     return {status: {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
-LIMIT = {"name": "limit", "in": "query", "required": False, "description": "1..500, default 50",
-         "schema": {"type": "string"}}
-COMMON_ERRORS = {"401": _error("missing or wrong admin token"), "400": _error("invalid query parameter"),
-                 "405": _error("method not allowed (the `Allow` header lists the allowed ones)")}
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "1..500, default 50",
+    "schema": {"type": "string"},
+}
+COMMON_ERRORS = {
+    "401": _error("missing or wrong admin token"),
+    "400": _error("invalid query parameter"),
+    "405": _error("method not allowed (the `Allow` header lists the allowed ones)"),
+}
 
 
 def _id(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": "percent-encode ':' and '/'",
-            "schema": {"type": "string", "minLength": 1}}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": "percent-encode ':' and '/'",
+        "schema": {"type": "string", "minLength": 1},
+    }
 
 
 def _q(name: str, enum: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -40,94 +53,232 @@ def _q(name: str, enum: tuple[str, ...] | None = None) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    reason_body = {"required": False, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"reason": {"type": "string", "maxLength": 500}}}}}}
+    reason_body = {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 500}}}
+            }
+        },
+    }
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "liveness (no auth)", "security": [], "responses": {
-            "200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
-                     "head": {"summary": "liveness, no body (no auth)", "security": [],
-                              "responses": {"200": {"description": "ok"}}}},
-        "/readyz": {"get": {"summary": "poller state per source, queue depth, store health",
-                            "responses": {**_ok("health"), **COMMON_ERRORS}}},
+        "/healthz": {
+            "get": {
+                "summary": "liveness (no auth)",
+                "security": [],
+                "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            },
+            "head": {
+                "summary": "liveness, no body (no auth)",
+                "security": [],
+                "responses": {"200": {"description": "ok"}},
+            },
+        },
+        "/readyz": {
+            "get": {
+                "summary": "poller state per source, queue depth, store health",
+                "responses": {**_ok("health"), **COMMON_ERRORS},
+            }
+        },
         "/openapi.json": {"get": {"summary": "this document", "responses": {**_ok("OpenAPI"), **COMMON_ERRORS}}},
-        "/feed-signals": {"get": {"summary": "feed signals (every new upstream entry), newest first",
-                                  "parameters": [_q("sourceId"), LIMIT],
-                                  "responses": {**_ok("signals", "signals"), **COMMON_ERRORS}}},
-        "/flow-events": {"get": {"summary": "flow events, newest first", "parameters": [_q("type"), LIMIT],
-                                 "responses": {**_ok("events", "events"), **COMMON_ERRORS}}},
-        "/flow-events/{id}": {"get": {"summary": "one flow event and its dispatches", "parameters": [_id("id"), LIMIT],
-                                      "responses": {**_ok("event", "event"), "404": _error("unknown id"),
-                                                    **COMMON_ERRORS}}},
-        "/workspace-dispatches": {"get": {"summary": "dispatch records (legacy file first)", "parameters": [
-            _q("eventId"), _q("status", DISPATCH_STATUSES), LIMIT],
-            "responses": {**_ok("dispatches", "dispatches"), **COMMON_ERRORS}}},
-        "/flow-dispatches": {"get": {"summary": "alias of /workspace-dispatches", "parameters": [
-            _q("eventId"), _q("status", DISPATCH_STATUSES), LIMIT],
-            "responses": {**_ok("dispatches", "dispatches"), **COMMON_ERRORS}}},
-        "/maintenance-attempts": {"get": {"summary": "latest state of each attempt; with `state`, only attempts in "
-                                          "that derived state (open = the operator queue), each with its `state`",
-                                          "parameters": [_q("eventId"), _q("status", ATTEMPT_STATUSES),
-                                                         _q("state", STATES), LIMIT],
-            "responses": {**_ok("attempts", "attempts"), **COMMON_ERRORS}}},
-        "/maintenance-attempts/{id}": {"get": {"summary": "one attempt, with its derived `state`",
-                                               "parameters": [_id("id")], "responses": {
-            **_ok("attempt", "attempt"), "404": _error("unknown id"), **COMMON_ERRORS}}},
-        "/workspace-runs": {"get": {"summary": "runs (local runner, or proxied backend)", "parameters": [
-            _q("eventId"), _q("status"), LIMIT], "responses": {**_ok("runs", "runs"), "502": _error("backend"),
-                                                                **COMMON_ERRORS}}},
-        "/workspace-runs/{id}": {"get": {"summary": "one run", "parameters": [_id("id")], "responses": {
-            **_ok("run", "run"), "404": _error("unknown run"), "502": _error("backend"), **COMMON_ERRORS}}},
-        "/workspace-events": {"get": {"summary": "events as the workspace sees them", "parameters": [
-            _q("type"), LIMIT], "responses": {**_ok("events", "events"), "502": _error("backend"), **COMMON_ERRORS}}},
-        "/workspace-events/{id}": {"get": {"summary": "one workspace event", "parameters": [_id("id")], "responses": {
-            **_ok("event", "event"), "404": _error("unknown event"), "502": _error("backend"), **COMMON_ERRORS}}},
+        "/feed-signals": {
+            "get": {
+                "summary": "feed signals (every new upstream entry), newest first",
+                "parameters": [_q("sourceId"), LIMIT],
+                "responses": {**_ok("signals", "signals"), **COMMON_ERRORS},
+            }
+        },
+        "/flow-events": {
+            "get": {
+                "summary": "flow events, newest first",
+                "parameters": [_q("type"), LIMIT],
+                "responses": {**_ok("events", "events"), **COMMON_ERRORS},
+            }
+        },
+        "/flow-events/{id}": {
+            "get": {
+                "summary": "one flow event and its dispatches",
+                "parameters": [_id("id"), LIMIT],
+                "responses": {**_ok("event", "event"), "404": _error("unknown id"), **COMMON_ERRORS},
+            }
+        },
+        "/workspace-dispatches": {
+            "get": {
+                "summary": "dispatch records (legacy file first)",
+                "parameters": [_q("eventId"), _q("status", DISPATCH_STATUSES), LIMIT],
+                "responses": {**_ok("dispatches", "dispatches"), **COMMON_ERRORS},
+            }
+        },
+        "/flow-dispatches": {
+            "get": {
+                "summary": "alias of /workspace-dispatches",
+                "parameters": [_q("eventId"), _q("status", DISPATCH_STATUSES), LIMIT],
+                "responses": {**_ok("dispatches", "dispatches"), **COMMON_ERRORS},
+            }
+        },
+        "/maintenance-attempts": {
+            "get": {
+                "summary": "latest state of each attempt; with `state`, only attempts in "
+                "that derived state (open = the operator queue), each with its `state`",
+                "parameters": [_q("eventId"), _q("status", ATTEMPT_STATUSES), _q("state", STATES), LIMIT],
+                "responses": {**_ok("attempts", "attempts"), **COMMON_ERRORS},
+            }
+        },
+        "/maintenance-attempts/{id}": {
+            "get": {
+                "summary": "one attempt, with its derived `state`",
+                "parameters": [_id("id")],
+                "responses": {**_ok("attempt", "attempt"), "404": _error("unknown id"), **COMMON_ERRORS},
+            }
+        },
+        "/workspace-runs": {
+            "get": {
+                "summary": "runs (local runner, or proxied backend)",
+                "parameters": [_q("eventId"), _q("status"), LIMIT],
+                "responses": {**_ok("runs", "runs"), "502": _error("backend"), **COMMON_ERRORS},
+            }
+        },
+        "/workspace-runs/{id}": {
+            "get": {
+                "summary": "one run",
+                "parameters": [_id("id")],
+                "responses": {
+                    **_ok("run", "run"),
+                    "404": _error("unknown run"),
+                    "502": _error("backend"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/workspace-events": {
+            "get": {
+                "summary": "events as the workspace sees them",
+                "parameters": [_q("type"), LIMIT],
+                "responses": {**_ok("events", "events"), "502": _error("backend"), **COMMON_ERRORS},
+            }
+        },
+        "/workspace-events/{id}": {
+            "get": {
+                "summary": "one workspace event",
+                "parameters": [_id("id")],
+                "responses": {
+                    **_ok("event", "event"),
+                    "404": _error("unknown event"),
+                    "502": _error("backend"),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
     }
     for op in ("retry", "replay"):
-        paths[f"/flow-events/{{id}}/{op}"] = {"post": {
-            "summary": f"{op} a stored flow event (same backend as its source)", "parameters": [_id("id")],
-            "requestBody": reason_body,
-            "responses": {**_ok("dispatched", "record", "202"), "502": _error("dispatch failed"),
-                          "404": _error("unknown id"), "413": _error("body too large"), **COMMON_ERRORS}}}
-    paths["/maintenance-attempts/{id}/sync"] = {"post": {
-        "summary": "refresh an attempt from its runs", "parameters": [_id("id")],
-        "responses": {**_ok("synced", "attempt", "202"), "404": _error("unknown id"), "502": _error("backend"),
-                      "413": _error("body too large"), **COMMON_ERRORS}}}
-    chain_schema = {"type": "object", "required": ["kind", "id", "event", "dispatches", "attempts", "runs"],
-                    "properties": {"kind": {"enum": ["event", "attempt", "run", "signal"]}, "id": {"type": "string"},
-                                   "event": {"type": ["object", "null"]}, "dispatches": {"type": "array"},
-                                   "attempts": {"type": "array", "description": "each with its derived `state`"},
-                                   "runs": {"type": "array"}}}
-    for path, what in (("/flow-events/{id}/chain", "flow event"), ("/maintenance-attempts/{id}/chain", "attempt"),
-                       ("/feed-signals/{id}/chain", "feed signal (`sourceId:entryId`)")):
-        paths[path] = {"get": {
-            "summary": f"the {what} with its chain: flow event, dispatches, attempts (with `state`) and runs "
-                       "(an attempt's own runs for an attempt), the record asked for under its kind",
+        paths[f"/flow-events/{{id}}/{op}"] = {
+            "post": {
+                "summary": f"{op} a stored flow event (same backend as its source)",
+                "parameters": [_id("id")],
+                "requestBody": reason_body,
+                "responses": {
+                    **_ok("dispatched", "record", "202"),
+                    "502": _error("dispatch failed"),
+                    "404": _error("unknown id"),
+                    "413": _error("body too large"),
+                    **COMMON_ERRORS,
+                },
+            }
+        }
+    paths["/maintenance-attempts/{id}/sync"] = {
+        "post": {
+            "summary": "refresh an attempt from its runs",
             "parameters": [_id("id")],
-            "responses": {"200": {"description": "chain", "content": {"application/json": {"schema": chain_schema}}},
-                          "404": _error("unknown id"), **COMMON_ERRORS}}}
-    adopt_body = {"required": False, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"by": {"type": "string", "maxLength": 200},
-                                         "reason": {"type": "string", "maxLength": 500},
-                                         "reviewed": {"type": "boolean"}}}}}}
-    paths["/maintenance-attempts/{id}/adopt"] = {"post": {
-        "summary": "adopt the attempt's candidate: move the target branch and the patch branches to the rebuild "
-                   "(`reviewed: true` is needed when the rebuild flags it for review)",
-        "parameters": [_id("id")], "requestBody": adopt_body,
-        "responses": {**_ok("adopted", "attempt"), "404": _error("unknown id"),
-                      "409": _error("refused: a branch moved, local changes, needs review, already adopted"),
-                      "413": _error("body too large"), **COMMON_ERRORS}}}
+            "responses": {
+                **_ok("synced", "attempt", "202"),
+                "404": _error("unknown id"),
+                "502": _error("backend"),
+                "413": _error("body too large"),
+                **COMMON_ERRORS,
+            },
+        }
+    }
+    chain_schema = {
+        "type": "object",
+        "required": ["kind", "id", "event", "dispatches", "attempts", "runs"],
+        "properties": {
+            "kind": {"enum": ["event", "attempt", "run", "signal"]},
+            "id": {"type": "string"},
+            "event": {"type": ["object", "null"]},
+            "dispatches": {"type": "array"},
+            "attempts": {"type": "array", "description": "each with its derived `state`"},
+            "runs": {"type": "array"},
+        },
+    }
+    for path, what in (
+        ("/flow-events/{id}/chain", "flow event"),
+        ("/maintenance-attempts/{id}/chain", "attempt"),
+        ("/feed-signals/{id}/chain", "feed signal (`sourceId:entryId`)"),
+    ):
+        paths[path] = {
+            "get": {
+                "summary": f"the {what} with its chain: flow event, dispatches, attempts (with `state`) and runs "
+                "(an attempt's own runs for an attempt), the record asked for under its kind",
+                "parameters": [_id("id")],
+                "responses": {
+                    "200": {"description": "chain", "content": {"application/json": {"schema": chain_schema}}},
+                    "404": _error("unknown id"),
+                    **COMMON_ERRORS,
+                },
+            }
+        }
+    adopt_body = {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "by": {"type": "string", "maxLength": 200},
+                        "reason": {"type": "string", "maxLength": 500},
+                        "reviewed": {"type": "boolean"},
+                    },
+                }
+            }
+        },
+    }
+    paths["/maintenance-attempts/{id}/adopt"] = {
+        "post": {
+            "summary": "adopt the attempt's candidate: move the target branch and the patch branches to the rebuild "
+            "(`reviewed: true` is needed when the rebuild flags it for review)",
+            "parameters": [_id("id")],
+            "requestBody": adopt_body,
+            "responses": {
+                **_ok("adopted", "attempt"),
+                "404": _error("unknown id"),
+                "409": _error("refused: a branch moved, local changes, needs review, already adopted"),
+                "413": _error("body too large"),
+                **COMMON_ERRORS,
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "patchmoi", "version": __version__,
-                 "description": "Upstream intake, dispatch and maintenance attempts. Errors are JSON "
-                                "`{\"error\": code, \"message\"?: text}`. HEAD is answered wherever GET is (no "
-                                "body); OPTIONS is 204 with `Allow` (token needed, as for every route but /healthz); "
-                                "every 405 carries `Allow`."},
+        "info": {
+            "title": "patchmoi",
+            "version": __version__,
+            "description": "Upstream intake, dispatch and maintenance attempts. Errors are JSON "
+            '`{"error": code, "message"?: text}`. HEAD is answered wherever GET is (no '
+            "body); OPTIONS is 204 with `Allow` (token needed, as for every route but /healthz); "
+            "every 405 carries `Allow`.",
+        },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
-                                "header": {"type": "apiKey", "in": "header", "name": "X-Patch-Admin-Token"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"],
-                                  "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "header": {"type": "apiKey", "in": "header", "name": "X-Patch-Admin-Token"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
         },
         "security": [{"bearer": []}, {"header": []}],
         "paths": paths,

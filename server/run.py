@@ -94,8 +94,9 @@ class PatchmoiH11Protocol(H11Protocol):
         partial = bool(self.conn.trailing_data[0])
         log_event("http.header_timeout", client=_peer(self.client), partial=partial, seconds=self.header_timeout)
         if partial and self.conn.our_state is h11.IDLE:
-            self._send_json_error(408, "request_timeout",
-                                  f"the request line and headers must arrive within {self.header_timeout:g} s")
+            self._send_json_error(
+                408, "request_timeout", f"the request line and headers must arrive within {self.header_timeout:g} s"
+            )
         else:
             self.transport.close()
 
@@ -119,8 +120,12 @@ class PatchmoiH11Protocol(H11Protocol):
 
     def _send_json_error(self, status: int, code: str, message: str) -> None:
         body = json.dumps({"error": code, "message": message}).encode()
-        headers = [*self.server_state.default_headers, (b"content-type", b"application/json; charset=utf-8"),
-                   (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        headers = [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         try:
             out = self.conn.send(h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]))
             out = (out or b"") + (self.conn.send(h11.Data(data=body)) or b"")
@@ -145,11 +150,15 @@ def protocol_class(header_timeout: float) -> type[PatchmoiH11Protocol]:
     return Protocol
 
 
-def uvicorn_config(app: Any, host: str, port: int, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                   **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(
+    app: Any, host: str, port: int, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT, **overrides: Any
+) -> uvicorn.Config:
     """The uvicorn settings `serve` uses (tests run an in-process server from the same function)."""
     options: dict[str, Any] = {
-        "access_log": False, "log_level": "warning", "lifespan": "on", "timeout_graceful_shutdown": 15,
+        "access_log": False,
+        "log_level": "warning",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 15,
         "http": protocol_class(header_timeout),
         "ws": "none",  # no WebSocket routes: an Upgrade request is an ordinary request (and gets a JSON answer)
         **overrides,
@@ -157,8 +166,9 @@ def uvicorn_config(app: Any, host: str, port: int, *, header_timeout: float = DE
     return uvicorn.Config(app, host=host, port=port, **options)
 
 
-def serve(settings: Settings, *, poll: bool = True, insecure_no_auth: bool = False,
-          header_timeout: float | None = None) -> int:
+def serve(
+    settings: Settings, *, poll: bool = True, insecure_no_auth: bool = False, header_timeout: float | None = None
+) -> int:
     if not is_loopback(settings.host) and not settings.admin_token and not insecure_no_auth:
         raise UsageError(
             f"refusing to serve on {settings.host} without PATCH_ADMIN_TOKEN: anyone who can reach it could "
@@ -167,8 +177,13 @@ def serve(settings: Settings, *, poll: bool = True, insecure_no_auth: bool = Fal
     timeout = header_timeout_from_env() if header_timeout is None else header_timeout
     configure()
     app = create_app(settings, poll=poll)
-    log_event("server.listening", host=settings.host, port=settings.port, auth=bool(settings.admin_token),
-              headerTimeout=timeout)
+    log_event(
+        "server.listening",
+        host=settings.host,
+        port=settings.port,
+        auth=bool(settings.admin_token),
+        headerTimeout=timeout,
+    )
     print(f"patchmoi serving on http://{settings.host}:{settings.port} (data {settings.data_dir})", file=sys.stderr)
     uvicorn.Server(uvicorn_config(app, settings.host, settings.port, header_timeout=timeout)).run()
     return 0

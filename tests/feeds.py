@@ -9,8 +9,9 @@ SHA1 = "0123456789abcdef0123456789abcdef01234567"
 SHA2 = "89abcdef0123456789abcdef0123456789abcdef"
 
 
-def atom_releases(tags: list[str], repo: str = "openai/codex", repo_id: str = "965415649",
-                  titles: dict[str, str] | None = None) -> bytes:
+def atom_releases(
+    tags: list[str], repo: str = "openai/codex", repo_id: str = "965415649", titles: dict[str, str] | None = None
+) -> bytes:
     """Newest first, as GitHub's releases.atom."""
     entries = []
     for i, tag in enumerate(tags):
@@ -34,14 +35,17 @@ def atom_releases(tags: list[str], repo: str = "openai/codex", repo_id: str = "9
 
 
 def atom_commits(shas: list[str], repo: str = "openai/codex", branch: str = "main") -> bytes:
-    entries = "".join(f"""
+    entries = "".join(
+        f"""
   <entry>
     <id>tag:github.com,2008:Grit::Commit/{sha}</id>
     <link type="text/html" rel="alternate" href="https://github.com/{repo}/commit/{sha}"/>
     <title>commit {sha[:7]}</title>
     <updated>2026-05-{20 - i:02d}T10:00:00Z</updated>
     <author><name>dev</name></author>
-  </entry>""" for i, sha in enumerate(shas))
+  </entry>"""
+        for i, sha in enumerate(shas)
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"><id>tag:github.com,2008:/{repo}/commits/{branch}</id>
 <title>Recent Commits to {repo}:{branch}</title><updated>2026-05-20T10:00:00Z</updated>{entries}
@@ -49,26 +53,43 @@ def atom_commits(shas: list[str], repo: str = "openai/codex", branch: str = "mai
 
 
 def rss_items(items: list[tuple[str, str]]) -> bytes:
-    body = "".join(f"""
+    body = "".join(
+        f"""
     <item><guid>{guid}</guid><title>{title}</title><link>https://codeberg.org/f/f/releases/tag/{title}</link>
-      <author>alice</author><pubDate>Tue, 13 May 2026 10:00:00 +0000</pubDate></item>""" for guid, title in items)
+      <author>alice</author><pubDate>Tue, 13 May 2026 10:00:00 +0000</pubDate></item>"""
+        for guid, title in items
+    )
     return f"""<?xml version="1.0"?><rss version="2.0"><channel><title>Releases</title>
     <link>https://codeberg.org/f/f</link><description>d</description>{body}</channel></rss>""".encode()
 
 
 def npm_packument(name: str, versions: dict[str, str], latest: str | None = None) -> bytes:
-    doc: dict[str, Any] = {"name": name, "time": {"created": "2026-01-01T00:00:00.000Z",
-                                                   "modified": "2026-05-20T00:00:00.000Z", **versions}}
+    doc: dict[str, Any] = {
+        "name": name,
+        "time": {"created": "2026-01-01T00:00:00.000Z", "modified": "2026-05-20T00:00:00.000Z", **versions},
+    }
     if latest:
         doc["dist-tags"] = {"latest": latest}
     return json.dumps(doc).encode()
 
 
-def source(sid: str, url: str, *, event: str = "release", provider: str = "github", target: Any = None,
-           prime_only: bool | None = None, repo: str = "openai/codex", branch: str | None = "main") -> dict[str, Any]:
+def source(
+    sid: str,
+    url: str,
+    *,
+    event: str = "release",
+    provider: str = "github",
+    target: Any = None,
+    prime_only: bool | None = None,
+    repo: str = "openai/codex",
+    branch: str | None = "main",
+) -> dict[str, Any]:
     owner, name = repo.split("/") if "/" in repo else (repo, repo)
     src: dict[str, Any] = {
-        "id": sid, "provider": provider, "url": url, "event": event,
+        "id": sid,
+        "provider": provider,
+        "url": url,
+        "event": event,
         "repo": {"owner": owner, "name": name, "fullName": repo, "webUrl": f"https://github.com/{repo}"},
     }
     if branch:
@@ -80,20 +101,30 @@ def source(sid: str, url: str, *, event: str = "release", provider: str = "githu
     return src
 
 
-def atom_entry(entry_id: str, title: str | None = None, *, updated: str = "2026-05-01T10:00:00Z",
-               link: str | None = None, author: str = "release-bot") -> str:
+def atom_entry(
+    entry_id: str,
+    title: str | None = None,
+    *,
+    updated: str = "2026-05-01T10:00:00Z",
+    link: str | None = None,
+    author: str = "release-bot",
+) -> str:
     """One Atom entry; the arguments go in as they are (already escaped), so a test can put anything there."""
     href = link if link is not None else f"https://github.com/openai/codex/releases/tag/{entry_id}"
-    return (f"<entry><id>{entry_id}</id><title>{title if title is not None else entry_id}</title>"
-            f'<updated>{updated}</updated><link rel="alternate" href="{href}"/>'
-            f"<author><name>{author}</name></author></entry>")
+    return (
+        f"<entry><id>{entry_id}</id><title>{title if title is not None else entry_id}</title>"
+        f'<updated>{updated}</updated><link rel="alternate" href="{href}"/>'
+        f"<author><name>{author}</name></author></entry>"
+    )
 
 
 def atom_feed(entries: list[str], *, encoding: str = "UTF-8") -> str:
     """An Atom document (text; encode it as the test needs) from `atom_entry` strings, newest first."""
-    return (f'<?xml version="1.0" encoding="{encoding}"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
-            f"<id>tag:example,2026:feed</id><title>Releases</title><updated>2026-05-20T10:00:00Z</updated>"
-            f"{''.join(entries)}</feed>\n")
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<id>tag:example,2026:feed</id><title>Releases</title><updated>2026-05-20T10:00:00Z</updated>"
+        f"{''.join(entries)}</feed>\n"
+    )
 
 
 def npm_raw(name: str, time_members: list[str], dist_tags: str = "", extra: str = "") -> bytes:

@@ -81,8 +81,13 @@ class LoopbackServer:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 split = urlsplit(self.path)
-                req = Request(self.command, split.path, parse_qs(split.query),
-                              {k.lower(): v for k, v in self.headers.items()}, body)
+                req = Request(
+                    self.command,
+                    split.path,
+                    parse_qs(split.query),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
                 with server._lock:
                     server.requests.append(req)
                 handler = server.routes.get(split.path)
@@ -101,7 +106,7 @@ class LoopbackServer:
                 if reply.drip_every is not None:
                     for i in range(len(reply.body)):
                         try:
-                            self.wfile.write(reply.body[i:i + 1])
+                            self.wfile.write(reply.body[i : i + 1])
                             self.wfile.flush()
                         except OSError:
                             return
@@ -195,16 +200,29 @@ class FakeBackend:
         self.posts += 1
         event = req.json()
         if event["id"] in self.events:
-            return Reply.json({"status": "duplicate", "eventId": event["id"],
-                               "runIds": self.events[event["id"]]["runIds"], "matched": 0, "idempotent": True}, 202)
+            return Reply.json(
+                {
+                    "status": "duplicate",
+                    "eventId": event["id"],
+                    "runIds": self.events[event["id"]]["runIds"],
+                    "matched": 0,
+                    "idempotent": True,
+                },
+                202,
+            )
         run_id = f"run-{len(self.runs) + 1}"
-        self.runs[run_id] = {"id": run_id, "eventId": event["id"], "status": "queued", "flowName": "fork",
-                             "stepName": "release-cycle"}
+        self.runs[run_id] = {
+            "id": run_id,
+            "eventId": event["id"],
+            "status": "queued",
+            "flowName": "fork",
+            "stepName": "release-cycle",
+        }
         self.events[event["id"]] = {**event, "runIds": [run_id]}
         return Reply.json({"status": "accepted", "eventId": event["id"], "runIds": [run_id], "matched": 1}, 202)
 
     def _event_item(self, req: Request) -> Reply:
-        rest = req.path[len(self.prefix) + len("/events/"):]
+        rest = req.path[len(self.prefix) + len("/events/") :]
         if rest.endswith("/replay") and req.method == "POST":
             event_id = unquote(rest[: -len("/replay")])
             if not self._check(req):
@@ -229,7 +247,7 @@ class FakeBackend:
         return Reply.json({"runs": runs})
 
     def _run_item(self, req: Request) -> Reply:
-        run_id = unquote(req.path[len(self.prefix) + len("/runs/"):])
+        run_id = unquote(req.path[len(self.prefix) + len("/runs/") :])
         if run_id not in self.runs:
             return Reply.json({"error": "Unknown run"}, 404)
         return Reply.json({"run": self.runs[run_id]})

@@ -23,13 +23,21 @@ SECRET = "TOPSECRET-7f3a9c-never-leak"
 
 def corpus(secret_path: Path, url: str) -> list[tuple[str, Reply | None, str, str]]:
     """(id, reply or handler, expected status, text expected in the error/warning)."""
-    bomb = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
-        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'.encode() for i in range(10)
-    ) + b']><rss version="2.0"><channel><item><title>&lol9;</title></item></channel></rss>'
-    xxe = (f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY xxe SYSTEM "file://{secret_path}">]>'
-           '<rss version="2.0"><channel><item><guid>x</guid><title>&xxe;</title></item></channel></rss>').encode()
-    param = (f'<?xml version="1.0"?><!DOCTYPE r SYSTEM "file://{secret_path}">'
-             '<rss version="2.0"><channel><item><guid>g1</guid><title>ok</title></item></channel></rss>').encode()
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + b"".join(
+            f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i else "&lol;" * 10}">'.encode() for i in range(10)
+        )
+        + b']><rss version="2.0"><channel><item><title>&lol9;</title></item></channel></rss>'
+    )
+    xxe = (
+        f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY xxe SYSTEM "file://{secret_path}">]>'
+        '<rss version="2.0"><channel><item><guid>x</guid><title>&xxe;</title></item></channel></rss>'
+    ).encode()
+    param = (
+        f'<?xml version="1.0"?><!DOCTYPE r SYSTEM "file://{secret_path}">'
+        '<rss version="2.0"><channel><item><guid>g1</guid><title>ok</title></item></channel></rss>'
+    ).encode()
     gz_bomb = gzip.compress(b"<" + b"a" * (30 * 1024 * 1024), compresslevel=9)
     deflate_bomb = zlib.compress(b" " * (30 * 1024 * 1024), 9)
     atom = atom_releases(["v2", "v1"])
@@ -38,13 +46,20 @@ def corpus(secret_path: Path, url: str) -> list[tuple[str, Reply | None, str, st
       <entry><id>real-1</id><title>v1</title><updated>2026-05-01T00:00:00Z</updated></entry></feed>"""
     bad_dates = atom.replace(b"2026-05-20T10:00:00Z</updated>\n    <link", b"yesterday-ish</updated>\n    <link")
     dupes = atom.replace(b"Repository/965415649/v1<", b"Repository/965415649/v2<")
-    many = (b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>' + b"".join(
-        f"<entry><id>e{i}</id><title>v{i}</title><updated>2026-05-01T00:00:00Z</updated></entry>".encode()
-        for i in range(20000, 0, -1)) + b"</feed>")
+    many = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        + b"".join(
+            f"<entry><id>e{i}</id><title>v{i}</title><updated>2026-05-01T00:00:00Z</updated></entry>".encode()
+            for i in range(20000, 0, -1)
+        )
+        + b"</feed>"
+    )
     redirect_port = free_port()
     utf16 = atom_feed([atom_entry("v1")], encoding="UTF-16")
-    entity16 = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY x "y">]><rss version="2.0"><channel>'
-                "<item><guid>g</guid><title>&x;</title></item></channel></rss>")
+    entity16 = (
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY x "y">]><rss version="2.0"><channel>'
+        "<item><guid>g</guid><title>&x;</title></item></channel></rss>"
+    )
     # issue 11: one odd entry costs that entry, not the source
     year_zero = atom_feed([atom_entry("v2"), atom_entry("v1", updated="0000-01-01T00:00:00Z")]).encode()
     surrogate_title = atom_feed([atom_entry("v2"), atom_entry("v1", "&#xD800;")]).encode()
@@ -64,10 +79,21 @@ def corpus(secret_path: Path, url: str) -> list[tuple[str, Reply | None, str, st
         ("redirect-file", Reply(302, headers={"location": f"file://{secret_path}"}), "error", "non-http(s)"),
         ("redirect-ftp", Reply(301, headers={"location": "ftp://example.invalid/x"}), "error", "non-http(s)"),
         ("redirect-ok", Reply(301, headers={"location": "/good.atom"}), "primed", ""),
-        ("redirect-closed-port", Reply(302, headers={"location": f"http://127.0.0.1:{redirect_port}/x"}), "error",
-         "request failed"),
-        ("html", Reply(body=b"<!DOCTYPE html><html><head><title>Sign in</title></head></html>",
-                       headers={"content-type": "text/html"}), "error", "HTML page"),
+        (
+            "redirect-closed-port",
+            Reply(302, headers={"location": f"http://127.0.0.1:{redirect_port}/x"}),
+            "error",
+            "request failed",
+        ),
+        (
+            "html",
+            Reply(
+                body=b"<!DOCTYPE html><html><head><title>Sign in</title></head></html>",
+                headers={"content-type": "text/html"},
+            ),
+            "error",
+            "HTML page",
+        ),
         ("html-no-doctype", Reply(body=b"<html><body>maintenance</body></html>"), "error", "HTML page"),
         ("empty-200", Reply(body=b""), "error", "empty response body"),
         ("whitespace-200", Reply(body=b"\n\n   \n"), "error", "empty response body"),
@@ -92,14 +118,24 @@ def corpus(secret_path: Path, url: str) -> list[tuple[str, Reply | None, str, st
         ("surrogate-title", Reply(body=surrogate_title), "primed", "skipped entry 'v1'"),
         ("npm-lone-surrogate", Reply(body=npm_surrogate), "primed", "skipped entry 'npm:x:\\ud800'"),
         ("npm-5000-digits", Reply(body=npm_big), "primed", "more than 4300 digits"),
-        ("utf16-le-bom", Reply(body=b"\xff\xfe" + utf16.encode("utf-16-le"),
-                               headers={"content-type": "application/atom+xml; charset=utf-8"}), "primed", ""),
-        ("utf16-be-bom", Reply(body=b"\xfe\xff" + utf16.encode("utf-16-be"),
-                               headers={"content-type": "text/xml"}), "primed", ""),
+        (
+            "utf16-le-bom",
+            Reply(
+                body=b"\xff\xfe" + utf16.encode("utf-16-le"),
+                headers={"content-type": "application/atom+xml; charset=utf-8"},
+            ),
+            "primed",
+            "",
+        ),
+        (
+            "utf16-be-bom",
+            Reply(body=b"\xfe\xff" + utf16.encode("utf-16-be"), headers={"content-type": "text/xml"}),
+            "primed",
+            "",
+        ),
         ("utf16-entities", Reply(body=entity16.encode("utf-16")), "error", "declares XML entities"),
         ("304-unconditional", Reply(304), "error", "304 Not Modified to an unconditional request"),
     ]
-
 
 
 def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:
@@ -122,11 +158,21 @@ def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:
     sources_path = tmp_path / "feed-sources.json"
     sources_path.write_text(json.dumps({"sources": sources}))
     data = tmp_path / "data"
-    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(data), "FEED_SOURCES_PATH": str(sources_path),
-           "PATCHMOI_FETCH_DEADLINE": "8"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATA_DIR": str(data),
+        "FEED_SOURCES_PATH": str(sources_path),
+        "PATCHMOI_FETCH_DEADLINE": "8",
+    }
     t0 = time.monotonic()
-    out = subprocess.run([PYTHON, "-m", "patchmoi", "poll", "--once", "--json"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [PYTHON, "-m", "patchmoi", "poll", "--once", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert out.returncode == 1, out.stderr  # some sources failed
@@ -146,12 +192,21 @@ def test_bad_feed_corpus(tmp_path: Path, server: LoopbackServer) -> None:
     # errors are recorded where an operator sees them (feed-state.json) and secrets never leak
     state = json.loads((data / "feed-state.json").read_text())
     assert "returned 404" in state["404"]["lastError"]
-    everything = out.stdout + out.stderr + "".join(
-        p.read_text(errors="replace") for p in data.rglob("*") if p.is_file() and p.suffix != ".sqlite")
+    everything = (
+        out.stdout
+        + out.stderr
+        + "".join(p.read_text(errors="replace") for p in data.rglob("*") if p.is_file() and p.suffix != ".sqlite")
+    )
     assert SECRET not in everything
     # the host that said 429 is left alone on the next pass
-    out2 = subprocess.run([PYTHON, "-m", "patchmoi", "poll", "--once", "--json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    out2 = subprocess.run(
+        [PYTHON, "-m", "patchmoi", "poll", "--once", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     second = {r["sourceId"]: r for r in json.loads(out2.stdout)["sources"]}
     assert "Retry-After" in second["429"]["error"] and "not fetched" in second["429"]["error"]
     assert len(server.hits("/429")) == 1

@@ -56,8 +56,13 @@ def test_the_chain_from_any_id(store: Store) -> None:
 
 
 def test_show_prints_the_chain_of_a_signal(store: Store) -> None:
-    out = subprocess.run([PYTHON, "-m", "patchmoi", "show", SIGNAL, "--data-dir", str(store.data_dir)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PYTHON, "-m", "patchmoi", "show", SIGNAL, "--data-dir", str(store.data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"feed signal  {SIGNAL}\n") and f"flow event   {EID}" in out.stdout
 
@@ -66,9 +71,11 @@ def test_the_api_serves_the_chain(store: Store) -> None:
     settings = Settings.from_env({"DATA_DIR": str(store.data_dir), "PATCH_ADMIN_TOKEN": TOKEN})
     with TestClient(create_app(settings, poll=False)) as http:
         h = {"authorization": f"Bearer {TOKEN}"}
-        for path, kind in ((f"/flow-events/{quote(EID, safe='')}/chain", "event"),
-                           (f"/maintenance-attempts/{quote(AID, safe='')}/chain", "attempt"),
-                           (f"/feed-signals/{quote(SIGNAL, safe='')}/chain", "signal")):
+        for path, kind in (
+            (f"/flow-events/{quote(EID, safe='')}/chain", "event"),
+            (f"/maintenance-attempts/{quote(AID, safe='')}/chain", "attempt"),
+            (f"/feed-signals/{quote(SIGNAL, safe='')}/chain", "signal"),
+        ):
             resp = http.get(path, headers=h)
             assert resp.status_code == 200, resp.text
             body = resp.json()
@@ -78,8 +85,9 @@ def test_the_api_serves_the_chain(store: Store) -> None:
         assert http.get("/feed-signals/nope/chain", headers=h).status_code == 404
         assert http.get(f"/flow-events/{quote(EID, safe='')}/chain").status_code == 401
         assert http.post(f"/flow-events/{quote(EID, safe='')}/chain", headers=h).status_code == 405
-    assert {"/flow-events/{id}/chain", "/maintenance-attempts/{id}/chain",
-            "/feed-signals/{id}/chain"} <= set(openapi_document()["paths"])
+    assert {"/flow-events/{id}/chain", "/maintenance-attempts/{id}/chain", "/feed-signals/{id}/chain"} <= set(
+        openapi_document()["paths"]
+    )
 
 
 async def test_remote_detail_is_one_chain_request(store: Store) -> None:

@@ -10,26 +10,64 @@ from .conftest import PYTHON, ROOT
 
 
 def patchmoi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def seed(data_dir: Path) -> None:
     store = Store(data_dir)
     eid = "patch:upstream.release:acme/widget:v1.2.0"
-    store.record_event({"id": eid, "type": "upstream.release", "source": "patch",
-                        "receivedAt": "2026-11-21T10:00:00.000Z", "payload": {"repo": "acme/widget", "tag": "v1.2.0"}})
-    store.append(Kind.DISPATCHES, {"eventId": eid, "eventType": "upstream.release", "operation": "dispatch",
-                             "target": "local", "transport": "local", "status": "dispatched",
-                             "createdAt": "2026-11-21T10:00:01.000Z", "runIds": ["run-1"]})
-    store.append(Kind.DISPATCHES, {"eventId": eid, "eventType": "upstream.release", "operation": "replay",
-                             "target": "workspace-backend", "transport": "workspace-http", "status": "failed",
-                             "error": "backend down", "createdAt": "2026-11-21T10:05:00.000Z"})
-    store.append(Kind.ATTEMPTS, {"id": f"{eid}:dispatch:1", "eventId": eid, "status": "changed",
-                                 "operation": "dispatch",
-                           "upstreamRepo": "acme/widget", "upstreamTag": "v1.2.0", "message": "candidate ready",
-                           "updatedAt": "2026-11-21T10:00:02.000Z", "workspaceRunIds": ["run-1"],
-                           "candidateRefs": [{"kind": "branch", "ref": "refs/heads/candidate/v1.2.0", "sha": "abc"}]})
+    store.record_event(
+        {
+            "id": eid,
+            "type": "upstream.release",
+            "source": "patch",
+            "receivedAt": "2026-11-21T10:00:00.000Z",
+            "payload": {"repo": "acme/widget", "tag": "v1.2.0"},
+        }
+    )
+    store.append(
+        Kind.DISPATCHES,
+        {
+            "eventId": eid,
+            "eventType": "upstream.release",
+            "operation": "dispatch",
+            "target": "local",
+            "transport": "local",
+            "status": "dispatched",
+            "createdAt": "2026-11-21T10:00:01.000Z",
+            "runIds": ["run-1"],
+        },
+    )
+    store.append(
+        Kind.DISPATCHES,
+        {
+            "eventId": eid,
+            "eventType": "upstream.release",
+            "operation": "replay",
+            "target": "workspace-backend",
+            "transport": "workspace-http",
+            "status": "failed",
+            "error": "backend down",
+            "createdAt": "2026-11-21T10:05:00.000Z",
+        },
+    )
+    store.append(
+        Kind.ATTEMPTS,
+        {
+            "id": f"{eid}:dispatch:1",
+            "eventId": eid,
+            "status": "changed",
+            "operation": "dispatch",
+            "upstreamRepo": "acme/widget",
+            "upstreamTag": "v1.2.0",
+            "message": "candidate ready",
+            "updatedAt": "2026-11-21T10:00:02.000Z",
+            "workspaceRunIds": ["run-1"],
+            "candidateRefs": [{"kind": "branch", "ref": "refs/heads/candidate/v1.2.0", "sha": "abc"}],
+        },
+    )
 
 
 def test_events_text_and_json(data_dir: Path) -> None:

@@ -66,11 +66,11 @@ asyncio.run(main())
 POINTS = ["signal", "job", "event", "outbox", "state", "dispatch-post", "dispatch-record", "attempt"]
 
 
-
 def run_poll(tmp_path: Path, env: dict[str, str], crash: str | None = None) -> int:
     args = [PYTHON, "-c", CRASHER, crash] if crash else [PYTHON, "-m", "patchmoi", "poll", "--once"]
-    return subprocess.run(args, cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
-                          timeout=120).returncode
+    return subprocess.run(
+        args, cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, timeout=120
+    ).returncode
 
 
 @pytest.mark.slow
@@ -83,12 +83,23 @@ def test_crash_at_each_step_then_poll_again(tmp_path: Path, server: LoopbackServ
     sources = tmp_path / "feed-sources.json"
     target = {"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": backend.url}
     fork = {"mode": "fork_sync", "repoFullName": "me/r", "branch": "main"}
-    sources.write_text(json.dumps({"sources": [
-        source("rel", f"{server.url}/r.atom", target=target),
-        source("sync", f"{server.url}/r.atom", target=fork),
-    ]}))
-    env = {"DATA_DIR": str(tmp_path / "data"), "FEED_SOURCES_PATH": str(sources), "DISCORD_OUTPUT_ENABLED": "1",
-           "DISCORD_WEBHOOK_URL": f"{server.url}/discord", "DISCORD_NOTIFY_EVENTS": "release"}
+    sources.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    source("rel", f"{server.url}/r.atom", target=target),
+                    source("sync", f"{server.url}/r.atom", target=fork),
+                ]
+            }
+        )
+    )
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "FEED_SOURCES_PATH": str(sources),
+        "DISCORD_OUTPUT_ENABLED": "1",
+        "DISCORD_WEBHOOK_URL": f"{server.url}/discord",
+        "DISCORD_NOTIFY_EVENTS": "release",
+    }
     assert run_poll(tmp_path, env) == 0  # primes
     feed["body"] = atom_releases(["v3", "v2", "v1"])
     assert run_poll(tmp_path, env, crash=point) == 137
@@ -97,8 +108,12 @@ def test_crash_at_each_step_then_poll_again(tmp_path: Path, server: LoopbackServ
 
     store = Store(tmp_path / "data")
     signals = list((r for _, r in store.scan(Kind.SIGNALS)))
-    assert sorted((s["sourceId"], s["ref"]) for s in signals) == [("rel", "v2"), ("rel", "v3"), ("sync", "v2"),
-                                                                  ("sync", "v3")]
+    assert sorted((s["sourceId"], s["ref"]) for s in signals) == [
+        ("rel", "v2"),
+        ("rel", "v3"),
+        ("sync", "v2"),
+        ("sync", "v3"),
+    ]
     assert sorted(j["upstreamRef"] for j in (r for _, r in store.scan(Kind.JOBS))) == ["v2", "v3"]
     events = list((r for _, r in store.scan(Kind.EVENTS)))
     assert sorted(e["payload"]["tag"] for e in events) == ["v2", "v3"]

@@ -16,8 +16,14 @@ from .gitfixture import Forge
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={"PATH": "/usr/bin:/bin", **(env or {})})
+    return subprocess.run(
+        [PYTHON, "-m", "patchmoi", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
 
 
 @pytest.mark.slow
@@ -37,8 +43,9 @@ def test_demo_headless_three_cycles(tmp_path: Path) -> None:
 def test_demo_in_tmux_shows_needs_intervention_within_30s() -> None:
     sock = f"patchmoi-demo-{uuid.uuid4().hex[:8]}"
     command = f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi demo --interval 2"
-    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-s", "demo", "-x", "120", "-y", "32", command],
-                   check=True)
+    subprocess.run(
+        ["tmux", "-L", sock, "new-session", "-d", "-s", "demo", "-x", "120", "-y", "32", command], check=True
+    )
     try:
         deadline = time.monotonic() + 30
         screen = ""
@@ -47,8 +54,9 @@ def test_demo_in_tmux_shows_needs_intervention_within_30s() -> None:
             if not pressed and "1 Upstream" in screen:
                 subprocess.run(["tmux", "-L", sock, "send-keys", "-t", "demo", "3"], check=True)
                 pressed = True
-            screen = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-t", "demo"], capture_output=True,
-                                    text=True).stdout
+            screen = subprocess.run(
+                ["tmux", "-L", sock, "capture-pane", "-p", "-t", "demo"], capture_output=True, text=True
+            ).stdout
             if "! needs_intervention" in screen:
                 break
             time.sleep(0.25)
@@ -61,11 +69,32 @@ def test_demo_in_tmux_shows_needs_intervention_within_30s() -> None:
 def test_doctor_passes_on_a_ready_fork_and_fails_clearly(tmp_path: Path) -> None:
     forge = Forge(tmp_path / "git")
     sources = tmp_path / "feed-sources.json"
-    sources.write_text(json.dumps({"sources": [{
-        "id": "rel", "provider": "github", "url": "https://github.com/acme/widget/releases.atom", "event": "release",
-        "repo": {"owner": "acme", "name": "widget", "fullName": "acme/widget", "webUrl": "https://x.invalid"},
-        "target": {"mode": "workspace_flow", "eventType": "upstream.release", "transport": "local",
-                   "workspace": str(forge.fork)}}]}))
+    sources.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        "id": "rel",
+                        "provider": "github",
+                        "url": "https://github.com/acme/widget/releases.atom",
+                        "event": "release",
+                        "repo": {
+                            "owner": "acme",
+                            "name": "widget",
+                            "fullName": "acme/widget",
+                            "webUrl": "https://x.invalid",
+                        },
+                        "target": {
+                            "mode": "workspace_flow",
+                            "eventType": "upstream.release",
+                            "transport": "local",
+                            "workspace": str(forge.fork),
+                        },
+                    }
+                ]
+            }
+        )
+    )
     data = tmp_path / "data"
     data.mkdir()
     env = {"DATA_DIR": str(data), "FEED_SOURCES_PATH": str(sources)}

@@ -14,11 +14,19 @@ from patchmoi.core.store import Kind, Store
 
 from .loopback import LoopbackServer, Reply
 
-SIGNAL = {"sourceId": "github-openai-codex-main", "provider": "github", "event": "push", "entryId": "e1",
-          "title": "commit abc", "url": "https://github.com/openai/codex/commit/abc", "author": "dev",
-          "publishedAt": "2026-05-13T00:00:00.000Z", "ref": "refs/heads/main", "sha": "0123456789abcdef0123",
-          "repo": {"fullName": "openai/codex"}}
-
+SIGNAL = {
+    "sourceId": "github-openai-codex-main",
+    "provider": "github",
+    "event": "push",
+    "entryId": "e1",
+    "title": "commit abc",
+    "url": "https://github.com/openai/codex/commit/abc",
+    "author": "dev",
+    "publishedAt": "2026-05-13T00:00:00.000Z",
+    "ref": "refs/heads/main",
+    "sha": "0123456789abcdef0123",
+    "repo": {"fullName": "openai/codex"},
+}
 
 
 def settings(url: str | None, enabled: str = "true", events: str | None = None) -> Settings:
@@ -111,8 +119,15 @@ async def test_5xx_backs_off_and_404_gives_up(data_dir: Path, server: LoopbackSe
 
 async def test_attempt_outcomes_can_be_notified(data_dir: Path) -> None:
     outbox = Outbox(Store(data_dir), settings("http://x", events="attempt.needs_intervention"))
-    assert outbox.enqueue_attempt({"id": "a1", "status": "needs_intervention", "upstreamRepo": "o/r",
-                                   "upstreamTag": "v2", "error": "conflict in patch/010"})
+    assert outbox.enqueue_attempt(
+        {
+            "id": "a1",
+            "status": "needs_intervention",
+            "upstreamRepo": "o/r",
+            "upstreamTag": "v2",
+            "error": "conflict in patch/010",
+        }
+    )
     assert not outbox.enqueue_attempt({"id": "a2", "status": "changed"})
     note = outbox.pending()[0]
     assert note["body"]["embeds"][0]["title"] == "[patchmoi] o/r v2: needs_intervention"

@@ -18,27 +18,51 @@ from .loopback import FakeBackend, LoopbackServer, Reply
 
 
 def feed_event(source_id: str = "rel") -> dict[str, Any]:
-    return {"id": f"patch:{source_id}:entry-1:upstream.release", "type": "upstream.release", "source": "patch",
-            "receivedAt": "2026-05-13T00:00:00.000Z",
-            "payload": {"sourceId": source_id, "repo": "o/r", "tag": "v1.2.3"}}
+    return {
+        "id": f"patch:{source_id}:entry-1:upstream.release",
+        "type": "upstream.release",
+        "source": "patch",
+        "receivedAt": "2026-05-13T00:00:00.000Z",
+        "payload": {"sourceId": source_id, "repo": "o/r", "tag": "v1.2.3"},
+    }
 
 
 def write_sources(tmp_path: Path, target: dict[str, Any]) -> Path:
     path = tmp_path / "feed-sources.json"
-    path.write_text(json.dumps({"sources": [{
-        "id": "rel", "provider": "github", "url": "https://github.com/o/r/releases.atom", "event": "release",
-        "repo": {"owner": "o", "name": "r", "fullName": "o/r", "webUrl": "https://github.com/o/r"},
-        "target": target}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        "id": "rel",
+                        "provider": "github",
+                        "url": "https://github.com/o/r/releases.atom",
+                        "event": "release",
+                        "repo": {"owner": "o", "name": "r", "fullName": "o/r", "webUrl": "https://github.com/o/r"},
+                        "target": target,
+                    }
+                ]
+            }
+        )
+    )
     return path
 
 
-async def test_retry_and_replay_use_the_sources_own_backend(data_dir: Path, tmp_path: Path,
-                                                            server: LoopbackServer) -> None:
+async def test_retry_and_replay_use_the_sources_own_backend(
+    data_dir: Path, tmp_path: Path, server: LoopbackServer
+) -> None:
     backend = FakeBackend(server, secret="per-source", prefix="/b")
     # a decoy global backend that must NOT be used (spec §11.7)
     server.route("/global/events", Reply.json({"status": "accepted", "runIds": ["wrong"]}, 202))
-    path = write_sources(tmp_path, {"mode": "workspace_flow", "eventType": "upstream.release",
-                                    "workspaceUrlEnv": "REL_URL", "workspaceSecretEnv": "REL_SECRET"})
+    path = write_sources(
+        tmp_path,
+        {
+            "mode": "workspace_flow",
+            "eventType": "upstream.release",
+            "workspaceUrlEnv": "REL_URL",
+            "workspaceSecretEnv": "REL_SECRET",
+        },
+    )
     env = {"REL_URL": backend.url, "REL_SECRET": "per-source", "PATCH_WORKSPACE_BACKEND_URL": f"{server.url}/global"}
     store = Store(data_dir)
     event = feed_event()
@@ -70,9 +94,18 @@ async def test_sync_from_backend_runs(data_dir: Path, tmp_path: Path, server: Lo
     dispatcher = Dispatcher(store, {"PATCH_WORKSPACE_BACKEND_URL": backend.url})
     outcome = await dispatcher.retry(event["id"])
     assert outcome.attempt["status"] == "started"
-    backend.runs["run-1"].update({"status": "completed", "resultJson": json.dumps({
-        "status": "changed", "message": "candidate branch ready",
-        "artifacts": {"candidateRefs": [{"kind": "branch", "ref": "refs/heads/main", "sha": "abc123"}]}})})
+    backend.runs["run-1"].update(
+        {
+            "status": "completed",
+            "resultJson": json.dumps(
+                {
+                    "status": "changed",
+                    "message": "candidate branch ready",
+                    "artifacts": {"candidateRefs": [{"kind": "branch", "ref": "refs/heads/main", "sha": "abc123"}]},
+                }
+            ),
+        }
+    )
     synced = await dispatcher.sync(outcome.attempt["id"])
     assert synced["status"] == "changed" and synced["workspaceRunStatuses"] == {"run-1": "changed"}
     assert synced["candidateRefs"][0]["sha"] == "abc123"
@@ -102,7 +135,9 @@ print("FLOW_RESULT " + json.dumps({"status": "changed", "message": f"built {tag}
 
 
 async def test_local_steps_run_in_a_subprocess_and_are_durable(data_dir: Path, tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path, f"""
+    ws = make_workspace(
+        tmp_path,
+        f"""
 [[steps]]
 name = "build"
 on = ["upstream.release"]
@@ -113,7 +148,8 @@ timeout = 30
 name = "other-type"
 on = ["downstream.release"]
 command = "exit 1"
-""")
+""",
+    )
     (ws / "step.py").write_text(STEP_SCRIPT)
     store = Store(data_dir)
     event = upstream_release_event("o/r", "v2.0.0").to_dict()
@@ -133,13 +169,16 @@ command = "exit 1"
 
 
 async def test_step_timeout_kills_and_fails(data_dir: Path, tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path, """
+    ws = make_workspace(
+        tmp_path,
+        """
 [[steps]]
 name = "hang"
 on = ["upstream.release"]
 command = "echo started; sleep 60"
 timeout = 1
-""")
+""",
+    )
     store = Store(data_dir)
     event = upstream_release_event("o/r", "v1").to_dict()
     store.record_event(event)
@@ -151,12 +190,15 @@ timeout = 1
 
 
 async def test_bad_step_output_and_missing_workspace(data_dir: Path, tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path, """
+    ws = make_workspace(
+        tmp_path,
+        """
 [[steps]]
 name = "noresult"
 on = ["upstream.release"]
 command = "echo hello"
-""")
+""",
+    )
     store = Store(data_dir)
     event = upstream_release_event("o/r", "v1").to_dict()
     store.record_event(event)
@@ -171,8 +213,9 @@ command = "echo hello"
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     full_env = {"PATH": "/usr/bin:/bin", **(env or {})}
-    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=cwd, capture_output=True, text=True,
-                          env=full_env, timeout=120)
+    return subprocess.run(
+        [PYTHON, "-m", "patchmoi", *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=120
+    )
 
 
 def test_cli_run_guard_dry_run_and_required_flags(data_dir: Path, tmp_path: Path) -> None:
@@ -181,8 +224,20 @@ def test_cli_run_guard_dry_run_and_required_flags(data_dir: Path, tmp_path: Path
     out = cli("run", "upstream-release", "--repo", "o/r", "--data-dir", str(data_dir))
     assert out.returncode == 2 and "requires --tag" in out.stderr
     ws = make_workspace(tmp_path, '[[steps]]\nname = "b"\non = ["upstream.release"]\ncommand = "true"\n')
-    out = cli("run", "upstream-release", "--repo", "o/r", "--tag", "v1", "--workspace", str(ws), "--dry-run",
-              "--json", "--data-dir", str(data_dir))
+    out = cli(
+        "run",
+        "upstream-release",
+        "--repo",
+        "o/r",
+        "--tag",
+        "v1",
+        "--workspace",
+        str(ws),
+        "--dry-run",
+        "--json",
+        "--data-dir",
+        str(data_dir),
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["matches"] == [{"flow": "patchmoi", "step": "b", "runner": "command"}]
     assert not (data_dir / "flow-events.jsonl").exists()  # dry run writes nothing
@@ -191,16 +246,38 @@ def test_cli_run_guard_dry_run_and_required_flags(data_dir: Path, tmp_path: Path
 def test_cli_run_dispatches_to_backend_and_keeps_json_pipeable(data_dir: Path, server: LoopbackServer) -> None:
     FakeBackend(server, secret="k")
     env = {"PATCH_WORKSPACE_BACKEND_URL": f"{server.url}/events", "PATCH_WORKSPACE_BACKEND_SECRET": "k"}
-    out = cli("run", "upstream-release", "--repo", "peezy-tech/patch-moi-harness", "--tag", "v0.1.3", "--json",
-              "--data-dir", str(data_dir), env=env)
+    out = cli(
+        "run",
+        "upstream-release",
+        "--repo",
+        "peezy-tech/patch-moi-harness",
+        "--tag",
+        "v0.1.3",
+        "--json",
+        "--data-dir",
+        str(data_dir),
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["event"]["id"] == "patch:upstream.release:peezy-tech/patch-moi-harness:v0.1.3"
     assert result["recorded"] is True and result["record"]["runIds"] == ["run-1"]
     assert result["attempt"]["status"] == "started"
     assert "[flow] dispatch" in out.stderr and "[flow]" not in out.stdout
-    again = json.loads(cli("run", "upstream-release", "--repo", "peezy-tech/patch-moi-harness", "--tag", "v0.1.3",
-                           "--json", "--data-dir", str(data_dir), env=env).stdout)
+    again = json.loads(
+        cli(
+            "run",
+            "upstream-release",
+            "--repo",
+            "peezy-tech/patch-moi-harness",
+            "--tag",
+            "v0.1.3",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+            env=env,
+        ).stdout
+    )
     assert again["recorded"] is False and again["record"]["idempotent"] is True
     store = Store(data_dir)
     assert len(store.list_events()) == 1 and len(store.list_attempts()) == 2
@@ -211,12 +288,15 @@ def test_cli_run_dispatches_to_backend_and_keeps_json_pipeable(data_dir: Path, s
 
 
 def test_cli_run_event_file_and_local_outcome_exit_code(data_dir: Path, tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path, """
+    ws = make_workspace(
+        tmp_path,
+        """
 [[steps]]
 name = "conflict"
 on = ["custom.thing"]
 command = 'echo FLOW_RESULT {\\"status\\": \\"needs_intervention\\", \\"message\\": \\"conflict\\"}'
-""")
+""",
+    )
     ev = tmp_path / "event.json"
     ev.write_text(json.dumps({"id": "custom:1", "type": "custom.thing", "payload": {"x": 1}}))
     out = cli("run", "event", "--file", str(ev), "--workspace", str(ws), "--data-dir", str(data_dir))

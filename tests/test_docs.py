@@ -20,15 +20,22 @@ DOCS = ROOT / "docs"
 
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     mkdocs = Path(sys.executable).with_name("mkdocs")
-    out = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
-                         capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, timeout=300)
+    out = subprocess.run(
+        [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "site" / "reference" / "http-api" / "index.html").exists()
 
 
 def test_cli_reference_is_generated_from_the_parser() -> None:
-    assert (DOCS / "reference" / "cli.md").read_text() == render_cli_reference(), \
+    assert (DOCS / "reference" / "cli.md").read_text() == render_cli_reference(), (
         "run: python -m patchmoi.tui.clidoc > docs/reference/cli.md"
+    )
 
 
 def test_http_reference_lists_every_openapi_path() -> None:
@@ -46,8 +53,9 @@ def test_http_reference_lists_every_openapi_path() -> None:
 def test_environment_reference_lists_every_variable_the_code_reads() -> None:
     names = set()
     for path in [p for folder in ("core", "patchmoi_tui", "server") for p in (ROOT / folder).rglob("*.py")]:
-        names |= set(re.findall(r'"((?:PATCH|DISCORD|PATCHMOI|CODEX|FEED)_[A-Z_]+|DATA_DIR|HOST|PORT)"',
-                                path.read_text()))
+        names |= set(
+            re.findall(r'"((?:PATCH|DISCORD|PATCHMOI|CODEX|FEED)_[A-Z_]+|DATA_DIR|HOST|PORT)"', path.read_text())
+        )
     names -= {"PATCHMOI_RUN_ID", "PATCHMOI_EVENT_ID", "PATCHMOI_DATA_DIR", "PATCHMOI_WORKSPACE"}  # given to steps
     text = (DOCS / "reference" / "environment.md").read_text()
     assert sorted(n for n in names if f"`{n}`" not in text) == []

@@ -72,8 +72,9 @@ def logged() -> Iterator[list[dict[str, object]]]:
     logger.setLevel(level)
 
 
-def test_an_internal_error_is_logged_with_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         logged: list[dict[str, object]]) -> None:
+def test_an_internal_error_is_logged_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logged: list[dict[str, object]]
+) -> None:
     async def broken(self: Api, request: object, rest: list[str]) -> None:
         raise RuntimeError("kaput")
 
@@ -94,11 +95,14 @@ def test_log_event_without_an_exception_has_no_traceback(logged: list[dict[str, 
     assert logged[-1]["type"] == "x.y" and logged[-1]["a"] == 1 and "traceback" not in logged[-1]
 
 
-@pytest.mark.parametrize(("args", "code"), [
-    (["events", "--data-dir", "/nonexistent/patchmoi"], 1),  # not_found
-    (["runs", "--status", "bogus"], 2),  # invalid_request
-    (["poll", "--once", "--sources", "{bad"], 2),  # invalid_config
-])
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["events", "--data-dir", "/nonexistent/patchmoi"], 1),  # not_found
+        (["runs", "--status", "bogus"], 2),  # invalid_request
+        (["poll", "--once", "--sources", "{bad"], 2),  # invalid_config
+    ],
+)
 def test_cli_exit_codes_come_from_the_table(tmp_path: Path, args: list[str], code: int) -> None:
     if "{bad" in args:
         bad = tmp_path / "feed-sources.json"

@@ -27,13 +27,20 @@ PATCHMOI = str(Path(PYTHON).with_name("patchmoi"))
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={"PATH": os.environ["PATH"], **(env or {})})
+    return subprocess.run(
+        [PYTHON, "-m", "patchmoi", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": os.environ["PATH"], **(env or {})},
+    )
 
 
 # -- state writes --------------------------------------------------------------------------------------------
 def test_short_writes_are_completed_and_a_failed_write_never_publishes_a_cut_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = Store(tmp_path / "data")
     store.write_state({"src": {"lastSeenId": "a", "seen": ["a"]}})
     good = (store.data_dir / "feed-state.json").read_bytes()
@@ -45,8 +52,10 @@ def test_short_writes_are_completed_and_a_failed_write_never_publishes_a_cut_fil
     monkeypatch.setattr("patchmoi.core.fsutil.os.write", short)
     big = {f"src{i}": {"lastSeenId": f"e{i}", "seen": [f"e{i}-{j}" for j in range(50)]} for i in range(40)}
     store.write_state(big)  # saves these sources, keeps the others
-    assert json.loads((store.data_dir / "feed-state.json").read_text()) == {"src": {"lastSeenId": "a", "seen": ["a"]},
-                                                                            **big}
+    assert json.loads((store.data_dir / "feed-state.json").read_text()) == {
+        "src": {"lastSeenId": "a", "seen": ["a"]},
+        **big,
+    }
 
     def full(fd: int, data: Any) -> int:
         if len(data) > 100:
@@ -65,8 +74,10 @@ def test_a_cut_state_file_is_kept_aside_and_rebuilt_from_the_log(tmp_path: Path)
     data = tmp_path / "data"
     store = Store(data)
     for i in range(3):
-        store.append(Kind.SIGNALS, {"sourceId": "rel", "entryId": f"tag:v{i}", "provider": "github",
-                                  "event": "release", "title": f"v{i}"})
+        store.append(
+            Kind.SIGNALS,
+            {"sourceId": "rel", "entryId": f"tag:v{i}", "provider": "github", "event": "release", "title": f"v{i}"},
+        )
     (store.data_dir / "feed-state.json").write_text('{"rel": {"lastSeenId": "tag:v2", "se')  # published cut
     from patchmoi.core.config import Settings
     from patchmoi.core.service import Service
@@ -100,21 +111,43 @@ def feed_env(tmp_path: Path, server: LoopbackServer, target: dict[str, Any], **e
 
 def test_a_2000_event_backlog_is_dispatched_once_by_the_next_poll(tmp_path: Path, server: LoopbackServer) -> None:
     backend = FakeBackend(server)
-    env = feed_env(tmp_path, server, {"mode": "workspace_flow", "eventType": "upstream.release",
-                                      "workspaceUrl": backend.url})
+    env = feed_env(
+        tmp_path, server, {"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": backend.url}
+    )
     store = Store(tmp_path / "data")
-    store.append_many(Kind.EVENTS, [
-        {"id": f"patch:rel:tag:v{i}:upstream.release", "type": "upstream.release", "source": "patch",
-         "payload": {"sourceId": "rel", "repo": "openai/codex", "tag": f"v{i}"}} for i in range(2000)])
+    store.append_many(
+        Kind.EVENTS,
+        [
+            {
+                "id": f"patch:rel:tag:v{i}:upstream.release",
+                "type": "upstream.release",
+                "source": "patch",
+                "payload": {"sourceId": "rel", "repo": "openai/codex", "tag": f"v{i}"},
+            }
+            for i in range(2000)
+        ],
+    )
     # 300 of them had been dispatched before the crash, 100 without their attempt being written
     for i in range(300):
-        store.append(Kind.DISPATCHES, {"eventId": f"patch:rel:tag:v{i}:upstream.release", "operation": "dispatch",
-                                 "status": "dispatched", "transport": "workspace-http",
-                                 "createdAt": f"2026-01-01T00:00:{i // 10:02d}.{i % 10:03d}Z"})
+        store.append(
+            Kind.DISPATCHES,
+            {
+                "eventId": f"patch:rel:tag:v{i}:upstream.release",
+                "operation": "dispatch",
+                "status": "dispatched",
+                "transport": "workspace-http",
+                "createdAt": f"2026-01-01T00:00:{i // 10:02d}.{i % 10:03d}Z",
+            },
+        )
         if i >= 100:
-            store.append(Kind.ATTEMPTS, {"id": f"patch:rel:tag:v{i}:upstream.release:dispatch:"
-                                         f"2026-01-01T00:00:{i // 10:02d}.{i % 10:03d}Z",
-                                   "eventId": f"patch:rel:tag:v{i}:upstream.release", "status": "started"})
+            store.append(
+                Kind.ATTEMPTS,
+                {
+                    "id": f"patch:rel:tag:v{i}:upstream.release:dispatch:2026-01-01T00:00:{i // 10:02d}.{i % 10:03d}Z",
+                    "eventId": f"patch:rel:tag:v{i}:upstream.release",
+                    "status": "started",
+                },
+            )
     assert "1700 flow event(s) never dispatched" in cli("doctor", env=env).stdout
     out = cli("poll", "--once", env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -130,18 +163,39 @@ def test_a_2000_event_backlog_is_dispatched_once_by_the_next_poll(tmp_path: Path
     assert mark.endswith(f":{(tmp_path / 'data' / 'flow-events.jsonl').stat().st_size}")  # past every event
 
 
-def test_sigkill_during_a_local_run_then_poll_once_closes_it_and_notifies(tmp_path: Path,
-                                                                         server: LoopbackServer) -> None:
+def test_sigkill_during_a_local_run_then_poll_once_closes_it_and_notifies(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     forge = Forge(tmp_path / "forge", config='[verify]\ncommands = ["sleep 60"]\n')
     server.route("/discord", Reply(204))
-    env = feed_env(tmp_path, server, {"mode": "workspace_flow", "eventType": "upstream.release",
-                                      "transport": "local", "workspace": str(forge.fork)},
-                   DISCORD_OUTPUT_ENABLED="1", DISCORD_WEBHOOK_URL=f"{server.url}/discord",
-                   DISCORD_NOTIFY_EVENTS="attempt.failed")
-    proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "run", "upstream-release", "--repo", "acme/widget",
-                             "--tag", "v1.0.0", "--workspace", str(forge.fork)], cwd=ROOT,
-                            env={"PATH": os.environ["PATH"], **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    env = feed_env(
+        tmp_path,
+        server,
+        {"mode": "workspace_flow", "eventType": "upstream.release", "transport": "local", "workspace": str(forge.fork)},
+        DISCORD_OUTPUT_ENABLED="1",
+        DISCORD_WEBHOOK_URL=f"{server.url}/discord",
+        DISCORD_NOTIFY_EVENTS="attempt.failed",
+    )
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "patchmoi",
+            "run",
+            "upstream-release",
+            "--repo",
+            "acme/widget",
+            "--tag",
+            "v1.0.0",
+            "--workspace",
+            str(forge.fork),
+        ],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -170,11 +224,16 @@ def test_sigkill_during_a_local_run_then_poll_once_closes_it_and_notifies(tmp_pa
 
 def test_orphan_runs_are_closed_and_their_event_dispatched_again(tmp_path: Path, server: LoopbackServer) -> None:
     backend = FakeBackend(server)
-    env = feed_env(tmp_path, server, {"mode": "workspace_flow", "eventType": "upstream.release",
-                                      "workspaceUrl": backend.url})
+    env = feed_env(
+        tmp_path, server, {"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": backend.url}
+    )
     store = Store(tmp_path / "data")
-    event = {"id": "patch:rel:tag:v9:upstream.release", "type": "upstream.release", "source": "patch",
-             "payload": {"sourceId": "rel", "repo": "openai/codex", "tag": "v9"}}
+    event = {
+        "id": "patch:rel:tag:v9:upstream.release",
+        "type": "upstream.release",
+        "source": "patch",
+        "payload": {"sourceId": "rel", "repo": "openai/codex", "tag": "v9"},
+    }
     store.append(Kind.EVENTS, event)
     store.append(Kind.RUNS, {"id": "run-orphan", "eventId": event["id"], "status": "queued", "pid": 999999999})
     assert cli("poll", "--once", env=env).returncode == 0
@@ -196,8 +255,13 @@ needs_unshare = pytest.mark.skipif(not unshare_available(), reason="needs unshar
 
 def in_namespace(script: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run a bash script in a private mount namespace (its mounts vanish with it)."""
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], capture_output=True,
-                          text=True, timeout=timeout, env={"PATH": os.environ["PATH"], "PATCHMOI": PATCHMOI})
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": os.environ["PATH"], "PATCHMOI": PATCHMOI},
+    )
 
 
 @needs_unshare
@@ -211,15 +275,27 @@ def test_every_read_command_and_serve_work_on_a_read_only_data_dir(tmp_path: Pat
     shutil.rmtree(data / ".index")  # no index yet: it cannot be written there
     with (data / "flow-events.jsonl").open("ab") as fh:
         fh.write(b'{"id": "torn"')  # a torn tail it cannot repair
-    commands = ["status", "status --json", "events", "events --json", "dispatches", "attempts", "attempts --open",
-                "runs", "show e:1", "show e:1:dispatch:x", "show run-1", "doctor"]
+    commands = [
+        "status",
+        "status --json",
+        "events",
+        "events --json",
+        "dispatches",
+        "attempts",
+        "attempts --open",
+        "runs",
+        "show e:1",
+        "show e:1:dispatch:x",
+        "show run-1",
+        "doctor",
+    ]
     port = free_port()
     script = f"""
 set -u
 D={data}
 mount --bind $D $D && mount -o remount,ro,bind $D || exit 99
 touch $D/probe 2>/dev/null && exit 98
-for c in {' '.join(repr(c) for c in commands)}; do
+for c in {" ".join(repr(c) for c in commands)}; do
   $PATCHMOI $c --data-dir $D > /tmp/ro-$$.out 2>&1; rc=$?
   echo "CMD $c rc=$rc"; grep -h Traceback /tmp/ro-$$.out
 done
@@ -291,11 +367,13 @@ def test_nan_infinity_and_lone_surrogate_lines_are_skipped_and_counted(tmp_path:
 
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    lines = [b'{"id":"ok-1","type":"upstream.release","payload":{}}',
-             b'{"id":"nan","type":"upstream.release","payload":{"x":NaN}}',
-             b'{"id":"inf","type":"upstream.release","payload":{"x":1e999}}',
-             b'{"id":"sur","type":"upstream.release","payload":{"x":"\\ud800"}}',
-             b'{"id":"ok-2","type":"upstream.release","payload":{"x":"\\ud83d\\ude00"}}']
+    lines = [
+        b'{"id":"ok-1","type":"upstream.release","payload":{}}',
+        b'{"id":"nan","type":"upstream.release","payload":{"x":NaN}}',
+        b'{"id":"inf","type":"upstream.release","payload":{"x":1e999}}',
+        b'{"id":"sur","type":"upstream.release","payload":{"x":"\\ud800"}}',
+        b'{"id":"ok-2","type":"upstream.release","payload":{"x":"\\ud83d\\ude00"}}',
+    ]
     (data / "flow-events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
     def strict(text: str) -> Any:
@@ -335,8 +413,7 @@ def test_200_concurrent_retries_make_200_attempts(tmp_path: Path, server: Loopba
     backend = FakeBackend(server)
     data = tmp_path / "data"
     Store(data).record_event({"id": "e:1", "type": "upstream.release", "payload": {"repo": "a/b", "tag": "v1"}})
-    procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT, str(data), backend.url, "25"], cwd=ROOT)
-             for _ in range(8)]
+    procs = [subprocess.Popen([PYTHON, "-c", CONCURRENT, str(data), backend.url, "25"], cwd=ROOT) for _ in range(8)]
     try:
         assert [p.wait(timeout=240) for p in procs] == [0] * 8
     finally:
@@ -350,8 +427,9 @@ def test_200_concurrent_retries_make_200_attempts(tmp_path: Path, server: Loopba
     assert store.count(Kind.ATTEMPTS) == 200
 
 
-def test_webhook_ids_per_intended_effect_verify_with_the_reference_library(tmp_path: Path,
-                                                                           server: LoopbackServer) -> None:
+def test_webhook_ids_per_intended_effect_verify_with_the_reference_library(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     import asyncio
 
     from standardwebhooks import Webhook
@@ -366,8 +444,9 @@ def test_webhook_ids_per_intended_effect_verify_with_the_reference_library(tmp_p
         event = {"id": "e:1", "type": "upstream.release", "payload": {"repo": "a/b", "tag": "v1"}}
         store.record_event(event)
 
-        async def go(url: str = backend.url, secret: str = secret, store: Store = store,
-                     event: dict[str, Any] = event) -> None:
+        async def go(
+            url: str = backend.url, secret: str = secret, store: Store = store, event: dict[str, Any] = event
+        ) -> None:
             d = Dispatcher(store, {"PATCH_WORKSPACE_BACKEND_URL": url, "PATCH_WORKSPACE_BACKEND_SECRET": secret})
             await d.dispatch(event, automatic=True)  # the poller's
             await d.dispatch(event, automatic=True)  # recovery sending it again: same id

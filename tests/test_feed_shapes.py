@@ -12,10 +12,18 @@ SHA256 = "0123456789abcdef" * 4
 # (entry link, entry id, provider, tag)
 TAGS = [
     # GitHub releases.atom and tags.atom entries
-    ("https://github.com/openai/codex/releases/tag/rust-v0.1.0", "tag:github.com,2008:Repository/965415649/rust-v0.1.0",
-     "github", "rust-v0.1.0"),
-    ("https://github.com/changesets/changesets/releases/tag/%40changesets%2Fcli%402.27.1",
-     "tag:github.com,2008:Repository/1/%40changesets%2Fcli%402.27.1", "github", "@changesets/cli@2.27.1"),
+    (
+        "https://github.com/openai/codex/releases/tag/rust-v0.1.0",
+        "tag:github.com,2008:Repository/965415649/rust-v0.1.0",
+        "github",
+        "rust-v0.1.0",
+    ),
+    (
+        "https://github.com/changesets/changesets/releases/tag/%40changesets%2Fcli%402.27.1",
+        "tag:github.com,2008:Repository/1/%40changesets%2Fcli%402.27.1",
+        "github",
+        "@changesets/cli@2.27.1",
+    ),
     ("https://github.com/o/r/releases/tag/release/1.x", "x", "github", "release/1.x"),
     ("https://github.com/o/r/releases/tag/v1.0.0+build.5", "x", "github", "v1.0.0+build.5"),
     ("https://github.com/o/r/releases/tag/v1.0.0%2Bbuild.5", "x", "github", "v1.0.0+build.5"),

@@ -91,7 +91,12 @@ async def test_tags_newest_first_with_peeled_commits(shared: Remote, url: str) -
     assert tag_object != shared.c2 and tag_object not in {e.sha for e in parsed.entries}
     entry = by_tag["release/2.0"]
     assert (entry.id, entry.title, entry.ref, entry.url, entry.author) == (
-        "refs/tags/release/2.0", "release/2.0", "refs/tags/release/2.0", None, None)
+        "refs/tags/release/2.0",
+        "release/2.0",
+        "refs/tags/release/2.0",
+        None,
+        None,
+    )
     assert (entry.published_raw, entry.published_at, entry.version) == (None, SEEN, None)
 
 
@@ -106,8 +111,12 @@ def test_tag_order_key_with_unplaceable_tags() -> None:
     parsed = parse_refs(listing, event="release", branches=[], tag_order=key)
     assert [e.tag for e in parsed.entries] == ["v10.0.0", "v9.1.0", "v2.0.0", "weird", "nightly"]
     # keys of kinds that do not compare with each other: the most common kind is ordered, the others follow
-    mixed = parse_refs(listing, event="release", branches=[],
-                       tag_order=lambda n: n if n in ("nightly", "weird") else len(n) * 10 + int(n[1]))
+    mixed = parse_refs(
+        listing,
+        event="release",
+        branches=[],
+        tag_order=lambda n: n if n in ("nightly", "weird") else len(n) * 10 + int(n[1]),
+    )
     assert [e.tag for e in mixed.entries] == ["v10.0.0", "v9.1.0", "v2.0.0", "weird", "nightly"]
 
 
@@ -124,8 +133,13 @@ async def test_branch_heads_and_a_new_commit_is_a_new_entry(tmp_path: Path) -> N
     parsed = parse_refs(await read(url), event="push", branches=["main", "release/*", "nope/*"], seen_at=SEEN)
     assert [(e.id, e.title, e.ref, e.sha, e.tag) for e in parsed.entries] == [
         (f"refs/heads/main@{remote.c3}", f"main at {remote.c3[:12]}", "refs/heads/main", remote.c3, None),
-        (f"refs/heads/release/1.x@{remote.c2}", f"release/1.x at {remote.c2[:12]}", "refs/heads/release/1.x",
-         remote.c2, None),
+        (
+            f"refs/heads/release/1.x@{remote.c2}",
+            f"release/1.x at {remote.c2[:12]}",
+            "refs/heads/release/1.x",
+            remote.c2,
+            None,
+        ),
     ]
     assert parsed.warnings == ["branch pattern 'nope/*' matched no branch of the remote"]
     before = refs_digest(await read(url))
@@ -150,23 +164,25 @@ def test_unknown_event_is_a_programming_error() -> None:
 # -- odd listings ----------------------------------------------------------------------------------------
 def test_unreadable_lines_and_refs_are_skipped_the_rest_proceed() -> None:
     long_name = "x" * MAX_ID_CHARS
-    listing = "\n".join([
-        f"{SHA_A}\trefs/tags/v1.0.0",
-        "not a ref line",
-        f"{SHA_A[:39]}\trefs/tags/short-sha",
-        f"{SHA_A}\trefs/tags/bad name",
-        f"{SHA_A}\trefs/tags/has..dots",
-        f"{SHA_A}\trefs/tags/ctl\x01",
-        f"{SHA_A}\trefs/tags/bytes\udcff",
-        f"{SHA_A}\trefs/tags/{long_name}",
-        f"{SHA_A}\trefs/tags/x.lock",
-        f"{SHA_A}\trefs/tags/line\u2028sep",  # a character splitlines() would break the line at
-        f"{SHA_B}\trefs/tags/v0.9.0",
-        f"{SHA_B}\trefs/tags/v0.9.0",
-        f"{SHA_B}\trefs/heads/ignored-for-release",
-        f"{SHA_B}\trefs/pull/1/head",
-        "",
-    ])
+    listing = "\n".join(
+        [
+            f"{SHA_A}\trefs/tags/v1.0.0",
+            "not a ref line",
+            f"{SHA_A[:39]}\trefs/tags/short-sha",
+            f"{SHA_A}\trefs/tags/bad name",
+            f"{SHA_A}\trefs/tags/has..dots",
+            f"{SHA_A}\trefs/tags/ctl\x01",
+            f"{SHA_A}\trefs/tags/bytes\udcff",
+            f"{SHA_A}\trefs/tags/{long_name}",
+            f"{SHA_A}\trefs/tags/x.lock",
+            f"{SHA_A}\trefs/tags/line\u2028sep",  # a character splitlines() would break the line at
+            f"{SHA_B}\trefs/tags/v0.9.0",
+            f"{SHA_B}\trefs/tags/v0.9.0",
+            f"{SHA_B}\trefs/heads/ignored-for-release",
+            f"{SHA_B}\trefs/pull/1/head",
+            "",
+        ]
+    )
     parsed = parse_refs(listing, event="release", branches=[])
     assert [e.tag for e in parsed.entries] == ["v1.0.0", "v0.9.0", "line\u2028sep"]
     reasons = {s.id: s.reason for s in parsed.skipped}
@@ -177,8 +193,10 @@ def test_unreadable_lines_and_refs_are_skipped_the_rest_proceed() -> None:
     assert "longer than" in reasons[f"refs/tags/{long_name}"]
     assert ".lock" in reasons["refs/tags/x.lock"]
     unreadable = [s for s in parsed.skipped if s.id is None]
-    assert [s.reason.split(":")[0] for s in unreadable] == ["line 2 of the ref listing is not '<sha><TAB><ref>'",
-                                                            "line 3 of the ref listing is not '<sha><TAB><ref>'"]
+    assert [s.reason.split(":")[0] for s in unreadable] == [
+        "line 2 of the ref listing is not '<sha><TAB><ref>'",
+        "line 3 of the ref listing is not '<sha><TAB><ref>'",
+    ]
     assert all(s.position == len(parsed.entries) for s in unreadable)
     assert parsed.warnings == ["tag 'v0.9.0' is listed twice; kept the first"]
 
@@ -203,23 +221,46 @@ def test_branch_with_forbidden_name_is_skipped_only_when_watched() -> None:
 
 
 # -- URL checks ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("url", [
-    "https://github.com/openai/codex.git", "http://127.0.0.1:8080/x.git", "ssh://git@github.com/o/r.git",
-    "git://example.org/r.git", "file:///srv/git/r.git", "git@github.com:openai/codex.git", "host:path/r.git",
-    "/srv/git/r.git", "git+ssh://git@example.org/r", "https://user:token@example.org/r.git",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/openai/codex.git",
+        "http://127.0.0.1:8080/x.git",
+        "ssh://git@github.com/o/r.git",
+        "git://example.org/r.git",
+        "file:///srv/git/r.git",
+        "git@github.com:openai/codex.git",
+        "host:path/r.git",
+        "/srv/git/r.git",
+        "git+ssh://git@example.org/r",
+        "https://user:token@example.org/r.git",
+    ],
+)
 def test_accepted_urls(url: str) -> None:
     assert validate_remote_url(url) is None
 
 
-@pytest.mark.parametrize(("url", "why"), [
-    ("", "empty"), ("  ", "empty"), ("ext::sh -c touch% /tmp/x", "ext:: runs arbitrary commands"),
-    ("fd::3", "remote-helper form"), ("EXT::sh", "remote-helper form"), ("-uhttps://x", "starts with '-'"),
-    ("--upload-pack=touch /tmp/x", "starts with '-'"), ("https://x/\n", "whitespace"), ("https://x/a\x00b", "control"),
-    ("ftp://example.org/r.git", "unsupported scheme ftp://"), ("https:///nohost", "no host"),
-    ("relative/path", "not one git reads"), ("ssh://-oProxyCommand=x/r", "host starts with '-'"),
-    ("file://relative", "absolute path"), ("https://[::1/x", "cannot be read"), (" /srv/r.git", "whitespace"),
-])
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("", "empty"),
+        ("  ", "empty"),
+        ("ext::sh -c touch% /tmp/x", "ext:: runs arbitrary commands"),
+        ("fd::3", "remote-helper form"),
+        ("EXT::sh", "remote-helper form"),
+        ("-uhttps://x", "starts with '-'"),
+        ("--upload-pack=touch /tmp/x", "starts with '-'"),
+        ("https://x/\n", "whitespace"),
+        ("https://x/a\x00b", "control"),
+        ("ftp://example.org/r.git", "unsupported scheme ftp://"),
+        ("https:///nohost", "no host"),
+        ("relative/path", "not one git reads"),
+        ("ssh://-oProxyCommand=x/r", "host starts with '-'"),
+        ("file://relative", "absolute path"),
+        ("https://[::1/x", "cannot be read"),
+        (" /srv/r.git", "whitespace"),
+    ],
+)
 def test_refused_urls(url: str, why: str) -> None:
     problem = validate_remote_url(url)
     assert problem is not None and why in problem
@@ -260,11 +301,14 @@ async def test_missing_repository(tmp_path: Path) -> None:
     assert "does not appear to be a git repository" in message and "Please make sure" not in message
 
 
-@pytest.mark.parametrize(("form", "secret"), [
-    ("https://user:s3cr3t-passw0rd@127.0.0.1:{port}/x.git", "s3cr3t-passw0rd"),
-    ("https://ghp_T0KENVALUE1234@127.0.0.1:{port}/x.git", "ghp_T0KENVALUE1234"),
-    ("https://127.0.0.1:{port}/x.git?private_token=T0KEN-IN-QUERY", "T0KEN-IN-QUERY"),  # git prints this one
-])
+@pytest.mark.parametrize(
+    ("form", "secret"),
+    [
+        ("https://user:s3cr3t-passw0rd@127.0.0.1:{port}/x.git", "s3cr3t-passw0rd"),
+        ("https://ghp_T0KENVALUE1234@127.0.0.1:{port}/x.git", "ghp_T0KENVALUE1234"),
+        ("https://127.0.0.1:{port}/x.git?private_token=T0KEN-IN-QUERY", "T0KEN-IN-QUERY"),  # git prints this one
+    ],
+)
 async def test_credentials_never_in_the_message(form: str, secret: str) -> None:
     with pytest.raises(GitRemoteError) as info:
         await read(form.format(port=free_port()))
@@ -274,15 +318,23 @@ async def test_credentials_never_in_the_message(form: str, secret: str) -> None:
 
 
 def test_failure_detail_keeps_the_cause_and_drops_the_advice() -> None:
-    advice = "fatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\n" \
-             "and the repository exists.\n"
-    assert _failure_detail("ssh: connect to host h port 22: Connection refused\n" + advice) == \
-        "ssh: connect to host h port 22: Connection refused"
-    assert _failure_detail("fatal: unable to connect to h:\nh[0: 10.0.0.1]: errno=Connection refused\n") == \
-        "unable to connect to h: h[0: 10.0.0.1]: errno=Connection refused"
+    advice = (
+        "fatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\n"
+        "and the repository exists.\n"
+    )
+    assert (
+        _failure_detail("ssh: connect to host h port 22: Connection refused\n" + advice)
+        == "ssh: connect to host h port 22: Connection refused"
+    )
+    assert (
+        _failure_detail("fatal: unable to connect to h:\nh[0: 10.0.0.1]: errno=Connection refused\n")
+        == "unable to connect to h: h[0: 10.0.0.1]: errno=Connection refused"
+    )
     stderr = "remote: \x1b[31mRepository not found.\x1b[0m\nfatal: repository 'https://h/x/' not found\n"
-    assert _failure_detail(stderr) == \
-        "remote: \ufffd[31mRepository not found.\ufffd[0m; repository 'https://h/x/' not found"
+    assert (
+        _failure_detail(stderr)
+        == "remote: \ufffd[31mRepository not found.\ufffd[0m; repository 'https://h/x/' not found"
+    )
     assert _failure_detail(advice) == "Could not read from remote repository."
     assert _failure_detail("") == "no error message"
 
@@ -364,8 +416,9 @@ async def test_cancelling_the_read_kills_git(silent: SilentServer) -> None:
     assert silent.closed_at
 
 
-async def test_a_helper_that_escapes_the_process_group_does_not_hang_us(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_helper_that_escapes_the_process_group_does_not_hang_us(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The user's ssh command leaves a process behind, in its own session, holding git's stderr open."""
     pidfile = tmp_path / "escaped.pid"
     script = tmp_path / "ssh"

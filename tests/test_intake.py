@@ -21,7 +21,6 @@ from .loopback import FakeBackend, LoopbackServer, Reply
 RELEASE_ID = "tag:github.com,2008:Repository/965415649/rust-v0.131.0"
 
 
-
 def settings_for(tmp_path: Path, sources: list[dict[str, Any]], **env: str) -> Settings:
     path = tmp_path / "feed-sources.json"
     path.write_text(json.dumps({"sources": sources}))
@@ -51,9 +50,14 @@ def test_parses_atom_and_rss_entries() -> None:
 
 
 def test_parses_npm_newest_first_with_dist_tags() -> None:
-    feed = parse_feed(npm_packument("@peezy.tech/codex-flows", {"0.3.6": "2026-05-01T00:00:00.000Z",
-                                                               "0.4.0": "2026-05-10T00:00:00.000Z"}, latest="0.4.0"),
-                      provider="npm")
+    feed = parse_feed(
+        npm_packument(
+            "@peezy.tech/codex-flows",
+            {"0.3.6": "2026-05-01T00:00:00.000Z", "0.4.0": "2026-05-10T00:00:00.000Z"},
+            latest="0.4.0",
+        ),
+        provider="npm",
+    )
     assert [e.title for e in feed.entries] == ["0.4.0", "0.3.6"]
     first = feed.entries[0]
     assert first.id == "npm:@peezy.tech/codex-flows:0.4.0" and first.author == "npm"
@@ -62,13 +66,16 @@ def test_parses_npm_newest_first_with_dist_tags() -> None:
     assert first.extra == {"distTags": ["latest"]}
 
 
-@pytest.mark.parametrize(("body", "provider", "needle"), [
-    (b"", "github", "empty response body"),
-    (b"<!DOCTYPE html><html><body>login</body></html>", "github", "HTML page"),
-    (b'{"a": 1}', "github", "got JSON"),
-    (b"not json", "npm", "not valid JSON"),
-    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "github", "not an Atom or RSS document"),
-])
+@pytest.mark.parametrize(
+    ("body", "provider", "needle"),
+    [
+        (b"", "github", "empty response body"),
+        (b"<!DOCTYPE html><html><body>login</body></html>", "github", "HTML page"),
+        (b'{"a": 1}', "github", "got JSON"),
+        (b"not json", "npm", "not valid JSON"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "github", "not an Atom or RSS document"),
+    ],
+)
 def test_non_feeds_are_errors_not_empty_feeds(body: bytes, provider: str, needle: str) -> None:
     with pytest.raises(FeedParseError, match=needle):
         parse_feed(body, provider=provider)
@@ -83,8 +90,12 @@ def test_unparsable_date_is_an_entry_warning_not_a_crash() -> None:
 # -- polling (spec tests 6-11) -----------------------------------------------------------------------------
 async def test_first_poll_primes_without_emitting(tmp_path: Path, server: LoopbackServer) -> None:
     server.route("/releases.atom", Reply(body=atom_releases(["rust-v0.131.0", "rust-v0.130.0"])))
-    s = settings_for(tmp_path, [source("rel", f"{server.url}/releases.atom")],
-                     DISCORD_OUTPUT_ENABLED="true", DISCORD_WEBHOOK_URL=f"{server.url}/discord")
+    s = settings_for(
+        tmp_path,
+        [source("rel", f"{server.url}/releases.atom")],
+        DISCORD_OUTPUT_ENABLED="true",
+        DISCORD_WEBHOOK_URL=f"{server.url}/discord",
+    )
     reports = await poll(s)
     assert reports[0]["status"] == "primed" and reports[0]["emitted"] == 0
     state = json.loads((tmp_path / "data" / "feed-state.json").read_text())
@@ -123,10 +134,15 @@ async def test_later_polls_emit_new_entries_and_fork_sync_jobs(tmp_path: Path, s
 async def test_prime_only_false_emits_existing_releases(tmp_path: Path, server: LoopbackServer) -> None:
     server.route("/r.atom", Reply(body=atom_releases(["rust-v0.131.0"], titles={"rust-v0.131.0": "0.131.0"})))
     backend = FakeBackend(server)
-    target = {"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": backend.url,
-              "payload": {"provider": "github", "repo": "openai/codex"}}
-    s = settings_for(tmp_path, [source("github-openai-codex-releases", f"{server.url}/r.atom", target=target,
-                                       prime_only=False)])
+    target = {
+        "mode": "workspace_flow",
+        "eventType": "upstream.release",
+        "workspaceUrl": backend.url,
+        "payload": {"provider": "github", "repo": "openai/codex"},
+    }
+    s = settings_for(
+        tmp_path, [source("github-openai-codex-releases", f"{server.url}/r.atom", target=target, prime_only=False)]
+    )
     await poll(s)
     store = Store(tmp_path / "data")
     event = store.get_event(f"patch:github-openai-codex-releases:{RELEASE_ID}:upstream.release")
@@ -139,8 +155,13 @@ async def test_dispatches_flow_events_through_the_backend_signed(tmp_path: Path,
     feed = {"body": atom_releases(["v1.2.2"])}
     server.route("/r.atom", lambda _req: Reply(body=feed["body"]))
     backend = FakeBackend(server, secret="s3cret")
-    target = {"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": f"{backend.url}/events",
-              "workspaceSecretEnv": "MY_SECRET", "payload": {"provider": "github", "repo": "openai/codex"}}
+    target = {
+        "mode": "workspace_flow",
+        "eventType": "upstream.release",
+        "workspaceUrl": f"{backend.url}/events",
+        "workspaceSecretEnv": "MY_SECRET",
+        "payload": {"provider": "github", "repo": "openai/codex"},
+    }
     s = settings_for(tmp_path, [source("rel", f"{server.url}/r.atom", target=target)], MY_SECRET="s3cret")
     await poll(s)
     feed["body"] = atom_releases(["v1.2.3", "v1.2.2"])
@@ -157,10 +178,26 @@ async def test_dispatches_flow_events_through_the_backend_signed(tmp_path: Path,
     assert record["transport"] == "workspace-http" and record["status"] == "dispatched"
     assert record["url"] == f"{backend.url}/events" and record["runIds"] == ["run-1"]
     attempt = store.list_attempts()[0]
-    assert {k: attempt[k] for k in ("operation", "status", "upstreamRepo", "upstreamTag", "workspaceBackendUrl",
-                                   "workspaceRunIds", "candidateRefs")} == {
-        "operation": "dispatch", "status": "started", "upstreamRepo": "openai/codex", "upstreamTag": "v1.2.3",
-        "workspaceBackendUrl": backend.url, "workspaceRunIds": ["run-1"], "candidateRefs": []}
+    assert {
+        k: attempt[k]
+        for k in (
+            "operation",
+            "status",
+            "upstreamRepo",
+            "upstreamTag",
+            "workspaceBackendUrl",
+            "workspaceRunIds",
+            "candidateRefs",
+        )
+    } == {
+        "operation": "dispatch",
+        "status": "started",
+        "upstreamRepo": "openai/codex",
+        "upstreamTag": "v1.2.3",
+        "workspaceBackendUrl": backend.url,
+        "workspaceRunIds": ["run-1"],
+        "candidateRefs": [],
+    }
 
 
 async def test_branch_update_and_npm_downstream(tmp_path: Path, server: LoopbackServer) -> None:
@@ -169,23 +206,47 @@ async def test_branch_update_and_npm_downstream(tmp_path: Path, server: Loopback
     server.route("/commits.atom", lambda _r: Reply(body=commits["body"]))
     server.route("/npm", lambda _r: Reply(body=npm["body"], headers={"content-type": "application/json"}))
     backend = FakeBackend(server)
-    s = settings_for(tmp_path, [
-        source("main", f"{server.url}/commits.atom", event="push",
-               target={"mode": "workspace_flow", "eventType": "upstream.branch_update",
-                       "payload": {"repo": "openai/codex", "ref": "refs/heads/main"}}),
-        source("npm", f"{server.url}/npm", provider="npm", repo="@peezy.tech/codex", branch=None,
-               target={"mode": "workspace_flow", "eventType": "downstream.release",
-                       "payload": {"provider": "npm", "packageName": "@peezy.tech/codex", "repo": "peezy-tech/codex"}}),
-    ], PATCH_WORKSPACE_BACKEND_URL=backend.url)
+    s = settings_for(
+        tmp_path,
+        [
+            source(
+                "main",
+                f"{server.url}/commits.atom",
+                event="push",
+                target={
+                    "mode": "workspace_flow",
+                    "eventType": "upstream.branch_update",
+                    "payload": {"repo": "openai/codex", "ref": "refs/heads/main"},
+                },
+            ),
+            source(
+                "npm",
+                f"{server.url}/npm",
+                provider="npm",
+                repo="@peezy.tech/codex",
+                branch=None,
+                target={
+                    "mode": "workspace_flow",
+                    "eventType": "downstream.release",
+                    "payload": {"provider": "npm", "packageName": "@peezy.tech/codex", "repo": "peezy-tech/codex"},
+                },
+            ),
+        ],
+        PATCH_WORKSPACE_BACKEND_URL=backend.url,
+    )
     await poll(s)
     commits["body"] = atom_commits([SHA2, SHA1])
-    npm["body"] = npm_packument("@peezy.tech/codex", {"0.3.6": "2026-05-01T00:00:00.000Z",
-                                                      "0.4.0": "2026-05-10T00:00:00.000Z"})
+    npm["body"] = npm_packument(
+        "@peezy.tech/codex", {"0.3.6": "2026-05-01T00:00:00.000Z", "0.4.0": "2026-05-10T00:00:00.000Z"}
+    )
     await poll(s)
     store = Store(tmp_path / "data")
     branch = store.list_events(type="upstream.branch_update")[0]
     assert (branch["payload"]["repo"], branch["payload"]["ref"], branch["payload"]["sha"]) == (
-        "openai/codex", "refs/heads/main", SHA2)
+        "openai/codex",
+        "refs/heads/main",
+        SHA2,
+    )
     down = store.list_events(type="downstream.release")[0]
     assert down["payload"]["packageName"] == "@peezy.tech/codex" and down["payload"]["version"] == "0.4.0"
     assert down["payload"]["tag"] == "0.4.0" and down["payload"]["repo"] == "peezy-tech/codex"
@@ -193,18 +254,23 @@ async def test_branch_update_and_npm_downstream(tmp_path: Path, server: Loopback
     assert attempt["upstreamRef"] == "refs/heads/main" and attempt["upstreamSha"] == SHA2
 
 
-@pytest.mark.parametrize(("env", "path"), [
-    ({"PATCH_WORKSPACE_BACKEND_URL": "{url}"}, "/events"),
-    ({"PATCH_FLOW_DISPATCH_URL": "{url}/events"}, "/events"),
-    ({"PATCH_FLOW_BACKEND_URL": "{url}/"}, "/events"),
-])
+@pytest.mark.parametrize(
+    ("env", "path"),
+    [
+        ({"PATCH_WORKSPACE_BACKEND_URL": "{url}"}, "/events"),
+        ({"PATCH_FLOW_DISPATCH_URL": "{url}/events"}, "/events"),
+        ({"PATCH_FLOW_BACKEND_URL": "{url}/"}, "/events"),
+    ],
+)
 async def test_backend_env_names(tmp_path: Path, server: LoopbackServer, env: dict[str, str], path: str) -> None:
     feed = {"body": atom_releases(["v1"])}
     server.route("/r.atom", lambda _r: Reply(body=feed["body"]))
     FakeBackend(server)
-    s = settings_for(tmp_path, [source("rel", f"{server.url}/r.atom",
-                                       target={"mode": "workspace_flow", "eventType": "upstream.release"})],
-                     **{k: v.format(url=server.url) for k, v in env.items()})
+    s = settings_for(
+        tmp_path,
+        [source("rel", f"{server.url}/r.atom", target={"mode": "workspace_flow", "eventType": "upstream.release"})],
+        **{k: v.format(url=server.url) for k, v in env.items()},
+    )
     await poll(s)
     feed["body"] = atom_releases(["v2", "v1"])
     await poll(s)
@@ -218,8 +284,16 @@ async def test_backend_http_failure_is_recorded(tmp_path: Path, server: Loopback
     server.route("/r.atom", lambda _r: Reply(body=feed["body"]))
     backend = FakeBackend(server)
     backend.fail_next = [500]
-    s = settings_for(tmp_path, [source("rel", f"{server.url}/r.atom", target={
-        "mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": backend.url})])
+    s = settings_for(
+        tmp_path,
+        [
+            source(
+                "rel",
+                f"{server.url}/r.atom",
+                target={"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": backend.url},
+            )
+        ],
+    )
     await poll(s)
     feed["body"] = atom_releases(["v2", "v1"])
     await poll(s)
@@ -229,8 +303,10 @@ async def test_backend_http_failure_is_recorded(tmp_path: Path, server: Loopback
 
 
 def test_helper_events_are_deterministic() -> None:
-    assert upstream_release_event("peezy-tech/patch-moi-harness", "v0.1.3").to_dict()["id"] == \
-        "patch:upstream.release:peezy-tech/patch-moi-harness:v0.1.3"
+    assert (
+        upstream_release_event("peezy-tech/patch-moi-harness", "v0.1.3").to_dict()["id"]
+        == "patch:upstream.release:peezy-tech/patch-moi-harness:v0.1.3"
+    )
     ev = upstream_branch_event("o/r", "refs/heads/main", "abc1234").to_dict()
     assert ev["id"] == "patch:upstream.branch_update:o/r:refs/heads/main:abc1234"
     assert ev["payload"] == {"repo": "o/r", "ref": "refs/heads/main", "sha": "abc1234"}

@@ -53,8 +53,9 @@ def test_package_imports_respect_layers(package: str) -> None:
 def test_nothing_imports_the_folder_names() -> None:
     """Importing `core` (say) would load a second copy of the module, or another distribution's `core`."""
     files = [path for folder in CODE for path in (ROOT / folder).rglob("*.py") if folder != "patchmoi"]
-    offenders = {str(p.relative_to(ROOT)): sorted(n for n in imported_names(p) if n.split(".")[0] in OLD_ROOTS)
-                 for p in files}
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(n for n in imported_names(p) if n.split(".")[0] in OLD_ROOTS) for p in files
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

@@ -64,11 +64,15 @@ def subjects(repo: Path, rev_range: str) -> list[str]:
     return git(repo, "log", "--reverse", "--format=%s|%an", rev_range).splitlines()
 
 
-async def test_multi_commit_patch_keeps_every_commit_and_adopt_keeps_author_and_message(tmp_path: Path,
-                                                                                       data_dir: Path) -> None:
+async def test_multi_commit_patch_keeps_every_commit_and_adopt_keeps_author_and_message(
+    tmp_path: Path, data_dir: Path
+) -> None:
     forge = Forge(tmp_path, patches=1)
-    add_patch(forge, "patch/020-two-commits", [({"two.txt": "one\n"}, "two: first"),
-                                               ({"two.txt": "one\ntwo\n"}, "two: second")])
+    add_patch(
+        forge,
+        "patch/020-two-commits",
+        [({"two.txt": "one\n"}, "two: first"), ({"two.txt": "one\ntwo\n"}, "two: second")],
+    )
     forge.release("v1.1.0", {"README": "upstream 1.1\n"})
     store = Store(data_dir)
     outcome = await release(store, forge, "v1.1.0")
@@ -79,12 +83,17 @@ async def test_multi_commit_patch_keeps_every_commit_and_adopt_keeps_author_and_
     assert {c["fate"] for c in two["commits"]} == {"applied"}
     cand = art["candidateRefs"][0]["sha"]
     assert subjects(forge.fork, f"v1.1.0..{cand}") == [
-        "patch: maintained greeting|t", "two: first|Patch Author", "two: second|Patch Author"]
+        "patch: maintained greeting|t",
+        "two: first|Patch Author",
+        "two: second|Patch Author",
+    ]
     adopted = adopt(store, outcome.attempt["id"], by="tester")
     assert forge.rev("main") == cand
     assert forge.rev("patch/020-two-commits") == cand  # the stack, in application order
     assert subjects(forge.fork, "patch/010-maintained-greeting..patch/020-two-commits") == [
-        "two: first|Patch Author", "two: second|Patch Author"]
+        "two: first|Patch Author",
+        "two: second|Patch Author",
+    ]
     record = adopted["adoption"]
     assert record["by"] == "tester" and record["to"] == cand
     assert [p["commits"] for p in record["patches"]] == [1, 2]
@@ -123,8 +132,13 @@ async def test_merge_commit_inside_a_patch_is_refused_by_name(tmp_path: Path, da
     outcome = await release(store, forge, "v1.0.0")
     assert outcome.attempt["status"] == "blocked"
     assert f"merge commit {merge[:12]}" in outcome.attempt["error"]
-    doctor = subprocess.run([PYTHON, "-m", "patchmoi", "patch", "doctor", "--repo", str(forge.fork)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    doctor = subprocess.run(
+        [PYTHON, "-m", "patchmoi", "patch", "doctor", "--repo", str(forge.fork)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert doctor.returncode == 1 and f"merge commit {merge[:12]}" in doctor.stdout
 
 
@@ -150,8 +164,10 @@ async def test_conflict_resolved_once_then_adopted_does_not_come_back(tmp_path: 
     adopt(store, second.attempt["id"], by="tester")
     assert store.list_attempts_in_state("adopted")[0]["id"] == second.attempt["id"]
     assert git(forge.fork, "show", "patch/010-greeting:greeting.txt") == "hello from the fork, on v2\nworld"
-    assert git(forge.fork, "log", "-1", "--format=%an|%ae|%s", "patch/010-greeting") == \
-        "Patch Author|author@fork.invalid|fork greeting"
+    assert (
+        git(forge.fork, "log", "-1", "--format=%an|%ae|%s", "patch/010-greeting")
+        == "Patch Author|author@fork.invalid|fork greeting"
+    )
     assert git(forge.fork, "show", "main:greeting.txt") == "hello from the fork, on v2\nworld"
     assert git(forge.fork, "status", "--porcelain") == ""  # the checked-out main was updated with it
     # the next release does not touch those lines: it rebuilds clean, no resolution needed
@@ -177,8 +193,9 @@ async def test_recorded_resolution_is_reused_by_a_replay_and_reported(tmp_path: 
     later = await release(store, forge, "v2.0.1")
     assert later.attempt["status"] == "changed", later.attempt
     art = artifacts(store, later)
-    assert art["reused"] == [{"patch": "patch/010-maintained-greeting", "commit": forge.rev(forge.patch_names[0]),
-                              "files": ["greeting.txt"]}]
+    assert art["reused"] == [
+        {"patch": "patch/010-maintained-greeting", "commit": forge.rev(forge.patch_names[0]), "files": ["greeting.txt"]}
+    ]
     assert "reused recorded resolution for patch/010-maintained-greeting" in later.attempt["message"]
     assert git(forge.fork, "show", f"{art['afterSha']}:greeting.txt") == "resolved once\nworld"
     with pytest.raises(AdoptRefused, match="needs review"):
@@ -187,8 +204,7 @@ async def test_recorded_resolution_is_reused_by_a_replay_and_reported(tmp_path: 
     assert forge.rev("main") == art["afterSha"]
 
 
-async def test_conflict_command_leaving_modify_delete_stays_needs_intervention(tmp_path: Path,
-                                                                              data_dir: Path) -> None:
+async def test_conflict_command_leaving_modify_delete_stays_needs_intervention(tmp_path: Path, data_dir: Path) -> None:
     big = "".join(f"line {i}\n" for i in range(670))
     config = '[conflict]\ncommand = "echo resolved, I promise"\ntimeout = 30\n'
     forge = Forge(tmp_path, config=config, patches=0)
@@ -227,8 +243,9 @@ async def test_dropped_patch_that_applies_again_is_flagged(tmp_path: Path, data_
     assert "applies again after being dropped as merged upstream: patch/020-shout-mode" in second.attempt["message"]
 
 
-async def test_adopt_retires_merged_patches_and_refuses_when_main_moved_or_checkout_dirty(tmp_path: Path,
-                                                                                         data_dir: Path) -> None:
+async def test_adopt_retires_merged_patches_and_refuses_when_main_moved_or_checkout_dirty(
+    tmp_path: Path, data_dir: Path
+) -> None:
     forge = Forge(tmp_path, patches=2)
     forge.release("v1.1.0", {"shout.txt": "LOUD\n"})
     store = Store(data_dir)
@@ -244,11 +261,18 @@ async def test_adopt_retires_merged_patches_and_refuses_when_main_moved_or_check
         adopt(store, outcome.attempt["id"], by="tester")
     git(forge.fork, "reset", "-q", "--hard", main_before)
     adopted = adopt(store, outcome.event["id"], by="tester")  # an event id adopts its newest success
-    assert adopted["adoption"]["retired"] == [{"name": "patch/020-shout-mode",
-                                               "ref": "refs/patchmoi/retired/patch/020-shout-mode", "sha": old_tip,
-                                               "why": "dropped"}]
-    assert git(forge.fork, "for-each-ref", "--format=%(refname)", "refs/heads/patch/") == \
-        "refs/heads/patch/010-maintained-greeting"
+    assert adopted["adoption"]["retired"] == [
+        {
+            "name": "patch/020-shout-mode",
+            "ref": "refs/patchmoi/retired/patch/020-shout-mode",
+            "sha": old_tip,
+            "why": "dropped",
+        }
+    ]
+    assert (
+        git(forge.fork, "for-each-ref", "--format=%(refname)", "refs/heads/patch/")
+        == "refs/heads/patch/010-maintained-greeting"
+    )
     assert forge.rev("refs/patchmoi/retired/patch/020-shout-mode") == old_tip
     with pytest.raises(AdoptRefused, match="was adopted"):
         adopt(store, outcome.attempt["id"], by="tester")
@@ -279,8 +303,10 @@ async def test_clean_adoption_moves_main_and_pushes_with_a_lease(tmp_path: Path,
 
 
 async def test_clean_adoption_skips_a_conflict_command_resolution(tmp_path: Path, data_dir: Path) -> None:
-    config = ('[adopt]\nmode = "clean"\n[conflict]\ncommand = "printf \'agent\\\\nworld\\\\n\' > greeting.txt && '
-              'git add greeting.txt"\n')
+    config = (
+        '[adopt]\nmode = "clean"\n[conflict]\ncommand = "printf \'agent\\\\nworld\\\\n\' > greeting.txt && '
+        'git add greeting.txt"\n'
+    )
     forge = Forge(tmp_path, config=config)
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})
     store = Store(data_dir)
@@ -320,7 +346,9 @@ async def test_linear_series_rebuilds_each_commit_of_main(tmp_path: Path, data_d
     assert outcome.attempt["status"] == "changed", outcome.attempt
     art = artifacts(store, outcome)
     assert [c["subject"] for p in art["series"] for c in p["commits"]] == [
-        "patch: maintained greeting", "patch: shout mode"]
+        "patch: maintained greeting",
+        "patch: shout mode",
+    ]
     adopt(store, outcome.attempt["id"], by="tester")
     assert subjects(forge.fork, "v1.1.0..main") == ["patch: maintained greeting|t", "patch: shout mode|t"]
 
@@ -355,8 +383,7 @@ async def test_a_burst_of_branch_updates_rebuilds_only_the_newest(tmp_path: Path
     assert refs == [f"refs/heads/candidate/{shas[-1][:12]}"]
 
 
-async def test_gc_prunes_done_worktrees_and_old_candidates_but_never_open_ones(tmp_path: Path,
-                                                                              data_dir: Path) -> None:
+async def test_gc_prunes_done_worktrees_and_old_candidates_but_never_open_ones(tmp_path: Path, data_dir: Path) -> None:
     forge = Forge(tmp_path, config="[candidate]\nkeep = 1\n")
     store = Store(data_dir)
     for tag in ("v1.1.0", "v1.2.0", "v1.3.0"):
@@ -399,9 +426,27 @@ def test_relative_data_dir_never_puts_worktrees_inside_the_fork(tmp_path: Path) 
     forge = Forge(tmp_path)
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})  # a conflict leaves a worktree
     env = {"PATH": os.environ["PATH"], "DATA_DIR": "data", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([PYTHON, "-m", "patchmoi", "run", "upstream-release", "--repo", "acme/widget",
-                          "--tag", "v2.0.0", "--workspace", "fork", "--json"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "patchmoi",
+            "run",
+            "upstream-release",
+            "--repo",
+            "acme/widget",
+            "--tag",
+            "v2.0.0",
+            "--workspace",
+            "fork",
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1, out.stderr
     worktree = Path(json.loads(out.stdout)["attempt"]["error"].split(" resolve in ")[1].split(",")[0])
     assert worktree.is_relative_to(tmp_path / "data" / "worktrees")
@@ -415,15 +460,20 @@ def test_wrong_workspace_fails_the_attempt_and_poll_once_exits_1(tmp_path: Path,
     feed = {"body": atom_releases(["v1"])}
     server.route("/r.atom", lambda _r: Reply(body=feed["body"]))
     missing = tmp_path / "no-such-fork"
-    target = {"mode": "workspace_flow", "eventType": "upstream.release", "transport": "local",
-              "workspace": str(missing)}
+    target = {
+        "mode": "workspace_flow",
+        "eventType": "upstream.release",
+        "transport": "local",
+        "workspace": str(missing),
+    }
     sources = tmp_path / "feed-sources.json"
     sources.write_text(json.dumps({"sources": [source("s", server.url + "/r.atom", target=target)]}))
     env = {"PATH": os.environ["PATH"], "DATA_DIR": str(tmp_path / "data"), "FEED_SOURCES_PATH": str(sources)}
 
     def poll() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "patchmoi", "poll", "--once"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [PYTHON, "-m", "patchmoi", "poll", "--once"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
 
     assert poll().returncode == 0  # primes
     feed["body"] = atom_releases(["v2", "v1"])
@@ -432,8 +482,9 @@ def test_wrong_workspace_fails_the_attempt_and_poll_once_exits_1(tmp_path: Path,
     assert f"local workspace {missing} does not exist" in out.stderr
     attempt = Store(tmp_path / "data").list_attempts()[0]
     assert attempt["status"] == "failed" and str(missing) in attempt["message"]
-    doctor = subprocess.run([PYTHON, "-m", "patchmoi", "doctor"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    doctor = subprocess.run(
+        [PYTHON, "-m", "patchmoi", "doctor"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert doctor.returncode == 1 and f"{missing} does not exist" in doctor.stdout
 
 
@@ -463,8 +514,7 @@ async def test_http_open_queue_and_adopt(tmp_path: Path, data_dir: Path) -> None
         assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
         path = "/maintenance-attempts/" + quote(ok.attempt["id"], safe="")
         assert client.get(path, headers=auth).json()["attempt"]["state"] == "ready"
-        refused = client.post("/maintenance-attempts/" + quote(failed.attempt["id"], safe="") + "/adopt",
-                              headers=auth)
+        refused = client.post("/maintenance-attempts/" + quote(failed.attempt["id"], safe="") + "/adopt", headers=auth)
         assert refused.status_code == 409 and refused.json()["error"] == "adopt_refused"
         assert "only a changed or completed rebuild" in refused.json()["message"]
         adopted = client.post(path + "/adopt", headers=auth, json={"by": "ops@example", "reason": "looks right"})
@@ -484,8 +534,14 @@ def test_cli_adopt_attempts_open_status_and_gc(tmp_path: Path, data_dir: Path) -
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "patchmoi", *args, "--data-dir", str(data_dir)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"]})
+        return subprocess.run(
+            [PYTHON, "-m", "patchmoi", *args, "--data-dir", str(data_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": os.environ["PATH"]},
+        )
 
     run = cli("run", "upstream-release", "--repo", "acme/widget", "--tag", "v2.0.0", "--workspace", str(forge.fork))
     assert run.returncode == 1
@@ -503,8 +559,11 @@ def test_cli_adopt_attempts_open_status_and_gc(tmp_path: Path, data_dir: Path) -
     assert "the open queue is empty" in cli("attempts", "--open").stdout
     attempt_id = Store(data_dir).list_attempts_in_state("ready")[0]["id"]
     show = cli("show", attempt_id)
-    assert "(state: ready)" in show.stdout and "applied   " in show.stdout and f"patchmoi adopt '{attempt_id}'" in \
-        show.stdout
+    assert (
+        "(state: ready)" in show.stdout
+        and "applied   " in show.stdout
+        and f"patchmoi adopt '{attempt_id}'" in show.stdout
+    )
     (forge.fork / "README").write_text("dirty\n")
     refused = cli("adopt", attempt_id)
     assert refused.returncode == 1 and "not adopted:" in refused.stderr and "local changes" in refused.stderr
@@ -519,8 +578,7 @@ def test_cli_adopt_attempts_open_status_and_gc(tmp_path: Path, data_dir: Path) -
     assert "--reviewed" in help_text and "force-with-lease" in help_text
 
 
-async def test_adopt_interrupted_before_its_record_is_recorded_on_the_next_try(tmp_path: Path,
-                                                                              data_dir: Path) -> None:
+async def test_adopt_interrupted_before_its_record_is_recorded_on_the_next_try(tmp_path: Path, data_dir: Path) -> None:
     from patchmoi.core.adopt import rebuild_report
     from patchmoi.core.workspace.adopt import adopt_candidate
 
@@ -535,8 +593,9 @@ async def test_adopt_interrupted_before_its_record_is_recorded_on_the_next_try(t
     assert forge.rev("main") == adopted["adoption"]["to"]
 
 
-async def test_clean_fork_adopts_a_same_tree_release_that_retires_a_merged_patch(tmp_path: Path,
-                                                                                 data_dir: Path) -> None:
+async def test_clean_fork_adopts_a_same_tree_release_that_retires_a_merged_patch(
+    tmp_path: Path, data_dir: Path
+) -> None:
     forge = Forge(tmp_path, config='[adopt]\nmode = "clean"\n', patches=2)
     forge.release("v1.1.0", {"greeting.txt": "hello from the fork\nworld\n"})  # upstream takes patch/010 as is
     store = Store(data_dir)

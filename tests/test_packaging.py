@@ -21,8 +21,12 @@ SOURCES = ("pyproject.toml", "README.md", "patchmoi", "core", "server", "patchmo
 
 def build_wheel(source: Path, out: Path) -> Path:
     """`pip wheel` without build isolation: the venv's setuptools, no registry needed."""
-    result = subprocess.run([PYTHON, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                             str(source)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [PYTHON, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = out.glob("*.whl")
     return wheel
@@ -46,7 +50,8 @@ def dummy_core(dest: Path) -> Path:
     (dest / "core" / "__init__.py").write_text('WHO = "dummy"\n')
     (dest / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "dummy-core"\nversion = "1.0"\n[tool.setuptools]\npackages = ["core"]\n')
+        '[project]\nname = "dummy-core"\nversion = "1.0"\n[tool.setuptools]\npackages = ["core"]\n'
+    )
     return dest
 
 
@@ -54,18 +59,45 @@ def test_the_wheel_has_one_top_level_package_and_works_next_to_another_core(tmp_
     wheel = build_wheel(copy_sources(tmp_path / "src"), tmp_path / "dist")
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"patchmoi", "patchmoi-0.1.0.dist-info"}
-    assert {"patchmoi/__main__.py", "patchmoi/core/store/jsonl.py", "patchmoi/server/app.py",
-            "patchmoi/tui/app.tcss", "patchmoi/core/py.typed"} <= set(names)
+    assert {
+        "patchmoi/__main__.py",
+        "patchmoi/core/store/jsonl.py",
+        "patchmoi/server/app.py",
+        "patchmoi/tui/app.tcss",
+        "patchmoi/core/py.typed",
+    } <= set(names)
     other = build_wheel(dummy_core(tmp_path / "dummy"), tmp_path / "dist-dummy")
 
     venv = tmp_path / "fresh"
     subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    install = subprocess.run([PYTHON, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
-                              str(other), str(wheel)], capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(other),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stdout + install.stderr
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     # The dependencies (textual, httpx, ...) come from the test venv, after the fresh venv's own packages: a plain
     # path entry, so the checkout's editable install is not seen.
     (site / "zz_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -83,9 +115,11 @@ def test_the_wheel_has_one_top_level_package_and_works_next_to_another_core(tmp_
     assert where.startswith(str(site)), where
 
     data = tmp_path / "data"
-    record = ("import sys; from patchmoi.core.store import Store; Store(sys.argv[1]).record_event({'id': "
-              "'patch:upstream.release:acme/widget:v1.0.0', 'type': 'upstream.release', 'source': 'patch', "
-              "'receivedAt': '2026-11-22T10:00:00.000Z', 'payload': {'repo': 'acme/widget', 'tag': 'v1.0.0'}})")
+    record = (
+        "import sys; from patchmoi.core.store import Store; Store(sys.argv[1]).record_event({'id': "
+        "'patch:upstream.release:acme/widget:v1.0.0', 'type': 'upstream.release', 'source': 'patch', "
+        "'receivedAt': '2026-11-22T10:00:00.000Z', 'payload': {'repo': 'acme/widget', 'tag': 'v1.0.0'}})"
+    )
     assert run(str(python), "-c", record, str(data)).returncode == 0
     events = run(str(venv / "bin" / "patchmoi"), "events", "--json", "--data-dir", str(data))
     assert events.returncode == 0, events.stderr
@@ -93,8 +127,12 @@ def test_the_wheel_has_one_top_level_package_and_works_next_to_another_core(tmp_
     assert listed == ["patch:upstream.release:acme/widget:v1.0.0"]
 
     # Uninstalling the other `core` leaves patchmoi whole.
-    removed = subprocess.run([PYTHON, "-m", "pip", "--python", str(python), "uninstall", "-y", "-q", "dummy-core"],
-                             capture_output=True, text=True, timeout=120)
+    removed = subprocess.run(
+        [PYTHON, "-m", "pip", "--python", str(python), "uninstall", "-y", "-q", "dummy-core"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert removed.returncode == 0, removed.stderr
     assert run(str(venv / "bin" / "patchmoi"), "--version").returncode == 0
     assert (site / "patchmoi" / "core" / "__init__.py").is_file()

@@ -56,21 +56,24 @@ def feed_state(tmp_path: Path, sid: str) -> dict[str, Any]:
 
 
 # -- a poison entry among good ones, through the poller -----------------------------------------------------
-async def test_poison_atom_entries_are_skipped_and_reported_the_rest_goes_on(tmp_path: Path,
-                                                                           server: LoopbackServer) -> None:
+async def test_poison_atom_entries_are_skipped_and_reported_the_rest_goes_on(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     feed = {"body": atom_feed([atom_entry("v1")]).encode()}
     server.route("/r.atom", lambda _r: Reply(body=feed["body"]))
     service = Service(settings_for(tmp_path, [source("rel", f"{server.url}/r.atom")]))
     try:
         assert (await service.poll_once())[0].status == "primed"
-        feed["body"] = atom_feed([
-            atom_entry("v5"),
-            atom_entry("bad-title", "v4-rc&#xD800;"),                 # a lone surrogate in the title
-            atom_entry("v4", updated="0000-01-01T00:00:00Z"),         # year 0: kept, dated when seen
-            atom_entry("bad-link", link="http://[::1/releases/tag/x"),  # not a URL (urlsplit raises)
-            atom_entry("v3"),
-            atom_entry("v1"),
-        ]).encode()
+        feed["body"] = atom_feed(
+            [
+                atom_entry("v5"),
+                atom_entry("bad-title", "v4-rc&#xD800;"),  # a lone surrogate in the title
+                atom_entry("v4", updated="0000-01-01T00:00:00Z"),  # year 0: kept, dated when seen
+                atom_entry("bad-link", link="http://[::1/releases/tag/x"),  # not a URL (urlsplit raises)
+                atom_entry("v3"),
+                atom_entry("v1"),
+            ]
+        ).encode()
         report = (await service.poll_once())[0]
         health = {h["sourceId"]: h for h in service.health()["sources"]}["rel"]
     finally:
@@ -164,16 +167,20 @@ def test_any_other_failure_of_one_entry_costs_that_entry(monkeypatch: pytest.Mon
     atom = parse_feed(atom_feed([atom_entry("v3"), atom_entry("v2"), atom_entry("v1")]).encode(), provider="github")
     assert [e.id for e in atom.entries] == ["v3", "v1"]
     assert [(x.id, x.reason, x.position) for x in atom.skipped] == [
-        ("v2", "could not be read (RuntimeError: something new)", 1)]
-    npm = parse_feed(npm_raw("p", ['"1.0.0": "2026-05-01T00:00:00Z"', '"1.1.0": "2026-05-02T00:00:00Z"']),
-                     provider="npm")
+        ("v2", "could not be read (RuntimeError: something new)", 1)
+    ]
+    npm = parse_feed(
+        npm_raw("p", ['"1.0.0": "2026-05-01T00:00:00Z"', '"1.1.0": "2026-05-02T00:00:00Z"']), provider="npm"
+    )
     assert [e.title for e in npm.entries] == ["1.0.0"]
     assert [(x.id, x.reason) for x in npm.skipped] == [
-        ("npm:p:1.1.0", "could not be read (RuntimeError: something new)")]
+        ("npm:p:1.1.0", "could not be read (RuntimeError: something new)")
+    ]
 
 
-async def test_entry_that_cannot_be_recorded_is_skipped_and_retried(tmp_path: Path, server: LoopbackServer,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_entry_that_cannot_be_recorded_is_skipped_and_retried(
+    tmp_path: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The poller's own net: an entry the parser let through but recording trips on costs that entry only."""
     real = events_module.build_signal  # the function the poller imported
     broken = {"v2"}
@@ -196,8 +203,10 @@ async def test_entry_that_cannot_be_recorded_is_skipped_and_retried(tmp_path: Pa
     finally:
         await service.stop()
     assert second.status == "ok" and second.emitted == 1
-    assert second.skipped[0]["entryId"] == "v2" and "could not be recorded (UnicodeEncodeError" in \
-        second.skipped[0]["reason"]
+    assert (
+        second.skipped[0]["entryId"] == "v2"
+        and "could not be recorded (UnicodeEncodeError" in second.skipped[0]["reason"]
+    )
     assert third.emitted == 1 and third.skipped == []
     assert [s["ref"] for s in signals(tmp_path)] == ["v3", "v2"]
 
@@ -213,9 +222,11 @@ async def test_npm_lone_surrogate_version_is_skipped(tmp_path: Path, server: Loo
     service = Service(settings_for(tmp_path, [npm_source("npm", f"{server.url}/npm")]))
     try:
         await service.poll_once()
-        feed["body"] = npm_raw("@acme/pkg", [*good, r'"\ud800": "2026-05-02T00:00:00.000Z"',
-                                             '"1.1.0": "2026-05-03T00:00:00.000Z"'],
-                               dist_tags=r'"latest": "1.1.0", "next": "\ud800", "\udfff": "1.1.0"')
+        feed["body"] = npm_raw(
+            "@acme/pkg",
+            [*good, r'"\ud800": "2026-05-02T00:00:00.000Z"', '"1.1.0": "2026-05-03T00:00:00.000Z"'],
+            dist_tags=r'"latest": "1.1.0", "next": "\ud800", "\udfff": "1.1.0"',
+        )
         report = (await service.poll_once())[0]
         health = service.health()["sources"][0]
     finally:
@@ -223,8 +234,14 @@ async def test_npm_lone_surrogate_version_is_skipped(tmp_path: Path, server: Loo
     assert report.status == "ok" and report.emitted == 1
     only = signals(tmp_path)[0]
     assert only["entryId"] == "npm:@acme/pkg:1.1.0" and only["raw"]["distTags"] == ["latest"]
-    assert report.skipped == [{"sourceId": "npm", "entryId": "npm:@acme/pkg:\\ud800", "retry": True,
-                               "reason": "its version contains an unpaired surrogate (U+D800), which is not text"}]
+    assert report.skipped == [
+        {
+            "sourceId": "npm",
+            "entryId": "npm:@acme/pkg:\\ud800",
+            "retry": True,
+            "reason": "its version contains an unpaired surrogate (U+D800), which is not text",
+        }
+    ]
     assert "skipped entry 'npm:@acme/pkg:\\ud800'" in " ".join(report.warnings)
     assert sum("ignored dist-tag" in w for w in report.warnings) == 2
     assert health["skippedEntries"] == report.skipped
@@ -240,9 +257,11 @@ async def test_npm_5000_digit_number_does_not_cost_the_document(tmp_path: Path, 
     service = Service(settings_for(tmp_path, [npm_source("npm", f"{server.url}/npm")]))
     try:
         await service.poll_once()
-        feed["body"] = npm_raw("@acme/pkg", [*versions, f'"1.1.0": {BIG}', '"1.2.0": "2026-05-03T00:00:00.000Z"'],
-                               extra=f'"versions": {{"1.0.0": {{}}, "1.1.0": {{}}, '
-                                     f'"1.2.0": {{"dist": {{"unpackedSize": -{BIG}}}}}}}')
+        feed["body"] = npm_raw(
+            "@acme/pkg",
+            [*versions, f'"1.1.0": {BIG}', '"1.2.0": "2026-05-03T00:00:00.000Z"'],
+            extra=f'"versions": {{"1.0.0": {{}}, "1.1.0": {{}}, "1.2.0": {{"dist": {{"unpackedSize": -{BIG}}}}}}}',
+        )
         report = (await service.poll_once())[0]
     finally:
         await service.stop()
@@ -285,18 +304,24 @@ def test_utf16_feed_with_bom_parses(codec: str, bom: bytes, content_type: str, d
     assert feed.warnings == [] and feed.skipped == []
 
 
-@pytest.mark.parametrize(("codec", "bom"), [*UTF16, ("utf-16-le", b""), ("utf-16-be", b""), ("utf-32-le", b""),
-                                            ("cp037", b""), ("utf-8", b"\xef\xbb\xbf")])
+@pytest.mark.parametrize(
+    ("codec", "bom"),
+    [*UTF16, ("utf-16-le", b""), ("utf-16-be", b""), ("utf-32-le", b""), ("cp037", b""), ("utf-8", b"\xef\xbb\xbf")],
+)
 def test_entity_declarations_are_refused_in_any_encoding(codec: str, bom: bytes) -> None:
-    body = (f'<?xml version="1.0" encoding="{codec}"?><!DOCTYPE r [<!ENTITY x "EXPANDED">]>'
-            '<rss version="2.0"><channel><item><guid>g</guid><title>&x;</title></item></channel></rss>')
+    body = (
+        f'<?xml version="1.0" encoding="{codec}"?><!DOCTYPE r [<!ENTITY x "EXPANDED">]>'
+        '<rss version="2.0"><channel><item><guid>g</guid><title>&x;</title></item></channel></rss>'
+    )
     with pytest.raises(FeedParseError, match="declares XML entities"):
         parse_feed(bom + body.encode(codec), provider="github")
 
 
 def test_utf7_cannot_smuggle_an_entity_declaration() -> None:
-    body = ('<?xml version="1.0" encoding="utf-7"?>+ADw-!DOCTYPE r +AFs-+ADw-!ENTITY x "EXPANDED"+AD4-+AF0-+AD4-'
-            '<rss version="2.0"><channel><item><guid>g</guid><title>&x;</title></item></channel></rss>')
+    body = (
+        '<?xml version="1.0" encoding="utf-7"?>+ADw-!DOCTYPE r +AFs-+ADw-!ENTITY x "EXPANDED"+AD4-+AF0-+AD4-'
+        '<rss version="2.0"><channel><item><guid>g</guid><title>&x;</title></item></channel></rss>'
+    )
     with pytest.raises(FeedParseError, match="declares XML entities"):
         parse_feed(body.encode(), provider="github")
 
@@ -312,7 +337,9 @@ async def test_utf16_feeds_over_http(tmp_path: Path, server: LoopbackServer) -> 
     finally:
         await service.stop()
     assert {sid: (r.status, r.emitted, r.warnings) for sid, r in reports.items()} == {
-        "utf-16-le": ("ok", 1, []), "utf-16-be": ("ok", 1, [])}
+        "utf-16-le": ("ok", 1, []),
+        "utf-16-be": ("ok", 1, []),
+    }
 
 
 # -- 304 to a request without validators -------------------------------------------------------------------------
@@ -347,12 +374,28 @@ async def test_304_to_an_unconditional_request_is_an_error(tmp_path: Path, serve
 
 # -- what an operator sees: `patchmoi poll --once` -----------------------------------------------------------------
 def test_poll_once_prints_skipped_entries(tmp_path: Path, server: LoopbackServer) -> None:
-    server.route("/a", Reply(body=atom_feed([atom_entry("v2"), atom_entry("bad", "&#xDFFF;"),
-                                             atom_entry("v1", updated="0000-01-01T00:00:00Z")]).encode()))
-    server.route("/npm", Reply(body=npm_raw("p", [r'"\ud800": "2026-05-02T00:00:00.000Z"',
-                                                  '"1.0.0": "2026-05-01T00:00:00.000Z"'], extra=f'"n": {BIG}')))
-    sources = [source("atom", f"{server.url}/a", prime_only=False),
-               npm_source("npm", f"{server.url}/npm", prime_only=False)]
+    server.route(
+        "/a",
+        Reply(
+            body=atom_feed(
+                [atom_entry("v2"), atom_entry("bad", "&#xDFFF;"), atom_entry("v1", updated="0000-01-01T00:00:00Z")]
+            ).encode()
+        ),
+    )
+    server.route(
+        "/npm",
+        Reply(
+            body=npm_raw(
+                "p",
+                [r'"\ud800": "2026-05-02T00:00:00.000Z"', '"1.0.0": "2026-05-01T00:00:00.000Z"'],
+                extra=f'"n": {BIG}',
+            )
+        ),
+    )
+    sources = [
+        source("atom", f"{server.url}/a", prime_only=False),
+        npm_source("npm", f"{server.url}/npm", prime_only=False),
+    ]
     path = tmp_path / "feed-sources.json"
     path.write_text(json.dumps({"sources": sources}))
     load_sources(path)
@@ -379,41 +422,75 @@ def _xml_escape(text: str) -> str:
 
 
 _xml_chars = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00\ufffe\uffff\ufdd0").filter(
-    lambda c: c in "\t\n\r" or c >= " ")
-_char_refs = st.one_of(
-    st.integers(0, 0x10FFFF), st.integers(0xD800, 0xDFFF), st.integers(0, 0x20), st.integers(0x110000, 10**12),
-).map(lambda n: st.sampled_from([f"&#{n};", f"&#x{n:X};", f"&#x{n:x}"])).flatmap(lambda s: s)
+    lambda c: c in "\t\n\r" or c >= " "
+)
+_char_refs = (
+    st.one_of(
+        st.integers(0, 0x10FFFF),
+        st.integers(0xD800, 0xDFFF),
+        st.integers(0, 0x20),
+        st.integers(0x110000, 10**12),
+    )
+    .map(lambda n: st.sampled_from([f"&#{n};", f"&#x{n:X};", f"&#x{n:x}"]))
+    .flatmap(lambda s: s)
+)
 _odd_text = st.lists(st.one_of(st.text(_xml_chars, max_size=20).map(_xml_escape), _char_refs), max_size=6).map("".join)
 _dates = st.one_of(
     _odd_text,
-    st.sampled_from(["0000-01-01T00:00:00Z", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00",
-                     "Sat, 01 Jan 0000 00:00:00 +0000", "Fri, 31 Dec 9999 23:59:59 -1400", "2026-02-30T00:00:00Z"]),
-    st.builds(lambda y, mo, d, h, mi, s, tz: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{tz}",
-              st.integers(0, 99999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
-              st.integers(0, 61), st.integers(0, 61), st.sampled_from(["Z", "+14:00", "-14:00", "+99:99", ""])),
-    st.builds(lambda d, y: f"{d} 01 Jan {y} 00:00:00 +0000", st.sampled_from(["Mon,", "Sat,", ""]),
-              st.integers(0, 99999)),
+    st.sampled_from(
+        [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-14:00",
+            "0001-01-01T00:00:00+14:00",
+            "Sat, 01 Jan 0000 00:00:00 +0000",
+            "Fri, 31 Dec 9999 23:59:59 -1400",
+            "2026-02-30T00:00:00Z",
+        ]
+    ),
+    st.builds(
+        lambda y, mo, d, h, mi, s, tz: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{tz}",
+        st.integers(0, 99999),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 25),
+        st.integers(0, 61),
+        st.integers(0, 61),
+        st.sampled_from(["Z", "+14:00", "-14:00", "+99:99", ""]),
+    ),
+    st.builds(
+        lambda d, y: f"{d} 01 Jan {y} 00:00:00 +0000", st.sampled_from(["Mon,", "Sat,", ""]), st.integers(0, 99999)
+    ),
 )
-_links = st.one_of(_odd_text, st.sampled_from(["http://[::1/x", "http://[", "//[x", "javascript:alert(1)",
-                                               "http://h:99999999/x", "", "a" * 5000]))
+_links = st.one_of(
+    _odd_text,
+    st.sampled_from(
+        ["http://[::1/x", "http://[", "//[x", "javascript:alert(1)", "http://h:99999999/x", "", "a" * 5000]
+    ),
+)
 _ids = st.one_of(_odd_text, st.just("x" * 3000))
-_FIELDS = {"id": _ids, "title": _odd_text, "updated": _dates, "published": _dates, "link": _links,
-           "author": _odd_text}
+_FIELDS = {"id": _ids, "title": _odd_text, "updated": _dates, "published": _dates, "link": _links, "author": _odd_text}
 
 
 @st.composite
 def odd_entries(draw: Any) -> str:
     """An entry with one or two odd fields, the others ordinary, so every oddity reaches the code that reads it."""
     n = draw(st.integers(0, 10**6))
-    fields = {"id": f"odd-{n}", "title": f"odd {n}", "updated": "2026-05-01T00:00:00Z",
-              "published": "2026-05-01T00:00:00Z", "link": f"https://example.org/releases/tag/odd-{n}",
-              "author": "dev"}
+    fields = {
+        "id": f"odd-{n}",
+        "title": f"odd {n}",
+        "updated": "2026-05-01T00:00:00Z",
+        "published": "2026-05-01T00:00:00Z",
+        "link": f"https://example.org/releases/tag/odd-{n}",
+        "author": "dev",
+    }
     for name in draw(st.sets(st.sampled_from(sorted(_FIELDS)), min_size=1, max_size=2)):
         fields[name] = draw(_FIELDS[name])
     title_type = draw(st.sampled_from(["", ' type="text"', ' type="html"']))
-    return (f"<entry><id>{fields['id']}</id><title{title_type}>{fields['title']}</title>"
-            f"<updated>{fields['updated']}</updated><published>{fields['published']}</published>"
-            f'<link href="{fields["link"]}"/><author><name>{fields["author"]}</name></author></entry>')
+    return (
+        f"<entry><id>{fields['id']}</id><title{title_type}>{fields['title']}</title>"
+        f"<updated>{fields['updated']}</updated><published>{fields['published']}</published>"
+        f'<link href="{fields["link"]}"/><author><name>{fields["author"]}</name></author></entry>'
+    )
 
 
 def _storable(entry_dict: dict[str, Any]) -> None:
@@ -422,8 +499,9 @@ def _storable(entry_dict: dict[str, Any]) -> None:
 
 def _xml_text(value: str) -> bool:
     """Only characters XML 1.0 allows (and not the parser's stand-in for a bad reference, U+FDD0)."""
-    return all(c in "\t\n\r" or (c >= " " and not "\ud800" <= c <= "\udfff" and c not in "\ufdd0\ufffe\uffff")
-               for c in value)
+    return all(
+        c in "\t\n\r" or (c >= " " and not "\ud800" <= c <= "\udfff" and c not in "\ufdd0\ufffe\uffff") for c in value
+    )
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -448,10 +526,19 @@ def test_odd_atom_entries_never_cost_the_good_ones(odd: list[str], data: Any) ->
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.dictionaries(st.text(max_size=12), st.recursive(
-    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=8), max_size=6), st.lists(st.integers(0xD800, 0xDFFF), max_size=2), st.booleans())
+@given(
+    st.dictionaries(
+        st.text(max_size=12),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=30),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+            max_leaves=8,
+        ),
+        max_size=6,
+    ),
+    st.lists(st.integers(0xD800, 0xDFFF), max_size=2),
+    st.booleans(),
+)
 def test_odd_npm_versions_never_cost_the_good_ones(odd: dict[str, Any], surrogates: list[int], big: bool) -> None:
     members = [f'"good-{i}": "2026-05-{10 + i:02d}T00:00:00.000Z"' for i in range(3)]
     members += [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in odd.items() if not k.startswith("good-")]
@@ -468,8 +555,11 @@ def test_odd_npm_versions_never_cost_the_good_ones(odd: dict[str, Any], surrogat
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=300), st.sampled_from(["github", "npm"]),
-       st.sampled_from([None, "text/xml", "application/atom+xml; charset=utf-16", "application/json"]))
+@given(
+    st.binary(max_size=300),
+    st.sampled_from(["github", "npm"]),
+    st.sampled_from([None, "text/xml", "application/atom+xml; charset=utf-16", "application/json"]),
+)
 def test_garbage_is_a_feed_error_never_a_crash(body: bytes, provider: str, content_type: str | None) -> None:
     prefix = b"" if provider == "npm" else b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">'
     with contextlib.suppress(FeedParseError):

@@ -48,15 +48,31 @@ class Tmux:
 
     def run(self, name: str, command: str, cwd: Path, env: dict[str, str]) -> None:
         exports = " ".join(f"{k}={json.dumps(v)}" for k, v in env.items())
-        subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-s", name, "-x", "120", "-y", "32",
-                        f"cd {cwd} && env {exports} TERM=xterm-256color {command}"], check=True)
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                self.socket,
+                "new-session",
+                "-d",
+                "-s",
+                name,
+                "-x",
+                "120",
+                "-y",
+                "32",
+                f"cd {cwd} && env {exports} TERM=xterm-256color {command}",
+            ],
+            check=True,
+        )
 
     def wait_for(self, name: str, text: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
-            screen = subprocess.run(["tmux", "-L", self.socket, "capture-pane", "-p", "-t", name],
-                                    capture_output=True, text=True).stdout
+            screen = subprocess.run(
+                ["tmux", "-L", self.socket, "capture-pane", "-p", "-t", name], capture_output=True, text=True
+            ).stdout
             if text in screen:
                 return screen
             time.sleep(0.25)
@@ -100,14 +116,20 @@ def close_pipes(proc: subprocess.Popen[str]) -> None:
 
 def feed_handler(forge: Forge) -> Handler:
     def handler(_req: object) -> Reply:
-        tags = git(forge.upstream, "for-each-ref", "--sort=-v:refname", "--format=%(refname:short)",
-                   "refs/tags").split()
+        tags = git(
+            forge.upstream, "for-each-ref", "--sort=-v:refname", "--format=%(refname:short)", "refs/tags"
+        ).split()
         entries = "".join(
             f"<entry><id>tag:github.com,2008:Repository/1/{t}</id><updated>2026-05-{20 - i:02d}T00:00:00Z</updated>"
             f'<link rel="alternate" href="https://x.invalid/acme/widget/releases/tag/{t}"/><title>{t}</title></entry>'
-            for i, t in enumerate(tags))
-        return Reply(body=(f'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>r</title>'
-                           f"{entries}</feed>").encode())
+            for i, t in enumerate(tags)
+        )
+        return Reply(
+            body=(
+                f'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>r</title>{entries}</feed>'
+            ).encode()
+        )
+
     return handler
 
 
@@ -122,14 +144,41 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
     data = tmp_path / "var" / "lib" / "patchmoi"
     etc = tmp_path / "etc" / "patchmoi"
     etc.mkdir(parents=True)
-    (etc / "feed-sources.json").write_text(json.dumps({"sources": [{
-        "id": "acme-widget", "provider": "github", "url": f"{feeds.url}/releases.atom", "event": "release",
-        "repo": {"owner": "acme", "name": "widget", "fullName": "acme/widget", "webUrl": "https://x.invalid"},
-        "target": {"mode": "workspace_flow", "eventType": "upstream.release", "transport": "local",
-                   "workspace": str(forge.fork)}, "pollIntervalSeconds": 1}]}))
+    (etc / "feed-sources.json").write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        "id": "acme-widget",
+                        "provider": "github",
+                        "url": f"{feeds.url}/releases.atom",
+                        "event": "release",
+                        "repo": {
+                            "owner": "acme",
+                            "name": "widget",
+                            "fullName": "acme/widget",
+                            "webUrl": "https://x.invalid",
+                        },
+                        "target": {
+                            "mode": "workspace_flow",
+                            "eventType": "upstream.release",
+                            "transport": "local",
+                            "workspace": str(forge.fork),
+                        },
+                        "pollIntervalSeconds": 1,
+                    }
+                ]
+            }
+        )
+    )
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-           "PATCH_ADMIN_TOKEN": "readme-token-123456", "PORT": str(port), "PATCHMOI_MIN_POLL_SECONDS": "1"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "PATCH_ADMIN_TOKEN": "readme-token-123456",
+        "PORT": str(port),
+        "PATCHMOI_MIN_POLL_SECONDS": "1",
+    }
     done: list[str] = []
     server: subprocess.Popen[str] | None = None
     follower: subprocess.Popen[str] | None = None
@@ -154,8 +203,16 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
                     value = value.replace("/var/lib/patchmoi", str(data)).replace("/etc/patchmoi", str(etc))
                     env[key] = value
             elif command == "patchmoi serve":
-                server = subprocess.Popen(cmd, shell=True, cwd=work, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+                server = subprocess.Popen(
+                    cmd,
+                    shell=True,
+                    cwd=work,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
                     try:
@@ -185,8 +242,7 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
                 tmux.wait_for(name, "remote" if "--url" in command else "local", timeout=10)
                 tmux.keys(name, "q")
             elif command.startswith("patchmoi sources test"):  # before the exports: the file is named outright
-                out = sh(f"{PATCHMOI} sources test acme-widget --sources {etc / 'feed-sources.json'} "
-                         f"--data-dir {data}")
+                out = sh(f"{PATCHMOI} sources test acme-widget --sources {etc / 'feed-sources.json'} --data-dir {data}")
                 assert "next poll:" in out.stdout and "v1.0.0" in out.stdout
             elif command.startswith("patchmoi poll"):
                 if server is not None:  # one poller per DATA_DIR: `poll --once` is the cron alternative to serve
@@ -196,8 +252,9 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
                     server = None
                 sh(cmd)
             elif command.startswith("patchmoi follow"):
-                follower = subprocess.Popen(cmd, shell=True, cwd=work, env=env, stdout=subprocess.PIPE, text=True,
-                                            start_new_session=True)
+                follower = subprocess.Popen(
+                    cmd, shell=True, cwd=work, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
+                )
                 time.sleep(1.0)
                 sh(f"{PATCHMOI} retry {ids['EVENT_ID']!r}")
                 line = follower.stdout.readline() if follower.stdout else ""

@@ -92,8 +92,14 @@ async def test_conflict_needs_intervention_then_resumes_after_manual_fix(tmp_pat
     assert second.attempt["status"] == "changed", second.attempt
     art2 = result(store, second)["artifacts"]
     assert art2["applied"] == forge.patch_names
-    assert art2["resolved"] == [{"patch": "patch/010-maintained-greeting", "commit": forge.rev(forge.patch_names[0]),
-                                 "files": ["greeting.txt"], "by": "operator"}]
+    assert art2["resolved"] == [
+        {
+            "patch": "patch/010-maintained-greeting",
+            "commit": forge.rev(forge.patch_names[0]),
+            "files": ["greeting.txt"],
+            "by": "operator",
+        }
+    ]
     cand = forge.rev("refs/heads/candidate/v2.0.0")
     assert git(forge.fork, "show", f"{cand}:greeting.txt") == "hello from the fork, on v2\nworld"
     assert git(forge.fork, "show", f"{cand}:IDENTITY") == "fork of upstream"
@@ -111,8 +117,10 @@ async def test_retry_while_still_unresolved_stays_needs_intervention(tmp_path: P
 
 
 async def test_conflict_command_resolves(tmp_path: Path, data_dir: Path) -> None:
-    config = ('[conflict]\ncommand = "printf \'hello resolved by agent\\\\nworld\\\\n\' > greeting.txt'
-              ' && git add greeting.txt"\ntimeout = 30\n')
+    config = (
+        "[conflict]\ncommand = \"printf 'hello resolved by agent\\\\nworld\\\\n' > greeting.txt"
+        ' && git add greeting.txt"\ntimeout = 30\n'
+    )
     forge = Forge(tmp_path, config=config)
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})
     store = Store(data_dir)
@@ -130,12 +138,15 @@ async def test_failing_verify_needs_intervention(tmp_path: Path, data_dir: Path)
     assert outcome.attempt["status"] == "needs_intervention"
     assert "verify command `grep -q upstream README && exit 3` failed (3)" in outcome.attempt["error"]
     art = result(store, outcome)["artifacts"]
-    assert art["checks"] == [{"command": "test -f shout.txt", "exitCode": 0},
-                             {"command": "grep -q upstream README && exit 3", "exitCode": 3}]
+    assert art["checks"] == [
+        {"command": "test -f shout.txt", "exitCode": 0},
+        {"command": "grep -q upstream README && exit 3", "exitCode": 3},
+    ]
 
 
-async def test_dirty_checkout_or_rebase_in_progress_never_block_a_worktree_rebuild(tmp_path: Path,
-                                                                                   data_dir: Path) -> None:
+async def test_dirty_checkout_or_rebase_in_progress_never_block_a_worktree_rebuild(
+    tmp_path: Path, data_dir: Path
+) -> None:
     forge = Forge(tmp_path)
     store = Store(data_dir)
     (forge.fork / "scratch.txt").write_text("wip")  # untracked, like an untracked .patchmoi.toml
@@ -164,8 +175,10 @@ async def test_patch_merged_upstream_is_dropped(tmp_path: Path, data_dir: Path) 
 
 
 async def test_hanging_step_is_killed_at_its_timeout(tmp_path: Path, data_dir: Path) -> None:
-    config = ('[[steps]]\nname = "rebuild"\non = ["upstream.release"]\nbuiltin = "rebuild"\ntimeout = 2\n'
-              '[verify]\ncommands = ["sleep 60"]\n')
+    config = (
+        '[[steps]]\nname = "rebuild"\non = ["upstream.release"]\nbuiltin = "rebuild"\ntimeout = 2\n'
+        '[verify]\ncommands = ["sleep 60"]\n'
+    )
     forge = Forge(tmp_path, config=config)
     store = Store(data_dir)
     outcome = await release_event(store, forge, "v1.0.0")
@@ -177,8 +190,14 @@ def test_cli_patch_tools_and_run_by_hand(tmp_path: Path, data_dir: Path) -> None
     forge = Forge(tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120, env={"PATH": "/usr/bin:/bin"})
+        return subprocess.run(
+            [PYTHON, "-m", "patchmoi", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin"},
+        )
 
     doctor = cli("patch", "doctor", "--repo", str(forge.fork), "--json")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -186,12 +205,26 @@ def test_cli_patch_tools_and_run_by_hand(tmp_path: Path, data_dir: Path) -> None
     listing = cli("patch", "list", "--repo", str(forge.fork))
     assert "patch/010-maintained-greeting" in listing.stdout and "patch: maintained greeting" in listing.stdout
     forge.release("v1.1.0", {"README": "new\n"})
-    out = cli("run", "upstream-release", "--repo", "acme/widget", "--tag", "v1.1.0", "--workspace", str(forge.fork),
-              "--data-dir", str(data_dir))
+    out = cli(
+        "run",
+        "upstream-release",
+        "--repo",
+        "acme/widget",
+        "--tag",
+        "v1.1.0",
+        "--workspace",
+        str(forge.fork),
+        "--data-dir",
+        str(data_dir),
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "✚ changed" in out.stdout and "refs/heads/candidate/v1.1.0" in out.stdout
-    show = cli("show", "patch:upstream.release:acme/widget:v1.1.0:dispatch:" +
-               Store(data_dir).list_attempts()[0]["createdAt"], "--data-dir", str(data_dir))
+    show = cli(
+        "show",
+        "patch:upstream.release:acme/widget:v1.1.0:dispatch:" + Store(data_dir).list_attempts()[0]["createdAt"],
+        "--data-dir",
+        str(data_dir),
+    )
     assert show.returncode == 0
     run_id = Store(data_dir).list_runs()[0]["id"]
     run_show = cli("show", run_id, "--data-dir", str(data_dir))
@@ -199,8 +232,9 @@ def test_cli_patch_tools_and_run_by_hand(tmp_path: Path, data_dir: Path) -> None
     (forge.fork / "dirt").write_text("x")
     not_ready = cli("patch", "doctor", "--repo", str(forge.fork))
     assert not_ready.returncode == 1 and "working tree has local changes" in not_ready.stdout
-    setup = cli("setup", "fork", "--repo", str(forge.upstream), "--upstream-url", str(forge.upstream), "--apply",
-                "--json")
+    setup = cli(
+        "setup", "fork", "--repo", str(forge.upstream), "--upstream-url", str(forge.upstream), "--apply", "--json"
+    )
     assert json.loads(setup.stdout)["addedUpstream"] is True
 
 

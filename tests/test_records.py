@@ -4,8 +4,15 @@ from patchmoi.core.records import DispatchRecord, FlowEvent, MaintenanceAttempt,
 
 
 def test_round_trip_keeps_unknown_fields_and_exact_names() -> None:
-    raw = {"id": "e", "type": "upstream.release", "source": "patch", "receivedAt": "2026-01-01T00:00:00.000Z",
-           "payload": {"tag": "v1"}, "schemaVersion": 3, "futureField": {"a": 1}}
+    raw = {
+        "id": "e",
+        "type": "upstream.release",
+        "source": "patch",
+        "receivedAt": "2026-01-01T00:00:00.000Z",
+        "payload": {"tag": "v1"},
+        "schemaVersion": 3,
+        "futureField": {"a": 1},
+    }
     event = FlowEvent.from_dict(raw)
     assert event.received_at == "2026-01-01T00:00:00.000Z"
     assert event.to_dict() == raw

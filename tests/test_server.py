@@ -30,10 +30,26 @@ def backend_server() -> Iterator[LoopbackServer]:
 
 def seed(data_dir: Path) -> None:
     store = Store(data_dir)
-    store.record_event({"id": EID, "type": "upstream.release", "source": "patch",
-                        "receivedAt": "2026-05-13T00:00:00.000Z", "payload": {"repo": "openai/codex", "tag": "v1"}})
-    store.append(Kind.DISPATCHES, {"eventId": EID, "eventType": "upstream.release", "operation": "dispatch",
-                             "status": "failed", "error": "down", "createdAt": "2026-05-13T00:00:01.000Z"})
+    store.record_event(
+        {
+            "id": EID,
+            "type": "upstream.release",
+            "source": "patch",
+            "receivedAt": "2026-05-13T00:00:00.000Z",
+            "payload": {"repo": "openai/codex", "tag": "v1"},
+        }
+    )
+    store.append(
+        Kind.DISPATCHES,
+        {
+            "eventId": EID,
+            "eventType": "upstream.release",
+            "operation": "dispatch",
+            "status": "failed",
+            "error": "down",
+            "createdAt": "2026-05-13T00:00:01.000Z",
+        },
+    )
 
 
 def client_for(data_dir: Path, **env: str) -> TestClient:
@@ -87,8 +103,7 @@ def test_lists_gets_filters_and_errors(data_dir: Path) -> None:
         assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
         assert c.get("/maintenance-attempts?status=nope", headers=AUTH).status_code == 400
         assert c.post("/workspace-dispatches", headers=AUTH).status_code == 405
-        assert c.get("/maintenance-attempts/unknown", headers=AUTH).json() == {
-            "error": "maintenance_attempt_not_found"}
+        assert c.get("/maintenance-attempts/unknown", headers=AUTH).json() == {"error": "maintenance_attempt_not_found"}
         assert c.post("/maintenance-attempts", headers=AUTH).status_code == 405
         assert c.get("/maintenance-attempts?limit=abc", headers=AUTH).status_code == 200
 
@@ -110,8 +125,9 @@ def test_corrupt_store_line_is_not_a_500(data_dir: Path) -> None:
 def test_retry_replay_and_sync_through_a_backend(data_dir: Path, backend_server: LoopbackServer) -> None:
     seed(data_dir)
     backend = FakeBackend(backend_server, secret="sec")
-    with client_for(data_dir, PATCH_WORKSPACE_BACKEND_URL=f"{backend.url}/events",
-                    PATCH_WORKSPACE_BACKEND_SECRET="sec") as c:
+    with client_for(
+        data_dir, PATCH_WORKSPACE_BACKEND_URL=f"{backend.url}/events", PATCH_WORKSPACE_BACKEND_SECRET="sec"
+    ) as c:
         r = c.post(f"/flow-events/{quote(EID, safe='')}/retry", headers=AUTH, json={"reason": "was down"})
         assert r.status_code == 202, r.text
         assert r.json()["record"]["reason"] == "was down" and r.json()["event"]["id"] == EID
@@ -121,15 +137,25 @@ def test_retry_replay_and_sync_through_a_backend(data_dir: Path, backend_server:
         assert replay_req.path == f"/events/{quote(EID, safe='')}/replay" and replay_req.body == b'{"wait":false}'
         attempts = c.get(f"/maintenance-attempts?eventId={quote(EID, safe='')}", headers=AUTH).json()["attempts"]
         assert [(a["operation"], a["status"]) for a in attempts] == [("replay", "started"), ("dispatch", "started")]
-        backend.runs["run-1"].update({"status": "completed", "resultJson": json.dumps({
-            "status": "changed", "message": "candidate branch ready",
-            "artifacts": {"candidateRefs": [{"kind": "branch", "ref": "refs/heads/main", "sha": "abc123"}]}})})
+        backend.runs["run-1"].update(
+            {
+                "status": "completed",
+                "resultJson": json.dumps(
+                    {
+                        "status": "changed",
+                        "message": "candidate branch ready",
+                        "artifacts": {"candidateRefs": [{"kind": "branch", "ref": "refs/heads/main", "sha": "abc123"}]},
+                    }
+                ),
+            }
+        )
         dispatch_attempt = attempts[1]["id"]
         r = c.post(f"/maintenance-attempts/{quote(dispatch_attempt, safe='')}/sync", headers=AUTH)
         assert r.status_code == 202 and r.json()["attempt"]["status"] == "changed"
         assert r.json()["attempt"]["workspaceRunStatuses"] == {"run-1": "changed"}
-        assert c.get("/maintenance-attempts?status=changed", headers=AUTH).json()["attempts"][0]["id"] == \
-            dispatch_attempt
+        assert (
+            c.get("/maintenance-attempts?status=changed", headers=AUTH).json()["attempts"][0]["id"] == dispatch_attempt
+        )
         # inspection is proxied behind the same auth
         assert c.get("/workspace-runs").status_code == 401
         runs = c.get("/workspace-runs", headers=AUTH).json()
@@ -154,8 +180,16 @@ def test_backend_down_is_502_with_reason(data_dir: Path) -> None:
 
 def test_local_runs_served_without_backend_and_body_limit(data_dir: Path) -> None:
     seed(data_dir)
-    Store(data_dir).append(Kind.RUNS, {"id": "run-x", "eventId": EID, "status": "changed", "processStatus": "completed",
-                                 "resultPayload": {"status": "changed", "message": "ok"}})
+    Store(data_dir).append(
+        Kind.RUNS,
+        {
+            "id": "run-x",
+            "eventId": EID,
+            "status": "changed",
+            "processStatus": "completed",
+            "resultPayload": {"status": "changed", "message": "ok"},
+        },
+    )
     with client_for(data_dir) as c:
         runs = c.get("/workspace-runs", headers=AUTH).json()["runs"]
         assert runs[0]["id"] == "run-x" and runs[0]["effectiveStatus"] == "changed"
@@ -169,8 +203,14 @@ def test_local_runs_served_without_backend_and_body_limit(data_dir: Path) -> Non
 def test_openapi_lists_every_route(data_dir: Path) -> None:
     with client_for(data_dir) as c:
         doc: dict[str, Any] = c.get("/openapi.json", headers=AUTH).json()
-    assert {"/flow-events/{id}/retry", "/maintenance-attempts/{id}/sync", "/workspace-runs/{id}",
-            "/flow-dispatches", "/readyz", "/healthz"} <= set(doc["paths"])
+    assert {
+        "/flow-events/{id}/retry",
+        "/maintenance-attempts/{id}/sync",
+        "/workspace-runs/{id}",
+        "/flow-dispatches",
+        "/readyz",
+        "/healthz",
+    } <= set(doc["paths"])
 
 
 def test_serve_refuses_open_public_bind(tmp_path: Path) -> None:
@@ -178,7 +218,12 @@ def test_serve_refuses_open_public_bind(tmp_path: Path) -> None:
 
     from .conftest import PYTHON, ROOT
 
-    out = subprocess.run([PYTHON, "-m", "patchmoi", "serve", "--host", "0.0.0.0", "--port", "1",
-                          "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=30,
-                         env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [PYTHON, "-m", "patchmoi", "serve", "--host", "0.0.0.0", "--port", "1", "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 2 and "without PATCH_ADMIN_TOKEN" in out.stderr

@@ -42,20 +42,51 @@ RUN = "run-x"
 E, A = quote(EID, safe=""), quote(AID, safe="")
 TIMEOUT = 1.0  # the header timeout of the servers under test
 
-GET_ROUTES = ["/readyz", "/openapi.json", "/feed-signals", "/flow-events", f"/flow-events/{E}",
-              "/workspace-dispatches", "/flow-dispatches", "/maintenance-attempts", f"/maintenance-attempts/{A}",
-              "/workspace-runs", f"/workspace-runs/{RUN}", "/workspace-events", f"/workspace-events/{E}"]
-POST_ROUTES = [f"/flow-events/{E}/retry", f"/flow-events/{E}/replay", f"/maintenance-attempts/{A}/sync",
-               f"/maintenance-attempts/{A}/adopt"]
+GET_ROUTES = [
+    "/readyz",
+    "/openapi.json",
+    "/feed-signals",
+    "/flow-events",
+    f"/flow-events/{E}",
+    "/workspace-dispatches",
+    "/flow-dispatches",
+    "/maintenance-attempts",
+    f"/maintenance-attempts/{A}",
+    "/workspace-runs",
+    f"/workspace-runs/{RUN}",
+    "/workspace-events",
+    f"/workspace-events/{E}",
+]
+POST_ROUTES = [
+    f"/flow-events/{E}/retry",
+    f"/flow-events/{E}/replay",
+    f"/maintenance-attempts/{A}/sync",
+    f"/maintenance-attempts/{A}/adopt",
+]
 
 
 def seed(data_dir: Path) -> None:
     store = Store(data_dir)
-    store.record_event({"id": EID, "type": "upstream.release", "source": "patch",
-                        "receivedAt": "2026-05-13T00:00:00.000Z", "payload": {"tag": "v1"}})
+    store.record_event(
+        {
+            "id": EID,
+            "type": "upstream.release",
+            "source": "patch",
+            "receivedAt": "2026-05-13T00:00:00.000Z",
+            "payload": {"tag": "v1"},
+        }
+    )
     store.append(Kind.ATTEMPTS, {"id": AID, "eventId": EID, "status": "started", "operation": "dispatch"})
-    store.append(Kind.RUNS, {"id": RUN, "eventId": EID, "status": "changed", "processStatus": "completed",
-                       "resultPayload": {"status": "changed", "message": "ok"}})
+    store.append(
+        Kind.RUNS,
+        {
+            "id": RUN,
+            "eventId": EID,
+            "status": "changed",
+            "processStatus": "completed",
+            "resultPayload": {"status": "changed", "message": "ok"},
+        },
+    )
 
 
 def settings_for(data_dir: Path, token: str | None = TOKEN) -> Settings:
@@ -160,10 +191,20 @@ async def test_head_body_is_dropped_by_the_app_itself(data_dir: Path) -> None:
 
     async def call(method: str) -> list[MutableMapping[str, Any]]:
         messages: list[MutableMapping[str, Any]] = []
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": "/flow-events", "raw_path": b"/flow-events", "query_string": b"",
-                 "root_path": "", "headers": [(b"x-patch-admin-token", TOKEN.encode())],
-                 "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": "/flow-events",
+            "raw_path": b"/flow-events",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"x-patch-admin-token", TOKEN.encode())],
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 1),
+        }
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -244,8 +285,12 @@ def test_app_errors_are_json(data_dir: Path, live: int) -> None:
     assert httpx.get(f"{base}/flow-events").json() == {"error": "unauthorized"}
     big = httpx.post(f"{base}/flow-events/{E}/retry", headers=AUTH, content=b"x" * (65 * 1024))
     assert big.status_code == 413 and big.json()["error"] == "payload_too_large"
-    assert httpx.get(f"{base}/flow-events/{E}", headers={**AUTH, "Upgrade": "websocket",
-                                                         "Connection": "Upgrade"}).status_code == 200
+    assert (
+        httpx.get(
+            f"{base}/flow-events/{E}", headers={**AUTH, "Upgrade": "websocket", "Connection": "Upgrade"}
+        ).status_code
+        == 200
+    )
     # 503 while the service starts (no lifespan has run in a client used without `with`)
     r = TestClient(create_app(settings_for(data_dir), poll=False)).get("/flow-events")
     assert r.status_code == 503 and r.json() == {"error": "starting"}
@@ -341,8 +386,10 @@ def test_a_kept_alive_connection_gets_the_deadline_for_its_next_head(live: int) 
 def test_the_deadline_covers_the_head_only(live: int) -> None:
     """Once the head is in the app has the request: a body arriving after the deadline is still read."""
     body = b'{"reason": "late"}'
-    head = (f"POST /flow-events/nope/retry HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Patch-Admin-Token: {TOKEN}"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /flow-events/nope/retry HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Patch-Admin-Token: {TOKEN}"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     seconds, raw = exchange(live, head, body, gap=TIMEOUT + 0.5)
     assert parse(raw)[0] == 404 and json.loads(parse(raw)[2]) == {"error": "flow_event_not_found"}
     assert seconds >= TIMEOUT + 0.5
@@ -376,13 +423,29 @@ def test_header_timeout_from_env() -> None:
 def test_patchmoi_serve_process_edges(tmp_path: Path) -> None:
     """The real `patchmoi serve`: PATCHMOI_HEADER_TIMEOUT is honoured, malformed HTTP is JSON, both logged."""
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "DATA_DIR": str(tmp_path / "data"), "PATCH_ADMIN_TOKEN": TOKEN,
-           "PATCHMOI_HEADER_TIMEOUT": "1"}
-    bad = subprocess.run([PYTHON, "-m", "patchmoi", "serve", "--port", str(port)], cwd=ROOT,
-                         env={**env, "PATCHMOI_HEADER_TIMEOUT": "never"}, capture_output=True, text=True, timeout=30)
+    env = {
+        "PATH": os.environ["PATH"],
+        "DATA_DIR": str(tmp_path / "data"),
+        "PATCH_ADMIN_TOKEN": TOKEN,
+        "PATCHMOI_HEADER_TIMEOUT": "1",
+    }
+    bad = subprocess.run(
+        [PYTHON, "-m", "patchmoi", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**env, "PATCHMOI_HEADER_TIMEOUT": "never"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "PATCHMOI_HEADER_TIMEOUT must be a positive number" in bad.stderr
-    proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "serve", "--no-poll", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "patchmoi", "serve", "--no-poll", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -395,8 +458,10 @@ def test_patchmoi_serve_process_edges(tmp_path: Path) -> None:
         assert parse(raw)[0] == 408 and 0.9 <= seconds < 3, (seconds, raw)
         _, raw = exchange(port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")  # TLS to a plain port
         assert parse(raw)[0] == 400 and json.loads(parse(raw)[2])["error"] == "bad_request"
-        r = httpx.get(f"http://127.0.0.1:{port}/readyz",
-                      headers={"Authorization": "Bearer added-by-a-proxy", "X-Patch-Admin-Token": TOKEN})
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/readyz",
+            headers={"Authorization": "Bearer added-by-a-proxy", "X-Patch-Admin-Token": TOKEN},
+        )
         assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -446,6 +511,7 @@ def test_a_non_ascii_token_matches_the_bytes_sent(tmp_path: Path) -> None:
     """On the wire (the test client re-encodes header values): the token's UTF-8 bytes match, its latin-1 don't."""
     token = "tök-ü"
     with running(create_app(settings_for(tmp_path / "data", token), poll=False)) as port:
+
         def status(header: bytes) -> int:
             head = b"GET /flow-events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + header + b"\r\n\r\n"
             return parse(exchange(port, head)[1])[0]

@@ -32,10 +32,15 @@ T = TypeVar("T")
 TOKEN = "serve-test-token"
 
 
-
 def start(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([PYTHON, "-m", "patchmoi", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "patchmoi", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -81,15 +86,26 @@ def test_serve_process_end_to_end(tmp_path: Path, server: LoopbackServer) -> Non
     src["pollIntervalSeconds"] = 0.3
     sources.write_text(json.dumps({"sources": [src]}))
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "DATA_DIR": str(tmp_path / "data"), "FEED_SOURCES_PATH": str(sources),
-           "PATCH_ADMIN_TOKEN": TOKEN, "PATCHMOI_MIN_POLL_SECONDS": "0.3",
-           "PATCH_WORKSPACE_BACKEND_URL": backend.url, "PATCH_WORKSPACE_BACKEND_SECRET": "s"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "DATA_DIR": str(tmp_path / "data"),
+        "FEED_SOURCES_PATH": str(sources),
+        "PATCH_ADMIN_TOKEN": TOKEN,
+        "PATCHMOI_MIN_POLL_SECONDS": "0.3",
+        "PATCH_WORKSPACE_BACKEND_URL": backend.url,
+        "PATCH_WORKSPACE_BACKEND_SECRET": "s",
+    }
     proc = start(tmp_path, port, env)
     base = f"http://127.0.0.1:{port}"
     h = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        wait_for(lambda: json.loads((tmp_path / "data" / "feed-state.json").read_text()).get("rel", {}).get("primed")
-                 if (tmp_path / "data" / "feed-state.json").exists() else None)
+        wait_for(
+            lambda: (
+                json.loads((tmp_path / "data" / "feed-state.json").read_text()).get("rel", {}).get("primed")
+                if (tmp_path / "data" / "feed-state.json").exists()
+                else None
+            )
+        )
         feed["body"] = atom_releases(["v1.1.0", "v1.0.0"])
         events = wait_for(lambda: httpx.get(f"{base}/flow-events", headers=h).json()["events"])
         event_id = events[0]["id"]
@@ -116,10 +132,26 @@ def test_serve_process_end_to_end(tmp_path: Path, server: LoopbackServer) -> Non
     assert len(backend.events) == 1
 
 
-PATHS = ["/flow-events", "/flow-events/{id}", "/flow-events/{id}/retry", "/flow-events/{id}/replay",
-         "/workspace-dispatches", "/flow-dispatches", "/maintenance-attempts", "/maintenance-attempts/{id}",
-         "/maintenance-attempts/{id}/sync", "/workspace-runs", "/workspace-runs/{id}", "/workspace-events",
-         "/workspace-events/{id}", "/feed-signals", "/readyz", "/openapi.json", "/healthz", "/nope/{id}"]
+PATHS = [
+    "/flow-events",
+    "/flow-events/{id}",
+    "/flow-events/{id}/retry",
+    "/flow-events/{id}/replay",
+    "/workspace-dispatches",
+    "/flow-dispatches",
+    "/maintenance-attempts",
+    "/maintenance-attempts/{id}",
+    "/maintenance-attempts/{id}/sync",
+    "/workspace-runs",
+    "/workspace-runs/{id}",
+    "/workspace-events",
+    "/workspace-events/{id}",
+    "/feed-signals",
+    "/readyz",
+    "/openapi.json",
+    "/healthz",
+    "/nope/{id}",
+]
 text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 
 
@@ -137,12 +169,17 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(PATHS), ident=st.one_of(st.sampled_from(["e:1/x", "a:1"]), text),
-       method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]),
-       params=st.dictionaries(st.sampled_from(["limit", "status", "type", "eventId"]), text, max_size=3),
-       body=st.one_of(st.none(), st.binary(max_size=256)), auth=st.booleans())
-def test_fuzz_api_never_5xx_and_errors_are_json(fuzz_client: TestClient, path: str, ident: str, method: str,
-                                                params: dict[str, str], body: bytes | None, auth: bool) -> None:
+@given(
+    path=st.sampled_from(PATHS),
+    ident=st.one_of(st.sampled_from(["e:1/x", "a:1"]), text),
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]),
+    params=st.dictionaries(st.sampled_from(["limit", "status", "type", "eventId"]), text, max_size=3),
+    body=st.one_of(st.none(), st.binary(max_size=256)),
+    auth=st.booleans(),
+)
+def test_fuzz_api_never_5xx_and_errors_are_json(
+    fuzz_client: TestClient, path: str, ident: str, method: str, params: dict[str, str], body: bytes | None, auth: bool
+) -> None:
     url = path.replace("{id}", quote(ident, safe="")) if ident else path.replace("/{id}", "")
     headers = {"Authorization": f"Bearer {TOKEN}"} if auth else {}
     r = fuzz_client.request(method, url, params=params, content=body, headers=headers)

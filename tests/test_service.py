@@ -20,9 +20,13 @@ from .loopback import LoopbackServer, Reply
 
 def make_settings(tmp_path: Path, sources: list[dict[str, object]]) -> Settings:
     (tmp_path / "feed-sources.json").write_text(json.dumps({"sources": sources}))
-    return Settings.from_env({"DATA_DIR": str(tmp_path / "data"),
-                              "FEED_SOURCES_PATH": str(tmp_path / "feed-sources.json"),
-                              "PATCHMOI_MIN_POLL_SECONDS": "0.2"})
+    return Settings.from_env(
+        {
+            "DATA_DIR": str(tmp_path / "data"),
+            "FEED_SOURCES_PATH": str(tmp_path / "feed-sources.json"),
+            "PATCHMOI_MIN_POLL_SECONDS": "0.2",
+        }
+    )
 
 
 async def test_poll_loop_honours_intervals_and_never_overlaps(tmp_path: Path, server: LoopbackServer) -> None:

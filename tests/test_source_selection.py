@@ -33,15 +33,19 @@ def jsonl(tmp_path: Path, name: str) -> list[dict[str, Any]]:
 
 
 def release(tag: str, updated: str, repo: str = "acme/widget") -> str:
-    return (f"<entry><id>tag:github.com,2008:Repository/42/{tag}</id><updated>{updated}</updated>"
-            f'<link rel="alternate" type="text/html" href="https://github.com/{repo}/releases/tag/{tag}"/>'
-            f"<title>{tag}</title><author><name>bot</name></author></entry>")
+    return (
+        f"<entry><id>tag:github.com,2008:Repository/42/{tag}</id><updated>{updated}</updated>"
+        f'<link rel="alternate" type="text/html" href="https://github.com/{repo}/releases/tag/{tag}"/>'
+        f"<title>{tag}</title><author><name>bot</name></author></entry>"
+    )
 
 
 def feed(entries: list[str]) -> bytes:
-    return ('<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
-            "<id>tag:github.com,2008:https://github.com/acme/widget/releases</id><title>Release notes</title>"
-            f"<updated>2026-05-20T10:00:00Z</updated>{''.join(entries)}</feed>").encode()
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        "<id>tag:github.com,2008:https://github.com/acme/widget/releases</id><title>Release notes</title>"
+        f"<updated>2026-05-20T10:00:00Z</updated>{''.join(entries)}</feed>"
+    ).encode()
 
 
 def flow_target(backend: FakeBackend, event_type: str = "upstream.release") -> dict[str, Any]:
@@ -53,15 +57,25 @@ async def poll(service: Service) -> Any:
 
 
 # -- several release lines --------------------------------------------------------------------------------
-OLD = [release("v3.0.0", "2026-03-01T00:00:00Z"), release("v2.1.4", "2026-02-20T00:00:00Z"),
-       release("v2.0.8", "2026-02-10T00:00:00Z"), release("v1.1.8", "2026-02-01T00:00:00Z")]
-NEW = [release("v3.1.0", "2026-05-10T00:00:00Z"), release("v3.1.0-rc.1", "2026-05-05T00:00:00Z"),
-       release("v2.1.5", "2026-05-04T00:00:00Z"), release("v2.0.9", "2026-05-03T00:00:00Z"),
-       release("v1.1.9", "2026-05-02T00:00:00Z"), release("v3.0.1", "2026-05-01T00:00:00Z")]
+OLD = [
+    release("v3.0.0", "2026-03-01T00:00:00Z"),
+    release("v2.1.4", "2026-02-20T00:00:00Z"),
+    release("v2.0.8", "2026-02-10T00:00:00Z"),
+    release("v1.1.8", "2026-02-01T00:00:00Z"),
+]
+NEW = [
+    release("v3.1.0", "2026-05-10T00:00:00Z"),
+    release("v3.1.0-rc.1", "2026-05-05T00:00:00Z"),
+    release("v2.1.5", "2026-05-04T00:00:00Z"),
+    release("v2.0.9", "2026-05-03T00:00:00Z"),
+    release("v1.1.9", "2026-05-02T00:00:00Z"),
+    release("v3.0.1", "2026-05-01T00:00:00Z"),
+]
 
 
-async def test_three_release_lines_and_prereleases_only_3x_finals_are_rebuilt(tmp_path: Path,
-                                                                               server: LoopbackServer) -> None:
+async def test_three_release_lines_and_prereleases_only_3x_finals_are_rebuilt(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     body = {"doc": feed(OLD)}
     server.route("/releases.atom", lambda _r: Reply(body=body["doc"]))
     backend = FakeBackend(server)
@@ -116,8 +130,7 @@ async def test_include_exclude_and_newer_only_ignore_backports(tmp_path: Path, s
 
 
 # -- newness by identity ----------------------------------------------------------------------------------
-async def test_entries_appended_at_the_end_of_a_feed_are_emitted_once(tmp_path: Path,
-                                                                      server: LoopbackServer) -> None:
+async def test_entries_appended_at_the_end_of_a_feed_are_emitted_once(tmp_path: Path, server: LoopbackServer) -> None:
     first = [release(f"v1.{i}.0", f"2026-04-{10 + i:02d}T00:00:00Z") for i in range(5, 0, -1)]
     appended = [release(f"v2.{i}.0", f"2026-05-{10 + i:02d}T00:00:00Z") for i in range(10)]
     body = {"doc": feed(first)}
@@ -163,8 +176,16 @@ async def test_state_written_before_identity_newness_does_not_burst(tmp_path: Pa
     server.route("/releases.atom", Reply(body=feed(entries)))
     data = tmp_path / "data"
     data.mkdir()
-    (data / "feed-state.json").write_text(json.dumps({"widget": {
-        "lastSeenId": "tag:github.com,2008:Repository/42/v1.8.0", "lastCheckedAt": "2026-05-01T00:00:00.000Z"}}))
+    (data / "feed-state.json").write_text(
+        json.dumps(
+            {
+                "widget": {
+                    "lastSeenId": "tag:github.com,2008:Repository/42/v1.8.0",
+                    "lastCheckedAt": "2026-05-01T00:00:00.000Z",
+                }
+            }
+        )
+    )
     service = Service(settings_for(tmp_path, [source("widget", f"{server.url}/releases.atom", repo="acme/widget")]))
     try:
         report = await poll(service)
@@ -186,34 +207,52 @@ def packument(releases: dict[str, str], dist_tags: dict[str, str], *, modified: 
         for name in [version, *(f"{version}-{p}" for p in PLATFORMS)]:
             times[name] = when
             versions[name] = {"name": "@openai/codex", "version": name}
-    return json.dumps({"name": "@openai/codex", "dist-tags": dist_tags, "time": times,
-                       "versions": versions}).encode()
+    return json.dumps({"name": "@openai/codex", "dist-tags": dist_tags, "time": times, "versions": versions}).encode()
 
 
-async def test_codex_style_packument_one_event_per_release_with_the_git_tag(tmp_path: Path,
-                                                                            server: LoopbackServer) -> None:
-    body = {"doc": packument({"0.169.0": "2026-05-01T00:00:00.000Z"}, {"latest": "0.169.0"},
-                             modified="2026-05-01T00:00:00.000Z")}
+async def test_codex_style_packument_one_event_per_release_with_the_git_tag(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    body = {
+        "doc": packument(
+            {"0.169.0": "2026-05-01T00:00:00.000Z"}, {"latest": "0.169.0"}, modified="2026-05-01T00:00:00.000Z"
+        )
+    }
     server.route("/codex", lambda _r: Reply(body=body["doc"]))
     backend = FakeBackend(server)
-    src = source("codex", f"{server.url}/codex", provider="npm", repo="@openai/codex", branch=None,
-                 target=flow_target(backend))
-    src["repo"] = {"owner": "openai", "name": "codex", "fullName": "@openai/codex",
-                   "webUrl": "https://github.com/openai/codex"}
+    src = source(
+        "codex", f"{server.url}/codex", provider="npm", repo="@openai/codex", branch=None, target=flow_target(backend)
+    )
+    src["repo"] = {
+        "owner": "openai",
+        "name": "codex",
+        "fullName": "@openai/codex",
+        "webUrl": "https://github.com/openai/codex",
+    }
     src["versions"] = {"tagTemplate": "rust-v{version}", "prereleases": False}
     service = Service(settings_for(tmp_path, [src]))
     try:
         await poll(service)
-        body["doc"] = packument({"0.169.0": "2026-05-01T00:00:00.000Z", "0.170.0": "2026-05-10T00:00:00.500Z",
-                                 "0.171.0-alpha.1": "2026-05-11T00:00:00.000Z"},
-                                {"latest": "0.170.0", "next": "0.171.0-alpha.1"},
-                                modified="2026-05-11T00:00:00.000Z")
+        body["doc"] = packument(
+            {
+                "0.169.0": "2026-05-01T00:00:00.000Z",
+                "0.170.0": "2026-05-10T00:00:00.500Z",
+                "0.171.0-alpha.1": "2026-05-11T00:00:00.000Z",
+            },
+            {"latest": "0.170.0", "next": "0.171.0-alpha.1"},
+            modified="2026-05-11T00:00:00.000Z",
+        )
         release_poll = await poll(service)
         # latest rolled back to 0.169.0 (a bad release): a signal, not a release
-        body["doc"] = packument({"0.169.0": "2026-05-01T00:00:00.000Z", "0.170.0": "2026-05-10T00:00:00.500Z",
-                                 "0.171.0-alpha.1": "2026-05-11T00:00:00.000Z"},
-                                {"latest": "0.169.0", "next": "0.171.0-alpha.1"},
-                                modified="2026-05-12T00:00:00.000Z")
+        body["doc"] = packument(
+            {
+                "0.169.0": "2026-05-01T00:00:00.000Z",
+                "0.170.0": "2026-05-10T00:00:00.500Z",
+                "0.171.0-alpha.1": "2026-05-11T00:00:00.000Z",
+            },
+            {"latest": "0.169.0", "next": "0.171.0-alpha.1"},
+            modified="2026-05-12T00:00:00.000Z",
+        )
         rollback_poll = await poll(service)
         quiet = await poll(service)
     finally:
@@ -230,47 +269,68 @@ async def test_codex_style_packument_one_event_per_release_with_the_git_tag(tmp_
     assert rollback_poll.signals == ["dist-tag latest -> 0.169.0 (was 0.170.0, a rollback)"]
     moves = [s for s in jsonl(tmp_path, "feed-events.jsonl") if s["raw"].get("signal") == "dist-tag"]
     titles = [m["title"] for m in moves]
-    assert titles == ["dist-tag latest -> 0.170.0 (was 0.169.0)", "dist-tag next -> 0.171.0-alpha.1 (new tag)",
-                      "dist-tag latest -> 0.169.0 (was 0.170.0, a rollback)"]
+    assert titles == [
+        "dist-tag latest -> 0.170.0 (was 0.169.0)",
+        "dist-tag next -> 0.171.0-alpha.1 (new tag)",
+        "dist-tag latest -> 0.169.0 (was 0.170.0, a rollback)",
+    ]
     assert moves[-1]["raw"]["rollback"] is True and moves[-1]["ref"] == "rust-v0.169.0"
 
 
 async def test_unpublished_package_emits_nothing_but_a_warning(tmp_path: Path, server: LoopbackServer) -> None:
-    body = {"doc": packument({"1.0.0": "2026-05-01T00:00:00.000Z"}, {"latest": "1.0.0"},
-                             modified="2026-05-01T00:00:00.000Z")}
+    body = {
+        "doc": packument(
+            {"1.0.0": "2026-05-01T00:00:00.000Z"}, {"latest": "1.0.0"}, modified="2026-05-01T00:00:00.000Z"
+        )
+    }
     server.route("/gone", lambda _r: Reply(body=body["doc"]))
     src = source("gone", f"{server.url}/gone", provider="npm", repo="gone", branch=None, prime_only=False)
     service = Service(settings_for(tmp_path, [src]))
     try:
         await poll(service)
-        body["doc"] = json.dumps({"_id": "gone", "name": "gone", "time": {
-            "created": "2025-01-01T00:00:00.000Z", "modified": "2026-05-02T00:00:00.000Z",
-            "1.0.0": "2026-05-01T00:00:00.000Z",
-            "unpublished": {"time": "2026-05-02T00:00:00.000Z", "versions": ["1.0.0"]}}}).encode()
+        body["doc"] = json.dumps(
+            {
+                "_id": "gone",
+                "name": "gone",
+                "time": {
+                    "created": "2025-01-01T00:00:00.000Z",
+                    "modified": "2026-05-02T00:00:00.000Z",
+                    "1.0.0": "2026-05-01T00:00:00.000Z",
+                    "unpublished": {"time": "2026-05-02T00:00:00.000Z", "versions": ["1.0.0"]},
+                },
+            }
+        ).encode()
         report = await poll(service)
     finally:
         await service.stop()
     assert report.emitted == 0 and report.status == "ok"
     assert any("was unpublished at 2026-05-02T00:00:00.000Z" in w for w in report.warnings)
-    assert [s["title"] for s in jsonl(tmp_path, "feed-events.jsonl")
-            if s["raw"].get("signal") != "dist-tag"] == ["1.0.0"]
+    assert [s["title"] for s in jsonl(tmp_path, "feed-events.jsonl") if s["raw"].get("signal") != "dist-tag"] == [
+        "1.0.0"
+    ]
     assert all(s["title"] != "unpublished" for s in jsonl(tmp_path, "feed-events.jsonl"))
 
 
 # -- validation -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"versions": {"range": ">=banana"}}, "field 'versions.range' has 'banana', which is not a version"),
-    ({"versions": {"include": "("}}, "field 'versions.include' is not a valid regular expression"),
-    ({"versions": {"prereleases": "no"}}, "field 'versions.prereleases' must be true or false"),
-    ({"versions": {"tagTemplate": "rust-v"}}, "field 'versions.tagTemplate' must contain {version} once"),
-    ({"versions": {"scheme": "calver"}}, "field 'versions.scheme' must be one of pep440, semver, loose"),
-    ({"versions": {"rnage": ">=3"}}, "field 'versions.rnage' is not a known field (did you mean 'versions.range'?)"),
-    ({"versions": {"range": ">=3,<4"}, "event": "push"}, "field 'versions' applies to release sources"),
-    ({"kind": "svn"}, "field 'kind' must be one of feed, npm, pypi, git"),
-    ({"kind": "git", "url": "ext::sh -c touch% /tmp/x"}, "field 'url' must be a git remote"),
-    ({"branches": ["main"]}, "field 'branches' applies to git push sources"),
-    ({"kind": "pypi", "event": "push"}, "field 'event' must be 'release' for a pypi source"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"versions": {"range": ">=banana"}}, "field 'versions.range' has 'banana', which is not a version"),
+        ({"versions": {"include": "("}}, "field 'versions.include' is not a valid regular expression"),
+        ({"versions": {"prereleases": "no"}}, "field 'versions.prereleases' must be true or false"),
+        ({"versions": {"tagTemplate": "rust-v"}}, "field 'versions.tagTemplate' must contain {version} once"),
+        ({"versions": {"scheme": "calver"}}, "field 'versions.scheme' must be one of pep440, semver, loose"),
+        (
+            {"versions": {"rnage": ">=3"}},
+            "field 'versions.rnage' is not a known field (did you mean 'versions.range'?)",
+        ),
+        ({"versions": {"range": ">=3,<4"}, "event": "push"}, "field 'versions' applies to release sources"),
+        ({"kind": "svn"}, "field 'kind' must be one of feed, npm, pypi, git"),
+        ({"kind": "git", "url": "ext::sh -c touch% /tmp/x"}, "field 'url' must be a git remote"),
+        ({"branches": ["main"]}, "field 'branches' applies to git push sources"),
+        ({"kind": "pypi", "event": "push"}, "field 'event' must be 'release' for a pypi source"),
+    ],
+)
 def test_versions_and_kinds_are_validated_with_the_field_named(extra: dict[str, Any], message: str) -> None:
     src = {**source("s", "https://example.invalid/f"), **extra}
     with pytest.raises(ConfigError) as info:
@@ -280,18 +340,31 @@ def test_versions_and_kinds_are_validated_with_the_field_named(extra: dict[str, 
 
 
 def test_pep440_range_for_pypi_and_semver_ranges_for_npm() -> None:
-    pypi = parse_sources({"sources": [{**source("p", "https://pypi.org/pypi/x/json", provider="pypi"),
-                                       "versions": {"range": "~=3.1"}}]})[0]
+    pypi = parse_sources(
+        {"sources": [{**source("p", "https://pypi.org/pypi/x/json", provider="pypi"), "versions": {"range": "~=3.1"}}]}
+    )[0]
     assert pypi.kind == "pypi" and pypi.versions.scheme == "pep440"
-    npm = parse_sources({"sources": [{**source("n", "https://registry.npmjs.org/x", provider="npm"),
-                                      "versions": {"range": "^0.170 || >=1.2 <2"}}]})[0]
+    npm = parse_sources(
+        {
+            "sources": [
+                {
+                    **source("n", "https://registry.npmjs.org/x", provider="npm"),
+                    "versions": {"range": "^0.170 || >=1.2 <2"},
+                }
+            ]
+        }
+    )[0]
     assert npm.kind == "npm" and npm.versions.scheme == "semver"
     from patchmoi.core.feeds.selection import decide
 
     assert decide(pypi.versions, tag=None, version="3.4.0").selected
     assert not decide(pypi.versions, tag=None, version="4.0").selected
-    assert [decide(npm.versions, tag=None, version=v).selected for v in ("0.170.5", "0.171.0", "1.9.0", "2.0.0")] \
-        == [True, False, True, False]
+    assert [decide(npm.versions, tag=None, version=v).selected for v in ("0.170.5", "0.171.0", "1.9.0", "2.0.0")] == [
+        True,
+        False,
+        True,
+        False,
+    ]
 
 
 # -- more kinds of source ---------------------------------------------------------------------------------
@@ -318,11 +391,22 @@ async def test_git_source_emits_new_tags_and_branch_moves(tmp_path: Path) -> Non
     backend_server = LoopbackServer().start()
     try:
         backend = FakeBackend(backend_server)
-        tags = {**source("tags", str(bare), repo="acme/widget", target=flow_target(backend)), "kind": "git",
-                "versions": {"prereleases": False}}
-        heads = {**source("heads", f"file://{bare}", event="push", repo="acme/widget",
-                          target=flow_target(backend, "upstream.branch_update")),
-                 "kind": "git", "branches": ["main", "release/*"]}
+        tags = {
+            **source("tags", str(bare), repo="acme/widget", target=flow_target(backend)),
+            "kind": "git",
+            "versions": {"prereleases": False},
+        }
+        heads = {
+            **source(
+                "heads",
+                f"file://{bare}",
+                event="push",
+                repo="acme/widget",
+                target=flow_target(backend, "upstream.branch_update"),
+            ),
+            "kind": "git",
+            "branches": ["main", "release/*"],
+        }
         service = Service(settings_for(tmp_path, [tags, heads]))
         try:
             primed = await service.poll_once()
@@ -351,29 +435,54 @@ async def test_git_source_emits_new_tags_and_branch_moves(tmp_path: Path) -> Non
 
 
 def pypi_doc(releases: dict[str, list[tuple[str, bool]]]) -> bytes:
-    return json.dumps({
-        "info": {"name": "Widget_Lib", "version": max(releases), "package_url": "https://pypi.org/project/widget-lib/"},
-        "releases": {v: [{"filename": f"widget_lib-{v}-{i}.whl", "upload_time_iso_8601": when, "yanked": yanked}
-                         for i, (when, yanked) in enumerate(files)] for v, files in releases.items()},
-    }).encode()
+    return json.dumps(
+        {
+            "info": {
+                "name": "Widget_Lib",
+                "version": max(releases),
+                "package_url": "https://pypi.org/project/widget-lib/",
+            },
+            "releases": {
+                v: [
+                    {"filename": f"widget_lib-{v}-{i}.whl", "upload_time_iso_8601": when, "yanked": yanked}
+                    for i, (when, yanked) in enumerate(files)
+                ]
+                for v, files in releases.items()
+            },
+        }
+    ).encode()
 
 
 async def test_pypi_source_selects_by_pep440(tmp_path: Path, server: LoopbackServer) -> None:
     releases: dict[str, list[tuple[str, bool]]] = {
-        "2.9.0": [("2026-01-01T00:00:00.000000Z", False)], "3.0.0": [("2026-02-01T00:00:00.000000Z", False)]}
+        "2.9.0": [("2026-01-01T00:00:00.000000Z", False)],
+        "3.0.0": [("2026-02-01T00:00:00.000000Z", False)],
+    }
     body = {"doc": pypi_doc(releases)}
     server.route("/pypi/widget-lib/json", lambda _r: Reply(body=body["doc"], headers={"etag": f'"{len(releases)}"'}))
     backend = FakeBackend(server)
-    src = {**source("widget-lib", f"{server.url}/pypi/widget-lib/json", provider="pypi", repo="widget-lib",
-                    branch=None, target=flow_target(backend)), "versions": {"range": ">=3,<4", "prereleases": False}}
+    src = {
+        **source(
+            "widget-lib",
+            f"{server.url}/pypi/widget-lib/json",
+            provider="pypi",
+            repo="widget-lib",
+            branch=None,
+            target=flow_target(backend),
+        ),
+        "versions": {"range": ">=3,<4", "prereleases": False},
+    }
     service = Service(settings_for(tmp_path, [src]))
     try:
         await poll(service)
-        releases.update({
-            "3.1.0rc1": [("2026-05-01T00:00:00.000000Z", False)],
-            "3.1.0": [("2026-05-02T10:00:00.250123Z", False), ("2026-05-02T09:00:00.125000Z", False)],
-            "2.9.1": [("2026-05-03T00:00:00.000000Z", False)],
-            "3.0.1": [("2026-05-04T00:00:00.000000Z", True)]})
+        releases.update(
+            {
+                "3.1.0rc1": [("2026-05-01T00:00:00.000000Z", False)],
+                "3.1.0": [("2026-05-02T10:00:00.250123Z", False), ("2026-05-02T09:00:00.125000Z", False)],
+                "2.9.1": [("2026-05-03T00:00:00.000000Z", False)],
+                "3.0.1": [("2026-05-04T00:00:00.000000Z", True)],
+            }
+        )
         body["doc"] = pypi_doc(releases)
         report = await poll(service)
     finally:
@@ -391,19 +500,35 @@ def run_cli(tmp_path: Path, *args: str) -> Any:
 
     from .conftest import PYTHON, ROOT
 
-    return subprocess.run([PYTHON, "-m", "patchmoi", *args, "--sources", str(tmp_path / "feed-sources.json"),
-                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "patchmoi",
+            *args,
+            "--sources",
+            str(tmp_path / "feed-sources.json"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_sources_test_shows_what_the_next_poll_would_emit_and_writes_nothing(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     import asyncio
 
     body = {"doc": feed(OLD)}
     server.route("/releases.atom", lambda _r: Reply(body=body["doc"]))
-    src = {**source("widget", f"{server.url}/releases.atom", repo="acme/widget"),
-           "versions": {"range": ">=3,<4", "prereleases": False}}
+    src = {
+        **source("widget", f"{server.url}/releases.atom", repo="acme/widget"),
+        "versions": {"range": ">=3,<4", "prereleases": False},
+    }
     service = Service(settings_for(tmp_path, [src]))
     try:
         await poll(service)
@@ -429,9 +554,25 @@ async def test_sources_test_shows_what_the_next_poll_would_emit_and_writes_nothi
     from .conftest import PYTHON, ROOT
 
     group = await asyncio.to_thread(  # the group's options before the action work too
-        subprocess.run, [PYTHON, "-m", "patchmoi", "sources", "--json", "--sources",
-                         str(tmp_path / "feed-sources.json"), "--data-dir", str(tmp_path / "data"), "test", "widget"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        subprocess.run,
+        [
+            PYTHON,
+            "-m",
+            "patchmoi",
+            "sources",
+            "--json",
+            "--sources",
+            str(tmp_path / "feed-sources.json"),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "test",
+            "widget",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(group.stdout)["wouldEmit"] == 2
     listing = await asyncio.to_thread(run_cli, tmp_path, "sources", "list")
     assert "range=>=3,<4, no pre-releases" in listing.stdout
@@ -446,8 +587,9 @@ def test_dashboard_upstream_tab_marks_filtered_signals_and_dist_tag_moves() -> N
     from patchmoi.tui.rows import _signal_cells
 
     base = {"event": "release", "repo": {"fullName": "acme/widget"}, "sourceId": "widget"}
-    filtered = _signal_cells({**base, "title": "v2.1.5", "ref": "v2.1.5",
-                              "filtered": "'v2.1.5' is outside versions.range '>=3,<4'"}, None)
+    filtered = _signal_cells(
+        {**base, "title": "v2.1.5", "ref": "v2.1.5", "filtered": "'v2.1.5' is outside versions.range '>=3,<4'"}, None
+    )
     assert str(filtered[1]) == "· filtered" and filtered[4].startswith("v2.1.5 ('v2.1.5' is outside")
     move = _signal_cells({**base, "title": "dist-tag latest -> 0.169.0", "raw": {"signal": "dist-tag"}}, None)
     assert str(move[1]) == "⇄ dist-tag"
@@ -474,7 +616,8 @@ asyncio.run(Service(settings).poll_once())
 
 
 async def test_a_kill_mid_poll_neither_re_emits_history_nor_holds_back_the_rest(
-        tmp_path: Path, server: LoopbackServer) -> None:
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     """600 versions (beyond the 500 exact ids), three new ones, the poller is killed after the first is taken:
     the next poll reads the document again (the new ETag was not saved, so no 304 hides it) and takes the
     other two, and nothing of the history."""
@@ -502,8 +645,12 @@ async def test_a_kill_mid_poll_neither_re_emits_history_nor_holds_back_the_rest(
     for i, when in enumerate(("2026-05-01", "2026-05-02", "2026-05-03")):
         doc["time"][f"2.{i}.0"] = f"{when}T00:00:00.000Z"
     killed = await asyncio.to_thread(
-        subprocess.run, [PYTHON, "-c", CRASH_ON_SECOND_SIGNAL, str(tmp_path / "data"),
-                         str(tmp_path / "feed-sources.json")], cwd=ROOT, capture_output=True, timeout=120)
+        subprocess.run,
+        [PYTHON, "-c", CRASH_ON_SECOND_SIGNAL, str(tmp_path / "data"), str(tmp_path / "feed-sources.json")],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
     assert killed.returncode == 137
     service = Service(settings)
     try:
@@ -515,12 +662,15 @@ async def test_a_kill_mid_poll_neither_re_emits_history_nor_holds_back_the_rest(
     assert [s["title"] for s in jsonl(tmp_path, "feed-events.jsonl")] == ["2.0.0", "2.1.0", "2.2.0"]
 
 
-async def test_newer_only_with_prime_only_false_and_added_to_a_polled_source(tmp_path: Path,
-                                                                             server: LoopbackServer) -> None:
+async def test_newer_only_with_prime_only_false_and_added_to_a_polled_source(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     body = {"doc": feed(OLD)}
     server.route("/releases.atom", lambda _r: Reply(body=body["doc"]))
-    fresh = {**source("fresh", f"{server.url}/releases.atom", repo="acme/widget", prime_only=False),
-             "versions": {"newerOnly": True}}
+    fresh = {
+        **source("fresh", f"{server.url}/releases.atom", repo="acme/widget", prime_only=False),
+        "versions": {"newerOnly": True},
+    }
     service = Service(settings_for(tmp_path, [fresh]))
     try:
         first = await poll(service)
@@ -543,28 +693,59 @@ async def test_newer_only_with_prime_only_false_and_added_to_a_polled_source(tmp
     assert report.emitted == 0 and "not newer than 'v3.0.0'" in report.filtered[0]["reason"]
 
 
-async def test_dist_tag_moves_are_recorded_but_only_rollbacks_are_notified(tmp_path: Path,
-                                                                           server: LoopbackServer) -> None:
+async def test_dist_tag_moves_are_recorded_but_only_rollbacks_are_notified(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
     server.route("/discord", Reply(status=204))
-    body = {"doc": packument({"1.0.0": "2026-05-01T00:00:00.000Z"}, {"latest": "1.0.0"},
-                             modified="2026-05-01T00:00:00.000Z")}
+    body = {
+        "doc": packument(
+            {"1.0.0": "2026-05-01T00:00:00.000Z"}, {"latest": "1.0.0"}, modified="2026-05-01T00:00:00.000Z"
+        )
+    }
     server.route("/pkg", lambda _r: Reply(body=body["doc"]))
     path = tmp_path / "feed-sources.json"
-    path.write_text(json.dumps({"sources": [
-        {**source("pkg", f"{server.url}/pkg", provider="npm", repo="pkg", branch=None),
-         "versions": {"prereleases": False}}]}))
-    settings = Settings.from_env({"DATA_DIR": str(tmp_path / "data"), "FEED_SOURCES_PATH": str(path),
-                                  "DISCORD_OUTPUT_ENABLED": "true", "DISCORD_WEBHOOK_URL": f"{server.url}/discord"})
+    path.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {
+                        **source("pkg", f"{server.url}/pkg", provider="npm", repo="pkg", branch=None),
+                        "versions": {"prereleases": False},
+                    }
+                ]
+            }
+        )
+    )
+    settings = Settings.from_env(
+        {
+            "DATA_DIR": str(tmp_path / "data"),
+            "FEED_SOURCES_PATH": str(path),
+            "DISCORD_OUTPUT_ENABLED": "true",
+            "DISCORD_WEBHOOK_URL": f"{server.url}/discord",
+        }
+    )
     service = Service(settings)
     try:
         await poll(service)
-        body["doc"] = packument({"1.0.0": "2026-05-01T00:00:00.000Z", "1.1.0": "2026-05-02T00:00:00.000Z",
-                                 "1.2.0-beta.1": "2026-05-02T00:00:00.000Z"},
-                                {"latest": "1.1.0", "beta": "1.2.0-beta.1"}, modified="2026-05-02T00:00:00.000Z")
+        body["doc"] = packument(
+            {
+                "1.0.0": "2026-05-01T00:00:00.000Z",
+                "1.1.0": "2026-05-02T00:00:00.000Z",
+                "1.2.0-beta.1": "2026-05-02T00:00:00.000Z",
+            },
+            {"latest": "1.1.0", "beta": "1.2.0-beta.1"},
+            modified="2026-05-02T00:00:00.000Z",
+        )
         await poll(service)
-        body["doc"] = packument({"1.0.0": "2026-05-01T00:00:00.000Z", "1.1.0": "2026-05-02T00:00:00.000Z",
-                                 "1.2.0-beta.1": "2026-05-02T00:00:00.000Z"},
-                                {"latest": "1.0.0", "beta": "1.2.0-beta.1"}, modified="2026-05-03T00:00:00.000Z")
+        body["doc"] = packument(
+            {
+                "1.0.0": "2026-05-01T00:00:00.000Z",
+                "1.1.0": "2026-05-02T00:00:00.000Z",
+                "1.2.0-beta.1": "2026-05-02T00:00:00.000Z",
+            },
+            {"latest": "1.0.0", "beta": "1.2.0-beta.1"},
+            modified="2026-05-03T00:00:00.000Z",
+        )
         await poll(service)
     finally:
         await service.stop()

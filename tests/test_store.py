@@ -77,8 +77,12 @@ def test_files_are_created_0600(data_dir: Path) -> None:
     store.append(Kind.EVENTS, ev(1))
     store.write_state({"s": {"lastSeenId": "x"}})
     store.list_events()
-    for path in [data_dir / "flow-events.jsonl", data_dir / "flow-events.jsonl.lock", data_dir / "feed-state.json",
-                 *(data_dir / ".index").iterdir()]:
+    for path in [
+        data_dir / "flow-events.jsonl",
+        data_dir / "flow-events.jsonl.lock",
+        data_dir / "feed-state.json",
+        *(data_dir / ".index").iterdir(),
+    ]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
@@ -94,8 +98,10 @@ def test_state_written_atomically_as_pretty_json(data_dir: Path) -> None:
 def test_malformed_middle_line_and_torn_tail(data_dir: Path) -> None:
     path = data_dir / "flow-events.jsonl"
     good = [json.dumps(ev(i)) for i in range(3)]
-    path.write_bytes((good[0] + "\n" + "{not json at all\n" + good[1] + "\n" + "[1,2]\n" + good[2] + "\n").encode()
-                     + b'{"id":"torn","ty')
+    path.write_bytes(
+        (good[0] + "\n" + "{not json at all\n" + good[1] + "\n" + "[1,2]\n" + good[2] + "\n").encode()
+        + b'{"id":"torn","ty'
+    )
     store = Store(data_dir)
     events = store.list_events()
     assert [e["payload"]["n"] for e in events] == [2, 1, 0]
@@ -129,26 +135,68 @@ def test_index_rebuilds_when_deleted_or_corrupt_or_file_replaced(data_dir: Path)
 def test_reads_bun_service_files(data_dir: Path) -> None:
     """Lines as the Bun service wrote them (spec §3, §4, §7), including the legacy dispatch file."""
     eid = "patch:github-openai-codex-releases:tag:github.com,2008:Repository/965415649/rust-v0.131.0:upstream.release"
-    (data_dir / "flow-events.jsonl").write_text(json.dumps({
-        "id": eid, "type": "upstream.release", "source": "patch", "occurredAt": "2026-05-13T00:00:00.000Z",
-        "receivedAt": "2026-05-13T00:00:01.000Z", "payload": {"repo": "openai/codex", "tag": "rust-v0.131.0"},
-    }) + "\r\n")
-    (data_dir / "flow-dispatches.jsonl").write_text(json.dumps({
-        "eventId": eid, "eventType": "upstream.release", "url": "https://w.example/events",
-        "status": "failed", "httpStatus": 500, "error": "Flow backend POST /events failed with 500",
-        "createdAt": "2026-05-13T00:00:01.000Z",
-    }) + "\n")
-    (data_dir / "workspace-dispatches.jsonl").write_text(json.dumps({
-        "eventId": eid, "eventType": "upstream.release", "operation": "dispatch", "target": "workspace-backend",
-        "transport": "workspace-http", "workspaceBackendUrl": "https://w.example", "url": "https://w.example/events",
-        "status": "dispatched", "runIds": ["run-1"], "matched": 1, "createdAt": "2026-05-14T00:00:00.000Z",
-    }) + "\n")
+    (data_dir / "flow-events.jsonl").write_text(
+        json.dumps(
+            {
+                "id": eid,
+                "type": "upstream.release",
+                "source": "patch",
+                "occurredAt": "2026-05-13T00:00:00.000Z",
+                "receivedAt": "2026-05-13T00:00:01.000Z",
+                "payload": {"repo": "openai/codex", "tag": "rust-v0.131.0"},
+            }
+        )
+        + "\r\n"
+    )
+    (data_dir / "flow-dispatches.jsonl").write_text(
+        json.dumps(
+            {
+                "eventId": eid,
+                "eventType": "upstream.release",
+                "url": "https://w.example/events",
+                "status": "failed",
+                "httpStatus": 500,
+                "error": "Flow backend POST /events failed with 500",
+                "createdAt": "2026-05-13T00:00:01.000Z",
+            }
+        )
+        + "\n"
+    )
+    (data_dir / "workspace-dispatches.jsonl").write_text(
+        json.dumps(
+            {
+                "eventId": eid,
+                "eventType": "upstream.release",
+                "operation": "dispatch",
+                "target": "workspace-backend",
+                "transport": "workspace-http",
+                "workspaceBackendUrl": "https://w.example",
+                "url": "https://w.example/events",
+                "status": "dispatched",
+                "runIds": ["run-1"],
+                "matched": 1,
+                "createdAt": "2026-05-14T00:00:00.000Z",
+            }
+        )
+        + "\n"
+    )
     aid = f"{eid}:dispatch:2026-05-14T00:00:00.000Z"
-    (data_dir / "maintenance-attempts.jsonl").write_text("\n".join(json.dumps(a) for a in (
-        {"id": aid, "eventId": eid, "status": "started", "workspaceRunIds": ["run-1"], "candidateRefs": []},
-        {"id": aid, "eventId": eid, "status": "changed", "workspaceRunIds": ["run-1"],
-         "candidateRefs": [{"kind": "branch", "ref": "refs/heads/main"}]},
-    )) + "\n")
+    (data_dir / "maintenance-attempts.jsonl").write_text(
+        "\n".join(
+            json.dumps(a)
+            for a in (
+                {"id": aid, "eventId": eid, "status": "started", "workspaceRunIds": ["run-1"], "candidateRefs": []},
+                {
+                    "id": aid,
+                    "eventId": eid,
+                    "status": "changed",
+                    "workspaceRunIds": ["run-1"],
+                    "candidateRefs": [{"kind": "branch", "ref": "refs/heads/main"}],
+                },
+            )
+        )
+        + "\n"
+    )
     store = Store(data_dir)
     assert present(store.get_event(eid))["payload"]["tag"] == "rust-v0.131.0"
     dispatches = store.list_dispatches(event_id=eid)
@@ -172,9 +220,7 @@ for i in range(count):
 
 @pytest.mark.slow
 def test_four_processes_append_100k_records(data_dir: Path) -> None:
-    procs = [
-        subprocess.Popen([PYTHON, "-c", WRITER, str(data_dir), f"w{n}", "25000"], cwd=ROOT) for n in range(4)
-    ]
+    procs = [subprocess.Popen([PYTHON, "-c", WRITER, str(data_dir), f"w{n}", "25000"], cwd=ROOT) for n in range(4)]
     try:
         for p in procs:
             assert p.wait(timeout=300) == 0
@@ -197,8 +243,9 @@ def test_four_processes_append_100k_records(data_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_writer_loses_no_acknowledged_record(data_dir: Path) -> None:
-    with subprocess.Popen([PYTHON, "-c", WRITER, str(data_dir), "k", "1000000", "ack"], cwd=ROOT,
-                          stdout=subprocess.PIPE, text=True) as proc:  # its exit closes the pipe
+    with subprocess.Popen(
+        [PYTHON, "-c", WRITER, str(data_dir), "k", "1000000", "ack"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as proc:  # its exit closes the pipe
         assert proc.stdout is not None
         acked = []
         for line in proc.stdout:

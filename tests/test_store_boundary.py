@@ -11,14 +11,31 @@ from pathlib import Path
 
 from .conftest import ROOT
 
-OUTSIDE = [p for folder in ("core", "server", "patchmoi_tui") for p in (ROOT / folder).rglob("*.py")
-           if not p.is_relative_to(ROOT / "core" / "store")]
+OUTSIDE = [
+    p
+    for folder in ("core", "server", "patchmoi_tui")
+    for p in (ROOT / folder).rglob("*.py")
+    if not p.is_relative_to(ROOT / "core" / "store")
+]
 # The store package's public face; its other modules (files, indexes, tailing, the JSONL store) are private.
 PUBLIC_MODULES = {"patchmoi.core.store", "patchmoi.core.store.contract"}
 # Attributes and methods of the JSONL store's insides.
 PRIVATE_NAMES = {
-    "logs", "flow_events", "feed_events", "feed_jobs", "legacy_dispatches", "list_with_offsets", "scan_records",
-    "select_raw", "iter_all", "state_path", "index_dir", "records", "append_with_unique_id", "read_at", "span_of",
+    "logs",
+    "flow_events",
+    "feed_events",
+    "feed_jobs",
+    "legacy_dispatches",
+    "list_with_offsets",
+    "scan_records",
+    "select_raw",
+    "iter_all",
+    "state_path",
+    "index_dir",
+    "records",
+    "append_with_unique_id",
+    "read_at",
+    "span_of",
 }
 STORE_FILES = re.compile(r"\.jsonl\b|feed-state\.json|\.recovery\.json|poller\.lock|\.index\b")
 FORBIDDEN_IMPORTS = {"fcntl", "sqlite3"}
@@ -37,12 +54,17 @@ def violations(path: Path) -> list[str]:
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] in FORBIDDEN_IMPORTS or (
-                        alias.name.startswith("patchmoi.core.store.") and alias.name not in PUBLIC_MODULES):
+                    alias.name.startswith("patchmoi.core.store.") and alias.name not in PUBLIC_MODULES
+                ):
                     found.append(f"{where} imports {alias.name}")
         elif isinstance(node, ast.Attribute) and node.attr in PRIVATE_NAMES:
             found.append(f"{where} uses .{node.attr}")
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and STORE_FILES.search(node.value)
-              and not _is_docstring(tree, node)):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and STORE_FILES.search(node.value)
+            and not _is_docstring(tree, node)
+        ):
             found.append(f"{where} names a store file: {node.value[:60]!r}")
     return found
 
@@ -63,6 +85,8 @@ def test_nothing_outside_the_store_package_touches_its_insides() -> None:
 
 def test_the_check_catches_what_it_forbids(tmp_path: Path) -> None:
     bad = tmp_path / "probe.py"
-    bad.write_text("import fcntl\nfrom patchmoi.core.store.log import Log\n"
-                   "def f(store):\n    store.attempts_log = store.logs\n    return 'flow-events.jsonl'\n")
+    bad.write_text(
+        "import fcntl\nfrom patchmoi.core.store.log import Log\n"
+        "def f(store):\n    store.attempts_log = store.logs\n    return 'flow-events.jsonl'\n"
+    )
     assert len(violations(bad)) == 4, violations(bad)

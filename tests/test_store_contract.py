@@ -31,9 +31,12 @@ class Impl:
 
 
 IMPLEMENTATIONS = [
-    Impl("jsonl", lambda where: JsonlStore(where / "data"),
-         "import sys; from pathlib import Path; from patchmoi.core.store.local import JsonlStore; "
-         "store = JsonlStore(Path(sys.argv[1]) / 'data')"),
+    Impl(
+        "jsonl",
+        lambda where: JsonlStore(where / "data"),
+        "import sys; from pathlib import Path; from patchmoi.core.store.local import JsonlStore; "
+        "store = JsonlStore(Path(sys.argv[1]) / 'data')",
+    ),
 ]
 
 
@@ -66,10 +69,16 @@ def rs(opened: Callable[[], RecordStore]) -> RecordStore:
 def child(impl: Impl, tmp_path: Path, body: str, *args: str, wait: bool = True) -> Any:
     code = impl.child_open + "\n" + body
     if not wait:
-        return subprocess.Popen([PYTHON, "-c", code, str(tmp_path), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stdin=subprocess.PIPE, text=True)
-    out = subprocess.run([PYTHON, "-c", code, str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+        return subprocess.Popen(
+            [PYTHON, "-c", code, str(tmp_path), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            text=True,
+        )
+    out = subprocess.run(
+        [PYTHON, "-c", code, str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -83,8 +92,13 @@ def test_append_then_select_newest_first_with_limit_and_filters(rs: RecordStore)
     rs.append_many(Kind.EVENTS, [event(i, ("a", "b")[i % 2]) for i in range(10)])
     rs.append(Kind.EVENTS, event(10, "a"))
     assert [r["id"] for _, r in rs.select(Kind.EVENTS, limit=3)] == ["e10", "e9", "e8"]
-    assert [r["id"] for _, r in rs.select(Kind.EVENTS, filters={"type": "b"}, limit=50)] == ["e9", "e7", "e5", "e3",
-                                                                                              "e1"]
+    assert [r["id"] for _, r in rs.select(Kind.EVENTS, filters={"type": "b"}, limit=50)] == [
+        "e9",
+        "e7",
+        "e5",
+        "e3",
+        "e1",
+    ]
     assert rs.select(Kind.RUNS, limit=5) == []
     assert rs.count(Kind.EVENTS) == 11
     assert rs.count_by(Kind.EVENTS, "type") == {"a": 6, "b": 5}
@@ -120,7 +134,7 @@ def test_cursors_page_without_gaps_or_repeats(rs: RecordStore) -> None:
 
 
 def test_select_json_is_the_records_as_json(rs: RecordStore) -> None:
-    rs.append_many(Kind.EVENTS, [{**event(i), "title": "é \u2028 \"q\""} for i in range(3)])
+    rs.append_many(Kind.EVENTS, [{**event(i), "title": 'é \u2028 "q"'} for i in range(3)])
     raw = rs.select_json(Kind.EVENTS, limit=2)
     assert [json.loads(line) for line in raw] == [r for _, r in rs.select(Kind.EVENTS, limit=2)]
 
@@ -135,9 +149,11 @@ def test_append_if_absent_and_unique_ids(rs: RecordStore) -> None:
 
 
 def test_append_if_absent_is_exactly_once_across_processes(impl: Impl, rs: RecordStore, tmp_path: Path) -> None:
-    body = ("from patchmoi.core.store import Kind\n"
-            "wins = [store.append_if_absent(Kind.EVENTS, {'id': f'x{i}', 'type': 't'}, f'x{i}') for i in range(200)]\n"
-            "print(sum(wins))")
+    body = (
+        "from patchmoi.core.store import Kind\n"
+        "wins = [store.append_if_absent(Kind.EVENTS, {'id': f'x{i}', 'type': 't'}, f'x{i}') for i in range(200)]\n"
+        "print(sum(wins))"
+    )
     procs = [child(impl, tmp_path, body, wait=False) for _ in range(4)]
     wins = sum(int(p.communicate(timeout=120)[0]) for p in procs)
     assert wins == 200
@@ -156,8 +172,9 @@ def test_scan_resumes_after_a_cursor_and_restarts_on_a_foreign_one(rs: RecordSto
 
 
 # -- live tail --------------------------------------------------------------------------------------------------
-async def test_follow_yields_what_any_process_appends_after_a_position(impl: Impl, rs: RecordStore,
-                                                                         tmp_path: Path) -> None:
+async def test_follow_yields_what_any_process_appends_after_a_position(
+    impl: Impl, rs: RecordStore, tmp_path: Path
+) -> None:
     rs.append(Kind.EVENTS, event(0))
     since = rs.position()
     stop = asyncio.Event()
@@ -171,12 +188,18 @@ async def test_follow_yields_what_any_process_appends_after_a_position(impl: Imp
 
     task = asyncio.create_task(consume())
     await asyncio.sleep(0.2)
-    await asyncio.to_thread(child, impl, tmp_path, (
-        "from patchmoi.core.store import Kind\n"
-        "store.append(Kind.EVENTS, {'id': 'e1', 'type': 't'})\n"
-        "store.append(Kind.RUNS, {'id': 'r1', 'eventId': 'e1', 'status': 'queued'})\n"  # not followed
-        "store.append(Kind.ATTEMPTS, {'id': 'a1', 'eventId': 'e1', 'status': 'started'})\n"
-        "store.append(Kind.EVENTS, {'id': 'e2', 'type': 't'})\n"))
+    await asyncio.to_thread(
+        child,
+        impl,
+        tmp_path,
+        (
+            "from patchmoi.core.store import Kind\n"
+            "store.append(Kind.EVENTS, {'id': 'e1', 'type': 't'})\n"
+            "store.append(Kind.RUNS, {'id': 'r1', 'eventId': 'e1', 'status': 'queued'})\n"  # not followed
+            "store.append(Kind.ATTEMPTS, {'id': 'a1', 'eventId': 'e1', 'status': 'started'})\n"
+            "store.append(Kind.EVENTS, {'id': 'e2', 'type': 't'})\n"
+        ),
+    )
     await asyncio.wait_for(task, timeout=10)
     assert sorted(seen) == [("attempts", "a1"), ("events", "e1"), ("events", "e2")]
 
@@ -213,14 +236,17 @@ def test_marks_survive_a_restart(opened: Callable[[], RecordStore]) -> None:
 
 
 # -- leadership -------------------------------------------------------------------------------------------------
-def test_one_lease_holder_at_a_time_and_a_dead_holder_loses_it(impl: Impl, opened: Callable[[], RecordStore],
-                                                               tmp_path: Path) -> None:
+def test_one_lease_holder_at_a_time_and_a_dead_holder_loses_it(
+    impl: Impl, opened: Callable[[], RecordStore], tmp_path: Path
+) -> None:
     rs = opened()
     assert rs.lease_holder("poller") is None
-    holder = child(impl, tmp_path, (
-        "import sys\n"
-        "print(store.acquire_lease('poller', 'child-1', 5.0), flush=True)\n"
-        "sys.stdin.readline()\n"), wait=False)
+    holder = child(
+        impl,
+        tmp_path,
+        ("import sys\nprint(store.acquire_lease('poller', 'child-1', 5.0), flush=True)\nsys.stdin.readline()\n"),
+        wait=False,
+    )
     assert holder.stdout.readline().strip() == "True"
     try:
         assert rs.acquire_lease("poller", "me", 5.0) is False
@@ -237,8 +263,9 @@ def test_one_lease_holder_at_a_time_and_a_dead_holder_loses_it(impl: Impl, opene
     assert rs.renew_lease("poller", "me", 5.0) is False
 
 
-def test_a_lease_is_one_holders_and_asking_who_holds_it_takes_nothing(impl: Impl, opened: Callable[[], RecordStore],
-                                                                      tmp_path: Path) -> None:
+def test_a_lease_is_one_holders_and_asking_who_holds_it_takes_nothing(
+    impl: Impl, opened: Callable[[], RecordStore], tmp_path: Path
+) -> None:
     rs = opened()
     assert rs.acquire_lease("poller", "a", 5.0) is True
     assert rs.acquire_lease("poller", "a", 5.0) is True  # again: still a's
@@ -247,12 +274,18 @@ def test_a_lease_is_one_holders_and_asking_who_holds_it_takes_nothing(impl: Impl
     assert rs.renew_lease("poller", "a", 5.0) is True and rs.lease_holder("poller") == "a"
     rs.release_lease("poller", "a")
     # Another process asks who holds the lease in a tight loop: it must never make an acquire fail.
-    asker = child(impl, tmp_path, (
-        "import time\n"
-        "end = time.monotonic() + 3\n"
-        "print('go', flush=True)\n"
-        "while time.monotonic() < end:\n"
-        "    store.lease_holder('poller')\n"), wait=False)
+    asker = child(
+        impl,
+        tmp_path,
+        (
+            "import time\n"
+            "end = time.monotonic() + 3\n"
+            "print('go', flush=True)\n"
+            "while time.monotonic() < end:\n"
+            "    store.lease_holder('poller')\n"
+        ),
+        wait=False,
+    )
     assert asker.stdout.readline().strip() == "go"
     try:
         for i in range(200):

@@ -51,19 +51,29 @@ def tmux() -> Iterator[Tmux]:
 def test_tui_in_tmux_live_tail_and_retry(tmp_path: Path, data_dir: Path, tmux: Tmux) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    (ws / ".patchmoi.toml").write_text('[[steps]]\nname = "ok"\non = ["upstream.release"]\n'
-                                       'command = \'echo FLOW_RESULT {\\"status\\": \\"completed\\"}\'\n')
-    command = (f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi tui --data-dir {data_dir} "
-               f"--workspace {ws}")
+    (ws / ".patchmoi.toml").write_text(
+        '[[steps]]\nname = "ok"\non = ["upstream.release"]\n'
+        'command = \'echo FLOW_RESULT {\\"status\\": \\"completed\\"}\'\n'
+    )
+    command = f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi tui --data-dir {data_dir} --workspace {ws}"
     tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "30", command)
     tmux.wait_for("1 Upstream")
     tmux("send-keys", "-t", "tui", "2")
     # another process appends a flow event: the live tail shows it
-    subprocess.run([PYTHON, "-c", (
-        "from patchmoi.core.store import Store; Store(__import__('sys').argv[1]).record_event({'id': "
-        "'patch:upstream.release:acme/tmuxwidget:v7.0.0', 'type': 'upstream.release', 'source': 'patch', "
-        "'receivedAt': '2026-11-21T10:00:00.000Z', 'payload': {'repo': 'acme/tmuxwidget', 'tag': 'v7.0.0'}})"),
-        str(data_dir)], cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            (
+                "from patchmoi.core.store import Store; Store(__import__('sys').argv[1]).record_event({'id': "
+                "'patch:upstream.release:acme/tmuxwidget:v7.0.0', 'type': 'upstream.release', 'source': 'patch', "
+                "'receivedAt': '2026-11-21T10:00:00.000Z', 'payload': {'repo': 'acme/tmuxwidget', 'tag': 'v7.0.0'}})"
+            ),
+            str(data_dir),
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     tmux.wait_for("acme/tmuxwidget@v7.0.0")
     tmux("send-keys", "-t", "tui", "r")
     tmux.wait_for("Retry flow event")

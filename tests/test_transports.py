@@ -48,8 +48,14 @@ def test_callers_never_branch_on_a_transport_name() -> None:
     """No comparison with a transport's name (or a URL scheme), and no `backend.kind` any more."""
     names = {*transports.REGISTRY, "http", "https", "ws", "wss"}
     found = []
-    for rel in ("core/dispatch/dispatcher.py", "core/doctor.py", "core/service.py", "core/operations.py",
-                "core/recovery.py", "patchmoi_tui/commands_ops.py"):
+    for rel in (
+        "core/dispatch/dispatcher.py",
+        "core/doctor.py",
+        "core/service.py",
+        "core/operations.py",
+        "core/recovery.py",
+        "patchmoi_tui/commands_ops.py",
+    ):
         for node in ast.walk(ast.parse((ROOT / rel).read_text())):
             if isinstance(node, ast.Compare):
                 hits = [n for operand in (node.left, *node.comparators) for n in _names_in(operand, names)]
@@ -72,16 +78,25 @@ class Echo:
     def base(self, url: str) -> str:
         return url.rstrip("/")
 
-    async def deliver(self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str,
-                      client: httpx.AsyncClient) -> Delivery:
+    async def deliver(
+        self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str, client: httpx.AsyncClient
+    ) -> Delivery:
         self.delivered.append(f"{operation} {event['id']} {webhook_id}")
         run = {"id": "echo-1", "eventId": event["id"], "status": "running"}
         return Delivery({"status": "dispatched", "runIds": ["echo-1"]}, [run])
 
-    async def fetch_runs(self, backend: Backend, run_ids: list[str], event_id: str,
-                         client: httpx.AsyncClient) -> list[dict[str, Any]]:
-        return [{"id": rid, "eventId": event_id, "status": "changed", "resultPayload": {"status": "changed",
-                 "message": "echoed"}} for rid in run_ids]
+    async def fetch_runs(
+        self, backend: Backend, run_ids: list[str], event_id: str, client: httpx.AsyncClient
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": rid,
+                "eventId": event_id,
+                "status": "changed",
+                "resultPayload": {"status": "changed", "message": "echoed"},
+            }
+            for rid in run_ids
+        ]
 
     def queries(self, backend: Backend, client: httpx.AsyncClient) -> BackendQueries | None:
         return None
@@ -134,13 +149,29 @@ async def test_a_retry_does_not_go_back_to_a_transport_that_cannot_deliver(tmp_p
     store = Store(tmp_path / "data")
     event = {"id": "e1", "type": "upstream.release", "payload": {}}
     store.record_event(event)
-    store.append(Kind.DISPATCHES, {"eventId": "e1", "operation": "dispatch", "transport": "workspace-ws",
-                                   "workspaceBackendUrl": "ws://old.example/rpc", "status": "failed"})
+    store.append(
+        Kind.DISPATCHES,
+        {
+            "eventId": "e1",
+            "operation": "dispatch",
+            "transport": "workspace-ws",
+            "workspaceBackendUrl": "ws://old.example/rpc",
+            "status": "failed",
+        },
+    )
     dispatcher = Dispatcher(store, {"PATCH_WORKSPACE_BACKEND_URL": "https://new.example"})
     try:
         assert dispatcher.backend_for(event).url == "https://new.example"  # the configured backend, not ws://
-        store.append(Kind.DISPATCHES, {"eventId": "e1", "operation": "dispatch", "transport": "workspace-http",
-                                       "workspaceBackendUrl": "https://pinned.example", "status": "failed"})
+        store.append(
+            Kind.DISPATCHES,
+            {
+                "eventId": "e1",
+                "operation": "dispatch",
+                "transport": "workspace-http",
+                "workspaceBackendUrl": "https://pinned.example",
+                "status": "failed",
+            },
+        )
         assert dispatcher.backend_for(event).url == "https://pinned.example"  # an http backend is kept
     finally:
         await dispatcher.aclose()

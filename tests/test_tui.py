@@ -28,34 +28,101 @@ EID2 = "patch:gh-gadget:tag:github.com,2008:Repository/2/v3.0.0:upstream.release
 
 def seed(data_dir: Path, workspace: Path | None = None) -> None:
     store = Store(data_dir)
-    store.append_many(Kind.SIGNALS, [
-        {"sourceId": "gh-widget", "provider": "github", "event": "release", "entryId": "tag:github.com,2008:"
-         "Repository/1/v1.2.0", "title": "v1.2.0", "url": "https://github.com/acme/widget/releases/tag/v1.2.0",
-         "publishedAt": "2026-11-21T10:00:00.000Z", "receivedAt": "2026-11-21T10:01:00.000Z",
-         "repo": {"fullName": "acme/widget"}, "ref": "v1.2.0"},
-        {"sourceId": "gh-gadget", "provider": "github", "event": "push", "entryId": "c1", "title": "fix build",
-         "receivedAt": "2026-11-21T11:30:00.000Z", "repo": {"fullName": "acme/gadget"}, "ref": "refs/heads/main",
-         "sha": "0123456789abcdef0123456789abcdef01234567"},
-    ])
-    for eid, repo, tag, at in ((EID, "acme/widget", "v1.2.0", "2026-11-21T10:01:00.000Z"),
-                               (EID2, "acme/gadget", "v3.0.0", "2026-11-21T11:00:00.000Z")):
-        store.record_event({"id": eid, "type": "upstream.release", "source": "patch", "receivedAt": at,
-                            "payload": {"repo": repo, "tag": tag, "sourceId": eid.split(":")[1]}})
-    store.append(Kind.DISPATCHES, {"eventId": EID, "eventType": "upstream.release", "operation": "dispatch",
-                             "target": "local", "transport": "local", "status": "dispatched",
-                             "runIds": ["run-a"], "matched": 1, "createdAt": "2026-11-21T10:01:01.000Z"})
-    store.append(Kind.RUNS, {"id": "run-a", "eventId": EID, "flowName": "patchmoi", "stepName": "rebuild",
-                       "status": "needs_intervention", "processStatus": "completed",
-                       "createdAt": "2026-11-21T10:01:01.000Z", "completedAt": "2026-11-21T10:01:05.000Z",
-                       "resultPayload": {"status": "needs_intervention", "message": "patch/010 conflicts",
-                                         "artifacts": {"failedPatch": "patch/010", "unmergedFiles": ["a.txt"],
-                                                       "worktree": "/srv/data/worktrees/x"}},
-                       "log": [{"command": "git cherry-pick abc", "exitCode": 1, "output": "CONFLICT (content)"}]})
-    store.append(Kind.ATTEMPTS, {"id": f"{EID}:dispatch:2026-11-21T10:01:01.000Z", "eventId": EID,
-                           "eventType": "upstream.release", "operation": "dispatch", "status": "needs_intervention",
-                           "upstreamRepo": "acme/widget", "upstreamTag": "v1.2.0", "workspaceRunIds": ["run-a"],
-                           "error": "patch/010 conflicts", "candidateRefs": [],
-                           "createdAt": "2026-11-21T10:01:01.000Z", "updatedAt": "2026-11-21T10:01:05.000Z"})
+    store.append_many(
+        Kind.SIGNALS,
+        [
+            {
+                "sourceId": "gh-widget",
+                "provider": "github",
+                "event": "release",
+                "entryId": "tag:github.com,2008:Repository/1/v1.2.0",
+                "title": "v1.2.0",
+                "url": "https://github.com/acme/widget/releases/tag/v1.2.0",
+                "publishedAt": "2026-11-21T10:00:00.000Z",
+                "receivedAt": "2026-11-21T10:01:00.000Z",
+                "repo": {"fullName": "acme/widget"},
+                "ref": "v1.2.0",
+            },
+            {
+                "sourceId": "gh-gadget",
+                "provider": "github",
+                "event": "push",
+                "entryId": "c1",
+                "title": "fix build",
+                "receivedAt": "2026-11-21T11:30:00.000Z",
+                "repo": {"fullName": "acme/gadget"},
+                "ref": "refs/heads/main",
+                "sha": "0123456789abcdef0123456789abcdef01234567",
+            },
+        ],
+    )
+    for eid, repo, tag, at in (
+        (EID, "acme/widget", "v1.2.0", "2026-11-21T10:01:00.000Z"),
+        (EID2, "acme/gadget", "v3.0.0", "2026-11-21T11:00:00.000Z"),
+    ):
+        store.record_event(
+            {
+                "id": eid,
+                "type": "upstream.release",
+                "source": "patch",
+                "receivedAt": at,
+                "payload": {"repo": repo, "tag": tag, "sourceId": eid.split(":")[1]},
+            }
+        )
+    store.append(
+        Kind.DISPATCHES,
+        {
+            "eventId": EID,
+            "eventType": "upstream.release",
+            "operation": "dispatch",
+            "target": "local",
+            "transport": "local",
+            "status": "dispatched",
+            "runIds": ["run-a"],
+            "matched": 1,
+            "createdAt": "2026-11-21T10:01:01.000Z",
+        },
+    )
+    store.append(
+        Kind.RUNS,
+        {
+            "id": "run-a",
+            "eventId": EID,
+            "flowName": "patchmoi",
+            "stepName": "rebuild",
+            "status": "needs_intervention",
+            "processStatus": "completed",
+            "createdAt": "2026-11-21T10:01:01.000Z",
+            "completedAt": "2026-11-21T10:01:05.000Z",
+            "resultPayload": {
+                "status": "needs_intervention",
+                "message": "patch/010 conflicts",
+                "artifacts": {
+                    "failedPatch": "patch/010",
+                    "unmergedFiles": ["a.txt"],
+                    "worktree": "/srv/data/worktrees/x",
+                },
+            },
+            "log": [{"command": "git cherry-pick abc", "exitCode": 1, "output": "CONFLICT (content)"}],
+        },
+    )
+    store.append(
+        Kind.ATTEMPTS,
+        {
+            "id": f"{EID}:dispatch:2026-11-21T10:01:01.000Z",
+            "eventId": EID,
+            "eventType": "upstream.release",
+            "operation": "dispatch",
+            "status": "needs_intervention",
+            "upstreamRepo": "acme/widget",
+            "upstreamTag": "v1.2.0",
+            "workspaceRunIds": ["run-a"],
+            "error": "patch/010 conflicts",
+            "candidateRefs": [],
+            "createdAt": "2026-11-21T10:01:01.000Z",
+            "updatedAt": "2026-11-21T10:01:05.000Z",
+        },
+    )
     store.close()
 
 
@@ -75,9 +142,11 @@ def selected(app: PatchmoiApp) -> dict[str, Any]:
 def make_workspace(tmp_path: Path) -> Path:
     ws = tmp_path / "ws"
     ws.mkdir()
-    (ws / ".patchmoi.toml").write_text('[[steps]]\nname = "ok"\non = ["upstream.release"]\n'
-                                       'command = \'echo FLOW_RESULT {\\"status\\": \\"changed\\", '
-                                       '\\"message\\": \\"rebuilt\\"}\'\n')
+    (ws / ".patchmoi.toml").write_text(
+        '[[steps]]\nname = "ok"\non = ["upstream.release"]\n'
+        'command = \'echo FLOW_RESULT {\\"status\\": \\"changed\\", '
+        '\\"message\\": \\"rebuilt\\"}\'\n'
+    )
     return ws
 
 
@@ -131,8 +200,7 @@ async def test_retry_confirm_with_reason_dispatches_and_live_tail_shows_it(data_
         await pilot.press("enter")
         for _ in range(100):
             await pilot.pause(0.05)
-            if app.table("attempts").row_count >= 2 and any(
-                    a.get("status") == "changed" for a in app.rows["attempts"]):
+            if app.table("attempts").row_count >= 2 and any(a.get("status") == "changed" for a in app.rows["attempts"]):
                 break
         records = [json.loads(x) for x in (data_dir / "workspace-dispatches.jsonl").read_text().splitlines()]
         assert records[-1]["eventId"] == EID and records[-1]["reason"] == "upstream fixed"
@@ -208,8 +276,15 @@ async def test_filter_follow_help_and_palette(data_dir: Path) -> None:
         assert " a  adopt the selected attempt's candidate" in str(app.screen.query_one("#help-body").render())
         await pilot.press("escape")
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert {"Retry selected event", "Replay selected event", "Sync selected attempt", "Adopt selected attempt",
-                "Filter rows", "Toggle follow", "Go to Runs"} <= set(titles)
+        assert {
+            "Retry selected event",
+            "Replay selected event",
+            "Sync selected attempt",
+            "Adopt selected attempt",
+            "Filter rows",
+            "Toggle follow",
+            "Go to Runs",
+        } <= set(titles)
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Go to Runs")
@@ -222,9 +297,18 @@ async def test_filter_follow_help_and_palette(data_dir: Path) -> None:
 
 async def test_large_store_pages_on_demand(data_dir: Path) -> None:
     store = Store(data_dir)
-    store.append_many(Kind.EVENTS, [{"id": f"e{i}", "type": "upstream.release",
-                                     "receivedAt": "2026-11-21T10:00:00.000Z",
-                                     "payload": {"repo": "r", "tag": f"v{i}"}} for i in range(1500)])
+    store.append_many(
+        Kind.EVENTS,
+        [
+            {
+                "id": f"e{i}",
+                "type": "upstream.release",
+                "receivedAt": "2026-11-21T10:00:00.000Z",
+                "payload": {"repo": "r", "tag": f"v{i}"},
+            }
+            for i in range(1500)
+        ],
+    )
     app = make_app(data_dir)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("2")
@@ -301,10 +385,20 @@ async def test_live_tail_and_keys_keep_working_under_the_detail_view(data_dir: P
         await pilot.pause()
         assert isinstance(app.screen, DetailScreen)
         store = Store(data_dir)  # another process: an attempt of the same release succeeds
-        store.append(Kind.ATTEMPTS, {"id": f"{EID}:retry:later", "eventId": EID, "eventType": "upstream.release",
-                               "operation": "retry", "status": "completed", "upstreamRepo": "acme/widget",
-                               "upstreamTag": "v1.2.0", "createdAt": "2026-11-21T11:50:00.000Z",
-                               "updatedAt": "2026-11-21T11:50:00.000Z"})
+        store.append(
+            Kind.ATTEMPTS,
+            {
+                "id": f"{EID}:retry:later",
+                "eventId": EID,
+                "eventType": "upstream.release",
+                "operation": "retry",
+                "status": "completed",
+                "upstreamRepo": "acme/widget",
+                "upstreamTag": "v1.2.0",
+                "createdAt": "2026-11-21T11:50:00.000Z",
+                "updatedAt": "2026-11-21T11:50:00.000Z",
+            },
+        )
         store.close()
         await wait_for(pilot, lambda: app.table("attempts").row_count == 2)
         assert app.table("attempts").row_count == 2  # reloaded while the detail view was on top
@@ -349,8 +443,10 @@ async def test_adopt_moves_the_fork_to_the_candidate(tmp_path: Path, data_dir: P
 
 
 async def test_adopt_from_the_detail_view_counts_as_the_review(tmp_path: Path, data_dir: Path) -> None:
-    config = ('[conflict]\ncommand = "printf \'hello resolved by agent\\\\nworld\\\\n\' > greeting.txt && '
-              'git add greeting.txt"\ntimeout = 30\n')
+    config = (
+        "[conflict]\ncommand = \"printf 'hello resolved by agent\\\\nworld\\\\n' > greeting.txt && "
+        'git add greeting.txt"\ntimeout = 30\n'
+    )
     forge = Forge(tmp_path / "git", config=config)
     forge.release("v2.0.0", {"greeting.txt": "hello upstream v2\nworld\n"})
     store = Store(data_dir)
@@ -368,7 +464,8 @@ async def test_adopt_from_the_detail_view_counts_as_the_review(tmp_path: Path, d
         await pilot.pause()
         assert isinstance(app.screen, DetailScreen)
         assert "review before adopting: the conflict command resolved" in str(
-            app.screen.query_one("#detail-body").render())
+            app.screen.query_one("#detail-body").render()
+        )
         await pilot.press("a")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)

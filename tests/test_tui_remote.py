@@ -31,8 +31,9 @@ def serving(data: Path) -> Iterator[str]:
     """`patchmoi serve` on DATA_DIR `data` (uvicorn on a free loopback port, in a thread); yields its URL."""
     port = free_port()
     settings = Settings.from_env({"DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, poll=False), host="127.0.0.1", port=port,
-                                           log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, poll=False), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -48,13 +48,26 @@ def run_tutorial(name: str, tmp_path: Path, **extra_env: str) -> tuple[Path, sub
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {
-        "PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp), "LANG": "C.UTF-8",
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
         "GIT_CONFIG_NOSYSTEM": "1",  # no git configuration at all: the tutorial brings its identity
-        "HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "ALL_PROXY": DEAD_PROXY,
-        "NO_PROXY": "127.0.0.1,localhost", **extra_env,
+        "HTTP_PROXY": DEAD_PROXY,
+        "HTTPS_PROXY": DEAD_PROXY,
+        "ALL_PROXY": DEAD_PROXY,
+        "NO_PROXY": "127.0.0.1,localhost",
+        **extra_env,
     }
-    proc = subprocess.Popen(["bash", "-c", tutorial_script(name)], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", tutorial_script(name)],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -73,8 +86,14 @@ def run_tutorial(name: str, tmp_path: Path, **extra_env: str) -> tuple[Path, sub
 
 
 def patchmoi_json(work: Path, *args: str) -> Any:
-    out = subprocess.run([str(BIN / "patchmoi"), *args, "--json"], cwd=work, capture_output=True, text=True,
-                         env={"PATH": f"{BIN}:/usr/bin:/bin", "DATA_DIR": str(work / "data")}, timeout=60)
+    out = subprocess.run(
+        [str(BIN / "patchmoi"), *args, "--json"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "DATA_DIR": str(work / "data")},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -106,7 +125,9 @@ def test_maintain_a_fork_through_a_conflict(tmp_path: Path) -> None:
     for attempt in attempts:
         by_tag.setdefault(attempt["upstreamTag"], []).append(attempt)
     assert sorted((a["status"], a["state"]) for a in by_tag["v1.1.0"]) == [
-        ("changed", "adopted"), ("needs_intervention", "resolved")]
+        ("changed", "adopted"),
+        ("needs_intervention", "resolved"),
+    ]
     v11 = next(a for a in by_tag["v1.1.0"] if a["status"] == "changed")
     assert v11["adoption"]["by"].startswith("cli:")
     assert v11["adoption"]["to"] == v11["candidateRefs"][0]["sha"]
@@ -119,7 +140,10 @@ def test_maintain_a_fork_through_a_conflict(tmp_path: Path) -> None:
     assert main == git_out(fork, "rev-parse", "candidate/v1.2.0") == v12["adoption"]["to"]
     # main is v1.2.0 + the patches (the resolution included); the branches form a stack; the checkout moved.
     assert git_out(fork, "log", "--format=%s", "v1.2.0..main").splitlines() == [
-        "add shout mode", "sign the greeting", "greet from the fork"]
+        "add shout mode",
+        "sign the greeting",
+        "greet from the fork",
+    ]
     assert git_out(fork, "rev-parse", "patch/020-shout") == main
     assert git_out(fork, "rev-parse", "patch/010-fork-greeting") == git_out(fork, "rev-parse", "main~1")
     assert (fork / "greeting.txt").read_text() == "hi from the fork\nworld\n-- the fork\n"

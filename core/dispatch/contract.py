@@ -65,8 +65,9 @@ class BackendQueries(Protocol):
     """A backend's read side (GET /workspace-runs and /workspace-events proxy it)."""
 
     async def get_run(self, run_id: str) -> dict[str, Any]: ...
-    async def list_runs(self, event_id: str | None = None, status: str | None = None,
-                        limit: int | None = None) -> dict[str, Any]: ...
+    async def list_runs(
+        self, event_id: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]: ...
     async def get_event(self, event_id: str) -> dict[str, Any]: ...
     async def list_events(self, type: str | None = None, limit: int | None = None) -> dict[str, Any]: ...
 
@@ -81,14 +82,16 @@ class Transport(Protocol):
         """The base URL records keep and requests are built on."""
         ...
 
-    async def deliver(self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str,
-                      client: httpx.AsyncClient) -> Delivery:
+    async def deliver(
+        self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str, client: httpx.AsyncClient
+    ) -> Delivery:
         """Send one dispatch (`operation` "dispatch") or replay; never raises for a backend failure (the
         Delivery says `failed`, with the error an operator reads)."""
         ...
 
-    async def fetch_runs(self, backend: Backend, run_ids: list[str], event_id: str,
-                         client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    async def fetch_runs(
+        self, backend: Backend, run_ids: list[str], event_id: str, client: httpx.AsyncClient
+    ) -> list[dict[str, Any]]:
         """The runs of an attempt, for sync (by id, else the event's); raises BackendError."""
         ...
 

@@ -158,23 +158,35 @@ class Dispatcher:
         try:
             backend = backend or self.backend_for(event)
         except ConfigError as exc:  # a backend URL no transport serves: an operator must fix the configuration
-            record = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
-                      "target": "workspace-backend", "transport": "unknown", "status": DispatchStatus.FAILED,
-                      "errorKind": "config", "error": str(exc), "createdAt": now_iso()}
+            record = {
+                "eventId": event.get("id"),
+                "eventType": event.get("type"),
+                "operation": operation,
+                "target": "workspace-backend",
+                "transport": "unknown",
+                "status": DispatchStatus.FAILED,
+                "errorKind": "config",
+                "error": str(exc),
+                "createdAt": now_iso(),
+            }
             return self._finish_without_runs(event, record)
         transport = backend.handler
         self.progress(f"[flow] {operation} {event.get('id')} -> {transport.name}")
         if transport.runs_here:
             return await self._dispatch_local(event, operation, reason, backend, wait)
         base: dict[str, Any] = {
-            "eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
-            "target": backend.target, "transport": transport.name,
+            "eventId": event.get("id"),
+            "eventType": event.get("type"),
+            "operation": operation,
+            "target": backend.target,
+            "transport": transport.name,
             "workspaceBackendUrl": redact_url(backend.base or ""),
         }
         if reason:
             base["reason"] = reason
-        delivery = await transport.deliver(backend, event, operation, webhook_id(str(event["id"]), operation,
-                                                                                  automatic), self.client)
+        delivery = await transport.deliver(
+            backend, event, operation, webhook_id(str(event["id"]), operation, automatic), self.client
+        )
         record = {**base, **delivery.fields, "createdAt": now_iso()}
         runs = delivery.runs
         self.store.append(Kind.DISPATCHES, record)
@@ -201,8 +213,9 @@ class Dispatcher:
             raise NotFoundError(f"no flow event with id {event_id!r}")
         return dict(event)
 
-    def _new_attempt(self, event: dict[str, Any], record: dict[str, Any],
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _new_attempt(
+        self, event: dict[str, Any], record: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """A new attempt (spec id `<eventId>:<op>:<createdAt>`), appended at once: the id is made unique
         (`#2`, `#3` when timestamps collide) under the log's lock, so concurrent retries never share one."""
         base_id = attempt_id_for(str(event.get("id")), str(record.get("operation")), str(record.get("createdAt")))
@@ -216,8 +229,10 @@ class Dispatcher:
         self._notify(attempt, previous)
 
     def _notify(self, attempt: Mapping[str, Any], previous: Mapping[str, Any] | None) -> None:
-        if self.on_attempt is not None and attempt.get("status") in TERMINAL_ATTEMPT_STATUSES and (
-            previous is None or previous.get("status") != attempt.get("status")
+        if (
+            self.on_attempt is not None
+            and attempt.get("status") in TERMINAL_ATTEMPT_STATUSES
+            and (previous is None or previous.get("status") != attempt.get("status"))
         ):
             self.on_attempt(attempt)
 
@@ -225,8 +240,13 @@ class Dispatcher:
     async def _dispatch_local(
         self, event: dict[str, Any], operation: str, reason: str | None, backend: Backend, wait: bool
     ) -> DispatchOutcome:
-        base: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": operation,
-                                "target": backend.target, "transport": backend.transport}
+        base: dict[str, Any] = {
+            "eventId": event.get("id"),
+            "eventType": event.get("type"),
+            "operation": operation,
+            "target": backend.target,
+            "transport": backend.transport,
+        }
         if backend.workspace is not None:
             base["workspace"] = str(backend.workspace)  # a later retry or replay finds the same checkout
         if reason:
@@ -235,8 +255,10 @@ class Dispatcher:
         steps: list[Step] = []
         error = None
         if workspace is None:
-            error = ("no workspace backend URL and no local workspace for this event: set target.workspace in "
-                     "feed-sources.json, pass --workspace, or set PATCH_WORKSPACE_BACKEND_URL")
+            error = (
+                "no workspace backend URL and no local workspace for this event: set target.workspace in "
+                "feed-sources.json, pass --workspace, or set PATCH_WORKSPACE_BACKEND_URL"
+            )
         elif not workspace.is_dir():
             error = f"local workspace {workspace} does not exist (check target.workspace in feed-sources.json)"
         else:
@@ -246,28 +268,54 @@ class Dispatcher:
                 error = str(exc)
             else:
                 if not steps:
-                    record = {**base, "status": DispatchStatus.SKIPPED, "matched": 0, "runIds": [],
-                              "createdAt": now_iso(),
-                              "error": f"no step in {workspace} runs for event type {event.get('type')!r}"}
+                    record = {
+                        **base,
+                        "status": DispatchStatus.SKIPPED,
+                        "matched": 0,
+                        "runIds": [],
+                        "createdAt": now_iso(),
+                        "error": f"no step in {workspace} runs for event type {event.get('type')!r}",
+                    }
                     return self._finish_without_runs(event, record)
         if error is not None:  # configuration: an operator must fix it, so it fails loudly
-            record = {**base, "status": DispatchStatus.FAILED, "errorKind": "config", "error": error,
-                      "createdAt": now_iso()}
+            record = {
+                **base,
+                "status": DispatchStatus.FAILED,
+                "errorKind": "config",
+                "error": error,
+                "createdAt": now_iso(),
+            }
             return self._finish_without_runs(event, record)
         assert workspace is not None
         created = now_iso()
         runs = [
-            {"id": new_run_id(), "eventId": event.get("id"), "eventType": event.get("type"), "flowName": step.flow,
-             "stepName": step.name, "runner": step.runner, "backend": backend.transport, "operation": operation,
-             "workspace": str(workspace), "status": RunStatus.QUEUED, "effectiveStatus": RunStatus.QUEUED,
-             "createdAt": created, "pid": os.getpid()}
+            {
+                "id": new_run_id(),
+                "eventId": event.get("id"),
+                "eventType": event.get("type"),
+                "flowName": step.flow,
+                "stepName": step.name,
+                "runner": step.runner,
+                "backend": backend.transport,
+                "operation": operation,
+                "workspace": str(workspace),
+                "status": RunStatus.QUEUED,
+                "effectiveStatus": RunStatus.QUEUED,
+                "createdAt": created,
+                "pid": os.getpid(),
+            }
             for step in steps
         ]
         self.store.append_many(Kind.RUNS, runs)
         for run, step in zip(runs, steps, strict=True):
             self.progress(f"[flow] queued {step.flow}/{step.name} ({step.runner}) {run['id']}")
-        record = {**base, "status": DispatchStatus.DISPATCHED, "runIds": [r["id"] for r in runs], "matched": len(runs),
-                  "createdAt": created}
+        record = {
+            **base,
+            "status": DispatchStatus.DISPATCHED,
+            "runIds": [r["id"] for r in runs],
+            "matched": len(runs),
+            "createdAt": created,
+        }
         self.store.append(Kind.DISPATCHES, record)
         attempt = self._new_attempt(event, record)
         coro = self._execute(event, attempt, list(zip(runs, steps, strict=True)), workspace)
@@ -282,10 +330,19 @@ class Dispatcher:
     def record_superseded(self, event: dict[str, Any], newer: str) -> DispatchOutcome:
         """Record, without running anything, that a newer update of the same branch is rebuilt instead."""
         backend = self.backend_for(event)
-        record: dict[str, Any] = {"eventId": event.get("id"), "eventType": event.get("type"), "operation": "dispatch",
-                  "target": backend.target, "transport": backend.transport, "status": DispatchStatus.SKIPPED,
-                  "matched": 0, "runIds": [], "supersededBy": newer,
-                  "error": f"superseded by a newer update of the same branch: {newer}", "createdAt": now_iso()}
+        record: dict[str, Any] = {
+            "eventId": event.get("id"),
+            "eventType": event.get("type"),
+            "operation": "dispatch",
+            "target": backend.target,
+            "transport": backend.transport,
+            "status": DispatchStatus.SKIPPED,
+            "matched": 0,
+            "runIds": [],
+            "supersededBy": newer,
+            "error": f"superseded by a newer update of the same branch: {newer}",
+            "createdAt": now_iso(),
+        }
         if backend.workspace is not None:
             record["workspace"] = str(backend.workspace)
         return self._finish_without_runs(event, record)
@@ -298,7 +355,10 @@ class Dispatcher:
         return DispatchOutcome(event, record, attempt)
 
     async def _execute(
-        self, event: dict[str, Any], attempt: dict[str, Any], planned: list[tuple[dict[str, Any], Step]],
+        self,
+        event: dict[str, Any],
+        attempt: dict[str, Any],
+        planned: list[tuple[dict[str, Any], Step]],
         workspace: Path,
     ) -> dict[str, Any]:
         # One local run per workspace at a time: two rebuilds of one fork must not race on its git state.
@@ -307,29 +367,53 @@ class Dispatcher:
         async with lock:
             newer = self.superseded(event)
             if newer is not None:
-                skipped = [{**r, "status": RunStatus.SKIPPED, "effectiveStatus": RunStatus.SKIPPED,
-                            "processStatus": RunStatus.SKIPPED,
-                            "error": f"superseded by {newer}", "completedAt": now_iso()} for r, _ in planned]
+                skipped = [
+                    {
+                        **r,
+                        "status": RunStatus.SKIPPED,
+                        "effectiveStatus": RunStatus.SKIPPED,
+                        "processStatus": RunStatus.SKIPPED,
+                        "error": f"superseded by {newer}",
+                        "completedAt": now_iso(),
+                    }
+                    for r, _ in planned
+                ]
                 self.store.append_many(Kind.RUNS, skipped)
-                merged = {**merge_runs(attempt, skipped, now_iso()), "supersededBy": newer,
-                          "message": f"not rebuilt: a newer update of the same branch is waiting ({newer})"}
+                merged = {
+                    **merge_runs(attempt, skipped, now_iso()),
+                    "supersededBy": newer,
+                    "message": f"not rebuilt: a newer update of the same branch is waiting ({newer})",
+                }
                 self.save_attempt(merged, attempt)
                 return merged
             for run, step in planned:
-                running = {**run, "status": RunStatus.RUNNING, "effectiveStatus": RunStatus.RUNNING,
-                           "startedAt": now_iso(), "pid": os.getpid()}
+                running = {
+                    **run,
+                    "status": RunStatus.RUNNING,
+                    "effectiveStatus": RunStatus.RUNNING,
+                    "startedAt": now_iso(),
+                    "pid": os.getpid(),
+                }
                 self.store.append(Kind.RUNS, running)
                 self.progress(f"[flow] start {step.flow}/{step.name} {run['id']}")
                 try:
-                    done = await execute_step(step, running, event, workspace, data_dir=self.store.data_dir,
-                                              env=dict(self.env))
+                    done = await execute_step(
+                        step, running, event, workspace, data_dir=self.store.data_dir, env=dict(self.env)
+                    )
                 except asyncio.CancelledError:
                     # Shutdown: this run and the ones still queued are recorded as interrupted, and the
                     # attempt gets its outcome now (a restart would otherwise find nothing left running).
-                    stopped = [{**r, "status": RunStatus.FAILED, "effectiveStatus": RunStatus.FAILED,
-                                "processStatus": RunStatus.FAILED,
-                                "error": "interrupted by shutdown; retry the event", "completedAt": now_iso()}
-                               for r, _ in planned[len(finished):]]
+                    stopped = [
+                        {
+                            **r,
+                            "status": RunStatus.FAILED,
+                            "effectiveStatus": RunStatus.FAILED,
+                            "processStatus": RunStatus.FAILED,
+                            "error": "interrupted by shutdown; retry the event",
+                            "completedAt": now_iso(),
+                        }
+                        for r, _ in planned[len(finished) :]
+                    ]
                     self.store.append_many(Kind.RUNS, stopped)
                     merged = merge_runs(attempt, finished + stopped, now_iso())
                     self.save_attempt(merged, attempt)
@@ -368,7 +452,7 @@ class Dispatcher:
             reason = auto_adopt_reason(report)
             if reason is None:
                 adopted = adopt(self.store, str(attempt["id"]), by=AUTO_ACTOR)
-                self.progress(f"[flow] adopted {attempt.get('id')} (adopt = \"clean\")")
+                self.progress(f'[flow] adopted {attempt.get("id")} (adopt = "clean")')
                 return adopted
         except (AdoptRefused, GitError) as exc:
             reason = str(exc)
@@ -401,6 +485,7 @@ class Dispatcher:
             self.save_attempt(merged, attempt)
             return merged
         return dict(attempt) if not runs else merged
+
 
 def owner_alive(run: Mapping[str, Any]) -> bool:
     """A run whose recorded pid is still alive belongs to another live process (a CLI `run`, say)."""

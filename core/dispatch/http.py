@@ -74,7 +74,9 @@ class HttpBackend:
                 await asyncio.sleep(delay)
             try:
                 resp = await self.client.post(
-                    url, content=body, headers={**signed_headers(self.secret, msg_id, body), "user-agent": USER_AGENT},
+                    url,
+                    content=body,
+                    headers={**signed_headers(self.secret, msg_id, body), "user-agent": USER_AGENT},
                     timeout=self.timeout,
                 )
             except httpx.TimeoutException:
@@ -108,14 +110,17 @@ class HttpBackend:
         url = f"{self.base}{path}"
         try:
             resp = await self.client.get(
-                url, params={k: v for k, v in (params or {}).items() if v not in (None, "")},
-                headers={"user-agent": USER_AGENT}, timeout=self.timeout,
+                url,
+                params={k: v for k, v in (params or {}).items() if v not in (None, "")},
+                headers={"user-agent": USER_AGENT},
+                timeout=self.timeout,
             )
         except httpx.HTTPError as exc:
             raise BackendError(f"GET {path} failed: {type(exc).__name__} (backend unreachable?)") from None
         if not 200 <= resp.status_code < 300:
-            raise BackendError(f"Flow backend GET {path} failed with {resp.status_code}{_error_detail(resp)}",
-                               resp.status_code)
+            raise BackendError(
+                f"Flow backend GET {path} failed with {resp.status_code}{_error_detail(resp)}", resp.status_code
+            )
         return _json_object(resp)
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
@@ -123,8 +128,9 @@ class HttpBackend:
         run = body.get("run", body)
         return run if isinstance(run, dict) else {}
 
-    async def list_runs(self, event_id: str | None = None, status: str | None = None,
-                        limit: int | None = None) -> dict[str, Any]:
+    async def list_runs(
+        self, event_id: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
         return await self.get_json("/runs", {"eventId": event_id, "status": status, "limit": limit})
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
@@ -163,8 +169,9 @@ class HttpTransport:
     def base(self, url: str) -> str:
         return _EVENTS_SUFFIX.sub("", url).rstrip("/")
 
-    async def deliver(self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str,
-                      client: httpx.AsyncClient) -> Delivery:
+    async def deliver(
+        self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str, client: httpx.AsyncClient
+    ) -> Delivery:
         http = HttpBackend(_base_of(backend), backend.secret, client)
         replay = operation == "replay"
         url = http.replay_url(str(event["id"])) if replay else http.events_url()
@@ -182,8 +189,9 @@ class HttpTransport:
                 fields[key] = reply.body[key]
         return Delivery(fields, reply.runs)
 
-    async def fetch_runs(self, backend: Backend, run_ids: list[str], event_id: str,
-                         client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    async def fetch_runs(
+        self, backend: Backend, run_ids: list[str], event_id: str, client: httpx.AsyncClient
+    ) -> list[dict[str, Any]]:
         http = HttpBackend(_base_of(backend), backend.secret, client)
         if run_ids:
             return list(await asyncio.gather(*(http.get_run(rid) for rid in run_ids)))

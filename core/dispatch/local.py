@@ -21,12 +21,14 @@ class LocalTransport:
     def base(self, url: str) -> str:
         return url
 
-    async def deliver(self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str,
-                      client: httpx.AsyncClient) -> Delivery:
+    async def deliver(
+        self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str, client: httpx.AsyncClient
+    ) -> Delivery:
         raise TypeError("local dispatches run in the dispatcher (runs_here), not through deliver()")
 
-    async def fetch_runs(self, backend: Backend, run_ids: list[str], event_id: str,
-                         client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    async def fetch_runs(
+        self, backend: Backend, run_ids: list[str], event_id: str, client: httpx.AsyncClient
+    ) -> list[dict[str, Any]]:
         raise TypeError("local runs are read from the store")
 
     def queries(self, backend: Backend, client: httpx.AsyncClient) -> BackendQueries | None:
@@ -35,8 +37,13 @@ class LocalTransport:
     def doctor(self, backend: Backend, timeout: float) -> list[Finding]:
         workspace = backend.workspace
         if workspace is None:
-            return [Finding("FAIL", "workspace", "local dispatch but no target.workspace and no backend URL: every "
-                            "dispatch would fail")]
+            return [
+                Finding(
+                    "FAIL",
+                    "workspace",
+                    "local dispatch but no target.workspace and no backend URL: every dispatch would fail",
+                )
+            ]
         if not workspace.is_dir():
             return [Finding("FAIL", "workspace", f"{workspace} does not exist")]
         try:
@@ -44,8 +51,11 @@ class LocalTransport:
         except ConfigError:
             rebuilds = True  # patch_doctor reports the configuration error
         if not rebuilds:
-            return [Finding("PASS", "workspace", f"{workspace}: its own [[steps]] (no built-in patch-stack rebuild "
-                            "to check)")]
+            return [
+                Finding(
+                    "PASS", "workspace", f"{workspace}: its own [[steps]] (no built-in patch-stack rebuild to check)"
+                )
+            ]
         try:
             report = patch_doctor(workspace)
         except ConfigError as exc:

@@ -21,7 +21,7 @@ def webhook_secret_bytes(secret: str) -> bytes:
     """Standard Webhooks secrets are `whsec_<base64>`; any other string is used as raw bytes."""
     if secret.startswith("whsec_"):
         try:
-            return base64.b64decode(secret[len("whsec_"):], validate=True)
+            return base64.b64decode(secret[len("whsec_") :], validate=True)
         except ValueError:
             pass
     return secret.encode()

@@ -25,12 +25,14 @@ class WsTransport:
     def base(self, url: str) -> str:
         return url
 
-    async def deliver(self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str,
-                      client: httpx.AsyncClient) -> Delivery:
+    async def deliver(
+        self, backend: Backend, event: dict[str, Any], operation: str, webhook_id: str, client: httpx.AsyncClient
+    ) -> Delivery:
         return Delivery({"status": "failed", "error": UNSUPPORTED})
 
-    async def fetch_runs(self, backend: Backend, run_ids: list[str], event_id: str,
-                         client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    async def fetch_runs(
+        self, backend: Backend, run_ids: list[str], event_id: str, client: httpx.AsyncClient
+    ) -> list[dict[str, Any]]:
         raise BackendError(UNSUPPORTED)
 
     def queries(self, backend: Backend, client: httpx.AsyncClient) -> BackendQueries | None:

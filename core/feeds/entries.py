@@ -140,8 +140,9 @@ def load_json(body: bytes, warnings: list[str], what: str) -> Any:
     try:
         text = body.decode(encoding)
     except UnicodeDecodeError as exc:
-        warnings.append(f"{what} is not valid {encoding} ({exc.reason} at byte {exc.start}); "
-                        "undecodable bytes were replaced")
+        warnings.append(
+            f"{what} is not valid {encoding} ({exc.reason} at byte {exc.start}); undecodable bytes were replaced"
+        )
         text = body.decode(encoding, "replace")
     text = text.removeprefix("\ufeff")
     try:
@@ -152,8 +153,9 @@ def load_json(body: bytes, warnings: list[str], what: str) -> Any:
         except ValueError:
             # a number longer than Python converts by default (4300 digits): the document may still be JSON
             doc = json.loads(text, parse_int=_int_or_text)
-            warnings.append(f"{what} has a number with more than {sys.get_int_max_str_digits()} digits; "
-                            "kept it as text")
+            warnings.append(
+                f"{what} has a number with more than {sys.get_int_max_str_digits()} digits; kept it as text"
+            )
             return doc
     except json.JSONDecodeError as exc:
         raise FeedParseError(f"{what} is not valid JSON: {exc}") from None

@@ -111,8 +111,9 @@ class Fetcher:
     async def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
         wait = self.host_wait(url)
         if wait > 0:
-            return FetchResult(url=url, error=f"host asked us to wait (Retry-After); next try in {wait:.0f}s",
-                               retry_after=wait)
+            return FetchResult(
+                url=url, error=f"host asked us to wait (Retry-After); next try in {wait:.0f}s", retry_after=wait
+            )
         try:
             async with asyncio.timeout(self.limits.deadline):
                 return await self._fetch(url, etag, last_modified)
@@ -154,8 +155,10 @@ class Fetcher:
                     if not headers:
                         # "not modified" since what? Nothing was asked; taking it as "nothing new" would hide
                         # every later entry for as long as the server keeps answering so.
-                        result.error = ("server answered 304 Not Modified to an unconditional request "
-                                        "(no If-None-Match or If-Modified-Since was sent)")
+                        result.error = (
+                            "server answered 304 Not Modified to an unconditional request "
+                            "(no If-None-Match or If-Modified-Since was sent)"
+                        )
                         return result
                     result.not_modified = True
                     result.etag = result.etag or etag

@@ -91,14 +91,18 @@ def validate_remote_url(url: str) -> str | None:
         return None
     helper = _HELPER.match(url)
     if helper:
-        return (f"the git remote URL uses the {helper.group(0)} remote-helper form, which is refused "
-                "(ext:: runs arbitrary commands); use https://, ssh://, git://, file://, user@host:path or a path")
+        return (
+            f"the git remote URL uses the {helper.group(0)} remote-helper form, which is refused "
+            "(ext:: runs arbitrary commands); use https://, ssh://, git://, file://, user@host:path or a path"
+        )
     if url.startswith("/"):
         return None
     if _SCP.fullmatch(url) and ":" in url.split("/", 1)[0]:
         return None
-    return ("the git remote URL is not one git reads as a remote: use https://, http://, ssh://, git://, file://, "
-            "user@host:path or an absolute path")
+    return (
+        "the git remote URL is not one git reads as a remote: use https://, http://, ssh://, git://, file://, "
+        "user@host:path or an absolute path"
+    )
 
 
 def _git_env() -> dict[str, str]:
@@ -169,9 +173,19 @@ async def list_remote(url: str, *, timeout: float, max_bytes: int) -> str:
         raise GitRemoteError(problem)
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git", "-c", "protocol.version=2", "ls-remote", "--heads", "--tags", "--", url,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_git_env(), start_new_session=True,
+            "git",
+            "-c",
+            "protocol.version=2",
+            "ls-remote",
+            "--heads",
+            "--tags",
+            "--",
+            url,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_git_env(),
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise GitRemoteError("git is not installed (no 'git' on PATH); a git remote source needs it") from None
@@ -315,8 +329,14 @@ def _order_tags(names: list[str], tag_order: Callable[[str], Any] | None) -> lis
     return [name for _, name in keyed] + rest
 
 
-def parse_refs(output: str, *, event: str, branches: list[str], tag_order: Callable[[str], Any] | None = None,
-               seen_at: str | None = None) -> ParsedFeed:
+def parse_refs(
+    output: str,
+    *,
+    event: str,
+    branches: list[str],
+    tag_order: Callable[[str], Any] | None = None,
+    seen_at: str | None = None,
+) -> ParsedFeed:
     """One entry per tag (`event="release"`, newest first) or per matching branch head (`event="push"`, as
     listed; the id carries the commit, so a new commit is a new entry). ls-remote has no dates: entries are
     dated `seen_at` (default now)."""
@@ -335,11 +355,14 @@ def parse_refs(output: str, *, event: str, branches: list[str], tag_order: Calla
         sha, tab, ref = line.partition("\t")
         sha = sha.strip().lower()
         if not tab or not _SHA.fullmatch(sha) or not ref:
-            unreadable.append(SkippedEntry(None, f"line {number} of the ref listing is not '<sha><TAB><ref>': "
-                                                 f"{safe_text(line, 80)!r}"))
+            unreadable.append(
+                SkippedEntry(
+                    None, f"line {number} of the ref listing is not '<sha><TAB><ref>': {safe_text(line, 80)!r}"
+                )
+            )
             continue
         if ref.startswith("refs/tags/") and event == "release":
-            name = ref[len("refs/tags/"):]
+            name = ref[len("refs/tags/") :]
             if name.endswith("^{}"):
                 peeled.setdefault(name[:-3], sha)
             elif name in tags:
@@ -347,7 +370,7 @@ def parse_refs(output: str, *, event: str, branches: list[str], tag_order: Calla
             else:
                 tags[name] = _Ref(name, ref, sha)
         elif ref.startswith("refs/heads/") and event == "push":
-            name = ref[len("refs/heads/"):]
+            name = ref[len("refs/heads/") :]
             if name in heads:
                 warnings.append(f"branch {safe_text(name, 80)!r} is listed twice; kept the first")
             else:
@@ -362,8 +385,19 @@ def parse_refs(output: str, *, event: str, branches: list[str], tag_order: Calla
             if problem:
                 skipped.append(SkippedEntry(tag.ref, problem, len(entries)))
                 continue
-            entries.append(FeedEntry(id=tag.ref, title=name, url=None, author=None, published_raw=None,
-                                     published_at=published, tag=name, ref=tag.ref, sha=peeled.get(name, tag.sha)))
+            entries.append(
+                FeedEntry(
+                    id=tag.ref,
+                    title=name,
+                    url=None,
+                    author=None,
+                    published_raw=None,
+                    published_at=published,
+                    tag=name,
+                    ref=tag.ref,
+                    sha=peeled.get(name, tag.sha),
+                )
+            )
     else:
         matched = dict.fromkeys(branches, False)
         for name, head in heads.items():
@@ -377,12 +411,25 @@ def parse_refs(output: str, *, event: str, branches: list[str], tag_order: Calla
             if problem:
                 skipped.append(SkippedEntry(entry_id, problem, len(entries)))
                 continue
-            entries.append(FeedEntry(id=entry_id, title=f"{name} at {head.sha[:12]}", url=None, author=None,
-                                     published_raw=None, published_at=published, ref=head.ref, sha=head.sha))
+            entries.append(
+                FeedEntry(
+                    id=entry_id,
+                    title=f"{name} at {head.sha[:12]}",
+                    url=None,
+                    author=None,
+                    published_raw=None,
+                    published_at=published,
+                    ref=head.ref,
+                    sha=head.sha,
+                )
+            )
         if not branches:
             warnings.append("no branch patterns given; a push source watches nothing")
-        warnings += [f"branch pattern {safe_text(p, 80)!r} matched no branch of the remote"
-                     for p, hit in matched.items() if not hit]
+        warnings += [
+            f"branch pattern {safe_text(p, 80)!r} matched no branch of the remote"
+            for p, hit in matched.items()
+            if not hit
+        ]
     # an unreadable line could be anything: placed after every entry
     skipped += [SkippedEntry(s.id, s.reason, len(entries)) for s in unreadable]
     return ParsedFeed(entries=entries, warnings=warnings, kind="git", skipped=skipped)

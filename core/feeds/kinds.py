@@ -98,8 +98,9 @@ async def _read_git(source: FeedSource, ctx: ReadContext) -> Read:
     etag, _ = _validators(ctx.prev)
     if etag == digest:
         return Read(not_modified=True, etag=digest)
-    parsed = await asyncio.to_thread(parse_refs, output, event=source.event, branches=list(source.branches),
-                                     tag_order=tag_order(source))
+    parsed = await asyncio.to_thread(
+        parse_refs, output, event=source.event, branches=list(source.branches), tag_order=tag_order(source)
+    )
     return Read(parsed=parsed, etag=digest)
 
 

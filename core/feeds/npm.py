@@ -26,7 +26,8 @@ from patchmoi.core.records import iso_from_datetime, now_iso
 PLATFORM_SUFFIX = re.compile(
     r"-(?:aix|android|darwin|freebsd|linux|netbsd|openbsd|sunos|win32|cygwin|openharmony|macos|windows|win)"
     r"-(?:arm|arm64|armv7|ia32|loong64|mips|mipsel|ppc|ppc64|ppc64le|riscv64|s390|s390x|x64|x86|x86_64|aarch64|"
-    r"universal)(?:-(?:gnu|musl|msvc|gnueabihf|musleabihf|eabi))?$")
+    r"universal)(?:-(?:gnu|musl|msvc|gnueabihf|musleabihf|eabi))?$"
+)
 """A platform build of a version (`0.170.0-linux-x64`, `1.2.0-rc.1-darwin-arm64`): Node's `process.platform`
 and `process.arch` names, and a libc. Such builds are one release with their base version, not releases."""
 
@@ -62,12 +63,15 @@ def parse_npm(body: bytes) -> ParsedFeed:
     unpublished = times.get("unpublished")
     if isinstance(unpublished, dict) and not published:
         when = unpublished.get("time")
-        warnings.append(f"npm package {name[:80]!r} was unpublished"
-                        + (f" at {safe_text(when, 40)}" if isinstance(when, str) else "")
-                        + "; it has no versions, nothing is emitted")
+        warnings.append(
+            f"npm package {name[:80]!r} was unpublished"
+            + (f" at {safe_text(when, 40)}" if isinstance(when, str) else "")
+            + "; it has no versions, nothing is emitted"
+        )
         return ParsedFeed(entries=[], warnings=warnings, kind="npm", package=name, modified=modified)
-    versions = [v for v in times if v not in ("created", "modified", "unpublished")
-                and (published is None or v in published)]
+    versions = [
+        v for v in times if v not in ("created", "modified", "unpublished") and (published is None or v in published)
+    ]
     bases = {v: platform_base(v) for v in versions}
     builds: dict[str, list[str]] = {}
     for version, base in bases.items():
@@ -106,17 +110,23 @@ def parse_npm(body: bytes) -> ParsedFeed:
             skipped.append(SkippedEntry(entry_id, f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})"))
             continue
         if version in builds:
-            entry.extra["platformBuilds"] = sorted(b[len(version) + 1:] for b in builds[version])
+            entry.extra["platformBuilds"] = sorted(b[len(version) + 1 :] for b in builds[version])
         entries.append((order, entry))
     entries.sort(key=lambda pair: pair[0], reverse=True)
-    return ParsedFeed(entries=date_undated([e for _, e in entries], now_iso()), warnings=warnings, kind="npm",
-                      skipped=skipped,
-                      dist_tags=dist_tags if isinstance(raw_tags, dict) else None, modified=modified,
-                      package=name)
+    return ParsedFeed(
+        entries=date_undated([e for _, e in entries], now_iso()),
+        warnings=warnings,
+        kind="npm",
+        skipped=skipped,
+        dist_tags=dist_tags if isinstance(raw_tags, dict) else None,
+        modified=modified,
+        package=name,
+    )
 
 
-def _npm_entry(name: str, version: str, stamp: Any, tags: dict[str, list[str]],
-               entry_id: str) -> tuple[float, FeedEntry]:
+def _npm_entry(
+    name: str, version: str, stamp: Any, tags: dict[str, list[str]], entry_id: str
+) -> tuple[float, FeedEntry]:
     bad = bad_char(version)
     if bad:
         raise EntrySkip(entry_id, f"its version contains {bad}")
@@ -149,8 +159,9 @@ def _npm_entry(name: str, version: str, stamp: Any, tags: dict[str, list[str]],
     return order, entry
 
 
-def dist_tag_moves(package: str, previous: dict[str, str], current: dict[str, str],
-                   modified: str | None) -> list[FeedEntry]:
+def dist_tag_moves(
+    package: str, previous: dict[str, str], current: dict[str, str], modified: str | None
+) -> list[FeedEntry]:
     """One signal entry per dist-tag that moved, appeared or went away since `previous` (never a release).
 
     The id names the tag, the move and the packument's `time.modified`, so the same move read again after a
@@ -178,14 +189,19 @@ def dist_tag_moves(package: str, previous: dict[str, str], current: dict[str, st
         extra: dict[str, Any] = {"signal": "dist-tag", "distTag": tag, "version": new, "previous": old}
         if rollback:
             extra["rollback"] = True
-        moves.append(FeedEntry(
-            id=f"npm:{package}:dist-tag:{tag}:{old or '-'}->{new or '-'}" + (f":{modified}" if modified else ""),
-            title=title,
-            url=(f"https://www.npmjs.com/package/{quote(package, safe='')}/v/{quote(new, safe='')}" if new
-                 else f"https://www.npmjs.com/package/{quote(package, safe='')}"),
-            author="npm",
-            published_raw=modified,
-            published_at=when,
-            extra={k: v for k, v in extra.items() if v is not None},
-        ))
+        moves.append(
+            FeedEntry(
+                id=f"npm:{package}:dist-tag:{tag}:{old or '-'}->{new or '-'}" + (f":{modified}" if modified else ""),
+                title=title,
+                url=(
+                    f"https://www.npmjs.com/package/{quote(package, safe='')}/v/{quote(new, safe='')}"
+                    if new
+                    else f"https://www.npmjs.com/package/{quote(package, safe='')}"
+                ),
+                author="npm",
+                published_raw=modified,
+                published_at=when,
+                extra={k: v for k, v in extra.items() if v is not None},
+            )
+        )
     return moves

@@ -56,8 +56,18 @@ from patchmoi.core.feeds.entries import (
 from patchmoi.core.feeds.npm import parse_npm
 from patchmoi.core.records import iso_from_datetime, now_iso
 
-__all__ = ["MAX_ID_CHARS", "FeedEntry", "FeedParseError", "ParsedFeed", "SkippedEntry", "decode_xml", "parse_feed",
-           "parse_npm", "parse_xml_feed", "safe_text"]
+__all__ = [
+    "MAX_ID_CHARS",
+    "FeedEntry",
+    "FeedParseError",
+    "ParsedFeed",
+    "SkippedEntry",
+    "decode_xml",
+    "parse_feed",
+    "parse_npm",
+    "parse_xml_feed",
+    "safe_text",
+]
 
 _PROLOG_LIMIT = 4096
 _SCAN_CHUNK = 1 << 16
@@ -69,13 +79,19 @@ _DECL_ENCODING = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][\w.
 
 # A byte order mark is authoritative (XML 1.0 §4.3.3); UTF-32 first, its LE mark starts like UTF-16's.
 _BOMS = (
-    (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
 )
 # '<?' without a byte order mark (XML 1.0 Appendix F).
 _MARKS = {
-    b"\x00\x00\x00\x3c": "utf-32-be", b"\x3c\x00\x00\x00": "utf-32-le",
-    b"\x00\x3c\x00\x3f": "utf-16-be", b"\x3c\x00\x3f\x00": "utf-16-le", b"\x4c\x6f\xa7\x94": "cp037",
+    b"\x00\x00\x00\x3c": "utf-32-be",
+    b"\x3c\x00\x00\x00": "utf-32-le",
+    b"\x00\x3c\x00\x3f": "utf-16-be",
+    b"\x3c\x00\x3f\x00": "utf-16-le",
+    b"\x4c\x6f\xa7\x94": "cp037",
 }
 # Codecs a document may not ask for: they are not character encodings of XML, and some are very slow.
 _REFUSED_CODECS = {"punycode", "idna", "unicode-escape", "raw-unicode-escape"}
@@ -124,7 +140,7 @@ def decode_xml(body: bytes, content_type: str | None = None) -> tuple[str, list[
     warnings: list[str] = []
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return _decode(body[len(bom):], name, warnings), warnings
+            return _decode(body[len(bom) :], name, warnings), warnings
     charset = _content_type(content_type)[1]
     family = _MARKS.get(body[:4])
     if family is not None:
@@ -147,8 +163,9 @@ def decode_xml(body: bytes, content_type: str | None = None) -> tuple[str, list[
         except UnicodeDecodeError:
             continue
         if candidate != wanted:
-            warnings.append(f"document is declared as {wanted[:40]!r} but is not valid {wanted[:40]!r}; "
-                            f"read it as {codec}")
+            warnings.append(
+                f"document is declared as {wanted[:40]!r} but is not valid {wanted[:40]!r}; read it as {codec}"
+            )
         return text, warnings
     return _decode(body, "utf-8", warnings), warnings
 
@@ -157,8 +174,9 @@ def _decode(body: bytes, codec: str, warnings: list[str]) -> str:
     try:
         return body.decode(codec)
     except UnicodeDecodeError as exc:
-        warnings.append(f"document is not valid {codec} ({exc.reason} at byte {exc.start}); "
-                        "undecodable bytes were replaced")
+        warnings.append(
+            f"document is not valid {codec} ({exc.reason} at byte {exc.start}); undecodable bytes were replaced"
+        )
         return body.decode(codec, "replace")
 
 
@@ -212,17 +230,27 @@ def _scan_prolog(data: bytes) -> str | None:
     in_dtd = False
     mark = 0  # where the prolog item expat is reading begins: the end of the last one it reported
 
-    def entity_decl(name: str, is_parameter: int, value: str | None, base: str | None, system_id: str | None,
-                    public_id: str | None, notation: str | None) -> None:
+    def entity_decl(
+        name: str,
+        is_parameter: int,
+        value: str | None,
+        base: str | None,
+        system_id: str | None,
+        public_id: str | None,
+        notation: str | None,
+    ) -> None:
         kind = "parameter entity" if is_parameter else "entity"
         where = "external " if system_id or public_id else ""
-        raise FeedParseError(f"document declares XML entities in its DTD ({where}{kind} "
-                             f"{safe_text(name, 60)!r}); refused (entities are never expanded or fetched)")
+        raise FeedParseError(
+            f"document declares XML entities in its DTD ({where}{kind} "
+            f"{safe_text(name, 60)!r}); refused (entities are never expanded or fetched)"
+        )
 
     def external_ref(context: str | None, base: str | None, system_id: str | None, public_id: str | None) -> int:
         target = safe_text(system_id or public_id or "", 80)
-        raise FeedParseError(f"document refers to an external entity ({target!r}); refused (external entities "
-                             "are never fetched)")
+        raise FeedParseError(
+            f"document refers to an external entity ({target!r}); refused (external entities are never fetched)"
+        )
 
     def start_doctype(name: str, system_id: str | None, public_id: str | None, has_internal_subset: int) -> None:
         nonlocal in_dtd
@@ -236,8 +264,10 @@ def _scan_prolog(data: bytes) -> str | None:
     def other(text: str) -> None:  # the XML declaration, comments, white space, markup inside the DTD
         nonlocal mark
         if in_dtd and text.startswith("%"):
-            raise FeedParseError(f"document's DTD refers to the parameter entity {safe_text(text, 60)!r}; refused "
-                                 "(external DTDs and entities are never loaded)")
+            raise FeedParseError(
+                f"document's DTD refers to the parameter entity {safe_text(text, 60)!r}; refused "
+                "(external DTDs and entities are never loaded)"
+            )
         mark = parser.CurrentByteIndex + len(text.encode("utf-8"))
 
     def start_element(name: str, attributes: dict[str, str]) -> None:
@@ -251,19 +281,21 @@ def _scan_prolog(data: bytes) -> str | None:
     parser.StartElementHandler = start_element
     try:
         for pos in range(0, len(data), _SCAN_CHUNK):
-            parser.Parse(data[pos:pos + _SCAN_CHUNK], False)
+            parser.Parse(data[pos : pos + _SCAN_CHUNK], False)
         parser.Parse(b"", True)
     except _RootReached as root:
         return root.name
     except expat.ExpatError as exc:
-        rest = data[mark:mark + 200].lstrip()
+        rest = data[mark : mark + 200].lstrip()
         if not in_dtd and rest[:9].upper() != b"<!DOCTYPE":
             return None  # a malformed prolog without a DTD: feedparser may still read it
         name = rest[9:].split(b">")[0].split(b"[")[0].split()[:1] if not in_dtd else []
         if name and name[0].lower() == b"html":
             raise FeedParseError("got an HTML page, not an Atom or RSS feed") from None
-        raise FeedParseError(f"document's DOCTYPE could not be read ({expat.ErrorString(exc.code)} at line "
-                             f"{exc.lineno}, column {exc.offset}); refused (entities are never expanded)") from None
+        raise FeedParseError(
+            f"document's DOCTYPE could not be read ({expat.ErrorString(exc.code)} at line "
+            f"{exc.lineno}, column {exc.offset}); refused (entities are never expanded)"
+        ) from None
     return None  # not reached: expat reports a document without an element as an error
 
 
@@ -287,15 +319,19 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
     # comment, or in a prolog expat could not read, too) and expands what it finds, outside expat's limits if the
     # document is not well-formed: 19 KB can become a 30 MB title. Real declarations were refused above.
     first = _FIRST_ELEMENT.search(data)
-    if first is not None and b"<!ENTITY" in data[:first.start()]:
-        raise FeedParseError("document declares XML entities before its root element ('<!ENTITY' outside a DTD, "
-                             "which the feed parser would read as a declaration); refused (entities are never "
-                             "expanded)")
+    if first is not None and b"<!ENTITY" in data[: first.start()]:
+        raise FeedParseError(
+            "document declares XML entities before its root element ('<!ENTITY' outside a DTD, "
+            "which the feed parser would read as a declaration); refused (entities are never "
+            "expanded)"
+        )
     if first is not None and data.count(b"\n", 0, first.start()) > MAX_PROLOG_LINES:
         # feedparser's DOCTYPE scan takes time quadratic in the lines before the root: 16,000 blank lines cost
         # 2.4 s of CPU, 5 MiB of them days. Real prologs are a few lines.
-        raise FeedParseError(f"document has more than {MAX_PROLOG_LINES} lines before its root element; refused "
-                             "(reading such a prolog costs the feed parser time quadratic in its length)")
+        raise FeedParseError(
+            f"document has more than {MAX_PROLOG_LINES} lines before its root element; refused "
+            "(reading such a prolog costs the feed parser time quadratic in its length)"
+        )
     media, _ = _content_type(content_type)
     if not _charset_honoured(media):  # feedparser would believe the document's encoding declaration instead
         if media:
@@ -305,8 +341,9 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
     try:
         parsed = feedparser.parse(io.BytesIO(data), response_headers=headers)
     except Exception as exc:  # feedparser's own failure on a strange document: one clear error, no traceback
-        raise FeedParseError(f"the feed parser failed on this document ({type(exc).__name__}: "
-                             f"{safe_text(str(exc))})") from None
+        raise FeedParseError(
+            f"the feed parser failed on this document ({type(exc).__name__}: {safe_text(str(exc))})"
+        ) from None
     version = parsed.get("version") or ""
     if not version:
         if root is None:
@@ -330,9 +367,11 @@ def parse_xml_feed(body: bytes, *, content_type: str | None = None) -> ParsedFee
             skipped.append(SkippedEntry(skip.entry_id, skip.reason, len(entries)))
         except Exception as exc:  # anything else odd about one entry costs that entry only
             entry_id = clean(item.get("id")) if hasattr(item, "get") else ""
-            skipped.append(SkippedEntry(entry_id or None,
-                                        f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})",
-                                        len(entries)))
+            skipped.append(
+                SkippedEntry(
+                    entry_id or None, f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})", len(entries)
+                )
+            )
     return ParsedFeed(entries=date_undated(entries, now_iso()), warnings=warnings, kind=version, skipped=skipped)
 
 
@@ -346,8 +385,11 @@ def _charset_honoured(media: str) -> bool:
     It does for XML and text types; with any other (application/octet-stream, application/json) it would
     decode by the declaration, and the text it gets is UTF-8 whatever the declaration says.
     """
-    return media in _XML_MEDIA or media.startswith("text/") or (
-        media.startswith("application/") and media.endswith("+xml"))
+    return (
+        media in _XML_MEDIA
+        or media.startswith("text/")
+        or (media.startswith("application/") and media.endswith("+xml"))
+    )
 
 
 def _entry_link(item: Any) -> str:

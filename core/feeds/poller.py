@@ -72,7 +72,7 @@ class Newness:
         known = st.get("known")
         self.legacy = not isinstance(known, str)
         text = known if isinstance(known, str) else ""
-        self.known = {text[i:i + DIGEST_CHARS] for i in range(0, len(text), DIGEST_CHARS)}
+        self.known = {text[i : i + DIGEST_CHARS] for i in range(0, len(text), DIGEST_CHARS)}
 
     def has(self, entry_id: str) -> bool:
         return entry_id in self.seen or (bool(self.known) and id_digest(entry_id) in self.known)
@@ -102,7 +102,7 @@ class _Cursor:
         self.digests: dict[str, str] = {}
         known = prev.get("known") if isinstance(prev.get("known"), str) else ""
         assert isinstance(known, str)
-        self.prev_known = [known[i:i + DIGEST_CHARS] for i in range(0, len(known), DIGEST_CHARS)]
+        self.prev_known = [known[i : i + DIGEST_CHARS] for i in range(0, len(known), DIGEST_CHARS)]
 
     def _digest(self, entry_id: str) -> str:
         digest = self.digests.get(entry_id)
@@ -140,15 +140,25 @@ class PollReport:
 
     def skip(self, entry_id: str | None, reason: str, *, retry: bool) -> None:
         """One entry left out: listed with its source, id and reason, and told as a warning."""
-        self.skipped.append({"sourceId": self.source_id,
-                             "entryId": safe_text(entry_id, MAX_ID_CHARS) if entry_id else None,
-                             "reason": reason, "retry": retry})
+        self.skipped.append(
+            {
+                "sourceId": self.source_id,
+                "entryId": safe_text(entry_id, MAX_ID_CHARS) if entry_id else None,
+                "reason": reason,
+                "retry": retry,
+            }
+        )
         shown = f"entry {entry_id[:80]!r}" if entry_id else "an entry"
         self.warnings.append(f"skipped {shown}: {reason}")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"sourceId": self.source_id, "status": self.status, "emitted": self.emitted,
-                               "events": self.events, "durationMs": round(self.duration_ms, 1)}
+        out: dict[str, Any] = {
+            "sourceId": self.source_id,
+            "status": self.status,
+            "emitted": self.emitted,
+            "events": self.events,
+            "durationMs": round(self.duration_ms, 1),
+        }
         if self.error:
             out["error"] = self.error
         if self.warnings:
@@ -233,25 +243,33 @@ class Poller:
             return chosen, warnings, True
         newness = Newness(st)
         if newness.legacy:
-            retry = {str(x.get("entryId")) for x in st.get("skipped") or []
-                     if isinstance(x, dict) and x.get("retry") and x.get("entryId")}
+            retry = {
+                str(x.get("entryId"))
+                for x in st.get("skipped") or []
+                if isinstance(x, dict) and x.get("retry") and x.get("entryId")
+            }
             below = newness.legacy_history(unique)
             candidates = [e for i, e in enumerate(unique) if e.id not in newness.seen and (i < below or e.id in retry)]
         else:
             candidates = [e for e in unique if not newness.has(e.id)]
         if unique and len(candidates) == len(unique) and (newness.seen or newness.known):
-            warnings.append("none of the previously seen entries is in the feed any more (window scrolled, "
-                            "history rewritten or feed replaced); treating all entries as new")
+            warnings.append(
+                "none of the previously seen entries is in the feed any more (window scrolled, "
+                "history rewritten or feed replaced); treating all entries as new"
+            )
         chosen = emission_order(candidates)
         if len(chosen) > MAX_BURST:
-            warnings.append(f"{len(chosen)} new entries at once; emitted the newest {MAX_BURST}, "
-                            f"skipped {len(chosen) - MAX_BURST} older ones")
+            warnings.append(
+                f"{len(chosen)} new entries at once; emitted the newest {MAX_BURST}, "
+                f"skipped {len(chosen) - MAX_BURST} older ones"
+            )
             chosen = chosen[-MAX_BURST:]
         return chosen, warnings, False
 
     @staticmethod
-    def skipped_were_new(source: FeedSource, parsed: ParsedFeed, st: dict[str, Any] | None,
-                         priming: bool) -> list[bool]:
+    def skipped_were_new(
+        source: FeedSource, parsed: ParsedFeed, st: dict[str, Any] | None, priming: bool
+    ) -> list[bool]:
         """For each skipped entry: would it have been emitted had it been readable (as `select_new` decides)?"""
         if priming:
             return [not source.prime_only and s.position < MAX_PRIME_EMIT for s in parsed.skipped]
@@ -268,9 +286,13 @@ class Poller:
         if source.event != "release":
             return Decision(None, None)
         yanked = entry.extra.get("yanked")
-        return decide(source.versions, tag=None if entry.version else entry_tag(source, entry),
-                      version=entry.version,
-                      yanked=str(entry.extra.get("yankedReason") or "") if yanked else None, newest=newest)
+        return decide(
+            source.versions,
+            tag=None if entry.version else entry_tag(source, entry),
+            version=entry.version,
+            yanked=str(entry.extra.get("yankedReason") or "") if yanked else None,
+            newest=newest,
+        )
 
     @staticmethod
     def newest_version(source: FeedSource, st: dict[str, Any] | None) -> tuple[str, Key] | None:
@@ -279,8 +301,9 @@ class Poller:
         return (name, parsed.key) if isinstance(name, str) and parsed else None
 
     @staticmethod
-    def starting_newest(source: FeedSource, st: dict[str, Any] | None, entries: list[FeedEntry],
-                        new: list[FeedEntry]) -> tuple[str, Key] | None:
+    def starting_newest(
+        source: FeedSource, st: dict[str, Any] | None, entries: list[FeedEntry], new: list[FeedEntry]
+    ) -> tuple[str, Key] | None:
         """The newest version taken before this poll: saved, or (the first poll, or `newerOnly` added to a
         source polled before) the newest the policy selects among the entries that are not new."""
         newest = Poller.newest_version(source, st)
@@ -323,8 +346,9 @@ class Poller:
         not_before = float(prev.get("notBefore") or 0)
         if not_before > time.time():
             report.status = "error"
-            report.error = (f"Feed {source.id} waiting until {iso_at(not_before)} (the host sent Retry-After); "
-                            "not fetched")
+            report.error = (
+                f"Feed {source.id} waiting until {iso_at(not_before)} (the host sent Retry-After); not fetched"
+            )
             return
         read = await read_source(source, ReadContext(self.fetcher, self.git_slots, prev))
         now = now_iso()
@@ -344,8 +368,10 @@ class Poller:
         for skipped, retry in zip(parsed.skipped[:MAX_SKIPPED_KEPT], fresh, strict=False):
             report.skip(skipped.id, skipped.reason, retry=retry)
         if len(parsed.skipped) > MAX_SKIPPED_KEPT:
-            report.warnings.append(f"skipped {len(parsed.skipped) - MAX_SKIPPED_KEPT} more entries that could not "
-                                   "be read (the first ones are listed)")
+            report.warnings.append(
+                f"skipped {len(parsed.skipped) - MAX_SKIPPED_KEPT} more entries that could not "
+                "be read (the first ones are listed)"
+            )
         report.warnings.extend(parsed.warnings)
         report.warnings.extend(f"entry {e.id[:80]!r}: {e.error}" for e in parsed.entries if e.error)
         report.warnings.extend(warnings)
@@ -358,8 +384,11 @@ class Poller:
         newest = self.starting_newest(source, prev, parsed.entries, new)
         # Marked seen on purpose: these skipped entries stand where a readable entry is taken as history (priming
         # a primeOnly source, or seen before), so their later, fixed versions are history too.
-        history = [s.id for s, retry in zip(parsed.skipped, fresh, strict=False)
-                   if not retry and s.id and safe_text(s.id, MAX_ID_CHARS) == s.id]
+        history = [
+            s.id
+            for s, retry in zip(parsed.skipped, fresh, strict=False)
+            if not retry and s.id and safe_text(s.id, MAX_ID_CHARS) == s.id
+        ]
         cursor = _Cursor(emission_order(parsed.entries)[::-1], history, prev)
         failed: set[str] = set()
         for index, entry in enumerate(new):
@@ -370,8 +399,9 @@ class Poller:
                 # this entry's data, not the store (an OSError still fails the poll): skip it, keep going,
                 # and leave it unseen so the next poll retries it (every step of _accept is idempotent)
                 failed.add(entry.id)
-                report.skip(entry.id, f"could not be recorded ({type(exc).__name__}: {safe_text(str(exc))})",
-                            retry=True)
+                report.skip(
+                    entry.id, f"could not be recorded ({type(exc).__name__}: {safe_text(str(exc))})", retry=True
+                )
                 continue
             if decision.selected:
                 report.emitted += 1
@@ -379,22 +409,39 @@ class Poller:
                     report.events.append(event_id)
                 newest = advance(newest, decision)
             else:
-                report.filtered.append({"entryId": entry.id, "tag": decision.tag, "version": decision.version,
-                                        "reason": decision.reason})
+                report.filtered.append(
+                    {"entryId": entry.id, "tag": decision.tag, "version": decision.version, "reason": decision.reason}
+                )
             if newest is not None:
                 base["newestVersion"] = newest[0]
             # progress saved per entry: the document is seen but for the entries not taken yet, so a crash
             # re-runs at most this entry's (idempotent) steps and takes the rest
-            self.state.put(source.id, {**base, **cursor.state(failed | set(pending[index + 1:])),
-                                       "lastSeenId": entry.id, "primed": True, "lastCheckedAt": now}, flush=True)
+            self.state.put(
+                source.id,
+                {
+                    **base,
+                    **cursor.state(failed | set(pending[index + 1 :])),
+                    "lastSeenId": entry.id,
+                    "primed": True,
+                    "lastCheckedAt": now,
+                },
+                flush=True,
+            )
         if newest is not None:
             base["newestVersion"] = newest[0]
-        final = {**base, **cursor.state(failed), "etag": read.etag, "lastModified": read.last_modified,
-                 "primed": True, "lastCheckedAt": now}
+        final = {
+            **base,
+            **cursor.state(failed),
+            "etag": read.etag,
+            "lastModified": read.last_modified,
+            "primed": True,
+            "lastCheckedAt": now,
+        }
         final.pop("skipped", None)
         if report.skipped:  # what was skipped now, and which of it a fixed version will be emitted for
-            final["skipped"] = [{k: x[k] for k in ("entryId", "reason", "retry")}
-                                for x in report.skipped[:MAX_SKIPPED_KEPT]]
+            final["skipped"] = [
+                {k: x[k] for k in ("entryId", "reason", "retry")} for x in report.skipped[:MAX_SKIPPED_KEPT]
+            ]
         first = next((e.id for e in parsed.entries if e.id not in failed), None)
         if first is not None:  # the document's first entry, as the Bun service kept it
             final["lastSeenId"] = first
@@ -420,12 +467,20 @@ class Poller:
             self.on_flow_event(dict(stored))
             event_id = event.id
         self.outbox.enqueue_signal(signal_dict, job.kind if job else None)
-        log_event("feed.accepted", sourceId=source.id, provider=source.provider, event=source.event,
-                  entryId=entry.id, job=job.id if job else None, flowEvent=event_id)
+        log_event(
+            "feed.accepted",
+            sourceId=source.id,
+            provider=source.provider,
+            event=source.event,
+            entryId=entry.id,
+            job=job.id if job else None,
+            flowEvent=event_id,
+        )
         return event_id
 
-    def _dist_tags(self, source: FeedSource, parsed: ParsedFeed, base: dict[str, Any], report: PollReport,
-                   *, signals: bool) -> dict[str, Any]:
+    def _dist_tags(
+        self, source: FeedSource, parsed: ParsedFeed, base: dict[str, Any], report: PollReport, *, signals: bool
+    ) -> dict[str, Any]:
         """npm: each dist-tag move since the last poll is a signal, not a release. Moves to versions the
         `versions` policy turns down are marked filtered; only rollbacks and removals are notified."""
         current = parsed.dist_tags or {}
@@ -435,9 +490,13 @@ class Poller:
             for entry in dist_tag_moves(parsed.package or source.repo.full_name, previous, current, parsed.modified):
                 version = entry.extra.get("version")
                 decision = decide(source.versions, tag=None, version=version) if isinstance(version, str) else None
-                signal = build_signal(source, entry, tag=decision.tag if decision else None,
-                                      version=decision.version if decision else None,
-                                      filtered=decision.reason if decision else None)
+                signal = build_signal(
+                    source,
+                    entry,
+                    tag=decision.tag if decision else None,
+                    version=decision.version if decision else None,
+                    filtered=decision.reason if decision else None,
+                )
                 signal_dict = signal.to_dict()
                 self.store.append_if_absent(Kind.SIGNALS, signal_dict, signal.id)
                 # a tag moving forward comes with its release (notified as such); a rollback or a removal is news
@@ -453,8 +512,14 @@ class Poller:
     def _record_health(self, source: FeedSource, report: PollReport) -> None:
         now = now_iso()
         h = self.health.setdefault(source.id, {"sourceId": source.id})
-        h.update({"kind": source.kind, "lastPolledAt": now, "lastStatus": report.status,
-                  "lastDurationMs": round(report.duration_ms, 1)})
+        h.update(
+            {
+                "kind": source.kind,
+                "lastPolledAt": now,
+                "lastStatus": report.status,
+                "lastDurationMs": round(report.duration_ms, 1),
+            }
+        )
         if report.filtered:
             h["lastFiltered"] = len(report.filtered)
         if report.error:

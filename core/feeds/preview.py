@@ -36,9 +36,15 @@ class PreviewRow:
         return "emit" if self.decision.selected else "filtered"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"entryId": self.entry_id, "title": self.title, "publishedAt": self.published_at,
-                               "state": self.state, "outcome": self.outcome, "tag": self.decision.tag,
-                               "version": self.decision.version}
+        out: dict[str, Any] = {
+            "entryId": self.entry_id,
+            "title": self.title,
+            "publishedAt": self.published_at,
+            "state": self.state,
+            "outcome": self.outcome,
+            "tag": self.decision.tag,
+            "version": self.decision.version,
+        }
         if self.decision.reason:
             out["reason"] = self.decision.reason
         return {k: v for k, v in out.items() if v is not None}
@@ -55,11 +61,17 @@ class Preview:
     signals: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sourceId": self.source_id, "kind": self.kind, "priming": self.priming,
-                "wouldEmit": sum(1 for r in self.rows if r.outcome == "emit"),
-                "wouldFilter": sum(1 for r in self.rows if r.outcome == "filtered"),
-                "entries": [r.to_dict() for r in self.rows], "warnings": self.warnings, "skipped": self.skipped,
-                "signals": self.signals}
+        return {
+            "sourceId": self.source_id,
+            "kind": self.kind,
+            "priming": self.priming,
+            "wouldEmit": sum(1 for r in self.rows if r.outcome == "emit"),
+            "wouldFilter": sum(1 for r in self.rows if r.outcome == "filtered"),
+            "entries": [r.to_dict() for r in self.rows],
+            "warnings": self.warnings,
+            "skipped": self.skipped,
+            "signals": self.signals,
+        }
 
 
 class PreviewError(UpstreamError):
@@ -92,6 +104,10 @@ async def preview_source(source: FeedSource, state: dict[str, Any] | None, fetch
         preview.rows.append(PreviewRow(entry.id, entry.title, entry.published_at, state_name, decision))
     previous = (state or {}).get("distTags")
     if parsed.dist_tags is not None and isinstance(previous, dict) and not priming:
-        preview.signals = [m.title for m in dist_tag_moves(parsed.package or source.repo.full_name, previous,
-                                                           parsed.dist_tags, parsed.modified)]
+        preview.signals = [
+            m.title
+            for m in dist_tag_moves(
+                parsed.package or source.repo.full_name, previous, parsed.dist_tags, parsed.modified
+            )
+        ]
     return preview

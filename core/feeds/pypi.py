@@ -48,8 +48,13 @@ def _project_url(info: dict[str, Any], name: str) -> str:
             parts = urlsplit(value)
         except ValueError:
             continue
-        if parts.scheme in ("http", "https") and parts.hostname and "/project/" in parts.path \
-                and not parts.query and not parts.username:
+        if (
+            parts.scheme in ("http", "https")
+            and parts.hostname
+            and "/project/" in parts.path
+            and not parts.query
+            and not parts.username
+        ):
             return value if value.endswith("/") else value + "/"
     return f"https://pypi.org/project/{quote(name, safe='')}/"
 
@@ -71,8 +76,9 @@ def parse_pypi(body: bytes) -> ParsedFeed:
     if not isinstance(raw_name, str) or not raw_name:
         raise FeedParseError("PyPI document has no project name (info.name)")
     if len(raw_name) > 200 or not _NAME.fullmatch(raw_name):
-        raise FeedParseError(f"PyPI document's project name {safe_text(printable(raw_name), 80)!r} "
-                             "is not a valid Python project name")
+        raise FeedParseError(
+            f"PyPI document's project name {safe_text(printable(raw_name), 80)!r} is not a valid Python project name"
+        )
     name = normalize_name(raw_name)
     base = _project_url(info, raw_name)
     entries: list[tuple[float, FeedEntry]] = []
@@ -88,16 +94,25 @@ def parse_pypi(body: bytes) -> ParsedFeed:
         except _Skip as skip:
             skipped.append((skip.order, SkippedEntry(skip.entry_id, skip.reason)))
         except Exception as exc:  # anything else odd about one version costs that version only
-            skipped.append((float("inf"), SkippedEntry(
-                entry_id, f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})")))
+            skipped.append(
+                (
+                    float("inf"),
+                    SkippedEntry(entry_id, f"could not be read ({type(exc).__name__}: {safe_text(str(exc))})"),
+                )
+            )
     if empty:
         warnings.append(f"{empty} version{' has' if empty == 1 else 's have'} no uploaded files; left out")
     entries.sort(key=lambda pair: pair[0], reverse=True)  # stable: same date keeps document order
     ascending = sorted(o for o, _ in entries)
     for order, left_out in skipped:  # how many entries are newer: where it would have been
         left_out.position = len(ascending) - bisect.bisect_right(ascending, order) if order != float("inf") else 0
-    return ParsedFeed(entries=date_undated([e for _, e in entries], now_iso()), warnings=warnings, kind="pypi",
-                      skipped=[s for _, s in skipped], package=raw_name)
+    return ParsedFeed(
+        entries=date_undated([e for _, e in entries], now_iso()),
+        warnings=warnings,
+        kind="pypi",
+        skipped=[s for _, s in skipped],
+        package=raw_name,
+    )
 
 
 class _Skip(EntrySkip):
@@ -150,8 +165,7 @@ def _pypi_entry(base: str, version: str, files: Any, entry_id: str) -> tuple[flo
     extra: dict[str, Any] = {}
     if all(f.get("yanked") is True for f in uploads):
         extra["yanked"] = True
-        reason = next((r for r in (f.get("yanked_reason") for f in uploads) if isinstance(r, str) and r.strip()),
-                      None)
+        reason = next((r for r in (f.get("yanked_reason") for f in uploads) if isinstance(r, str) and r.strip()), None)
         if reason:
             extra["yankedReason"] = safe_text(printable(reason.strip()), 300)
     entry = FeedEntry(

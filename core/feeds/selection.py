@@ -41,7 +41,7 @@ class VersionPolicy:
             return tag
         prefix, _, suffix = self.tag_template.partition(TEMPLATE_FIELD)
         if len(tag) > len(prefix) + len(suffix) and tag.startswith(prefix) and tag.endswith(suffix):
-            return tag[len(prefix): len(tag) - len(suffix)]
+            return tag[len(prefix) : len(tag) - len(suffix)]
         return None
 
 
@@ -58,8 +58,14 @@ class Decision:
         return self.reason is None
 
 
-def decide(policy: VersionPolicy, *, tag: str | None, version: str | None, yanked: str | None = None,
-           newest: tuple[str, Key] | None = None) -> Decision:
+def decide(
+    policy: VersionPolicy,
+    *,
+    tag: str | None,
+    version: str | None,
+    yanked: str | None = None,
+    newest: tuple[str, Key] | None = None,
+) -> Decision:
     """Apply `policy` to one entry. Give `version` for registries (the tag then comes from the template),
     `tag` for feeds and git remotes (the version then comes from the template). `newest` is the newest
     version already seen (its name and key), for `newerOnly`."""
@@ -82,19 +88,26 @@ def decide(policy: VersionPolicy, *, tag: str | None, version: str | None, yanke
             return Decision(tag, version, f"{name[:80]!r} is not a version in the {policy.scheme} scheme")
         return Decision(tag, version)
     if parsed.prerelease and not policy.prereleases:
-        return Decision(tag, version, f"{name[:80]!r} is a pre-release (versions.prereleases is false)",
-                        parsed.key)
+        return Decision(tag, version, f"{name[:80]!r} is a pre-release (versions.prereleases is false)", parsed.key)
     if policy.range is not None and not policy.range.contains(parsed):
         return Decision(tag, version, f"{name[:80]!r} is outside versions.range {policy.range.text!r}", parsed.key)
     if policy.newer_only and newest is not None and parsed.key <= newest[1]:
-        return Decision(tag, version, f"{name[:80]!r} is not newer than {newest[0][:80]!r}, the newest version "
-                        "already seen (versions.newerOnly)", parsed.key)
+        return Decision(
+            tag,
+            version,
+            f"{name[:80]!r} is not newer than {newest[0][:80]!r}, the newest version already seen (versions.newerOnly)",
+            parsed.key,
+        )
     return Decision(tag, version, None, parsed.key)
 
 
 def advance(newest: tuple[str, Key] | None, decision: Decision) -> tuple[str, Key] | None:
     """The newest version taken so far, after `decision`: its version if it was taken and is newer."""
-    if decision.selected and decision.key is not None and decision.version is not None and (
-            newest is None or decision.key > newest[1]):
+    if (
+        decision.selected
+        and decision.key is not None
+        and decision.version is not None
+        and (newest is None or decision.key > newest[1])
+    ):
         return decision.version, decision.key
     return newest

@@ -45,8 +45,8 @@ def _after(segments: list[str], *markers: tuple[str, ...]) -> list[str] | None:
     """The segments after the first of `markers` that has an owner and a repository (or more) before it."""
     for i in range(_MIN_BEFORE, len(segments)):
         for marker in markers:
-            if tuple(segments[i:i + len(marker)]) == marker:
-                return segments[i + len(marker):]
+            if tuple(segments[i : i + len(marker)]) == marker:
+                return segments[i + len(marker) :]
     return None
 
 
@@ -60,8 +60,13 @@ def _name(raw: str) -> str | None:
         name = unquote(raw, errors="strict")
     except UnicodeDecodeError:  # percent-encoded bytes that are not UTF-8: not a name anybody typed
         return None
-    ok = (name and not name.startswith(("-", "/", ".")) and not name.endswith(("/", ".")) and name != "@"
-          and _BAD_REF.search(name) is None)
+    ok = (
+        name
+        and not name.startswith(("-", "/", "."))
+        and not name.endswith(("/", "."))
+        and name != "@"
+        and _BAD_REF.search(name) is None
+    )
     return name if ok else None
 
 
@@ -72,7 +77,7 @@ def _feed_path(rest: list[str] | None, query: dict[str, list[str]]) -> list[str]
     if "atom" in query.get("format", []):
         return rest
     if rest[-1].endswith(".atom") and rest[-1] != ".atom":
-        return [*rest[:-1], rest[-1][:-len(".atom")]]
+        return [*rest[:-1], rest[-1][: -len(".atom")]]
     return None
 
 
@@ -137,7 +142,7 @@ def feed_branch(feed_url: str) -> str | None:
 
 
 def feed_kind(feed_url: str) -> str | None:
-    """"releases", "tags" or "commits" for a feed URL of a known shape, else None.
+    """ "releases", "tags" or "commits" for a feed URL of a known shape, else None.
 
     GitHub `/<o>/<r>/releases.atom`, `/tags.atom`, `/commits.atom`, `/commits/<branch>.atom`; GitLab
     `/<group...>/<r>/-/releases.atom`, `/-/tags?format=atom`, `/-/commits/<branch>?format=atom` (`.atom` or

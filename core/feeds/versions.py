@@ -28,11 +28,11 @@ SCHEMES: tuple[Scheme, ...] = ("pep440", "semver", "loose")
 _LOOSE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)*)")
 _MAX_DIGITS = 30
 """A number longer than this is not a version part (and Python would refuse to read 4,300 digits)."""
-_SEMVER = re.compile(
-    r"^[vV=]?\s*(\d+)(?:\.(\d+)(?:\.(\d+))?)?(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")
+_SEMVER = re.compile(r"^[vV=]?\s*(\d+)(?:\.(\d+)(?:\.(\d+))?)?(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")
 _PRE_WORDS = re.compile(
     r"(?i)(?:alpha|beta|rc|pre|preview|dev|nightly|canary|snapshot|next|insiders|unstable|experimental|"
-    r"(?<![a-z])[abc]\d|(?<![a-z])m\d)")
+    r"(?<![a-z])[abc]\d|(?<![a-z])m\d)"
+)
 _PARTIAL = re.compile(r"^[vV=]?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?$")
 _COMPARATOR = re.compile(r"^(<=|>=|<|>|=|\^|~>?|==|!=)?\s*(.+)$")
 
@@ -97,7 +97,7 @@ def parse_version(name: str, scheme: Scheme) -> Parsed | None:
     if not match:
         return None
     release = tuple(int(p) for p in match.group(1).split("."))
-    rest = name[match.end():]
+    rest = name[match.end() :]
     pre = bool(_PRE_WORDS.search(rest))
     return Parsed(Key(_trim(release), 0 if pre else 1, _pre_parts(rest.lstrip("-._+")) if pre else ()), pre)
 

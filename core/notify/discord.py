@@ -23,9 +23,14 @@ from patchmoi.core.records import AttemptStatus, now_iso
 from patchmoi.core.store import Kind, Store
 
 MAX_TRIES = 8
-ATTEMPT_COLOURS: dict[str, int] = {AttemptStatus.NEEDS_INTERVENTION: 0xD29922, AttemptStatus.FAILED: 0xCF222E,
-                   AttemptStatus.BLOCKED: 0x8250DF, AttemptStatus.CHANGED: 0x1A7F37,
-                   AttemptStatus.COMPLETED: 0x57606A, AttemptStatus.SKIPPED: 0x57606A}
+ATTEMPT_COLOURS: dict[str, int] = {
+    AttemptStatus.NEEDS_INTERVENTION: 0xD29922,
+    AttemptStatus.FAILED: 0xCF222E,
+    AttemptStatus.BLOCKED: 0x8250DF,
+    AttemptStatus.CHANGED: 0x1A7F37,
+    AttemptStatus.COMPLETED: 0x57606A,
+    AttemptStatus.SKIPPED: 0x57606A,
+}
 
 
 def _cut(value: Any, n: int) -> str:
@@ -39,15 +44,19 @@ def signal_embed(signal: dict[str, Any], job_kind: str | None = None) -> dict[st
     assert isinstance(repo, dict)
     full = repo.get("fullName", "")
     ref = signal.get("ref") or ""
-    branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ""
+    branch = ref[len("refs/heads/") :] if ref.startswith("refs/heads/") else ""
     if signal.get("event") == "push":
         title = f"[{provider}] {full} upstream update" + (f" on {branch}" if branch else "")
     else:
         title = f"[{provider}] {full} release {signal.get('title', '')}"
     fields = [
-        ("Provider", provider, True), ("Repo", full, True), ("Event", signal.get("event"), True),
-        ("Branch" if branch else "Tag", branch or ref, True), ("Author", signal.get("author"), True),
-        ("SHA", _cut(signal.get("sha"), 12), True), ("Queued", job_kind, True),
+        ("Provider", provider, True),
+        ("Repo", full, True),
+        ("Event", signal.get("event"), True),
+        ("Branch" if branch else "Tag", branch or ref, True),
+        ("Author", signal.get("author"), True),
+        ("SHA", _cut(signal.get("sha"), 12), True),
+        ("Queued", job_kind, True),
         ("Source", signal.get("sourceId"), False),
     ]
     embed: dict[str, Any] = {
@@ -108,8 +117,14 @@ class Outbox:
         return self._enqueue(note_id, "attempt", attempt_embed(attempt))
 
     def _enqueue(self, note_id: str, kind: str, embed: dict[str, Any]) -> bool:
-        record = {"id": note_id, "kind": kind, "status": "pending", "tries": 0, "body": {"username": "patch",
-                  "embeds": [embed]}, "createdAt": now_iso()}
+        record = {
+            "id": note_id,
+            "kind": kind,
+            "status": "pending",
+            "tries": 0,
+            "body": {"username": "patch", "embeds": [embed]},
+            "createdAt": now_iso(),
+        }
         return self.store.append_if_absent(Kind.NOTIFICATIONS, record, note_id)
 
     def pending(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -150,14 +165,17 @@ class DiscordSender:
             # The outbox id is this post's idempotency key. Discord itself does not dedupe webhook posts, so a
             # crash between its answer and the "sent" record repeats one post (at-least-once, keyed).
             key = hashlib.sha256(str(note.get("id")).encode()).hexdigest()[:32]
-            resp = await self.client.post(url, json=note["body"], timeout=15.0,
-                                          headers={"user-agent": USER_AGENT, "idempotency-key": key})
+            resp = await self.client.post(
+                url, json=note["body"], timeout=15.0, headers={"user-agent": USER_AGENT, "idempotency-key": key}
+            )
         except httpx.HTTPError as exc:
             return self._retry(note, tries, f"Discord webhook request failed: {type(exc).__name__}")
         self._note_rate_limit(resp)
         if 200 <= resp.status_code < 300:
-            self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "status": "sent", "tries": tries, "sentAt": now_iso(),
-                                             "httpStatus": resp.status_code})
+            self.outbox.store.append(
+                Kind.NOTIFICATIONS,
+                {**note, "status": "sent", "tries": tries, "sentAt": now_iso(), "httpStatus": resp.status_code},
+            )
             self.sent += 1
             return True
         if resp.status_code == 429:
@@ -167,20 +185,30 @@ class DiscordSender:
         if resp.status_code >= 500:
             return self._retry(note, tries, f"Discord webhook returned {resp.status_code}")
         self.last_error = f"Discord webhook returned {resp.status_code}; not retried"
-        self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "status": "failed", "tries": tries,
-                                                      "httpStatus": resp.status_code, "error": self.last_error,
-                                                      "failedAt": now_iso()})
+        self.outbox.store.append(
+            Kind.NOTIFICATIONS,
+            {
+                **note,
+                "status": "failed",
+                "tries": tries,
+                "httpStatus": resp.status_code,
+                "error": self.last_error,
+                "failedAt": now_iso(),
+            },
+        )
         return False
 
     def _retry(self, note: dict[str, Any], tries: int, error: str, delay: float | None = None) -> bool:
         self.last_error = error
         if tries >= MAX_TRIES:
-            self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "status": "failed", "tries": tries, "error": error,
-                                             "failedAt": now_iso()})
+            self.outbox.store.append(
+                Kind.NOTIFICATIONS, {**note, "status": "failed", "tries": tries, "error": error, "failedAt": now_iso()}
+            )
             return False
         backoff = delay if delay is not None else self.base_backoff * (2 ** (tries - 1))
-        self.outbox.store.append(Kind.NOTIFICATIONS, {**note, "tries": tries, "error": error,
-                                         "nextAttemptAt": time.time() + backoff})
+        self.outbox.store.append(
+            Kind.NOTIFICATIONS, {**note, "tries": tries, "error": error, "nextAttemptAt": time.time() + backoff}
+        )
         return False
 
     def _note_rate_limit(self, resp: httpx.Response) -> None:
@@ -197,5 +225,8 @@ def _retry_after_429(resp: httpx.Response) -> float:
             return max(0.0, min(float(body["retry_after"]), 3600.0))
     except ValueError:
         pass
-    return parse_retry_after(resp.headers.get("retry-after")) or parse_retry_after(
-        resp.headers.get("x-ratelimit-reset-after")) or 1.0
+    return (
+        parse_retry_after(resp.headers.get("retry-after"))
+        or parse_retry_after(resp.headers.get("x-ratelimit-reset-after"))
+        or 1.0
+    )

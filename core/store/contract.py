@@ -87,7 +87,12 @@ class RecordStore(Protocol):
 
     # -- reads -------------------------------------------------------------------------------------------
     def select(
-        self, kind: Kind, *, filters: Mapping[str, str] | None = None, limit: int = 50, before: Cursor | None = None,
+        self,
+        kind: Kind,
+        *,
+        filters: Mapping[str, str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
     ) -> list[tuple[Cursor, Record]]:
         """Newest first (the latest version per id for `LATEST` kinds), each with its position; `before` pages."""
         ...
@@ -121,7 +126,11 @@ class RecordStore(Protocol):
         ...
 
     def follow(
-        self, kinds: Sequence[Kind] | None = None, *, since: Cursor | None = None, from_start: bool = False,
+        self,
+        kinds: Sequence[Kind] | None = None,
+        *,
+        since: Cursor | None = None,
+        from_start: bool = False,
         stop: asyncio.Event | None = None,
     ) -> AsyncIterator[list[Change]]:
         """Batches of records appended by any process after `since` (now, if None; everything with

@@ -233,8 +233,12 @@ class LogIndex:
             mark = self._index_from(conn, mark, size)
             conn.executemany(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                [("version", SCHEMA_VERSION), ("watermark", str(mark)), ("inode", inode),
-                 ("sig", self._signature(mark))],
+                [
+                    ("version", SCHEMA_VERSION),
+                    ("watermark", str(mark)),
+                    ("inode", inode),
+                    ("sig", self._signature(mark)),
+                ],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -259,13 +263,15 @@ class LogIndex:
             except ValueError as exc:
                 bad.append((off, len(line), str(exc)[:200]))
                 continue
-            rows.append((
-                off,
-                len(line),
-                spec.id_of(obj),
-                _text(obj.get(spec.k1)) if spec.k1 else None,
-                _text(obj.get(spec.k2)) if spec.k2 else None,
-            ))
+            rows.append(
+                (
+                    off,
+                    len(line),
+                    spec.id_of(obj),
+                    _text(obj.get(spec.k1)) if spec.k1 else None,
+                    _text(obj.get(spec.k2)) if spec.k2 else None,
+                )
+            )
             if len(rows) >= _BATCH:
                 self._insert(conn, rows)
                 rows = []
@@ -291,7 +297,11 @@ class LogIndex:
             return self._connect().execute(sql, args).fetchall()
 
     def spans(
-        self, *, latest: bool = False, filters: dict[str, str] | None = None, limit: int = 50,
+        self,
+        *,
+        latest: bool = False,
+        filters: dict[str, str] | None = None,
+        limit: int = 50,
         before: int | None = None,
     ) -> list[tuple[int, int]]:
         """(offset, length) of matching lines, newest first."""
@@ -314,7 +324,7 @@ class LogIndex:
         """Which of these ids have at least one record (one query per 500 ids)."""
         found: set[str] = set()
         for i in range(0, len(ids), 500):
-            chunk = list(ids[i:i + 500])
+            chunk = list(ids[i : i + 500])
             marks = ",".join("?" * len(chunk))
             found |= {str(r[0]) for r in self._query(f"SELECT DISTINCT id FROM rec WHERE id IN ({marks})", chunk)}
         return found

@@ -87,8 +87,9 @@ class JsonlFile:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
                 os.fsync(fd)
-            raise StoreWriteError(f"cannot append to {self.path}: {exc.strerror or exc}; earlier records are "
-                                  "intact") from exc
+            raise StoreWriteError(
+                f"cannot append to {self.path}: {exc.strerror or exc}; earlier records are intact"
+            ) from exc
         return start, start + len(data)
 
     def repair(self) -> int:

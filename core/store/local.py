@@ -119,13 +119,19 @@ class JsonlStore:
         return log if kind is not Kind.LEGACY_DISPATCHES or log.path.exists() else None
 
     def select(
-        self, kind: Kind, *, filters: Mapping[str, str] | None = None, limit: int = 50, before: Cursor | None = None,
+        self,
+        kind: Kind,
+        *,
+        filters: Mapping[str, str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
     ) -> list[tuple[Cursor, Record]]:
         log = self._log_for_read(kind)
         if log is None:
             return []
-        pairs = log.list_with_offsets(limit=limit, filters=dict(filters or {}), latest=kind in LATEST,
-                                      before=_offset(before))
+        pairs = log.list_with_offsets(
+            limit=limit, filters=dict(filters or {}), latest=kind in LATEST, before=_offset(before)
+        )
         return [(str(offset), record) for offset, record in pairs]
 
     def select_json(self, kind: Kind, *, filters: Mapping[str, str] | None = None, limit: int = 50) -> list[bytes]:
@@ -174,7 +180,11 @@ class JsonlStore:
         return json.dumps({kind.value: log.file.size() for kind, log in self.logs.items()}, separators=(",", ":"))
 
     async def follow(
-        self, kinds: Sequence[Kind] | None = None, *, since: Cursor | None = None, from_start: bool = False,
+        self,
+        kinds: Sequence[Kind] | None = None,
+        *,
+        since: Cursor | None = None,
+        from_start: bool = False,
         stop: asyncio.Event | None = None,
     ) -> AsyncIterator[list[Change]]:
         chosen = list(kinds or self.logs)
@@ -187,8 +197,9 @@ class JsonlStore:
                 offsets = {self.logs[kind].path: int(ends[kind.value]) for kind in chosen if kind.value in ends}
             except (ValueError, TypeError, KeyError):
                 raise ValueError(f"not a position of this store: {since!r}") from None
-        async for batch in follow_files([self.logs[kind].path for kind in chosen], from_offsets=offsets, stop=stop,
-                                        debounce_ms=30):
+        async for batch in follow_files(
+            [self.logs[kind].path for kind in chosen], from_offsets=offsets, stop=stop, debounce_ms=30
+        ):
             yield [Change(KIND_OF_FILE[item.file], str(item.offset), item.record) for item in batch]
 
     # -- feed state --------------------------------------------------------------------------------------
@@ -234,8 +245,13 @@ class JsonlStore:
             recent = signals.select(limit=STATE_REBUILD_SEEN, filters={"sourceId": source_id})
             seen = [str(s["entryId"]) for s in recent if isinstance(s.get("entryId"), str)]
             if seen:
-                state[source_id] = {"lastSeenId": seen[0], "seen": seen, "primed": True,
-                                    "rebuiltAt": now_iso(), "rebuiltFrom": signals.path.name}
+                state[source_id] = {
+                    "lastSeenId": seen[0],
+                    "seen": seen,
+                    "primed": True,
+                    "rebuiltAt": now_iso(),
+                    "rebuiltFrom": signals.path.name,
+                }
         return state
 
     def save_feed_states(self, states: Mapping[str, dict[str, Any]]) -> None:

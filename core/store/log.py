@@ -111,14 +111,22 @@ class Log:
         return out
 
     def select(
-        self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
+        self,
+        *,
+        limit: int = 50,
+        filters: dict[str, str] | None = None,
+        latest: bool = False,
         before: int | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first. `filters` keys are the spec's field names (mapped to indexed columns)."""
         return [rec for _, rec in self.list_with_offsets(limit=limit, filters=filters, latest=latest, before=before)]
 
     def select_raw(
-        self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
+        self,
+        *,
+        limit: int = 50,
+        filters: dict[str, str] | None = None,
+        latest: bool = False,
     ) -> list[bytes]:
         """Like `select`, but the stored JSON lines themselves (each one a valid object: the index only
         points at lines that parsed), for responses that would only re-encode them."""
@@ -127,7 +135,11 @@ class Log:
         return [raw.rstrip(b"\r") for raw in self.file.read_at(spans)]
 
     def list_with_offsets(
-        self, *, limit: int = 50, filters: dict[str, str] | None = None, latest: bool = False,
+        self,
+        *,
+        limit: int = 50,
+        filters: dict[str, str] | None = None,
+        latest: bool = False,
         before: int | None = None,
     ) -> list[tuple[int, dict[str, Any]]]:
         self.open()

@@ -84,8 +84,9 @@ class Store:
             record["id"] = record_id
         return record_id
 
-    def select(self, kind: Kind, *, filters: dict[str, str] | None = None, limit: Any = None,
-               before: Cursor | None = None) -> list[dict[str, Any]]:
+    def select(
+        self, kind: Kind, *, filters: dict[str, str] | None = None, limit: Any = None, before: Cursor | None = None
+    ) -> list[dict[str, Any]]:
         return [rec for _, rec in self.records.select(kind, filters=filters, limit=parse_limit(limit), before=before)]
 
     def page(self, kind: Kind, *, limit: int, before: Cursor | None = None) -> list[tuple[Cursor, dict[str, Any]]]:
@@ -114,8 +115,14 @@ class Store:
     def scan(self, kind: Kind, *, after: Cursor | None = None) -> Iterator[tuple[Cursor, dict[str, Any]]]:
         return self.records.scan(kind, after=after)
 
-    def follow(self, kinds: list[Kind] | None = None, *, since: Cursor | None = None, from_start: bool = False,
-               stop: asyncio.Event | None = None) -> AsyncIterator[list[Change]]:
+    def follow(
+        self,
+        kinds: list[Kind] | None = None,
+        *,
+        since: Cursor | None = None,
+        from_start: bool = False,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[list[Change]]:
         return self.records.follow(kinds, since=since, from_start=from_start, stop=stop)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
@@ -176,8 +183,11 @@ class Store:
 
     def undispatched(self, event_ids: list[str]) -> set[str]:
         """Which of these flow events have no dispatch record (current or legacy collection)."""
-        return (set(event_ids) - self.records.existing_ids(Kind.DISPATCHES, event_ids)
-                - self.records.existing_ids(Kind.LEGACY_DISPATCHES, event_ids))
+        return (
+            set(event_ids)
+            - self.records.existing_ids(Kind.DISPATCHES, event_ids)
+            - self.records.existing_ids(Kind.LEGACY_DISPATCHES, event_ids)
+        )
 
     # -- attempts ----------------------------------------------------------------------------------------
     def list_attempts(
@@ -215,8 +225,11 @@ class Store:
         out: list[AttemptJson] = []
         for attempt in everything:
             current = states.get(str(attempt.get("id")), "done")
-            if (state is None or current == state) and (event_id is None or attempt.get("eventId") == event_id) \
-                    and (status is None or attempt.get("status") == status):
+            if (
+                (state is None or current == state)
+                and (event_id is None or attempt.get("eventId") == event_id)
+                and (status is None or attempt.get("status") == status)
+            ):
                 out.append({**attempt, "state": current})
                 if len(out) >= n:
                     break
@@ -230,9 +243,7 @@ class Store:
         return counts
 
     # -- runs --------------------------------------------------------------------------------------------
-    def list_runs(
-        self, *, event_id: str | None = None, status: str | None = None, limit: Any = None
-    ) -> list[RunJson]:
+    def list_runs(self, *, event_id: str | None = None, status: str | None = None, limit: Any = None) -> list[RunJson]:
         check_status(status, RUN_STATUSES, "run")
         filters = {k: v for k, v in (("eventId", event_id), ("status", status)) if v}
         return cast(list[RunJson], self.select(Kind.RUNS, limit=limit, filters=filters))

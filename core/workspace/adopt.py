@@ -45,8 +45,9 @@ class Move:
         return f"update {self.ref} {self.new} {self.old or ZERO}"
 
 
-def plan_moves(artifacts: dict[str, Any], config: ForkConfig) -> tuple[list[Move], list[dict[str, Any]],
-                                                                      list[dict[str, Any]]]:
+def plan_moves(
+    artifacts: dict[str, Any], config: ForkConfig
+) -> tuple[list[Move], list[dict[str, Any]], list[dict[str, Any]]]:
     """The ref moves of an adoption: (moves, patch branch changes, retired patches)."""
     target = f"refs/heads/{artifacts['targetBranch']}"
     moves = [Move(target, artifacts.get("beforeSha"), str(artifacts["afterSha"]))]
@@ -93,8 +94,10 @@ def adopt_candidate(artifacts: dict[str, Any], *, label: str, reflog: str) -> di
         if current != move.old and not move.ref.startswith(RETIRED_PREFIX):
             what = move.ref.removeprefix("refs/heads/")
             was, now = (move.old or "absent")[:12], (current or "absent")[:12]
-            raise AdoptRefused(f"{what} moved since the rebuild (was {was}, now {now}); retry the event to rebuild "
-                               "on it, then adopt the new candidate")
+            raise AdoptRefused(
+                f"{what} moved since the rebuild (was {was}, now {now}); retry the event to rebuild "
+                "on it, then adopt the new candidate"
+            )
     moves = [m for m in moves if not (m.ref.startswith(RETIRED_PREFIX) and m.ref in refs)]  # retired once is kept
 
     # Branches checked out in a worktree (the operator's checkout, usually main) need their files moved too.
@@ -105,20 +108,29 @@ def adopt_candidate(artifacts: dict[str, Any], *, label: str, reflog: str) -> di
         if path is None:
             continue
         if move.new is None:
-            raise AdoptRefused(f"{move.ref.removeprefix('refs/heads/')} is checked out in {path}; switch branch there "
-                               "first (it is retired by this adoption)")
+            raise AdoptRefused(
+                f"{move.ref.removeprefix('refs/heads/')} is checked out in {path}; switch branch there "
+                "first (it is retired by this adoption)"
+            )
         local = GitRunner(path).out("status", "--porcelain", "--untracked-files=no")
         if local:
-            raise AdoptRefused(f"{path} has local changes on {move.ref.removeprefix('refs/heads/')}: commit or stash "
-                               f"them, then adopt ({trim(local, 200)})")
+            raise AdoptRefused(
+                f"{path} has local changes on {move.ref.removeprefix('refs/heads/')}: commit or stash "
+                f"them, then adopt ({trim(local, 200)})"
+            )
         touched.append((path, move))
     for i, (path, move) in enumerate(touched):
         done = GitRunner(path).run("read-tree", "-m", "-u", str(move.old), str(move.new), check=False)
         if not done.ok:
             _restore(touched[:i])
             raise AdoptRefused(f"cannot update the files in {path}: {trim(done.output, 300)}")
-    lines = ["start", *(m.line() for m in moves), *(f"delete {DROPPED_PREFIX}{r['name']}" for r in retired
-                                                      if DROPPED_PREFIX + r["name"] in refs), "prepare", "commit"]
+    lines = [
+        "start",
+        *(m.line() for m in moves),
+        *(f"delete {DROPPED_PREFIX}{r['name']}" for r in retired if DROPPED_PREFIX + r["name"] in refs),
+        "prepare",
+        "commit",
+    ]
     applied = git.run("update-ref", "-m", reflog, "--stdin", input="\n".join(lines) + "\n", check=False)
     if not applied.ok:
         _restore(touched)
@@ -130,11 +142,25 @@ def adopt_candidate(artifacts: dict[str, Any], *, label: str, reflog: str) -> di
     return record
 
 
-def _record(repo: Path, artifacts: dict[str, Any], label: str, patches: list[dict[str, Any]],
-            retired: list[dict[str, Any]], touched: list[Path], *, recovered: bool = False) -> dict[str, Any]:
+def _record(
+    repo: Path,
+    artifacts: dict[str, Any],
+    label: str,
+    patches: list[dict[str, Any]],
+    retired: list[dict[str, Any]],
+    touched: list[Path],
+    *,
+    recovered: bool = False,
+) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "adoptedAt": now_iso(), "workspace": str(repo), "candidate": label, "targetBranch": artifacts["targetBranch"],
-        "from": artifacts.get("beforeSha"), "to": artifacts["afterSha"], "patches": patches, "retired": retired,
+        "adoptedAt": now_iso(),
+        "workspace": str(repo),
+        "candidate": label,
+        "targetBranch": artifacts["targetBranch"],
+        "from": artifacts.get("beforeSha"),
+        "to": artifacts["afterSha"],
+        "patches": patches,
+        "retired": retired,
         "worktreesUpdated": [str(p) for p in touched],
     }
     if recovered:
@@ -157,9 +183,9 @@ def _checked_out(git: GitRunner) -> dict[str, Path]:
     path: Path | None = None
     for line in out.splitlines():
         if line.startswith("worktree "):
-            path = Path(line[len("worktree "):])
+            path = Path(line[len("worktree ") :])
         elif line.startswith("branch ") and path is not None:
-            found[line[len("branch "):]] = path
+            found[line[len("branch ") :]] = path
     return found
 
 
@@ -175,7 +201,7 @@ def _push(git: GitRunner, remote: str, moves: list[Move]) -> dict[str, Any]:
     for move in moves:
         if not move.ref.startswith("refs/heads/"):
             continue
-        branch = move.ref[len("refs/heads/"):]
+        branch = move.ref[len("refs/heads/") :]
         seen = git.rev(f"refs/remotes/{remote}/{branch}")
         if move.new is None and seen is None:
             continue  # never pushed: nothing to delete there

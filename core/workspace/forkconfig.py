@@ -53,8 +53,18 @@ ADOPT_MODES = ("manual", "clean")
 # Known tables and their keys (camelCase; snake_case spellings are accepted too). `safety` and `steps` are
 # validated elsewhere (steps) or belong to the Bun-era MCP server (safety), so their keys are not checked here.
 KNOWN: dict[str, frozenset[str] | None] = {
-    "git": frozenset({"upstreamRemote", "upstreamBranch", "forkRemote", "targetBranch", "patchPrefix", "series",
-                      "upstreamRepo", "upstreamUrl"}),
+    "git": frozenset(
+        {
+            "upstreamRemote",
+            "upstreamBranch",
+            "forkRemote",
+            "targetBranch",
+            "patchPrefix",
+            "series",
+            "upstreamRepo",
+            "upstreamUrl",
+        }
+    ),
     "fetch": frozenset({"allowFetch", "fetchTags", "prune", "pruneTags"}),
     "verify": frozenset({"commands", "timeout"}),
     "conflict": frozenset({"command", "timeout"}),
@@ -120,8 +130,10 @@ def check_known(raw: dict[str, Any], where: str) -> None:
         if name in KNOWN or name in TOP_LEVEL_KEYS or _snake(name) in {_snake(k) for k in TOP_LEVEL_KEYS}:
             continue
         kind = "table" if isinstance(value, dict) else "key"
-        raise ConfigError(f"{where}: unknown {kind} [{name}]{_hint(name, sorted([*KNOWN, *TOP_LEVEL_KEYS]))}; "
-                          f"known tables: {', '.join(f'[{k}]' for k in KNOWN)}")
+        raise ConfigError(
+            f"{where}: unknown {kind} [{name}]{_hint(name, sorted([*KNOWN, *TOP_LEVEL_KEYS]))}; "
+            f"known tables: {', '.join(f'[{k}]' for k in KNOWN)}"
+        )
     for table_name, keys in KNOWN.items():
         table = raw.get(table_name)
         if keys is None or not isinstance(table, dict):
@@ -129,8 +141,10 @@ def check_known(raw: dict[str, Any], where: str) -> None:
         spellings = {spelling: key for key in keys for spelling in (key, _snake(key))}
         for key in table:
             if key not in spellings:
-                raise ConfigError(f"{where}: unknown key '{key}' in [{table_name}]"
-                                  f"{_hint(key, sorted(spellings))}; known keys: {', '.join(sorted(keys))}")
+                raise ConfigError(
+                    f"{where}: unknown key '{key}' in [{table_name}]"
+                    f"{_hint(key, sorted(spellings))}; known keys: {', '.join(sorted(keys))}"
+                )
 
 
 def _get(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:

@@ -26,7 +26,7 @@ COMMITTER = {"GIT_COMMITTER_NAME": "patchmoi", "GIT_COMMITTER_EMAIL": "patchmoi@
 
 def trim(text: str, limit: int = OUTPUT_LIMIT) -> str:
     text = text.strip()
-    return text if len(text) <= limit else text[: limit // 2] + "\n…\n" + text[-limit // 2:]
+    return text if len(text) <= limit else text[: limit // 2] + "\n…\n" + text[-limit // 2 :]
 
 
 @dataclass
@@ -51,10 +51,15 @@ class RunLog:
     entries: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, result: CommandResult, cwd: Path) -> None:
-        self.entries.append({
-            "command": result.command, "cwd": str(cwd), "exitCode": result.exit_code,
-            "output": trim(result.output), "durationMs": round(result.duration_ms, 1),
-        })
+        self.entries.append(
+            {
+                "command": result.command,
+                "cwd": str(cwd),
+                "exitCode": result.exit_code,
+                "output": trim(result.output),
+                "durationMs": round(result.duration_ms, 1),
+            }
+        )
 
 
 class GitError(GitFailure):
@@ -75,18 +80,27 @@ class GitRunner:
         """The same log, another directory (a worktree)."""
         return GitRunner(cwd, self.log)
 
-    def run(self, *args: str, check: bool = True, timeout: float | None = None,
-            input: str | None = None) -> CommandResult:
+    def run(
+        self, *args: str, check: bool = True, timeout: float | None = None, input: str | None = None
+    ) -> CommandResult:
         started = time.perf_counter()
         try:
-            proc = subprocess.run(["git", *args], cwd=self.cwd, env=self._env, capture_output=True, text=True,
-                                  timeout=timeout, input=input,
-                                  stdin=subprocess.DEVNULL if input is None else None)
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=self.cwd,
+                env=self._env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
+                stdin=subprocess.DEVNULL if input is None else None,
+            )
             code, out, err = proc.returncode, proc.stdout, proc.stderr
         except subprocess.TimeoutExpired:
             code, out, err = -9, "", f"killed after {timeout}s (timeout)"
-        result = CommandResult("git " + shlex.join(args), code, out.rstrip("\n"), err.rstrip("\n"),
-                               (time.perf_counter() - started) * 1000)
+        result = CommandResult(
+            "git " + shlex.join(args), code, out.rstrip("\n"), err.rstrip("\n"), (time.perf_counter() - started) * 1000
+        )
         self.log.add(result, self.cwd)
         if check and not result.ok:
             raise GitError(result)
@@ -106,8 +120,16 @@ class GitRunner:
 def run_shell(command: str, cwd: Path, timeout: float, log: RunLog) -> CommandResult:
     """A verify or conflict command (shell syntax), killed at its timeout."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, shell=True, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "GIT_EDITOR": "true"})
+    proc = subprocess.Popen(
+        command,
+        shell=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "GIT_EDITOR": "true"},
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
         code = proc.returncode

@@ -30,12 +30,11 @@ def natural_key(name: str) -> list[Any]:
 
 def list_patches(git: GitRunner, config: ForkConfig) -> list[dict[str, Any]]:
     """Patch branches under the prefix in natural order (`patch/9` before `patch/10`): the order they apply in."""
-    out = git.out("for-each-ref", "--format=%(refname)\t%(objectname)\t%(subject)",
-                  f"refs/heads/{config.patch_prefix}")
+    out = git.out("for-each-ref", "--format=%(refname)\t%(objectname)\t%(subject)", f"refs/heads/{config.patch_prefix}")
     patches = []
     for line in out.splitlines():
         ref, sha, subject = [*line.split("\t", 2), "", ""][:3]
-        patches.append({"name": ref[len("refs/heads/"):], "sha": sha, "subject": subject})
+        patches.append({"name": ref[len("refs/heads/") :], "sha": sha, "subject": subject})
     return sorted(patches, key=lambda p: natural_key(p["name"]))
 
 
@@ -59,8 +58,17 @@ def patch_series(git: GitRunner, config: ForkConfig, base: str) -> list[dict[str
         tips = list_patches(git, config)
     if not tips:
         return []
-    out = git.out("log", "--topo-order", "--reverse", "--format=%H%x00%P%x00%an <%ae>%x00%s",
-                  *[t["sha"] for t in tips], "--not", base, f"--remotes={config.upstream_remote}", "--")
+    out = git.out(
+        "log",
+        "--topo-order",
+        "--reverse",
+        "--format=%H%x00%P%x00%an <%ae>%x00%s",
+        *[t["sha"] for t in tips],
+        "--not",
+        base,
+        f"--remotes={config.upstream_remote}",
+        "--",
+    )
     commits: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     for line in out.splitlines():
@@ -70,12 +78,16 @@ def patch_series(git: GitRunner, config: ForkConfig, base: str) -> list[dict[str
     merges = [c for c in commits.values() if len(c["parents"]) > 1]
     if merges:
         m = merges[0]
-        raise SeriesError(f"merge commit {m['sha'][:12]} ({m['subject']!r}) inside the patch series; patchmoi "
-                          "rebuilds linear patches only: rebase the patch branch to drop the merge")
+        raise SeriesError(
+            f"merge commit {m['sha'][:12]} ({m['subject']!r}) inside the patch series; patchmoi "
+            "rebuilds linear patches only: rebase the patch branch to drop the merge"
+        )
     position = {sha: i for i, sha in enumerate(order)}
     if config.series == "linear":
-        return [{"name": f"{c['sha'][:12]} {c['subject']}", "tip": c["sha"], "commits": [_brief(c)]}
-                for c in (commits[s] for s in order)]
+        return [
+            {"name": f"{c['sha'][:12]} {c['subject']}", "tip": c["sha"], "commits": [_brief(c)]}
+            for c in (commits[s] for s in order)
+        ]
     taken: set[str] = set()
     series = []
     for tip in tips:
@@ -154,8 +166,16 @@ def doctor(repo: Path, config: ForkConfig | None = None) -> dict[str, Any]:
     }
 
 
-def capture(repo: Path, name: str, source: str, *, base: str | None = None, message: str | None = None,
-            force: bool = False, config: ForkConfig | None = None) -> dict[str, Any]:
+def capture(
+    repo: Path,
+    name: str,
+    source: str,
+    *,
+    base: str | None = None,
+    message: str | None = None,
+    force: bool = False,
+    config: ForkConfig | None = None,
+) -> dict[str, Any]:
     """Make `name` one commit on `base` whose tree is `source`'s tree (spec §8 `patch capture`)."""
     config = config or load_fork_config(repo)
     git = GitRunner(repo)
@@ -174,14 +194,15 @@ def capture(repo: Path, name: str, source: str, *, base: str | None = None, mess
     tree = git.out("rev-parse", f"{source_sha}^{{tree}}")
     if tree == git.out("rev-parse", f"{base_sha}^{{tree}}"):
         return {"status": AttemptStatus.SKIPPED, "message": f"{source} does not differ from {base_ref}"}
-    msg = message or "patch: " + name[len(config.patch_prefix):].replace("-", " ")
+    msg = message or "patch: " + name[len(config.patch_prefix) :].replace("-", " ")
     commit = git.out("commit-tree", tree, "-p", base_sha, "-m", msg)
     git.run("update-ref", f"refs/heads/{name}", commit)
     return {"status": AttemptStatus.CHANGED, "branch": name, "sha": commit, "base": base_sha, "commits": 1}
 
 
-def setup_fork(repo: Path, upstream_url: str | None, *, apply: bool = False,
-               config: ForkConfig | None = None) -> dict[str, Any]:
+def setup_fork(
+    repo: Path, upstream_url: str | None, *, apply: bool = False, config: ForkConfig | None = None
+) -> dict[str, Any]:
     config = config or load_fork_config(repo)
     git = GitRunner(repo)
     remotes = git.out("remote").split()
@@ -201,9 +222,15 @@ def setup_fork(repo: Path, upstream_url: str | None, *, apply: bool = False,
     if not clean:
         issues.append("working tree has local changes or untracked files")
     return {
-        "path": str(repo), "branch": branch, "branchMatchesTarget": branch == config.target_branch,
+        "path": str(repo),
+        "branch": branch,
+        "branchMatchesTarget": branch == config.target_branch,
         "origin": git.try_out("remote", "get-url", config.fork_remote),
         "upstream": git.try_out("remote", "get-url", config.upstream_remote),
-        "upstreamRemote": config.upstream_remote, "upstreamUrl": url, "addedUpstream": added, "clean": clean,
-        "ready": not issues, "issues": issues,
+        "upstreamRemote": config.upstream_remote,
+        "upstreamUrl": url,
+        "addedUpstream": added,
+        "clean": clean,
+        "ready": not issues,
+        "issues": issues,
     }

@@ -55,8 +55,12 @@ class Rebuild:
         self.work_root = work_root
 
     def _result(self, status: str, message: str, **artifacts: Any) -> dict[str, Any]:
-        return {"status": status, "message": message,
-                "artifacts": {k: v for k, v in artifacts.items() if v is not None}, "log": self.log.entries}
+        return {
+            "status": status,
+            "message": message,
+            "artifacts": {k: v for k, v in artifacts.items() if v is not None},
+            "log": self.log.entries,
+        }
 
     def run(self, base: str, *, label: str, key: str, kind: str = "tag") -> dict[str, Any]:
         try:
@@ -73,8 +77,11 @@ class Rebuild:
         if top is None:
             return self._result(AttemptStatus.FAILED, f"workspace {self.repo} is not a git repository")
         if self.work_root.resolve().is_relative_to(Path(top).resolve()):
-            return self._result(AttemptStatus.FAILED, f"the rebuild worktrees ({self.work_root}) would be inside "
-                                f"the fork checkout {top}; set DATA_DIR to a directory outside it")
+            return self._result(
+                AttemptStatus.FAILED,
+                f"the rebuild worktrees ({self.work_root}) would be inside "
+                f"the fork checkout {top}; set DATA_DIR to a directory outside it",
+            )
         if cfg.allow_fetch:
             args = ["fetch", cfg.upstream_remote]
             args += ["--tags"] if cfg.fetch_tags else []
@@ -82,23 +89,31 @@ class Rebuild:
             args += ["--prune-tags"] if cfg.prune_tags else []
             fetched = git.run(*args, check=False, timeout=300)
             if not fetched.ok:
-                return self._result(AttemptStatus.BLOCKED,
-                                    f"git fetch {cfg.upstream_remote} failed: {trim(fetched.output, 300)}")
+                return self._result(
+                    AttemptStatus.BLOCKED, f"git fetch {cfg.upstream_remote} failed: {trim(fetched.output, 300)}"
+                )
         base_sha = (git.rev(f"refs/tags/{base}") if kind == "tag" else None) or git.rev(base)
         if base_sha is None:
             hint = "" if cfg.allow_fetch else " (fetch it first, or set [fetch] allowFetch = true)"
             return self._result(AttemptStatus.BLOCKED, f"cannot resolve upstream {kind} {base!r}{hint}")
         target_sha = git.rev(f"refs/heads/{cfg.target_branch}")
         if cfg.series == "linear" and target_sha is None:
-            return self._result(AttemptStatus.BLOCKED, f"series = \"linear\" needs the {cfg.target_branch} branch")
+            return self._result(AttemptStatus.BLOCKED, f'series = "linear" needs the {cfg.target_branch} branch')
         try:
             series = patch_series(git, cfg, base_sha)
         except SeriesError as exc:
             return self._result(AttemptStatus.BLOCKED, str(exc))
         if not series and cfg.series == "branches":
             return self._result(AttemptStatus.BLOCKED, f"no {cfg.patch_prefix} branches found in {self.repo}")
-        common = {"upstreamKind": kind, "upstreamLabel": label, "upstreamSha": base_sha, "beforeSha": target_sha,
-                  "targetBranch": cfg.target_branch, "seriesMode": cfg.series, "workspace": str(self.repo)}
+        common = {
+            "upstreamKind": kind,
+            "upstreamLabel": label,
+            "upstreamSha": base_sha,
+            "beforeSha": target_sha,
+            "targetBranch": cfg.target_branch,
+            "seriesMode": cfg.series,
+            "workspace": str(self.repo),
+        }
 
         ensure_dir(self.work_root)
         name = safe_name(key)
@@ -113,8 +128,18 @@ class Rebuild:
         else:
             self._discard(path, state_path)
             git.run("worktree", "add", "--detach", str(path), base_sha)
-            state = {"key": key, "base": base_sha, "planKey": plan_key, "series": series, "dropped": [],
-                     "emptied": [], "resolved": [], "reused": [], "worktree": str(path), "repo": str(self.repo)}
+            state = {
+                "key": key,
+                "base": base_sha,
+                "planKey": plan_key,
+                "series": series,
+                "dropped": [],
+                "emptied": [],
+                "resolved": [],
+                "reused": [],
+                "worktree": str(path),
+                "repo": str(self.repo),
+            }
             stop = self._start(wt, state)
         if stop is not None:
             return self._intervene(stop, wt, state, state_path, common)
@@ -133,7 +158,11 @@ class Rebuild:
                     AttemptStatus.NEEDS_INTERVENTION,
                     f"verify command `{command}` failed ({result.exit_code}) on the rebuilt stack: "
                     f"{trim(result.output, 600)}",
-                    **common, **self._summary(state), checks=checks, worktree=str(path), failedCheck=command,
+                    **common,
+                    **self._summary(state),
+                    checks=checks,
+                    worktree=str(path),
+                    failedCheck=command,
                     checkOutput=trim(result.output),
                 )
         return self._publish(wt, path, state_path, state, label, common, checks)
@@ -173,12 +202,16 @@ class Rebuild:
             return self._start(wt, state)
         unmerged = self._unmerged(wt)
         if unmerged:
-            return (f"patch {pending['patch']} still has unresolved files: {', '.join(unmerged)}; resolve them in "
-                    f"{wt.cwd}, `git add` (or `git rm`) them, then retry")
+            return (
+                f"patch {pending['patch']} still has unresolved files: {', '.join(unmerged)}; resolve them in "
+                f"{wt.cwd}, `git add` (or `git rm`) them, then retry"
+            )
         unstaged = [x for x in wt.out("diff", "--name-only").splitlines() if x]
         if unstaged:
-            return (f"patch {pending['patch']}: {', '.join(unstaged)} changed in {wt.cwd} but not staged; "
-                    "`git add` or discard the changes, then retry")
+            return (
+                f"patch {pending['patch']}: {', '.join(unstaged)} changed in {wt.cwd} but not staged; "
+                "`git add` or discard the changes, then retry"
+            )
         wt.run(*PICK, "rerere")  # record the resolution (postimage) for every later rebuild
         state["resolved"].append({**pending, "by": "operator"})
         return self._continue(wt, state, pending)
@@ -250,25 +283,37 @@ class Rebuild:
         files = ", ".join(pending["files"])
         command = self.config.conflict_command
         if not command:
-            return (f"patch {pending['patch']} (commit {pending['commit'][:12]}) conflicts with the new upstream "
-                    f"base in {files}; resolve in {wt.cwd}, `git add` the files, then retry")
+            return (
+                f"patch {pending['patch']} (commit {pending['commit'][:12]}) conflicts with the new upstream "
+                f"base in {files}; resolve in {wt.cwd}, `git add` the files, then retry"
+            )
         result = run_shell(command, wt.cwd, self.config.conflict_timeout, self.log)
         left = self._unmerged(wt)
         if result.ok and not left:
             return None
         why = f"exit {result.exit_code}" if not result.ok else f"left unmerged: {', '.join(left)}"
-        return (f"patch {pending['patch']} conflicts in {files}; conflict command `{command}` did not resolve it "
-                f"({why}; it must `git add` or `git rm` each file): {trim(result.output, 300)}")
+        return (
+            f"patch {pending['patch']} conflicts in {files}; conflict command `{command}` did not resolve it "
+            f"({why}; it must `git add` or `git rm` each file): {trim(result.output, 300)}"
+        )
 
-    def _intervene(self, message: str, wt: GitRunner, state: dict[str, Any], state_path: Path,
-                   common: dict[str, Any]) -> dict[str, Any]:
+    def _intervene(
+        self, message: str, wt: GitRunner, state: dict[str, Any], state_path: Path, common: dict[str, Any]
+    ) -> dict[str, Any]:
         state["headAtConflict"] = wt.out("rev-parse", "HEAD")
         self._save_state(state_path, state)
         pending = state.get("pending") or {}
-        return self._result(AttemptStatus.NEEDS_INTERVENTION, message, **common, **self._summary(state),
-                            failedPatch=pending.get("patch"), failedCommit=pending.get("commit"),
-                            unmergedFiles=self._unmerged(wt), worktree=str(wt.cwd),
-                            statusOutput=trim(wt.out("status", "--short"), 2000))
+        return self._result(
+            AttemptStatus.NEEDS_INTERVENTION,
+            message,
+            **common,
+            **self._summary(state),
+            failedPatch=pending.get("patch"),
+            failedCommit=pending.get("commit"),
+            unmergedFiles=self._unmerged(wt),
+            worktree=str(wt.cwd),
+            statusOutput=trim(wt.out("status", "--short"), 2000),
+        )
 
     # -- accounting --------------------------------------------------------------------------------------
     def _account(self, wt: GitRunner, state: dict[str, Any]) -> dict[str, str] | str:
@@ -277,8 +322,10 @@ class Rebuild:
         applied = [sha for _, sha in self._commits(state) if sha not in gone]
         rebuilt = wt.out("rev-list", "--reverse", f"{state['base']}..HEAD").split()
         if len(rebuilt) != len(applied):
-            return (f"rebuild accounting failed: {len(applied)} source commit(s) should be applied but "
-                    f"{len(rebuilt)} were found on the new base in {wt.cwd}; nothing was published")
+            return (
+                f"rebuild accounting failed: {len(applied)} source commit(s) should be applied but "
+                f"{len(rebuilt)} were found on the new base in {wt.cwd}; nothing was published"
+            )
         state["map"] = dict(zip(applied, rebuilt, strict=True))
         return dict(state["map"])
 
@@ -291,8 +338,17 @@ class Rebuild:
         for patch in state["series"]:
             commits = []
             for c in patch["commits"]:
-                fate = ("dropped" if c["sha"] in dropped else "emptied" if c["sha"] in emptied
-                        else "applied" if c["sha"] in mapping else "conflict" if c["sha"] == pending else "pending")
+                fate = (
+                    "dropped"
+                    if c["sha"] in dropped
+                    else "emptied"
+                    if c["sha"] in emptied
+                    else "applied"
+                    if c["sha"] in mapping
+                    else "conflict"
+                    if c["sha"] == pending
+                    else "pending"
+                )
                 entry = {**c, "fate": fate}
                 if c["sha"] in mapping:
                     entry["rebuilt"] = mapping[c["sha"]]
@@ -303,12 +359,25 @@ class Rebuild:
             elif commits and fates <= {"dropped", "emptied"}:
                 dropped_names.append(patch["name"])
             report.append({"patch": patch["name"], "tip": patch["tip"], "commits": commits})
-        return {"applied": applied_names, "dropped": dropped_names, "series": report,
-                "resolved": state["resolved"] or None, "reused": state["reused"] or None}
+        return {
+            "applied": applied_names,
+            "dropped": dropped_names,
+            "series": report,
+            "resolved": state["resolved"] or None,
+            "reused": state["reused"] or None,
+        }
 
     # -- success -----------------------------------------------------------------------------------------
-    def _publish(self, wt: GitRunner, path: Path, state_path: Path, state: dict[str, Any], label: str,
-                 common: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    def _publish(
+        self,
+        wt: GitRunner,
+        path: Path,
+        state_path: Path,
+        state: dict[str, Any],
+        label: str,
+        common: dict[str, Any],
+        checks: list[dict[str, Any]],
+    ) -> dict[str, Any]:
         cfg, git = self.config, self.git
         summary = self._summary(state)
         after = wt.out("rev-parse", "HEAD")
@@ -327,8 +396,14 @@ class Rebuild:
             merge_base = git.try_out("merge-base", target_sha, state["base"])
             if merge_base:
                 # a high creation factor pairs a patch with its rebuilt self even when a resolution rewrote it
-                rd = git.run("range-diff", "--no-color", "--creation-factor=95", f"{merge_base}..{target_sha}",
-                             f"{state['base']}..{after}", check=False)
+                rd = git.run(
+                    "range-diff",
+                    "--no-color",
+                    "--creation-factor=95",
+                    f"{merge_base}..{target_sha}",
+                    f"{state['base']}..{after}",
+                    check=False,
+                )
                 range_diff = trim(rd.stdout, 20000) if rd.ok else None
         pushed = False
         remote = "local"
@@ -355,19 +430,28 @@ class Rebuild:
         if state["reused"]:
             message += f"; reused recorded resolution for {', '.join(sorted({r['patch'] for r in state['reused']}))}"
         if reapplied:
-            message += (f"; applies again after being dropped as merged upstream: {', '.join(reapplied)} (upstream "
-                        f"reworked or reverted it? delete {DROPPED_PREFIX}<patch> to accept, or the patch branch)")
+            message += (
+                f"; applies again after being dropped as merged upstream: {', '.join(reapplied)} (upstream "
+                f"reworked or reverted it? delete {DROPPED_PREFIX}<patch> to accept, or the patch branch)"
+            )
         by_command = [r for r in state["resolved"] if r["by"] == "conflict-command"]
         needs_review = bool(by_command or state["reused"] or reapplied)
         return self._result(
-            AttemptStatus.CHANGED if changed else AttemptStatus.COMPLETED, message, **common, afterSha=after, **summary,
-            reapplied=reapplied or None, needsReview=needs_review, checks=checks, rangeDiff=range_diff,
+            AttemptStatus.CHANGED if changed else AttemptStatus.COMPLETED,
+            message,
+            **common,
+            afterSha=after,
+            **summary,
+            reapplied=reapplied or None,
+            needsReview=needs_review,
+            checks=checks,
+            rangeDiff=range_diff,
             candidateRefs=[candidate],
         )
 
     def _dropped_refs(self) -> set[str]:
         out = self.git.out("for-each-ref", "--format=%(refname)", DROPPED_PREFIX)
-        return {line[len(DROPPED_PREFIX):] for line in out.splitlines()}
+        return {line[len(DROPPED_PREFIX) :] for line in out.splitlines()}
 
     # -- state -------------------------------------------------------------------------------------------
     def _load_state(self, path: Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def base_for(event: dict[str, Any], upstream_remote: str) -> tuple[str, str, str
         if sha:
             return str(sha), str(sha)[:12], "sha"
         if isinstance(ref, str) and ref.startswith("refs/heads/"):
-            branch = ref[len("refs/heads/"):]
+            branch = ref[len("refs/heads/") :]
             return f"refs/remotes/{upstream_remote}/{branch}", branch, "branch"
         return "upstream.branch_update event has neither payload.sha nor a refs/heads/ ref"
     return f"the rebuild step does not handle {event.get('type')!r} events"
@@ -38,8 +38,10 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
     event = context.get("event") or {}
     workspace = Path(context.get("workspace") or ".").absolute()
     if not context.get("dataDir"):
-        return {"status": "failed", "message": "the step context has no dataDir: the rebuild worktrees need a place "
-                "outside the fork checkout"}
+        return {
+            "status": "failed",
+            "message": "the step context has no dataDir: the rebuild worktrees need a place outside the fork checkout",
+        }
     data_dir = Path(context["dataDir"]).absolute()
     try:
         config = load_fork_config(workspace)
@@ -53,8 +55,9 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
     if isinstance(target, str):
         return {"status": "skipped", "message": target}
     base, label, kind = target
-    return Rebuild(workspace, data_dir / "worktrees", config).run(base, label=label, key=str(event.get("id")),
-                                                                 kind=kind)
+    return Rebuild(workspace, data_dir / "worktrees", config).run(
+        base, label=label, key=str(event.get("id")), kind=kind
+    )
 
 
 def main() -> None:

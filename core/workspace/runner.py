@@ -23,7 +23,7 @@ def parse_flow_result(stdout: str) -> dict[str, Any] | None:
     if not lines or not lines[-1].startswith(RESULT_PREFIX):
         return None
     try:
-        payload = json.loads(lines[-1][len(RESULT_PREFIX):])
+        payload = json.loads(lines[-1][len(RESULT_PREFIX) :])
     except ValueError:
         return None
     if not isinstance(payload, dict) or payload.get("status") not in RESULT_STATUSES:
@@ -47,22 +47,33 @@ async def execute_step(
 ) -> dict[str, Any]:
     """Run the step; returns the finished run record. Never raises for step failures."""
     started = now_iso()
-    context = {"event": event, "run": {"id": run["id"], "flowName": step.flow, "stepName": step.name},
-               "workspace": str(workspace), "dataDir": str(data_dir)}
+    context = {
+        "event": event,
+        "run": {"id": run["id"], "flowName": step.flow, "stepName": step.name},
+        "workspace": str(workspace),
+        "dataDir": str(data_dir),
+    }
     child_env = dict(os.environ if env is None else env)
-    child_env.update({
-        "PATCHMOI_RUN_ID": str(run["id"]),
-        "PATCHMOI_EVENT_ID": str(event.get("id")),
-        "PATCHMOI_DATA_DIR": str(data_dir),
-        "PATCHMOI_WORKSPACE": str(workspace),
-        "PYTHONUNBUFFERED": "1",
-    })
+    child_env.update(
+        {
+            "PATCHMOI_RUN_ID": str(run["id"]),
+            "PATCHMOI_EVENT_ID": str(event.get("id")),
+            "PATCHMOI_DATA_DIR": str(data_dir),
+            "PATCHMOI_WORKSPACE": str(workspace),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     finished: dict[str, Any] = dict(run)
     finished["startedAt"] = started
     try:
         proc = await asyncio.create_subprocess_exec(
-            *step.command, cwd=workspace, env=child_env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            *step.command,
+            cwd=workspace,
+            env=child_env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
     except OSError as exc:
         return _finish(finished, RunStatus.FAILED, None, f"could not start step {step.name!r}: {exc}", b"", b"")
@@ -82,26 +93,44 @@ async def execute_step(
         message = f"step {step.name!r} exited with {proc.returncode}" + (f": {err[-1][:300]}" if err else "")
         return _finish(finished, RunStatus.FAILED, None, message, stdout, stderr)
     if payload is None:
-        return _finish(finished, RunStatus.FAILED, None,
-                       f"step {step.name!r} printed no FLOW_RESULT line (its last stdout line must be "
-                       "'FLOW_RESULT {\"status\": ...}')", stdout, stderr)
-    return _finish(finished, RunStatus.COMPLETED if proc.returncode == 0 else RunStatus.FAILED, payload, None, stdout,
-                   stderr)
+        return _finish(
+            finished,
+            RunStatus.FAILED,
+            None,
+            f"step {step.name!r} printed no FLOW_RESULT line (its last stdout line must be "
+            "'FLOW_RESULT {\"status\": ...}')",
+            stdout,
+            stderr,
+        )
+    return _finish(
+        finished, RunStatus.COMPLETED if proc.returncode == 0 else RunStatus.FAILED, payload, None, stdout, stderr
+    )
 
 
-def _finish(run: dict[str, Any], process_status: str, payload: dict[str, Any] | None, error: str | None,
-            stdout: bytes, stderr: bytes) -> dict[str, Any]:
+def _finish(
+    run: dict[str, Any],
+    process_status: str,
+    payload: dict[str, Any] | None,
+    error: str | None,
+    stdout: bytes,
+    stderr: bytes,
+) -> dict[str, Any]:
     result_status = payload.get("status") if payload else None
     effective = result_status or process_status
-    run.update({
-        "processStatus": process_status,
-        "status": effective,
-        "effectiveStatus": effective,
-        "needsAttention": effective in NEEDS_ATTENTION,
-        "completedAt": now_iso(),
-        "output": [o for o in ({"kind": "stdout", "text": _tail(stdout)}, {"kind": "stderr", "text": _tail(stderr)})
-                   if o["text"]],
-    })
+    run.update(
+        {
+            "processStatus": process_status,
+            "status": effective,
+            "effectiveStatus": effective,
+            "needsAttention": effective in NEEDS_ATTENTION,
+            "completedAt": now_iso(),
+            "output": [
+                o
+                for o in ({"kind": "stdout", "text": _tail(stdout)}, {"kind": "stderr", "text": _tail(stderr)})
+                if o["text"]
+            ],
+        }
+    )
     if result_status:
         run["resultStatus"] = result_status
     if payload is not None:

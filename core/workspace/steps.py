@@ -112,8 +112,17 @@ def load_steps(workspace: Path) -> list[Step]:
         match = raw.get("match", {})
         if not isinstance(match, dict):
             raise ConfigError(f"{where} ({name}): field 'match' must be a table")
-        steps.append(Step(name=name, on=tuple(on), command=argv, timeout=float(timeout), match=match,
-                          builtin=builtin, flow=str(raw.get("flow", "patchmoi"))))
+        steps.append(
+            Step(
+                name=name,
+                on=tuple(on),
+                command=argv,
+                timeout=float(timeout),
+                match=match,
+                builtin=builtin,
+                flow=str(raw.get("flow", "patchmoi")),
+            )
+        )
     return steps
 
 
