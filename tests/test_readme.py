@@ -4,6 +4,7 @@ a real fork, a loopback feed and a running server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -82,7 +83,14 @@ class Tmux:
         subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", name, *keys], check=True)
 
     def close(self) -> None:
+        """Kill the server and what its panes started: a `make demo` that does not exit on SIGHUP would run on."""
+        panes = subprocess.run(
+            ["tmux", "-L", self.socket, "list-panes", "-a", "-F", "#{pane_pid}"], capture_output=True, text=True
+        ).stdout.split()
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        for pid in (int(p) for p in panes if p.isdigit()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # each pane's command leads its own process group
 
 
 @pytest.fixture
