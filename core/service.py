@@ -32,6 +32,7 @@ from patchmoi.core.records import iso_at, now_iso
 from patchmoi.core.recovery import Recovery
 from patchmoi.core.sources import FeedSource, load_sources
 from patchmoi.core.store import Store, parse_limit
+from patchmoi.core.tls import tls_context
 from patchmoi.core.views import event_view, run_view
 
 LEASE_TTL = 30.0  # the poll loop renews the poller lease every third of it
@@ -79,7 +80,7 @@ class Service:
         self.store = Store(settings.data_dir)
         self.store.ensure()
         self.sources_file = SourcesFile(settings.feed_sources_path)
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), verify=tls_context())
         self.fetcher = Fetcher(
             fetch_limits or FetchLimits(deadline=settings.fetch_deadline, max_bytes=settings.max_feed_bytes)
         )

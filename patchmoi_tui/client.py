@@ -21,6 +21,7 @@ from patchmoi.core.config import Settings
 from patchmoi.core.errors import NotFoundError, PatchmoiError, from_code
 from patchmoi.core.operations import POLLER_LEASE, build_dispatcher, chain, feed_health, signal_id, with_states
 from patchmoi.core.store import Cursor, Kind, Store
+from patchmoi.core.tls import tls_context
 from patchmoi.core.workspace.adopt import AdoptRefused
 
 KINDS = ("signals", "events", "attempts", "dispatches", "runs")
@@ -169,7 +170,7 @@ class RemoteClient:
     def __init__(self, url: str, token: str | None, *, read_only: bool = False, interval: float = 2.0) -> None:
         self.base = url.rstrip("/")
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.AsyncClient(base_url=self.base, headers=headers, timeout=15.0)
+        self.http = httpx.AsyncClient(base_url=self.base, headers=headers, timeout=15.0, verify=tls_context())
         self.read_only = read_only
         self.label = f"remote {self.base}"
         self.interval = interval

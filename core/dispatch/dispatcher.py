@@ -36,6 +36,7 @@ from patchmoi.core.records import (
 )
 from patchmoi.core.sources import FeedSource
 from patchmoi.core.store import Kind, Store
+from patchmoi.core.tls import tls_context
 from patchmoi.core.workspace.adopt import AdoptRefused, already_based
 from patchmoi.core.workspace.forkconfig import load_fork_config
 from patchmoi.core.workspace.gitrun import GitError
@@ -90,7 +91,7 @@ class Dispatcher:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), verify=tls_context())
         return self._client
 
     async def aclose(self, grace: float | None = None) -> None:

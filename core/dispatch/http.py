@@ -16,6 +16,7 @@ from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, F
 from patchmoi.core.dispatch.signing import signed_headers
 from patchmoi.core.errors import BackendError
 from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
+from patchmoi.core.tls import tls_context
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _EVENTS_SUFFIX = re.compile(r"/(events|flow-events)/?$")
@@ -204,7 +205,7 @@ class HttpTransport:
     def doctor(self, backend: Backend, timeout: float) -> list[Finding]:
         url = _base_of(backend)
         try:
-            resp = httpx.get(url, timeout=timeout)
+            resp = httpx.get(url, timeout=timeout, verify=tls_context())
         except httpx.HTTPError as exc:
             findings = [Finding("FAIL", "backend", f"{redact_url(url)} unreachable: {type(exc).__name__}")]
         else:

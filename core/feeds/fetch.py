@@ -21,6 +21,7 @@ import httpx
 from patchmoi.core import __version__
 from patchmoi.core.config import redact_url
 from patchmoi.core.errors import UpstreamError
+from patchmoi.core.tls import tls_context
 
 ACCEPT = "application/json, application/atom+xml, application/rss+xml, application/xml, text/xml;q=0.9"
 USER_AGENT = f"patchmoi/{__version__} (+https://github.com/patchmoi/patchmoi)"
@@ -89,6 +90,7 @@ class Fetcher:
                 headers={"user-agent": USER_AGENT, "accept": ACCEPT, "accept-encoding": "gzip, deflate"},
                 follow_redirects=False,
                 transport=transport,
+                verify=tls_context(),
             )
             for _ in range(lim.shards)
         ]
