@@ -96,14 +96,22 @@ def exit_code(exc: PatchmoiError) -> int:
     return _row(exc)[1]
 
 
+def classes_by_code() -> dict[str, type[PatchmoiError]]:
+    """Every loaded error class by its code; where subclasses share a code, the most general one."""
+    found: dict[str, type[PatchmoiError]] = {}
+    todo: list[type[PatchmoiError]] = [PatchmoiError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.code, cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
 def from_code(code: object, message: str) -> PatchmoiError:
     """The error a peer reported (an HTTP `error` field) as the class that has that code."""
-    classes: list[type[PatchmoiError]] = [PatchmoiError]
-    while classes:
-        cls = classes.pop()
-        if cls.code == code:
-            return cls(message)
-        classes.extend(cls.__subclasses__())
+    cls = classes_by_code().get(code) if isinstance(code, str) else None
+    if cls is not None:
+        return cls(message)
     if isinstance(code, str) and code.endswith("_not_found"):
         found = NotFoundError(message)
         found.code = code  # which record was missing (`flow_event_not_found`, ...)

@@ -24,14 +24,9 @@ This page is generated from the parser (`python -m patchmoi.tui.clidoc`); a test
 def render_error_table() -> str:
     """core.errors.TABLE as a table, each code with the first line of its class's docstring."""
     import patchmoi.core.workspace.adopt  # noqa: F401  (AdoptRefused and SeriesError: their codes are in the table)
-    from patchmoi.core.errors import TABLE, PatchmoiError
+    from patchmoi.core.errors import TABLE, classes_by_code
 
-    classes: dict[str, type[PatchmoiError]] = {}
-    todo: list[type[PatchmoiError]] = [PatchmoiError]
-    while todo:
-        cls = todo.pop()
-        classes.setdefault(cls.code, cls)
-        todo.extend(cls.__subclasses__())
+    classes = classes_by_code()
     lines = ["## Errors", "", "| code | exit code | HTTP status | meaning |", "|---|---|---|---|"]
     for code, (status, exit_code) in TABLE.items():
         doc = " ".join((classes[code].__doc__ or "").split()).split("; ")[0] if code in classes else ""
