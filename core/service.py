@@ -66,6 +66,10 @@ class SourcesFile:
         return self.sources
 
 
+WARM_WAIT_SECONDS = 0.5
+"""How long a server's start waits for the store's indexes before it answers with `indexing` instead."""
+
+
 class Service:
     def __init__(
         self,
@@ -115,27 +119,77 @@ class Service:
         self._outbox_wake = asyncio.Event()
         self.started_at = now_iso()
         self.last_error: str | None = None
+        self.warming = False
 
     def _on_attempt(self, attempt: Mapping[str, Any]) -> None:
         if self.outbox.enqueue_attempt(attempt):
             self._outbox_wake.set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-    async def start(self, *, poll: bool = True) -> None:
-        """Start workers; with `poll`, take the poller lock and start the poll loop (if sources exist)."""
-        self.recovery.close_interrupted()  # before any new run starts: what is running now is ours
-        for _ in range(self.dispatch_concurrency):
-            self._tasks.append(asyncio.create_task(self._dispatch_worker()))
-        self._tasks.append(asyncio.create_task(self._outbox_loop()))
+    async def start(self, *, poll: bool = True, warm_in_background: bool = False) -> None:
+        """Start workers; with `poll`, take the poller lock and start the poll loop (if sources exist).
+
+        The store's indexes are brought up to date first, on a thread (a fresh index on a big DATA_DIR takes
+        seconds). With `warm_in_background` (the server) this returns at once: `health()` says `indexing` with
+        its progress, and recovery, dispatch and polling start when the indexes are ready."""
+        lead = False
         if poll and self.settings.feed_sources_path is not None:
             if self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
-                self.polling = True
-                self._tasks.append(asyncio.create_task(self._recovery_loop()))
-                self._tasks.append(asyncio.create_task(self._poll_loop()))
+                self.polling = lead = True
             else:
                 holder = self.store.lease_holder(POLLER_LEASE) or "?"
                 self.last_error = f"another process (pid {holder}) is polling this DATA_DIR"
                 log_event("feed.poller_locked", holder=holder)
+        if warm_in_background:
+            self.warming = True
+            task = asyncio.create_task(self._warm_then_run(lead))
+            self._tasks.append(task)
+            # a small or indexed store is ready in milliseconds: then start as if it had been waited for
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), WARM_WAIT_SECONDS)
+        else:
+            await asyncio.to_thread(self.store.warm)
+            self._run(lead)
+
+    async def _warm_then_run(self, lead: bool) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self.store.warm)
+        except Exception as exc:  # the workers build what they read themselves: slower, not stopped
+            self.last_error = f"building the store's indexes failed: {type(exc).__name__}: {exc}"
+            log_event("store.warm_failed", exc=exc)
+        else:
+            log_event("store.warmed", seconds=round(time.monotonic() - started, 2))
+        finally:
+            self.warming = False
+        if not self._stop.is_set():
+            self._run(lead)
+
+    def _run(self, lead: bool) -> None:
+        self.recovery.close_interrupted()  # before any new run starts: what is running now is ours
+        for _ in range(self.dispatch_concurrency):
+            self._tasks.append(asyncio.create_task(self._dispatch_worker()))
+        self._tasks.append(asyncio.create_task(self._outbox_loop()))
+        if lead:
+            self._tasks.append(asyncio.create_task(self._recovery_loop()))
+            self._tasks.append(asyncio.create_task(self._poll_loop()))
+
+    def indexing(self) -> dict[str, Any] | None:
+        """While the store's indexes are being built: overall percent and each collection's progress."""
+        building = self.store.warming()
+        if not self.warming and not building:
+            return None
+        done = sum(b.done for b in building)
+        total = sum(b.total for b in building)
+        percent = min(99, done * 100 // total) if total else 0
+        shown = ", ".join(
+            f"{b.kind.value} {b.percent}%" + (f" ({b.phase})" if b.phase != "reading" else "") for b in building
+        )
+        return {
+            "percent": percent,
+            "message": f"indexing {percent}%" + (f": {shown}" if shown else ""),
+            "collections": [b.to_dict() for b in building],
+        }
 
     async def stop(self) -> None:
         self._stop.set()
@@ -364,6 +418,17 @@ class Service:
 
     # -- health ------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """`/readyz`. While the indexes are built it answers at once with `status: indexing` and the
+        progress (what else it reports reads the store, and would wait for the build)."""
+        indexing = self.indexing()
+        if indexing is not None:
+            return {
+                "status": "indexing",
+                "indexing": indexing,
+                "startedAt": self.started_at,
+                "polling": self.polling,
+                "lastError": self.last_error,
+            }
         sources = self.sources_file.load() if self.settings.feed_sources_path else []
         state = self.poller.state.data
         per_source = []

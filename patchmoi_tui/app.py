@@ -15,6 +15,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from patchmoi.core.attempt_states import SUCCESS
@@ -36,6 +37,7 @@ from patchmoi.tui.textfmt import relative_time
 
 PAGE = 200
 MAX_ROWS = 5000  # memory stays bounded whatever the history: older rows are left to filters and the CLI
+WARM_WAIT_SECONDS = 0.3  # an indexed or small store is ready within this: no progress line flashes by
 MUTATING = frozenset({"retry", "replay", "sync", "adopt"})  # refused (and not offered) in read-only mode
 
 
@@ -73,6 +75,7 @@ class PatchmoiApp(App[None]):
         self.health: dict[str, Any] = {}
         self.last_error: str | None = None
         self.open_queue: tuple[int, bool] | None = None  # (open attempts, count is a lower bound)
+        self._warm_timer: Timer | None = None
         self.sub_title = client.label + (" (read-only)" if client.read_only else "")
         if client.read_only:  # the keys still explain themselves when pressed, but the footer does not offer them
             bindings = self._bindings.key_to_bindings
@@ -95,6 +98,27 @@ class PatchmoiApp(App[None]):
             table = self.table(spec.kind)
             for label, width in spec.columns:
                 table.add_column(label, width=width or None, key=label)
+        # A big DATA_DIR opened for the first time builds its indexes (seconds): the screen comes up at once
+        # with the progress in the status line, and fills in when they are ready.
+        warm = asyncio.create_task(self.client.warm())
+        done, _ = await asyncio.wait({warm}, timeout=WARM_WAIT_SECONDS)
+        if done:
+            await self.start_dashboard(warm)
+        else:
+            self.show_warming()
+            self._warm_timer = self.set_interval(0.25, self.show_warming)
+            warm.add_done_callback(lambda task: self.call_later(self.start_dashboard, task))
+
+    def show_warming(self) -> None:
+        message = self.client.warming()
+        if message and self.screen_stack:
+            self.dashboard.query_one("#status", Static).update(Text(f"⧗ {message}", style="yellow"))
+
+    async def start_dashboard(self, warm: asyncio.Task[None]) -> None:
+        if self._warm_timer is not None:
+            self._warm_timer.stop()
+        if not warm.cancelled() and warm.exception() is not None:  # reads build what they need: slower, not stuck
+            self.last_error = f"building indexes failed: {warm.exception()}"
         await self.load_all()
         self.table("signals").focus()
         self.tail()
@@ -233,6 +257,9 @@ class PatchmoiApp(App[None]):
         sources = h.get("sources") or []
         failing = [s for s in sources if s.get("lastError")]
         parts: list[Text | str] = []
+        warming = self.client.warming()
+        if warming:
+            parts.append(Text(f"⧗ {warming}", style="yellow"))
         if sources:
             style = "red" if failing else "green"
             parts.append(

@@ -48,6 +48,14 @@ class Client(Protocol):
 
     async def health(self) -> dict[str, Any]: ...
     def changes(self) -> AsyncIterator[set[str]]: ...
+    async def warm(self) -> None:
+        """Get ready to read (a local DATA_DIR builds its indexes: seconds on a big one, on a thread)."""
+        ...
+
+    def warming(self) -> str | None:
+        """What `warm` is doing, for the status line (None: nothing worth saying)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -130,6 +138,16 @@ class LocalClient:
             if tabs:
                 yield tabs
 
+    async def warm(self) -> None:
+        await asyncio.to_thread(self.store.warm)
+
+    def warming(self) -> str | None:
+        building = self.store.warming()
+        if not building:
+            return None
+        shown = ", ".join(f"{b.kind.value} {b.percent}%" for b in building)
+        return f"indexing {self.settings.data_dir}: {shown} (first open of a big store; later opens are instant)"
+
     async def close(self) -> None:
         self._stop.set()
         await self.dispatcher.aclose(grace=5.0)  # quitting never waits for a long rebuild
@@ -177,6 +195,7 @@ class RemoteClient:
         self.actor = default_actor("tui")
         self._stop = asyncio.Event()
         self._last: dict[str, str] = {}
+        self._warming: str | None = None  # the server's /readyz "indexing" message, while it builds
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
@@ -323,7 +342,24 @@ class RemoteClient:
         return len(attempts), len(attempts) >= OPEN_LIMIT
 
     async def health(self) -> dict[str, Any]:
-        return await self._get("/readyz")
+        try:
+            resp = await self.http.get("/readyz")
+        except httpx.HTTPError as exc:
+            raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        if resp.status_code == 503 and resp.headers.get("content-type", "").startswith("application/json"):
+            body = resp.json()  # 503 while the server builds its indexes: the body says how far
+            if isinstance(body, dict) and body.get("status") == "indexing":
+                indexing = body.get("indexing") or {}
+                self._warming = str(indexing.get("message") or "indexing")
+                return body
+        self._warming = None
+        return self._json(resp)
+
+    async def warm(self) -> None:
+        return None  # the server builds its own indexes; its /readyz progress shows in the status line
+
+    def warming(self) -> str | None:
+        return None if self._warming is None else f"server {self._warming}"
 
     async def changes(self) -> AsyncIterator[set[str]]:
         """Poll the newest record of each list; yield the kinds whose head changed."""

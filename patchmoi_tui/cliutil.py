@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, NotFoundError
-from patchmoi.core.store import Store
+from patchmoi.core.store import Store, Warming
 
 __all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "emit_json", "emit_list", "open_store", "progress"]
 
@@ -46,8 +47,32 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class IndexProgress:
+    """Progress of an index build on stderr: one line redrawn on a terminal, a line every 2 s otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, warming: Warming) -> None:
+        mb = 1 << 20
+        text = f"indexing {warming.kind.value}: {warming.percent}% ({warming.done // mb} of {warming.total // mb} MB)"
+        if warming.phase not in ("reading", "done"):
+            text += f", {warming.phase}"
+        now = time.monotonic()
+        if self.tty:
+            end = "\n" if warming.phase == "done" else ""
+            print(f"\r{text}\x1b[K", end=end, file=self.stream, flush=True)
+        elif warming.phase == "done" or now - self.last >= 2.0:
+            print(text, file=self.stream, flush=True)
+            self.last = now
+
+
 def open_store(settings: Settings, *, must_exist: bool = True) -> Store:
     data_dir = Path(settings.data_dir)
     if must_exist and not data_dir.is_dir():
         raise NotFoundError(f"data directory {data_dir} does not exist (set DATA_DIR or pass --data-dir)")
-    return Store(data_dir)
+    store = Store(data_dir)
+    store.report_progress(IndexProgress())  # a first read of a big DATA_DIR builds its index: say how far
+    return store

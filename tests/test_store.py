@@ -77,21 +77,36 @@ def test_files_are_created_0600(data_dir: Path) -> None:
     store.append(Kind.EVENTS, ev(1))
     store.write_state({"s": {"lastSeenId": "x"}})
     store.list_events()
+    journal = data_dir / "feed-state.journal"
+    assert journal.exists()
+    store.close()  # folds the journal into feed-state.json
     for path in [
         data_dir / "flow-events.jsonl",
         data_dir / "flow-events.jsonl.lock",
         data_dir / "feed-state.json",
+        journal,
         *(data_dir / ".index").iterdir(),
     ]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_state_written_atomically_as_pretty_json(data_dir: Path) -> None:
+def test_state_is_journaled_then_folded_into_one_source_per_line(data_dir: Path) -> None:
     store = Store(data_dir)
     store.write_state({"src": {"lastSeenId": "a", "lastCheckedAt": "2026-01-01T00:00:00.000Z"}})
+    store.write_state({"two": {"lastSeenId": "b"}})
+    assert not (data_dir / "feed-state.json").exists()  # saved as two journal lines, not a rewrite
+    assert len((data_dir / "feed-state.journal").read_bytes().splitlines()) == 2
+    assert Store(data_dir).read_state()["src"]["lastSeenId"] == "a"  # another reader replays the journal
+    store.close()
     text = (data_dir / "feed-state.json").read_text()
-    assert text.endswith("}\n") and '  "src"' in text
-    assert store.read_state()["src"]["lastSeenId"] == "a"
+    assert text.splitlines() == [
+        "{",
+        '  "src": {"lastSeenId":"a","lastCheckedAt":"2026-01-01T00:00:00.000Z"},',
+        '  "two": {"lastSeenId":"b"}',
+        "}",
+    ]
+    assert (data_dir / "feed-state.journal").read_bytes() == b""
+    assert Store(data_dir).read_state() == json.loads(text)
     assert not [p for p in data_dir.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -4,7 +4,18 @@ The JSONL files of a DATA_DIR (`local.JsonlStore`) are the embedded default. Onl
 store keeps its data (files, offsets, indexes, locks).
 """
 
-from patchmoi.core.store.contract import LATEST, Change, Cursor, Kind, RecordStore
+from patchmoi.core.store.contract import LATEST, Change, Cursor, Kind, RecordStore, Warming
 from patchmoi.core.store.store import DEFAULT_LIMIT, MAX_LIMIT, Store, parse_limit
 
-__all__ = ["DEFAULT_LIMIT", "LATEST", "MAX_LIMIT", "Change", "Cursor", "Kind", "RecordStore", "Store", "parse_limit"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "LATEST",
+    "MAX_LIMIT",
+    "Change",
+    "Cursor",
+    "Kind",
+    "RecordStore",
+    "Store",
+    "Warming",
+    "parse_limit",
+]

@@ -20,7 +20,7 @@ keep); a `position()` resumes `follow(since=…)`. A cursor of the wrong kind re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -56,6 +56,26 @@ FILTERS: Mapping[Kind, tuple[str, ...]] = {
     Kind.RUNS: ("eventId", "status"),
     Kind.NOTIFICATIONS: ("kind", "status"),
 }
+
+
+@dataclass(frozen=True)
+class Warming:
+    """A derived index being built: which collection, how far (percent of its bytes), and the phase."""
+
+    kind: Kind
+    percent: int
+    done: int
+    total: int
+    phase: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "percent": self.percent,
+            "bytes": self.done,
+            "of": self.total,
+            "phase": self.phase,
+        }
 
 
 @dataclass(frozen=True)
@@ -179,6 +199,23 @@ class RecordStore(Protocol):
 
     def health(self) -> dict[str, Any]:
         """`location`, `degraded` (reasons reads run slower), `stateProblem`, and implementation details."""
+        ...
+
+    def warm(self, kinds: Sequence[Kind] | None = None, progress: Callable[[Warming], None] | None = None) -> None:
+        """Bring what reads of these kinds (all if None) depend on up to date: a store with derived indexes builds
+        them here, reporting progress (blocking; call it on a thread). A no-op where there is nothing to build."""
+        ...
+
+    def report_progress(self, progress: Callable[[Warming], None] | None) -> None:
+        """Where builds that reads start on their own report (the CLI prints them on stderr)."""
+        ...
+
+    def warming(self) -> list[Warming]:
+        """What `warm` (in any thread) is doing now; empty when reads are ready."""
+        ...
+
+    def warm_for(self, kind: Kind) -> bool:
+        """Whether a read of this kind may have to build first (then an event loop should read on a thread)."""
         ...
 
     def close(self) -> None: ...

@@ -199,6 +199,63 @@ class JsonlFile:
         finally:
             os.close(fd)
 
+    def lines_before(self, end: int, chunk: int = 1 << 18) -> Iterator[tuple[int, bytes]]:
+        """Yield (offset, line without newline) of the complete lines that end before `end`, newest first,
+        reading backwards `chunk` bytes at a time (a partial line at `end`, a writer mid-append, is left out)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            pos, buf, whole = end, b"", False  # buf: bytes from pos; whole: it ends just after a newline
+            while True:
+                if pos > 0:
+                    start = max(0, pos - chunk)
+                    buf = os.pread(fd, pos - start, start) + buf
+                    pos = start
+                if not whole:
+                    cut = buf.rfind(b"\n")
+                    if cut < 0:
+                        if pos == 0:
+                            return
+                        continue
+                    buf, whole = buf[: cut + 1], True
+                parts = buf[:-1].split(b"\n")
+                head = parts.pop(0) if pos > 0 else None  # may begin before pos: completed next round
+                at = pos + len(buf)
+                for line in reversed(parts):
+                    at -= len(line) + 1
+                    yield at, line
+                if head is None:
+                    return
+                buf = head + b"\n"
+        finally:
+            os.close(fd)
+
+    def blocks(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """Yield (offset, bytes) of about `_CHUNK` each, every one whole lines ending in a newline, covering the
+        complete lines of [start, stop); a line longer than a chunk comes whole in a bigger block."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            pos, carry = start, b""
+            while pos < stop:
+                block = os.pread(fd, min(_CHUNK, stop - pos), pos)
+                if not block:
+                    return
+                pos += len(block)
+                cut = block.rfind(b"\n")
+                if cut < 0:
+                    carry += block
+                    continue
+                data = carry + block[: cut + 1] if carry else block[: cut + 1]
+                yield pos - len(block) - len(carry), data
+                carry = block[cut + 1 :]
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         with self._thread_lock:
             for fd in (self._write_fd, self._lock_fd):

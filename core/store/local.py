@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +22,53 @@ from patchmoi.core.errors import ConfigError, StoreWriteError
 from patchmoi.core.fsutil import FILE_MODE, atomic_write, ensure_dir
 from patchmoi.core.log import log_event
 from patchmoi.core.records import now_iso
-from patchmoi.core.store.contract import FILTERS, LATEST, Change, Cursor, Kind, Record
+from patchmoi.core.store import feedstate
+from patchmoi.core.store.contract import FILTERS, LATEST, Change, Cursor, Kind, Record, Warming
 from patchmoi.core.store.follow import follow as follow_files
-from patchmoi.core.store.index import IndexSpec
-from patchmoi.core.store.log import Log
+from patchmoi.core.store.index import Building, IndexSpec
+from patchmoi.core.store.log import TAIL_FROM_BYTES, Log
 
 STATE_REBUILD_SEEN = 500  # as the poller's seen-id cap
 STATE_FILE = "feed-state.json"
 MARKS_FILE = ".recovery.json"
 
 
-def _key(name: str) -> Any:
-    def get(obj: dict[str, Any]) -> str | None:
-        value = obj.get(name)
-        return value if isinstance(value, str) else None
-
-    return get
-
-
-def _signal_id(obj: dict[str, Any]) -> str | None:
-    sid, eid = obj.get("sourceId"), obj.get("entryId")
-    return f"{sid}:{eid}" if isinstance(sid, str) and isinstance(eid, str) else None
-
-
-def _spec(kind: Kind, record_id: Any) -> IndexSpec:
+def _spec(kind: Kind, *id_fields: str) -> IndexSpec:
     fields = FILTERS[kind]
-    return IndexSpec(record_id, k1=fields[0], k2=fields[1] if len(fields) > 1 else None, latest=kind in LATEST)
+    return IndexSpec(id_fields, k1=fields[0], k2=fields[1] if len(fields) > 1 else None, latest=kind in LATEST)
 
 
 # Each collection's file (the Bun service's names) and how its records are identified.
 FILES: dict[Kind, tuple[str, IndexSpec]] = {
-    Kind.SIGNALS: ("feed-events.jsonl", _spec(Kind.SIGNALS, _signal_id)),
-    Kind.JOBS: ("feed-jobs.jsonl", _spec(Kind.JOBS, _key("id"))),
-    Kind.EVENTS: ("flow-events.jsonl", _spec(Kind.EVENTS, _key("id"))),
-    Kind.LEGACY_DISPATCHES: ("flow-dispatches.jsonl", _spec(Kind.LEGACY_DISPATCHES, _key("eventId"))),
-    Kind.DISPATCHES: ("workspace-dispatches.jsonl", _spec(Kind.DISPATCHES, _key("eventId"))),
-    Kind.ATTEMPTS: ("maintenance-attempts.jsonl", _spec(Kind.ATTEMPTS, _key("id"))),
-    Kind.RUNS: ("workspace-runs.jsonl", _spec(Kind.RUNS, _key("id"))),
-    Kind.NOTIFICATIONS: ("notifications.jsonl", _spec(Kind.NOTIFICATIONS, _key("id"))),
+    Kind.SIGNALS: ("feed-events.jsonl", _spec(Kind.SIGNALS, "sourceId", "entryId")),
+    Kind.JOBS: ("feed-jobs.jsonl", _spec(Kind.JOBS, "id")),
+    Kind.EVENTS: ("flow-events.jsonl", _spec(Kind.EVENTS, "id")),
+    Kind.LEGACY_DISPATCHES: ("flow-dispatches.jsonl", _spec(Kind.LEGACY_DISPATCHES, "eventId")),
+    Kind.DISPATCHES: ("workspace-dispatches.jsonl", _spec(Kind.DISPATCHES, "eventId")),
+    Kind.ATTEMPTS: ("maintenance-attempts.jsonl", _spec(Kind.ATTEMPTS, "id")),
+    Kind.RUNS: ("workspace-runs.jsonl", _spec(Kind.RUNS, "id")),
+    Kind.NOTIFICATIONS: ("notifications.jsonl", _spec(Kind.NOTIFICATIONS, "id")),
 }
 KIND_OF_FILE = {name: kind for kind, (name, _) in FILES.items()}
+# What `warm` builds first: what the first screens and requests read.
+WARM_ORDER = (
+    Kind.EVENTS,
+    Kind.ATTEMPTS,
+    Kind.DISPATCHES,
+    Kind.RUNS,
+    Kind.SIGNALS,
+    Kind.JOBS,
+    Kind.NOTIFICATIONS,
+    Kind.LEGACY_DISPATCHES,
+)
+
+
+def _warming(kind: Kind, building: Building) -> Warming:
+    return Warming(kind, building.percent, building.done, building.total, building.phase)
+
+
+def _reporter(kind: Kind, progress: Callable[[Warming], None]) -> Callable[[Building], None]:
+    return lambda building: progress(_warming(kind, building))
 
 
 def _alive(pid: int) -> bool:
@@ -93,9 +100,11 @@ class JsonlStore:
             kind: Log(self.data_dir / filename, self.index_dir, spec) for kind, (filename, spec) in FILES.items()
         }
         self.state_path = self.data_dir / STATE_FILE
+        self.journal = feedstate.Journal(self.data_dir, self.state_path)
         self.state_problem: str | None = None  # set when a cut or invalid feed-state.json was rebuilt
         self._leases: dict[str, tuple[int, str]] = {}  # name -> (locked fd, holder)
         self._states: dict[str, dict[str, Any]] | None = None  # as last read or written by this process
+        self._generation = 0  # moved by `close`: a `warm` running on another thread stops
 
     def ensure(self) -> None:
         ensure_dir(self.data_dir)
@@ -129,14 +138,12 @@ class JsonlStore:
         log = self._log_for_read(kind)
         if log is None:
             return []
-        pairs = log.list_with_offsets(
-            limit=limit, filters=dict(filters or {}), latest=kind in LATEST, before=_offset(before)
-        )
+        pairs = log.list_with_offsets(limit=limit, filters=dict(filters or {}), before=_offset(before))
         return [(str(offset), record) for offset, record in pairs]
 
     def select_json(self, kind: Kind, *, filters: Mapping[str, str] | None = None, limit: int = 50) -> list[bytes]:
         log = self._log_for_read(kind)
-        return [] if log is None else log.select_raw(limit=limit, filters=dict(filters or {}), latest=kind in LATEST)
+        return [] if log is None else log.select_raw(limit=limit, filters=dict(filters or {}))
 
     def get(self, kind: Kind, record_id: str) -> Record | None:
         log = self._log_for_read(kind)
@@ -147,11 +154,11 @@ class JsonlStore:
 
     def count(self, kind: Kind) -> int:
         log = self._log_for_read(kind)
-        return 0 if log is None else log.total(latest=kind in LATEST)
+        return 0 if log is None else log.total()
 
     def count_by(self, kind: Kind, field: str) -> dict[str, int]:
         log = self._log_for_read(kind)
-        return {} if log is None else log.count_by(field, latest=kind in LATEST)
+        return {} if log is None else log.count_by(field)
 
     def _scan_start(self, kind: Kind, cursor: Cursor | None) -> int:
         """Where a scan resumes: 0 when the cursor is absent, malformed, of a replaced file or past its end."""
@@ -204,17 +211,23 @@ class JsonlStore:
 
     # -- feed state --------------------------------------------------------------------------------------
     def feed_states(self, *, repair: bool = True) -> dict[str, dict[str, Any]]:
-        """`feed-state.json`; a missing file is `{}`. A cut or invalid file never stops the service: with
-        `repair` it is kept aside as `feed-state.json.corrupt-<time>` and the cursors are rebuilt from
-        `feed-events.jsonl` (`stateProblem` in health says so); without it, ConfigError."""
+        """`feed-state.json` with its journal replayed (core.store.feedstate); nothing at all is `{}`. A cut or
+        invalid snapshot never stops the service: with `repair` it is kept aside as
+        `feed-state.json.corrupt-<time>` and the cursors are rebuilt from `feed-events.jsonl` (`stateProblem` in
+        health says so); without it, ConfigError."""
+        journal = self.journal.read()  # before the snapshot: a fold in between replays lines it holds (harmless)
         try:
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            feedstate.replay(data, journal)
             self._states = dict(data)
             return data
         except FileNotFoundError:
-            return {}
+            data = {}
+            feedstate.replay(data, journal)
+            self._states = dict(data)
+            return data
         except (ValueError, OSError) as exc:
             problem = f"{self.state_path}: unreadable ({exc})"
             if not repair:
@@ -226,11 +239,12 @@ class JsonlStore:
         except OSError as exc:
             problem += f"; could not move it aside ({exc.strerror})"
         rebuilt = self._rebuild_state()
+        feedstate.replay(rebuilt, journal)  # what was saved since the last snapshot still counts
         self._states = dict(rebuilt)
         problem += f"; cursors of {len(rebuilt)} source(s) rebuilt from {self.logs[Kind.SIGNALS].path.name}"
         try:
-            self._write_state(rebuilt)
-        except StoreWriteError as exc:
+            self.journal.fold(rebuilt)
+        except (OSError, StoreWriteError) as exc:
             problem += f"; not saved yet: {exc}"
         self.state_problem = problem
         log_event("feed.state_rebuilt", problem=problem)
@@ -255,16 +269,28 @@ class JsonlStore:
         return state
 
     def save_feed_states(self, states: Mapping[str, dict[str, Any]]) -> None:
-        """One file holds every source: the others are taken from this process's last read (the poller, the
-        only writer, holds the lease), so a save does not parse the file again."""
-        current = dict(self._states if self._states is not None else self.feed_states())
-        current.update(states)
-        self._write_state(current)
+        """One journal line per changed source, one fsync (the poller, the only writer, holds the lease, so
+        the other sources are this process's last read); folded into `feed-state.json` now and then."""
+        current = self._states if self._states is not None else self.feed_states()
+        lines = []
+        for source_id, state in states.items():
+            line = feedstate.delta(source_id, current.get(source_id), state)
+            if line is not None:
+                lines.append(line)
+        self.journal.append(lines)
+        for source_id, state in states.items():
+            current[source_id] = dict(state)
         self._states = current
+        if self.journal.due():
+            self.flush_feed_states()
 
-    def _write_state(self, state: Mapping[str, Any]) -> None:
-        """Atomic: temp file, fsync, rename (pretty JSON with a trailing newline, as the Bun service wrote)."""
-        atomic_write(self.state_path, (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    def flush_feed_states(self) -> None:
+        """Fold the journal into `feed-state.json` (the file the Bun service reads), if this process wrote any."""
+        if self._states is not None and self.journal.first_at is not None:
+            try:
+                self.journal.fold(self._states)
+            except (OSError, StoreWriteError) as exc:  # the journal still has it all: nothing is lost
+                log_event("feed.state_fold_failed", error=str(exc))
 
     # -- marks -------------------------------------------------------------------------------------------
     def _marks(self) -> dict[str, Any]:
@@ -338,6 +364,37 @@ class JsonlStore:
             return None  # a file left by a holder that is gone
         return holder.strip() or "?"
 
+    # -- warming -----------------------------------------------------------------------------------------
+    def warm(self, kinds: Sequence[Kind] | None = None, progress: Callable[[Warming], None] | None = None) -> None:
+        generation = self._generation
+        for kind in kinds or WARM_ORDER:
+            if self._generation != generation:
+                return  # closed meanwhile
+            log = self._log_for_read(kind)
+            if log is None:
+                continue
+            report = None if progress is None else _reporter(kind, progress)
+            log.open(report)
+
+    def report_progress(self, progress: Callable[[Warming], None] | None) -> None:
+        for kind, log in self.logs.items():
+            log.progress = None if progress is None else _reporter(kind, progress)
+
+    def warming(self) -> list[Warming]:
+        out = []
+        for kind, log in self.logs.items():
+            building = log.index.building
+            if building is not None:
+                out.append(_warming(kind, building))
+        return out
+
+    def warm_for(self, kind: Kind) -> bool:
+        log = self.logs[kind]
+        if log.index.building is not None:
+            return True
+        backlog = log.index.backlog()
+        return (backlog is None and log.path.exists()) or (backlog is not None and backlog >= TAIL_FROM_BYTES)
+
     # -- health ------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         files = {}
@@ -358,6 +415,10 @@ class JsonlStore:
         return [log.index.degraded for log in self.logs.values() if log.index.degraded]
 
     def close(self) -> None:
+        self._generation += 1
+        self.flush_feed_states()
+        for log in self.logs.values():
+            log.index.stop()  # a build in another thread stops after its batch: closing waits for no more
         for name, (_, holder) in list(self._leases.items()):
             with contextlib.suppress(OSError):
                 self.release_lease(name, holder)

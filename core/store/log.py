@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import codecs
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +10,21 @@ from typing import Any
 
 from patchmoi.core.errors import StoreWriteError
 from patchmoi.core.log import log_event
-from patchmoi.core.store.index import IndexSpec, LogIndex, strict_loads
+from patchmoi.core.store.index import IndexSpec, LogIndex, Progress, strict_loads
 from patchmoi.core.store.jsonl import JsonlFile, encode_line
+
+BOM = codecs.BOM_UTF8
+TAIL_FROM_BYTES = 1 << 20
+"""An index this far behind its log is not waited for by newest-first lists (they read the file's end)."""
+TAIL_BUDGET_BYTES = 32 << 20
+"""How far back such a list reads before it waits for the index after all."""
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return strict_loads(raw)
+    except ValueError:
+        return None  # a number too big for a float, which the index lets by too
 
 
 @dataclass(frozen=True)
@@ -40,12 +53,14 @@ class Log:
         self.index = LogIndex(self.file, index_dir, spec)
         self.spec = spec
         self._repaired = False
+        self.progress: Progress | None = None
+        """Where a catch-up that a read starts reports (the CLI prints it); `open(progress)` overrides it."""
 
     @property
     def path(self) -> Path:
         return self.file.path
 
-    def open(self) -> None:
+    def open(self, progress: Progress | None = None) -> None:
         """Repair a torn tail (under the lock) and catch the index up. Called lazily by readers."""
         if not self._repaired:
             try:
@@ -53,7 +68,7 @@ class Log:
             except StoreWriteError as exc:  # a full disk: readers go on (they never see a torn line)
                 log_event("store.repair_failed", file=self.path.name, error=str(exc))
             self._repaired = True
-        self.index.refresh()
+        self.index.refresh(progress or self.progress)
 
     # -- writes ------------------------------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> int:
@@ -103,9 +118,9 @@ class Log:
         out = []
         for (offset, _), raw in zip(spans, self.file.read_at(spans), strict=True):
             try:
-                obj = json.loads(raw)
+                obj = strict_loads(raw)
             except ValueError:
-                continue  # the index never points at a bad line; this guards a file replaced under us
+                continue  # a number too big for a float, which the index lets by; or a file replaced under us
             if isinstance(obj, dict):
                 out.append((offset, obj))
         return out
@@ -115,35 +130,90 @@ class Log:
         *,
         limit: int = 50,
         filters: dict[str, str] | None = None,
-        latest: bool = False,
         before: int | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first. `filters` keys are the spec's field names (mapped to indexed columns)."""
-        return [rec for _, rec in self.list_with_offsets(limit=limit, filters=filters, latest=latest, before=before)]
+        return [rec for _, rec in self.list_with_offsets(limit=limit, filters=filters, before=before)]
 
     def select_raw(
         self,
         *,
         limit: int = 50,
         filters: dict[str, str] | None = None,
-        latest: bool = False,
     ) -> list[bytes]:
         """Like `select`, but the stored JSON lines themselves (each one a valid object: the index only
-        points at lines that parsed), for responses that would only re-encode them."""
+        points at lines that parsed; a byte order mark a Bun-era first line may carry is cut), for responses
+        that would only re-encode them."""
+        tail = self._tail(filters or {}, limit, None) if self._behind() else None
+        if tail is not None:
+            return [raw.removeprefix(BOM) for _, raw in tail]
         self.open()
-        spans = self.index.spans(latest=latest, filters=self._columns(filters), limit=limit)
-        return [raw.rstrip(b"\r") for raw in self.file.read_at(spans)]
+        spans = self.index.spans(filters=self._columns(filters), limit=limit)
+        return [raw.strip().removeprefix(BOM) for raw in self.file.read_at(spans)]
 
     def list_with_offsets(
         self,
         *,
         limit: int = 50,
         filters: dict[str, str] | None = None,
-        latest: bool = False,
         before: int | None = None,
     ) -> list[tuple[int, dict[str, Any]]]:
+        tail = self._tail(filters or {}, limit, before) if self._behind() else None
+        if tail is not None:
+            return [(off, obj) for off, raw in tail if isinstance(obj := _loads(raw), dict)]
         self.open()
-        return self._read(self.index.spans(latest=latest, filters=self._columns(filters), limit=limit, before=before))
+        return self._read(self.index.spans(filters=self._columns(filters), limit=limit, before=before))
+
+    # -- reads while the index is built --------------------------------------------------------------------
+    def _behind(self) -> bool:
+        """Whether the index is being built, or far behind the file (a fresh one on a big log): then a
+        newest-first list is read from the end of the file instead of waiting for it."""
+        index = self.index
+        if index.building is not None:
+            return True
+        backlog = index.backlog()
+        if backlog is None:  # not looked at by this process: behind if there is no index at all yet
+            return not index.db_path.exists() and self.file.size() > TAIL_FROM_BYTES
+        return backlog > TAIL_FROM_BYTES
+
+    def _tail(self, filters: dict[str, str], limit: int, before: int | None) -> list[tuple[int, bytes]] | None:
+        """(offset, line) of the newest `limit` matches, read backwards from the end (or `before`), as the
+        index would answer; None if that takes more than `TAIL_BUDGET_BYTES` (a rare filter value), or for a
+        later page of a latest-per-id log (which versions are newest depends on what comes after)."""
+        latest = self.spec.latest
+        if latest and before is not None:
+            return None
+        names = self.index.fields.names
+        try:
+            wanted = [(names.index(field), value) for field, value in filters.items() if value is not None]
+        except ValueError:
+            raise ValueError(f"{self.path.name} is not indexed by {sorted(filters)}") from None
+        read = self.index.fields.values
+        seen: set[str] = set()
+        out: list[tuple[int, bytes]] = []
+        end = self.file.size() if before is None else before
+        budget = TAIL_BUDGET_BYTES
+        for off, line in self.file.lines_before(end):
+            budget -= len(line) + 1
+            if budget < 0:
+                return None
+            stripped = line.strip()
+            if not stripped:
+                continue
+            try:
+                values = read(stripped)
+            except ValueError:
+                continue
+            if latest:
+                record_id = self.spec.record_id(dict(zip(names, values, strict=True)))
+                if record_id is None or record_id in seen:
+                    continue
+                seen.add(record_id)
+            if all(values[i] == value for i, value in wanted):
+                out.append((off, stripped))
+                if len(out) >= limit:
+                    break
+        return out
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """The last record with this id (the latest wins)."""
@@ -172,20 +242,21 @@ class Log:
             if isinstance(obj, dict):
                 yield offset, end, obj
 
-    def count_by(self, field: str, *, latest: bool = False) -> dict[str, int]:
+    def count_by(self, field: str) -> dict[str, int]:
         self.open()
-        return self.index.count_by(self._column_of(field), latest=latest)
+        return self.index.count_by(self._column_of(field))
 
-    def total(self, *, latest: bool = False) -> int:
+    def total(self) -> int:
+        """Records: one per id for a log that keeps latest versions, every line otherwise."""
         self.open()
-        return self.index.total(latest=latest)
+        return self.index.total()
 
     def health(self) -> LogHealth:
         self.open()
         bad = self.index.bad_lines()
         return LogHealth(
             file=self.path.name,
-            records=self.index.total(),
+            records=self.index.versions(),
             bytes=self.file.size(),
             skipped_lines=len(bad),
             quarantined_bytes=self.file.quarantined_bytes(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ from patchmoi.core.records import (
     FlowEventJson,
     RunJson,
 )
-from patchmoi.core.store.contract import Change, Cursor, Kind, RecordStore
+from patchmoi.core.store.contract import Change, Cursor, Kind, RecordStore, Warming
 from patchmoi.core.store.local import JsonlStore
 
 DEFAULT_LIMIT = 50
@@ -124,6 +124,19 @@ class Store:
         stop: asyncio.Event | None = None,
     ) -> AsyncIterator[list[Change]]:
         return self.records.follow(kinds, since=since, from_start=from_start, stop=stop)
+
+    def warm(self, kinds: Sequence[Kind] | None = None, progress: Callable[[Warming], None] | None = None) -> None:
+        self.records.warm(kinds, progress)
+
+    def report_progress(self, progress: Callable[[Warming], None] | None) -> None:
+        self.records.report_progress(progress)
+
+    def warming(self) -> list[Warming]:
+        return self.records.warming()
+
+    def warm_for(self, kinds: Sequence[Kind] | None = None) -> bool:
+        """Whether reading any of these kinds (all if None) may build an index first."""
+        return any(self.records.warm_for(kind) for kind in (kinds or list(Kind)))
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         return self.records.acquire_lease(name, holder, ttl)
