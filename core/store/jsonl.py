@@ -41,6 +41,11 @@ class JsonlFile:
         self._thread_lock = threading.Lock()
         self._write_fd: int | None = None
         self._lock_fd: int | None = None
+        self._read_lock = threading.Lock()
+        self._read_fd: int | None = None
+        self._read_inode = -1
+        self._seen_inode = -1
+        self._retired: list[int] = []
 
     # -- locking -----------------------------------------------------------------------------------------
     @contextmanager
@@ -158,19 +163,30 @@ class JsonlFile:
     # -- reading -----------------------------------------------------------------------------------------
     def size(self) -> int:
         try:
-            return os.stat(self.path).st_size
+            st = os.stat(self.path)
         except FileNotFoundError:
             return 0
+        self._seen_inode = st.st_ino
+        return st.st_size
 
     def read_at(self, spans: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read lines at (offset, length) spans with positional reads (no whole-file load)."""
+        """Read lines at (offset, length) spans with positional reads (no whole-file load), on a descriptor
+        kept open: reopened when the last `size()` saw another file at the path (replaced or restored)."""
         if not spans:
             return []
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            return [os.pread(fd, length, offset) for offset, length in spans]
-        finally:
-            os.close(fd)
+        fd = self._read_fd
+        if fd is None or self._read_inode != self._seen_inode:
+            fd = self._reopen()
+        return [os.pread(fd, length, offset) for offset, length in spans]
+
+    def _reopen(self) -> int:
+        with self._read_lock:
+            fd = os.open(self.path, os.O_RDONLY)
+            if self._read_fd is not None:
+                self._retired.append(self._read_fd)  # another thread may be reading it: closed in close()
+            self._read_fd, self._read_inode = fd, os.fstat(fd).st_ino
+            self._seen_inode = self._read_inode
+            return fd
 
     def scan(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Yield (offset, line without newline) for complete lines in [start, stop)."""
@@ -257,9 +273,10 @@ class JsonlFile:
             os.close(fd)
 
     def close(self) -> None:
-        with self._thread_lock:
-            for fd in (self._write_fd, self._lock_fd):
+        with self._thread_lock, self._read_lock:
+            for fd in (self._write_fd, self._lock_fd, self._read_fd, *self._retired):
                 if fd is not None:
                     os.close(fd)
             self._write_fd = None
             self._lock_fd = None
+            self._read_fd, self._read_inode, self._retired = None, -1, []
