@@ -429,6 +429,9 @@ class LogIndex:
             self.indexed = end
             if exhausted:
                 if report:
+                    if self.mode == "disk":  # the WAL grew as big as the index: give the disk back
+                        with contextlib.suppress(sqlite3.OperationalError):
+                            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     self._report(progress, Building(self.file.path.name, end, size, "done", started))
                 break
             if self._stopping:
