@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from patchmoi.core.feeds.poller import SEEN_CAP, id_digest
-from patchmoi.core.store import Store
-from patchmoi.core.store import feedstate
+from patchmoi.core.store import Store, feedstate
 
 
 def poller_like_states(rng: random.Random, steps: int, failures: float = 0.1) -> list[dict[str, Any]]:
