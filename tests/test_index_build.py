@@ -85,7 +85,7 @@ def test_a_build_killed_half_way_resumes_from_its_last_batch(tmp_path: Path) -> 
 
 
 def test_hash_collisions_cost_reads_never_wrong_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_module.zlib, "crc32", lambda data: 7)  # every id collides
+    monkeypatch.setattr("patchmoi.core.store.index.zlib.crc32", lambda data: 7)  # every id collides
     store = Store(tmp_path / "data")
     for i in range(50):
         store.record_event(event(i))
