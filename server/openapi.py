@@ -77,7 +77,11 @@ def openapi_document() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "summary": "poller state per source, queue depth, store health",
-                "responses": {**_ok("health"), **COMMON_ERRORS},
+                "responses": {
+                    **_ok("health"),
+                    "503": {"description": "indexing: the store's indexes are being built; the body says how far"},
+                    **COMMON_ERRORS,
+                },
             }
         },
         "/openapi.json": {"get": {"summary": "this document", "responses": {**_ok("OpenAPI"), **COMMON_ERRORS}}},
