@@ -37,6 +37,8 @@ from patchmoi.tui.textfmt import relative_time
 
 PAGE = 200
 MAX_ROWS = 5000  # memory stays bounded whatever the history: older rows are left to filters and the CLI
+WITHOUT_INDEX = ("signals", "events", "dispatches", "runs")  # tabs shown while indexes are built (not attempts:
+# their states are derived from every attempt)
 WARM_WAIT_SECONDS = 0.3  # an indexed or small store is ready within this: no progress line flashes by
 MUTATING = frozenset({"retry", "replay", "sync", "adopt"})  # refused (and not offered) in read-only mode
 
@@ -108,10 +110,13 @@ class PatchmoiApp(App[None]):
             self.show_warming()
             self._warm_timer = self.set_interval(0.25, self.show_warming)
             warm.add_done_callback(lambda task: self.call_later(self.start_dashboard, task))
+            for kind in WITHOUT_INDEX:  # newest-first pages read the files' ends meanwhile
+                await self.reload(kind)
+            self.show_warming()
 
     def show_warming(self) -> None:
-        message = self.client.warming()
-        if message and self.screen_stack:
+        message = self.client.warming() or "opening the store: building its indexes (first open of a big store)"
+        if self.screen_stack:
             self.dashboard.query_one("#status", Static).update(Text(f"⧗ {message}", style="yellow"))
 
     async def start_dashboard(self, warm: asyncio.Task[None]) -> None:

@@ -395,6 +395,8 @@ class LogIndex:
                     self._create_secondary(conn)  # a no-op once they exist
                 if first < 0:
                     first = mark
+                    if size - first >= _PROGRESS_MIN_BYTES:  # say so before the first batch, not after it
+                        self._report(progress, Building(self.file.path.name, mark, size, "reading", started))
                 report = size - first >= _PROGRESS_MIN_BYTES
                 collecting = gc.isenabled()
                 gc.disable()  # a batch makes ~30,000 tuples that live until it commits: no cycles to look for
