@@ -68,7 +68,7 @@ def test_a_build_killed_half_way_resumes_from_its_last_batch(tmp_path: Path) -> 
     proc = subprocess.run([PYTHON, "-c", KILLED_BUILD, str(data), "5"], cwd=ROOT)
     assert proc.returncode == -signal.SIGKILL
     kept = watermark(data)
-    assert size * 0.3 < kept < size * 0.7  # five batches committed, the rest not
+    assert size * 0.2 < kept < size * 0.7  # four batches committed (the first report is the start), the rest not
     seen: list[int] = []
     store = Store(data)
     with pytest.MonkeyPatch.context() as patch:
@@ -76,7 +76,7 @@ def test_a_build_killed_half_way_resumes_from_its_last_batch(tmp_path: Path) -> 
         patch.setattr(index_module, "_PROGRESS_MIN_BYTES", 0)
         patch.setattr("patchmoi.core.store.jsonl._CHUNK", 16 << 10)
         store.warm([Kind.EVENTS], lambda w: seen.append(w.done))
-    assert seen and seen[0] > kept  # the rerun's first batch starts where the killed one stopped
+    assert seen[0] == kept < seen[1]  # the rerun starts where the killed one stopped
     assert watermark(data) == size
     # and the resumed index answers exactly like one built in one go
     assert store.get_event(event(4321, "upstream.branch_update")["id"])["payload"]["n"] == 4321  # type: ignore[index]
