@@ -261,9 +261,9 @@ class Service:
                     delay = self.poller.next_due(source, report.status)
                     due[sid] = time.monotonic() + delay
                     self.poller.health.setdefault(sid, {})["nextDueAt"] = iso_at(time.time() + delay)
-            # Cursor moves are saved per entry by the poller; this only persists lastCheckedAt/ETag
-            # bookkeeping, so it is batched (a lost batch costs one unconditional fetch).
-            if primed or time.monotonic() - last_flush >= 5.0:  # a first prime is saved at once
+            # Cursor moves are saved within FLUSH_EVERY (the poller flushes on its next move, this loop on its
+            # next turn); lastCheckedAt/ETag bookkeeping is batched (a lost batch costs one unconditional fetch).
+            if primed or self.poller.state.urgent or time.monotonic() - last_flush >= 5.0:
                 try:
                     self.poller.state.flush()
                     last_flush = time.monotonic()

@@ -172,6 +172,12 @@ class PollReport:
         return out
 
 
+FLUSH_EVERY = 0.05
+"""Cursor moves (`put(flush=True)`) are saved together at most this often: one journal write and one fsync for
+every source that moved meanwhile. Saving a cursor later is always safe (a crash retakes those entries, and
+taking one is idempotent); saving it before the records it covers would not be, and never happens."""
+
+
 class FeedState:
     """Every source's poll state, held in memory by the single poller (the lease holder); `flush` saves the
     sources that changed."""
@@ -180,6 +186,8 @@ class FeedState:
         self.store = store
         self.data = store.read_state()
         self.changed: set[str] = set()
+        self.urgent = False  # a cursor moved since the last flush
+        self._flushed_at = 0.0
 
     def get(self, source_id: str) -> dict[str, Any] | None:
         value = self.data.get(source_id)
@@ -189,12 +197,20 @@ class FeedState:
         self.data[source_id] = value
         self.changed.add(source_id)
         if flush:
+            self.urgent = True
+            self.maybe_flush()
+
+    def maybe_flush(self) -> None:
+        """Flush if a cursor moved and the last flush is `FLUSH_EVERY` old (the poll loop calls this often)."""
+        if self.urgent and time.monotonic() - self._flushed_at >= FLUSH_EVERY:
             self.flush()
 
     def flush(self) -> None:
         if self.changed:
             self.store.write_state({sid: self.data[sid] for sid in self.changed})
             self.changed.clear()
+        self.urgent = False
+        self._flushed_at = time.monotonic()
 
 
 class Poller:
@@ -394,7 +410,8 @@ class Poller:
         for index, entry in enumerate(new):
             try:
                 decision = self.decide(source, entry, newest)
-                event_id = self._accept(source, entry, decision)
+                # the records are written (and fsynced) on a thread: the API this loop serves never waits on disk
+                event_id, stored = await asyncio.to_thread(self._accept, source, entry, decision)
             except (ValueError, TypeError, LookupError, OverflowError) as exc:
                 # this entry's data, not the store (an OSError still fails the poll): skip it, keep going,
                 # and leave it unseen so the next poll retries it (every step of _accept is idempotent)
@@ -403,6 +420,8 @@ class Poller:
                     entry.id, f"could not be recorded ({type(exc).__name__}: {safe_text(str(exc))})", retry=True
                 )
                 continue
+            if stored is not None:
+                self.on_flow_event(stored)
             if decision.selected:
                 report.emitted += 1
                 if event_id:
@@ -448,23 +467,26 @@ class Poller:
         self.state.put(source.id, final, flush=bool(new))
         report.status = "primed" if priming and not new else "ok"
 
-    def _accept(self, source: FeedSource, entry: FeedEntry, decision: Decision) -> str | None:
+    def _accept(
+        self, source: FeedSource, entry: FeedEntry, decision: Decision
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """Record one entry (signal, job, flow event, notification), each step idempotent. Runs on a worker
+        thread: returns the flow event's id and the stored event, which the caller hands to `on_flow_event`."""
         signal = build_signal(source, entry, tag=decision.tag, version=decision.version, filtered=decision.reason)
         signal_dict = signal.to_dict()
         self.store.append_if_absent(Kind.SIGNALS, signal_dict, signal.id)
         if decision.reason is not None:
             log_event("feed.filtered", sourceId=source.id, entryId=entry.id, reason=decision.reason)
-            return None
+            return None, None
         job = build_job(source, signal)
         if job is not None:
             self.store.append_if_absent(Kind.JOBS, job.to_dict(), job.id)
         event = build_flow_event(source, signal)
-        event_id = None
+        event_id = stored = None
         if event is not None:
             event_dict = event.to_dict()
             self.store.record_event(event_dict)
-            stored = self.store.get_event(event.id) or event_dict
-            self.on_flow_event(dict(stored))
+            stored = dict(self.store.get_event(event.id) or event_dict)
             event_id = event.id
         self.outbox.enqueue_signal(signal_dict, job.kind if job else None)
         log_event(
@@ -476,7 +498,7 @@ class Poller:
             job=job.id if job else None,
             flowEvent=event_id,
         )
-        return event_id
+        return event_id, stored
 
     def _dist_tags(
         self, source: FeedSource, parsed: ParsedFeed, base: dict[str, Any], report: PollReport, *, signals: bool

@@ -15,8 +15,10 @@ save is lost, and the poller's steps are idempotent, so the entry is taken again
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -144,18 +146,31 @@ def replay(state: State, journal: bytes) -> int:
 
 
 class Journal:
-    """The journal file: batched appends (one fsync), reads, and folding into the snapshot."""
+    """The journal file: batched appends (one fsync), reads, and folding into the snapshot.
+
+    A fold renames the journal to `feed-state.journal.1` (new saves go to a fresh journal at once), writes the
+    snapshot on a thread, then deletes `.1`: the poll loop never waits for a snapshot of every source. Readers
+    replay `.1` then the journal; a crash at any point leaves lines that replay to the same state.
+    """
 
     def __init__(self, data_dir: Path, snapshot: Path) -> None:
         self.path = data_dir / JOURNAL_FILE
+        self.rotated = data_dir / (JOURNAL_FILE + ".1")
         self.snapshot = snapshot
         self.first_at: float | None = None  # when the oldest line not folded yet was written (this process)
+        self._folding: threading.Thread | None = None
+        self.fold_error: str | None = None
 
     def read(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return b""
+        out = b""
+        for path in (self.rotated, self.path):
+            try:
+                out += path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if out and not out.endswith(b"\n"):
+                out += b"\n"  # a torn last line of .1 stays one bad line
+        return out
 
     def append(self, lines: Iterable[Mapping[str, Any]]) -> None:
         data = "".join(_dumps(line) + "\n" for line in lines).encode("utf-8")
@@ -180,8 +195,8 @@ class Journal:
             self.first_at = time.monotonic()
 
     def due(self) -> bool:
-        """Whether to fold the journal into the snapshot now."""
-        if self.first_at is None:
+        """Whether to fold the journal into the snapshot now (and no fold is running)."""
+        if self.first_at is None or (self._folding is not None and self._folding.is_alive()):
             return False
         try:
             size = os.stat(self.path).st_size
@@ -193,17 +208,35 @@ class Journal:
             snapshot = 0
         return size >= max(COMPACT_MIN_BYTES, snapshot) or time.monotonic() - self.first_at >= COMPACT_SECONDS
 
-    def fold(self, state: Mapping[str, Any]) -> None:
-        """Write the whole state as the snapshot (atomically), then empty the journal."""
-        atomic_write(self.snapshot, encode_snapshot(state))
-        try:
-            fd = os.open(self.path, os.O_WRONLY)
-        except FileNotFoundError:
-            self.first_at = None
-            return
-        try:
-            os.ftruncate(fd, 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def fold(self, state: Mapping[str, Any], *, background: bool = False) -> None:
+        """Write the whole state as the snapshot (atomically) and drop the journal lines it holds. With
+        `background`, the journal is set aside at once and the snapshot written on a thread (`state` must not
+        change under it: the store replaces a source's dict on a save, never edits it)."""
+        self.wait()
+        if self.rotated.exists():  # a fold that did not finish (a crash): its lines are in `state` too
+            self._write(state, self.rotated)
+        if self.path.exists():
+            os.replace(self.path, self.rotated)
         self.first_at = None
+        frozen = dict(state)
+        if not background:
+            self._write(frozen, self.rotated)
+            return
+        self._folding = threading.Thread(target=self._write, args=(frozen, self.rotated), name="feed-state-fold")
+        self._folding.start()
+
+    def wait(self) -> None:
+        if self._folding is not None:
+            self._folding.join()
+            self._folding = None
+
+    def _write(self, state: Mapping[str, Any], rotated: Path) -> None:
+        try:
+            atomic_write(self.snapshot, encode_snapshot(state))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(rotated)
+            self.fold_error = None
+        except (OSError, StoreWriteError) as exc:  # the lines stay in `.1`: nothing is lost, the next fold retries
+            self.fold_error = f"cannot write {self.snapshot}: {exc}"
+            if self.first_at is None:
+                self.first_at = time.monotonic()

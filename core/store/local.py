@@ -244,8 +244,10 @@ class JsonlStore:
         problem += f"; cursors of {len(rebuilt)} source(s) rebuilt from {self.logs[Kind.SIGNALS].path.name}"
         try:
             self.journal.fold(rebuilt)
-        except (OSError, StoreWriteError) as exc:
+        except OSError as exc:
             problem += f"; not saved yet: {exc}"
+        if self.journal.fold_error:
+            problem += f"; not saved yet: {self.journal.fold_error}"
         self.state_problem = problem
         log_event("feed.state_rebuilt", problem=problem)
         return rebuilt
@@ -282,15 +284,23 @@ class JsonlStore:
             current[source_id] = dict(state)
         self._states = current
         if self.journal.due():
-            self.flush_feed_states()
+            self._fold(background=True)
 
     def flush_feed_states(self) -> None:
-        """Fold the journal into `feed-state.json` (the file the Bun service reads), if this process wrote any."""
+        """Fold the journal into `feed-state.json` (the file the Bun service reads), if this process wrote any,
+        and wait for it."""
         if self._states is not None and self.journal.first_at is not None:
-            try:
-                self.journal.fold(self._states)
-            except (OSError, StoreWriteError) as exc:  # the journal still has it all: nothing is lost
-                log_event("feed.state_fold_failed", error=str(exc))
+            self._fold(background=False)
+        self.journal.wait()
+
+    def _fold(self, *, background: bool) -> None:
+        assert self._states is not None
+        try:
+            self.journal.fold(self._states, background=background)
+        except OSError as exc:  # the journal still has it all: nothing is lost
+            log_event("feed.state_fold_failed", error=str(exc))
+        if self.journal.fold_error:
+            log_event("feed.state_fold_failed", error=self.journal.fold_error)
 
     # -- marks -------------------------------------------------------------------------------------------
     def _marks(self) -> dict[str, Any]:
