@@ -176,20 +176,7 @@ class Service:
 
     def indexing(self) -> dict[str, Any] | None:
         """While the store's indexes are being built: overall percent and each collection's progress."""
-        building = self.store.warming()
-        if not self.warming and not building:
-            return None
-        done = sum(b.done for b in building)
-        total = sum(b.total for b in building)
-        percent = min(99, done * 100 // total) if total else 0
-        shown = ", ".join(
-            f"{b.kind.value} {b.percent}%" + (f" ({b.phase})" if b.phase != "reading" else "") for b in building
-        )
-        return {
-            "percent": percent,
-            "message": f"indexing {percent}%" + (f": {shown}" if shown else ""),
-            "collections": [b.to_dict() for b in building],
-        }
+        return self.store.indexing(starting=self.warming)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -134,6 +134,24 @@ class Store:
     def warming(self) -> list[Warming]:
         return self.records.warming()
 
+    def indexing(self, *, starting: bool = False) -> dict[str, Any] | None:
+        """What `/readyz` says while indexes are built (`starting`: a `warm` is under way that may not have
+        reported yet): overall percent, a message, and each collection's progress. None when ready."""
+        building = self.warming()
+        if not starting and not building:
+            return None
+        done = sum(b.done for b in building)
+        total = sum(b.total for b in building)
+        percent = min(99, done * 100 // total) if total else 0
+        shown = ", ".join(
+            f"{b.kind.value} {b.percent}%" + (f" ({b.phase})" if b.phase != "reading" else "") for b in building
+        )
+        return {
+            "percent": percent,
+            "message": f"indexing {percent}%" + (f": {shown}" if shown else ""),
+            "collections": [b.to_dict() for b in building],
+        }
+
     def warm_for(self, kinds: Sequence[Kind] | None = None) -> bool:
         """Whether reading any of these kinds (all if None) may build an index first."""
         return any(self.records.warm_for(kind) for kind in (kinds or list(Kind)))
