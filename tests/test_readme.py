@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from patchmoi.core.store import Store
+
 from .conftest import PYTHON, ROOT
 from .gitfixture import Forge, git
 from .loopback import Handler, LoopbackServer, Reply, free_port
@@ -228,9 +230,10 @@ def test_real_use_commands(tmp_path: Path, tmux: Tmux) -> None:
                             break
                     except httpx.HTTPError:
                         time.sleep(0.1)
-                state = data / "feed-state.json"
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not (state.exists() and "primed" in state.read_text()):
+                deadline = time.monotonic() + 30  # primed: feed-state.json with its journal says so
+                while time.monotonic() < deadline and not any(
+                    s.get("primed") for s in Store(data).read_state().values()
+                ):
                     time.sleep(0.1)
                 forge.release("v1.1.0", {"README": "upstream, improved\n"})  # a release while the server polls
                 h = {"authorization": f"Bearer {env['PATCH_ADMIN_TOKEN']}"}
