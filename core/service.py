@@ -23,6 +23,7 @@ from patchmoi.core.dispatch.contract import BackendQueries
 from patchmoi.core.dispatch.transports import backend_for_url
 from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError
 from patchmoi.core.events import branch_key
+from patchmoi.core.feeds import workers as parse_workers
 from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
 from patchmoi.core.feeds.poller import Poller, PollReport
 from patchmoi.core.log import log_event
@@ -190,6 +191,7 @@ class Service:
         self.poller.state.flush()
         self.store.release_lease(POLLER_LEASE, self.holder)
         await self.fetcher.aclose()
+        await asyncio.to_thread(parse_workers.shutdown)  # the feed parser's worker process
         await self.http.aclose()
         self.store.close()
 
