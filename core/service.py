@@ -238,9 +238,16 @@ class Service:
                     return
             sources = self.sources_file.load()
             now = time.monotonic()
+            # Tasks only for what can run now: a thousand created in one turn would hold the loop (and the API)
+            # for tens of milliseconds; the rest start on the next turns, a few milliseconds apart.
+            room, backlog = max(0, self.poller.concurrency - len(running)), False
             for src in sources:
                 if src.id not in running and due.get(src.id, 0.0) <= now:
+                    if not room:
+                        backlog = True
+                        break
                     running[src.id] = asyncio.create_task(self.poller.poll_source(src))
+                    room -= 1
             primed = False
             for sid in [sid for sid, t in running.items() if t.done()]:
                 report = running.pop(sid).result()
@@ -260,7 +267,7 @@ class Service:
                     self.last_error = str(exc)
                     log_event("feed.state_write_failed", error=str(exc))
             waiting = [t - time.monotonic() for sid, t in due.items() if sid not in running]
-            wake = min([0.25, *waiting]) if not running else 0.05
+            wake = min([0.25, *waiting]) if not running else (0.005 if backlog else 0.05)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.02, wake))
 

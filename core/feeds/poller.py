@@ -230,6 +230,7 @@ class Poller:
         self.outbox = outbox
         self.on_flow_event = on_flow_event
         self.state = FeedState(store)
+        self.concurrency = concurrency
         self.semaphore = asyncio.Semaphore(concurrency)
         self.git_slots = asyncio.Semaphore(GIT_PROCESSES)
         self.health: dict[str, dict[str, Any]] = {}
