@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from patchmoi.core.errors import ConfigError, StoreWriteError
+from patchmoi.core.errors import ConfigError
 from patchmoi.core.fsutil import FILE_MODE, atomic_write, ensure_dir
 from patchmoi.core.log import log_event
 from patchmoi.core.records import now_iso
