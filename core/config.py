@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 
@@ -20,6 +20,38 @@ def first_nonempty(*values: str | None) -> str | None:
         if value is not None and value.strip():
             return value.strip()
     return None
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """`PATCHMOI_ACCESS_LOG`: which requests `serve` writes an `http.request` line for.
+
+    `errors` (the default): status 400 and up, and requests slower than `SLOW_SECONDS`; `all`: every request;
+    `sample:N`: errors and slow ones, plus one in N of the rest (`sample:1` is `all`); `off`: none.
+    """
+
+    mode: str = "errors"  # "all", "errors", "sample" or "off"
+    every: int = 0  # with "sample": one line per `every` ordinary requests
+
+    MODES: ClassVar[tuple[str, ...]] = ("all", "errors", "off")
+    SLOW_SECONDS: ClassVar[float] = 1.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> AccessLog:
+        value = (text or "").strip().lower()
+        if not value:
+            return cls()
+        if value in cls.MODES:
+            return cls(value)
+        kind, _, count = value.partition(":")
+        if kind == "sample" and count.strip().isdigit() and int(count) >= 1:
+            return cls("all") if int(count) == 1 else cls("sample", int(count))
+        from patchmoi.core.errors import ConfigError
+
+        raise ConfigError(f"PATCHMOI_ACCESS_LOG must be all, errors, off or sample:N (N >= 1), got {text!r}")
+
+    def __str__(self) -> str:
+        return f"sample:{self.every}" if self.mode == "sample" else self.mode
 
 
 @dataclass(frozen=True)
@@ -38,6 +70,7 @@ class Settings:
     fetch_deadline: float = 20.0
     max_feed_bytes: int = 5 * 1024 * 1024
     min_poll_seconds: float = 30.0
+    access_log: AccessLog = AccessLog()
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -76,6 +109,7 @@ class Settings:
             fetch_deadline=deadline,
             max_feed_bytes=max_bytes,
             min_poll_seconds=_positive(e, "PATCHMOI_MIN_POLL_SECONDS", 30.0),
+            access_log=AccessLog.parse(e.get("PATCHMOI_ACCESS_LOG")),
             env=e,
         )
 

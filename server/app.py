@@ -12,7 +12,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -38,6 +38,9 @@ MAX_BODY = 64 * 1024
 GET = ("GET", "HEAD", "OPTIONS")
 POST = ("POST", "OPTIONS")
 HEALTH = ("GET", "HEAD")
+# The list routes: a list reads only its collections, and answers while other collections are being indexed.
+LISTS = ("flow-events", "feed-signals", "maintenance-attempts", "workspace-dispatches", "flow-dispatches")
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -104,6 +107,12 @@ class Api:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.store = service.store
+        # PATCHMOI_ACCESS_LOG as one number, read once per request: -1 off, 0 errors and slow requests only,
+        # 1 every request, N > 1 errors and slow ones plus one in N of the rest.
+        policy = service.settings.access_log
+        self.log_every = {"off": -1, "errors": 0, "all": 1}.get(policy.mode, policy.every)
+        self.slow_seconds = policy.SLOW_SECONDS
+        self.unlogged = 0  # ordinary requests since the last sampled line
 
     # -- routing -----------------------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
@@ -125,14 +134,28 @@ class Api:
         except Exception as exc:  # never a bare 500; the log has the traceback
             log_event("http.error", path=path, exc=exc)
             response = error(500, "internal_error", "unexpected server error; see the server log")
+        if self.log_every >= 0:
+            self.log_request(request.method, path, response.status_code, time.perf_counter() - started)
+        return response
+
+    def log_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        """The `http.request` line, if PATCHMOI_ACCESS_LOG wants this one (errors and slow requests, always)."""
+        sampled = None
+        if self.log_every != 1 and status < 400 and seconds < self.slow_seconds:
+            if self.log_every == 0:
+                return
+            self.unlogged += 1
+            if self.unlogged < self.log_every:
+                return
+            self.unlogged, sampled = 0, self.log_every
         log_event(
             "http.request",
-            method=request.method,
+            method=method,
             path=path,
-            status=response.status_code,
-            durationMs=round((time.perf_counter() - started) * 1000, 1),
+            status=status,
+            durationMs=round(seconds * 1000, 1),
+            sampled=sampled,  # this line stands for `sampled` ordinary requests
         )
-        return response
 
     async def dispatch(self, request: Request, path: str) -> Response:
         segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
@@ -157,12 +180,25 @@ class Api:
         token = self.service.settings.admin_token
         if token and not authorized(request, token):
             return error(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="patchmoi"'})
+        # A record, its chain, an action: they may read any collection, so they wait (off the event loop) for
+        # every index being built; lists read theirs on a thread meanwhile (`_list`).
+        detail = head not in ("readyz", "openapi.json") and (len(segments) > 1 or head not in LISTS)
+        if detail and self.store.warm_for():
+            await asyncio.to_thread(self.store.warm)
         return await handler(self, request, segments[1:])
+
+    async def _list(self, kinds: list[Kind] | None, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A list read: inline when its indexes are ready (sub-millisecond), else on a thread, where it reads the
+        newest records from the end of the files while the indexes are built, or waits for them."""
+        if self.store.warm_for(kinds):
+            return await asyncio.to_thread(read, *args, **kwargs)
+        return read(*args, **kwargs)
 
     # -- handlers ----------------------------------------------------------------------------------------
     async def ready(self, request: Request, rest: list[str]) -> Response:
         _require(request, rest, GET)
-        return json_response(self.service.health())
+        health = self.service.health()
+        return json_response(health, 503 if health["status"] == "indexing" else 200)
 
     async def openapi(self, request: Request, rest: list[str]) -> Response:
         _require(request, rest, GET)
@@ -174,7 +210,10 @@ class Api:
             if request.method not in GET:  # the spec's 404 for POST and the like on the list
                 return error(404, "not_found")
             _method(request, GET)
-            return raw_list("events", self.store.list_events_raw(type=q.get("type") or None, limit=q.get("limit")))
+            lines = await self._list(
+                [Kind.EVENTS], self.store.list_events_raw, type=q.get("type") or None, limit=q.get("limit")
+            )
+            return raw_list("events", lines)
         if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("retry", "replay", "chain")) or not rest[0]:
             return error(404, "not_found")
         event_id = rest[0]
@@ -216,42 +255,47 @@ class Api:
         _require(request, rest, GET)
         q = request.query_params
         source = q.get("sourceId") or None
-        return raw_list("signals", self.store.list_signals_raw(source_id=source, limit=q.get("limit")))
+        return raw_list(
+            "signals",
+            await self._list([Kind.SIGNALS], self.store.list_signals_raw, source_id=source, limit=q.get("limit")),
+        )
 
     async def dispatches(self, request: Request, rest: list[str]) -> Response:
         if rest:
             return error(404, "not_found")
         _method(request, GET)
         q = request.query_params
-        return json_response(
-            {
-                "dispatches": self.store.list_dispatches(
-                    event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")
-                )
-            }
+        dispatches = await self._list(
+            [Kind.DISPATCHES, Kind.LEGACY_DISPATCHES],
+            self.store.list_dispatches,
+            event_id=q.get("eventId") or None,
+            status=q.get("status") or None,
+            limit=q.get("limit"),
         )
+        return json_response({"dispatches": dispatches})
 
     async def attempts(self, request: Request, rest: list[str]) -> Response:
         q = request.query_params
         if not rest:
             _method(request, GET)
             if q.get("state"):  # derived states (open queue, ...): each attempt carries its `state`
-                return json_response(
-                    {
-                        "attempts": self.store.list_attempts_in_state(
-                            q["state"],
-                            event_id=q.get("eventId") or None,
-                            status=q.get("status") or None,
-                            limit=q.get("limit"),
-                        )
-                    }
+                found = await self._list(
+                    None,
+                    self.store.list_attempts_in_state,
+                    q["state"],
+                    event_id=q.get("eventId") or None,
+                    status=q.get("status") or None,
+                    limit=q.get("limit"),
                 )
-            return raw_list(
-                "attempts",
-                self.store.list_attempts_raw(
-                    event_id=q.get("eventId") or None, status=q.get("status") or None, limit=q.get("limit")
-                ),
+                return json_response({"attempts": found})
+            lines = await self._list(
+                [Kind.ATTEMPTS],
+                self.store.list_attempts_raw,
+                event_id=q.get("eventId") or None,
+                status=q.get("status") or None,
+                limit=q.get("limit"),
             )
+            return raw_list("attempts", lines)
         if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("sync", "adopt", "chain")) or not rest[0]:
             return error(404, "not_found")
         attempt = self.store.get_attempt(rest[0])
@@ -359,7 +403,7 @@ def create_app(settings: Settings, *, poll: bool = True, service: Service | None
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         svc = service or Service(settings)
-        await svc.start(poll=poll)
+        await svc.start(poll=poll, warm_in_background=True)  # /healthz answers while the indexes are built
         holder["api"] = Api(svc)
         log_event("server.started", polling=svc.polling, dataDir=str(settings.data_dir))
         try:

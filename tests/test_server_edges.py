@@ -1,6 +1,7 @@
 """Issue 11 ("Edges") and issue 15, on real servers where the transport matters: HEAD and OPTIONS on every route,
 `Allow` on every 405, `/healthz` methods, JSON for every error (malformed HTTP included), the request-head
-deadline, and auth with both token headers."""
+deadline, and auth with both token headers. Every test on a real server runs on both HTTP stacks `serve` offers
+(httptools on uvloop, the default; h11 on asyncio's loop, `PATCHMOI_HTTP=h11`): the answers must not differ."""
 
 from __future__ import annotations
 
@@ -24,12 +25,20 @@ import uvicorn
 from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import ConfigError
 from patchmoi.core.store import Kind, Store
 from patchmoi.server.app import Api, create_app
-from patchmoi.server.run import DEFAULT_HEADER_TIMEOUT, PatchmoiH11Protocol, header_timeout_from_env, uvicorn_config
+from patchmoi.server.run import (
+    DEFAULT_HEADER_TIMEOUT,
+    HTTP_PROTOCOLS,
+    PatchmoiH11Protocol,
+    PatchmoiHttpToolsProtocol,
+    header_timeout_from_env,
+    uvicorn_config,
+)
 
 from .conftest import PYTHON, ROOT
 from .loopback import free_port
@@ -94,10 +103,10 @@ def settings_for(data_dir: Path, token: str | None = TOKEN) -> Settings:
 
 
 @contextlib.contextmanager
-def running(app: Any, header_timeout: float = TIMEOUT) -> Iterator[int]:
-    """An in-process uvicorn on 127.0.0.1, configured exactly as `patchmoi serve` configures it."""
+def running(app: Any, header_timeout: float = TIMEOUT, http: str = HTTP_PROTOCOLS[0]) -> Iterator[int]:
+    """An in-process uvicorn on 127.0.0.1, configured exactly as `patchmoi serve` configures it (on `http`)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, header_timeout=header_timeout))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, header_timeout=header_timeout, http=http))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -111,11 +120,12 @@ def running(app: Any, header_timeout: float = TIMEOUT) -> Iterator[int]:
         thread.join(20)
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+@pytest.fixture(scope="module", params=HTTP_PROTOCOLS)
+def live(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[int]:
+    """A seeded server on each HTTP stack: every test that uses it runs once per stack."""
     data = tmp_path_factory.mktemp("edges") / "data"
     seed(data)
-    with running(create_app(settings_for(data), poll=False)) as port:
+    with running(create_app(settings_for(data), poll=False), http=request.param) as port:
         yield port
 
 
@@ -320,6 +330,7 @@ MALFORMED = {
     "space in the target": [b"GET /flow events HTTP/1.1\r\nHost: x\r\n\r\n"],
     "no Host in HTTP/1.1": [b"GET /healthz HTTP/1.1\r\n\r\n"],
     "header without a colon": [b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n"],
+    "two Host headers": [b"GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"],
     "two Content-Lengths": [b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
     "bad chunk size": [b"POST /flow-events/x/retry HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"],
 }
@@ -344,13 +355,25 @@ def test_oversized_head_gets_a_json_400(live: int) -> None:
 
 
 def test_the_protocol_overrides_what_uvicorn_has() -> None:
-    """The subclass hooks uvicorn's h11 protocol by method name: an upgrade that renames one fails here."""
+    """The subclasses hook uvicorn's protocols by method name: an upgrade that renames one fails here."""
     for name in ("send_400_response", "connection_made", "data_received", "connection_lost"):
         assert callable(getattr(H11Protocol, name)) and name in vars(PatchmoiH11Protocol), name
-    config = uvicorn_config(None, "127.0.0.1", 1, header_timeout=2.5)
-    http = config.http
-    assert isinstance(http, type) and issubclass(http, PatchmoiH11Protocol)
-    assert http.header_timeout == 2.5 and config.ws == "none"
+    hooks = ("on_message_begin", "on_headers_complete", "on_body", "_unset_keepalive_if_required")
+    for name in ("send_400_response", "connection_made", "data_received", "connection_lost", *hooks):
+        assert callable(getattr(HttpToolsProtocol, name)), name
+    for name in ("_should_upgrade", "_get_upgrade", "_unsupported_upgrade_warning", "handle_websocket_upgrade"):
+        assert callable(getattr(HttpToolsProtocol, name)), name
+    for name in ("send_400_response", "connection_made", "data_received", "connection_lost", *hooks[:3]):
+        assert name in vars(PatchmoiHttpToolsProtocol), name
+    for attribute in ("parser", "headers", "cycle", "pipeline", "transport", "server_state", "config"):
+        assert attribute in HttpToolsProtocol.__init__.__code__.co_names, attribute  # set by uvicorn's __init__
+    default = uvicorn_config(None, "127.0.0.1", 1, header_timeout=2.5)
+    h11 = uvicorn_config(None, "127.0.0.1", 1, header_timeout=2.5, http="h11")
+    assert isinstance(default.http, type) and issubclass(default.http, PatchmoiHttpToolsProtocol)
+    assert isinstance(h11.http, type) and issubclass(h11.http, PatchmoiH11Protocol)
+    assert (default.loop, h11.loop) == ("uvloop", "asyncio")  # uvloop is a dependency on every platform we test
+    for config in (default, h11):
+        assert config.http.header_timeout == 2.5 and config.ws == "none"  # type: ignore[union-attr]
 
 
 # -- the request-head deadline -----------------------------------------------------------------------------------
@@ -395,7 +418,8 @@ def test_the_deadline_covers_the_head_only(live: int) -> None:
     assert seconds >= TIMEOUT + 0.5
 
 
-def test_a_slow_request_is_not_cut_by_the_deadline(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("http", HTTP_PROTOCOLS)
+def test_a_slow_request_is_not_cut_by_the_deadline(data_dir: Path, monkeypatch: pytest.MonkeyPatch, http: str) -> None:
     seed(data_dir)
     real = Api.ready
 
@@ -406,7 +430,7 @@ def test_a_slow_request_is_not_cut_by_the_deadline(data_dir: Path, monkeypatch: 
         return await real(self, request, rest)
 
     monkeypatch.setattr(Api, "ready", slow_ready)
-    with running(create_app(settings_for(data_dir), poll=False)) as port:
+    with running(create_app(settings_for(data_dir), poll=False), http=http) as port:
         r = httpx.get(f"http://127.0.0.1:{port}/readyz", headers=AUTH, timeout=10)
         assert r.status_code == 200 and "sources" in r.json()
 
@@ -420,14 +444,17 @@ def test_header_timeout_from_env() -> None:
 
 
 @pytest.mark.slow
-def test_patchmoi_serve_process_edges(tmp_path: Path) -> None:
-    """The real `patchmoi serve`: PATCHMOI_HEADER_TIMEOUT is honoured, malformed HTTP is JSON, both logged."""
+@pytest.mark.parametrize("http", HTTP_PROTOCOLS)
+def test_patchmoi_serve_process_edges(tmp_path: Path, http: str) -> None:
+    """The real `patchmoi serve` on each stack (PATCHMOI_HTTP): PATCHMOI_HEADER_TIMEOUT is honoured, malformed
+    HTTP is JSON, both logged."""
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
         "DATA_DIR": str(tmp_path / "data"),
         "PATCH_ADMIN_TOKEN": TOKEN,
         "PATCHMOI_HEADER_TIMEOUT": "1",
+        "PATCHMOI_HTTP": http,
     }
     bad = subprocess.run(
         [PYTHON, "-m", "patchmoi", "serve", "--port", str(port)],
@@ -473,6 +500,8 @@ def test_patchmoi_serve_process_edges(tmp_path: Path) -> None:
             _, log = proc.communicate()  # reads both pipes to their end and closes them
     assert '"type": "http.header_timeout"' in log and '"type": "http.bad_request"' in log
     assert '"headerTimeout": 1.0' in log and TOKEN not in log
+    loop = "uvloop" if http == "httptools" else "asyncio"
+    assert f'"http": "{http}", "loop": "{loop}", "accessLog": "errors"' in log
 
 
 # -- auth with both headers (issue 15) --------------------------------------------------------------------------
@@ -507,10 +536,11 @@ def test_every_candidate_is_compared_in_constant_time(client: TestClient, monkey
     assert sorted(calls) == sorted([(TOKEN.encode(), TOKEN.encode()), (b"wrong", TOKEN.encode())])
 
 
-def test_a_non_ascii_token_matches_the_bytes_sent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("http", HTTP_PROTOCOLS)
+def test_a_non_ascii_token_matches_the_bytes_sent(tmp_path: Path, http: str) -> None:
     """On the wire (the test client re-encodes header values): the token's UTF-8 bytes match, its latin-1 don't."""
     token = "tök-ü"
-    with running(create_app(settings_for(tmp_path / "data", token), poll=False)) as port:
+    with running(create_app(settings_for(tmp_path / "data", token), poll=False), http=http) as port:
 
         def status(header: bytes) -> int:
             head = b"GET /flow-events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + header + b"\r\n\r\n"

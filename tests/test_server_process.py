@@ -94,6 +94,7 @@ def test_serve_process_end_to_end(tmp_path: Path, server: LoopbackServer) -> Non
         "PATCHMOI_MIN_POLL_SECONDS": "0.3",
         "PATCH_WORKSPACE_BACKEND_URL": backend.url,
         "PATCH_WORKSPACE_BACKEND_SECRET": "s",
+        "PATCHMOI_ACCESS_LOG": "all",  # a line for every request (the default logs errors and slow requests only)
     }
     proc = start(tmp_path, port, env)
     base = f"http://127.0.0.1:{port}"
@@ -101,9 +102,7 @@ def test_serve_process_end_to_end(tmp_path: Path, server: LoopbackServer) -> Non
     try:
         wait_for(
             lambda: (
-                json.loads((tmp_path / "data" / "feed-state.json").read_text()).get("rel", {}).get("primed")
-                if (tmp_path / "data" / "feed-state.json").exists()
-                else None
+                Store(tmp_path / "data").read_state().get("rel", {}).get("primed")  # the file and its journal
             )
         )
         feed["body"] = atom_releases(["v1.1.0", "v1.0.0"])
