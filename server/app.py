@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -65,7 +65,8 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def raw_list(key: str, lines: list[bytes]) -> Response:
     """`{"<key>": [...]}` assembled from stored JSON lines without decoding and re-encoding them."""
-    body = b'{"' + key.encode() + b'":[' + b",".join(lines) + b"]}"
+    parts = [b",".join(lines)] if lines else []
+    body = b"".join([b'{"', key.encode(), b'":[', *parts, b"]}"])  # one copy of the lines
     return Response(body, media_type="application/json; charset=utf-8")
 
 
@@ -86,15 +87,18 @@ def authorized(request: Request, token: str) -> bool:
     Bearer added by a proxy does not hide a right X-Patch-Admin-Token (or the other way round). Header values
     are latin-1 strings in Starlette: encoding them back gives the bytes the client sent.
     """
-    candidates = [v.strip() for v in request.headers.getlist("x-patch-admin-token")]
-    for auth in request.headers.getlist("authorization"):
-        scheme, _, value = auth.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            candidates.append(value.strip())
+    candidates = []
+    for name, raw in request.scope["headers"]:  # the raw (lower-cased) header list: no Headers object per request
+        if name == b"x-patch-admin-token":
+            candidates.append(raw.strip())
+        elif name == b"authorization":
+            scheme, _, value = raw.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                candidates.append(value.strip())
     expected = token.encode()
     ok = False
     for given in candidates:
-        ok |= bool(given) and hmac.compare_digest(given.encode("latin-1"), expected)
+        ok |= bool(given) and hmac.compare_digest(given, expected)
     return ok
 
 
@@ -205,7 +209,7 @@ class Api:
         return json_response(openapi_document())
 
     async def events(self, request: Request, rest: list[str]) -> Response:
-        q = request.query_params
+        q = _params(request)
         if not rest:
             if request.method not in GET:  # the spec's 404 for POST and the like on the list
                 return error(404, "not_found")
@@ -253,7 +257,7 @@ class Api:
                 return error(404, "feed_signal_not_found")
             return await self._chain(request, rest[0])
         _require(request, rest, GET)
-        q = request.query_params
+        q = _params(request)
         source = q.get("sourceId") or None
         return raw_list(
             "signals",
@@ -264,7 +268,7 @@ class Api:
         if rest:
             return error(404, "not_found")
         _method(request, GET)
-        q = request.query_params
+        q = _params(request)
         dispatches = await self._list(
             [Kind.DISPATCHES, Kind.LEGACY_DISPATCHES],
             self.store.list_dispatches,
@@ -275,7 +279,7 @@ class Api:
         return json_response({"dispatches": dispatches})
 
     async def attempts(self, request: Request, rest: list[str]) -> Response:
-        q = request.query_params
+        q = _params(request)
         if not rest:
             _method(request, GET)
             if q.get("state"):  # derived states (open queue, ...): each attempt carries its `state`
@@ -325,7 +329,7 @@ class Api:
     async def workspace_runs(self, request: Request, rest: list[str]) -> Response:
         _shallow(rest)
         _method(request, GET)
-        q = request.query_params
+        q = _params(request)
         if not rest:
             return json_response(
                 await self.service.workspace_runs(q.get("eventId") or None, q.get("status") or None, q.get("limit"))
@@ -338,7 +342,7 @@ class Api:
     async def workspace_events(self, request: Request, rest: list[str]) -> Response:
         _shallow(rest)
         _method(request, GET)
-        q = request.query_params
+        q = _params(request)
         if not rest:
             return json_response(await self.service.workspace_events(q.get("type") or None, q.get("limit")))
         event = await self.service.workspace_event(rest[0])
@@ -372,6 +376,13 @@ def _shallow(rest: list[str]) -> None:
 async def _reason(request: Request) -> str | None:
     """Read a small optional JSON body `{"reason": "..."}`; larger than 64 KiB is 413."""
     return _text((await _body(request)).get("reason"))
+
+
+def _params(request: Request) -> dict[str, str]:
+    """The query string as Starlette reads it (latin-1, blank values kept, the last of a repeated key wins),
+    without its multi-dict (a list request is cheap enough for that to show)."""
+    raw = request.scope.get("query_string") or b""
+    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
 
 
 def _text(value: Any) -> str | None:

@@ -19,6 +19,7 @@ appended (each batch is one SQLite write transaction, so two processes never ind
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gc
 import hashlib
@@ -48,6 +49,7 @@ _BATCH_BYTES = 16 << 20
 """Bytes read per write transaction: a kill loses at most one batch (about 0.3 s of work)."""
 _BULK_MIN_BYTES = 16 << 20
 """A backlog this big, and bigger than what is indexed already, is loaded without the secondary indexes."""
+_SPANS_KEPT = 64
 _PROGRESS_MIN_BYTES = 4 << 20
 """Backlogs smaller than this are caught up without a progress report."""
 
@@ -126,6 +128,19 @@ def id_hash(record_id: str) -> int:
     """The CRC-32 of an id: what a plain log's index keeps instead of the id (4 bytes where ids take 40-100).
     Lookups compare the candidate lines' ids, so the rare collision costs one more read, not a wrong answer."""
     return zlib.crc32(record_id.encode("utf-8", "surrogatepass"))
+
+
+def _padded(block: bytes) -> bool:
+    """Whether a block of lines has one with a BOM, a CR or white space around it (inside JSON strings these are
+    escaped, so found raw they are around a line)."""
+    return (
+        b"\r" in block
+        or b"\t" in block
+        or b" \n" in block
+        or b"\n " in block
+        or block[:1] == b" "
+        or codecs.BOM_UTF8 in block
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -219,6 +234,13 @@ class LogIndex:
         self.indexed = -1
         """The watermark this process last committed or read (-1: not looked yet)."""
         self._stopping = False
+        # The answers of recent `spans` queries while the file stays at one size (a dashboard asks the same pages
+        # again and again between appends): any append changes the size, and they are dropped.
+        self._spans: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        self._spans_at = -1
+        self.padded = True
+        """Whether an indexed line may have a BOM, a CR or spaces around it (then reads cut them); known after
+        the first refresh, assumed until then."""
 
     def stop(self) -> None:
         """Make a catch-up running in another thread return after its current batch (for `close`)."""
@@ -320,10 +342,11 @@ class LogIndex:
 
     # -- catch-up ----------------------------------------------------------------------------------------
     def backlog(self) -> int | None:
-        """Bytes not indexed yet as this process last saw it (None: not looked at yet)."""
+        """Bytes not indexed yet, by the file's size as last seen (every read looks; None: not looked at yet)."""
         if self.indexed < 0:
             return None
-        return max(0, self.file.size() - self.indexed)
+        size = self.file.last_size if self.file.last_size >= 0 else self.file.size()
+        return max(0, size - self.indexed)
 
     def refresh(self, progress: Progress | None = None) -> None:
         """Index bytes appended since the last look (by any process). Cheap when nothing changed."""
@@ -401,7 +424,7 @@ class LogIndex:
                 collecting = gc.isenabled()
                 gc.disable()  # a batch makes ~30,000 tuples that live until it commits: no cycles to look for
                 try:
-                    end, exhausted, rows = self._index_range(conn, mark, size)
+                    end, exhausted, rows, padded = self._index_range(conn, mark, size)
                 finally:
                     if collecting:
                         gc.enable()
@@ -422,9 +445,11 @@ class LogIndex:
                         ("sig", self._signature(end)),
                         ("bulk", "1" if bulk else "0"),
                         ("rows", str(int(meta.get("rows", "0")) + rows)),
+                        ("padded", "1" if padded or meta.get("padded") == "1" else "0"),
                     ],
                 )
                 conn.execute("COMMIT")
+                self.padded = padded or meta.get("padded") == "1"
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -447,20 +472,22 @@ class LogIndex:
         if progress is not None:
             progress(building)
 
-    def _index_range(self, conn: sqlite3.Connection, mark: int, size: int) -> tuple[int, bool, int]:
-        """Index complete lines from `mark`, stopping after `_BATCH_BYTES`: (end, reached `size`, rows)."""
+    def _index_range(self, conn: sqlite3.Connection, mark: int, size: int) -> tuple[int, bool, int, bool]:
+        """Index complete lines from `mark`, stopping after `_BATCH_BYTES`: (end, reached `size`, rows, whether
+        a line has a BOM, a CR or spaces around it)."""
         latest = self.spec.latest
         rows: list[tuple[Any, ...]] = []
         newest: dict[str, tuple[Any, ...]] = {}
         bad: list[tuple[int, int, str]] = []
         end, count, budget = mark, 0, mark + _BATCH_BYTES
-        exhausted = True
+        exhausted, padded = True, False
         crc = zlib.crc32
         single, id_at = self.fields.single_id, self.fields.id_at
         k1_at, k2_at = self.fields.k1_at, self.fields.k2_at
         for base, block in self.file.blocks(mark, size):
             lines = block.split(b"\n")
             lines.pop()  # a block ends with a newline
+            padded = padded or _padded(block)
             values: list[tuple[Any, ...] | None] | None = self.fields.decode_lines(block, lines)  # type: ignore[assignment]
             off = base
             if values is None:  # line at a time: blank lines, bad lines, escapes
@@ -501,7 +528,7 @@ class LogIndex:
             conn.executemany("INSERT OR REPLACE INTO rec(off, len, h, k1, k2) VALUES (?, ?, ?, ?, ?)", rows)
         if bad:
             conn.executemany("INSERT OR REPLACE INTO bad(off, len, error) VALUES (?, ?, ?)", bad)
-        return end, exhausted, count
+        return end, exhausted, count, padded
 
     def _read_one(self, off: int, line: bytes, bad: list[tuple[int, int, str]]) -> tuple[Any, ...] | None:
         """One line the block decode could not take: its raw field values, or None (blank, or put in `bad`)."""
@@ -538,7 +565,16 @@ class LogIndex:
             args.append(before)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT off, len FROM rec {clause} ORDER BY off DESC LIMIT ?"
-        return [(int(a), int(b)) for a, b in self._query(sql, [*args, limit])]
+        key = (sql, *args, limit)
+        self.refresh()
+        found = self._spans.get(key) if self._spans_at == self._known_size else None
+        if found is None:
+            found = self._query(sql, [*args, limit])  # (int, int) rows, newest first
+            if self._spans_at != self._known_size:
+                self._spans, self._spans_at = {}, self._known_size
+            if len(self._spans) < _SPANS_KEPT:
+                self._spans[key] = found
+        return found
 
     def _verified(self, candidates: Sequence[tuple[Any, ...]], record_id: str) -> tuple[int, int] | None:
         """The first (newest) of these (off, len) rows whose line really has this id (hashes can collide)."""

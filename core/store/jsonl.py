@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from patchmoi.core.fsutil import FILE_MODE, ensure_dir, fsync_dir, write_all
 from patchmoi.core.records import now_iso
 
 _CHUNK = 1 << 20
+_GAP = 4096  # spans read together may leave this much unread between them ...
+_RUN = 1 << 20  # ... in one read of at most this size
+_DENSE = 64 << 10  # spans within this range are read together whatever is between them
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -46,6 +50,7 @@ class JsonlFile:
         self._read_inode = -1
         self._seen_inode = -1
         self._retired: list[int] = []
+        self.last_size = -1  # as the last `size()` saw it (-1: not yet)
 
     # -- locking -----------------------------------------------------------------------------------------
     @contextmanager
@@ -165,9 +170,32 @@ class JsonlFile:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
+            self.last_size = 0
             return 0
         self._seen_inode = st.st_ino
+        self.last_size = st.st_size
         return st.st_size
+
+    def read_spans(self, spans: Sequence[tuple[int, int]], *, descending: bool = False) -> list[bytes]:
+        """`read_at`, in one pread when the spans lie close together (a newest-first page is one run of lines
+        at the end of the file: one read instead of 50). `descending`: the spans come newest first (as the
+        index gives them), so their ends bound them."""
+        if not spans:
+            return []
+        if descending:
+            lo, hi = spans[-1][0], spans[0][0] + spans[0][1]
+        else:
+            lo = min(offset for offset, _ in spans)
+            hi = max(offset + length for offset, length in spans)
+        if hi - lo > _DENSE and (hi - lo > _RUN or hi - lo > 2 * sum(length for _, length in spans) + _GAP):
+            return self.read_at(spans)  # too sparse: one read each
+        data = self.read_at([(lo, hi - lo)])[0]
+        if descending and hi - lo == sum(map(itemgetter(1), spans)) + len(spans) - 1:
+            lines = data.split(b"\n")  # one run of whole lines, newest first: split in C, no slices
+            lines.reverse()
+            if len(lines) == len(spans):
+                return lines
+        return [data[offset - lo : offset - lo + length] for offset, length in spans]
 
     def read_at(self, spans: Sequence[tuple[int, int]]) -> list[bytes]:
         """Read lines at (offset, length) spans with positional reads (no whole-file load), on a descriptor
