@@ -111,11 +111,14 @@ def _finite(text: str) -> float:
     return value
 
 
+_STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)  # one decoder, not one per line
+
+
 def strict_loads(raw: bytes) -> Any:
     """`json.loads` that refuses what JSON.parse or a re-encode would choke on: NaN and Infinity, numbers
     that overflow to infinity, and lone surrogates (`\\ud800`, which the Bun era could write). A line that
     fails is skipped and counted by the index, so it is never served."""
-    obj = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    obj = _STRICT.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))  # as json.loads reads bytes
     if _SURROGATE_ESCAPE.search(raw):
         try:
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
