@@ -225,8 +225,16 @@ class Service:
             await self._dispatch_one(self.queue.get_nowait())
 
     async def _poll_loop(self) -> None:
-        due: dict[str, float] = {}
         running: dict[str, asyncio.Task[PollReport]] = {}
+        try:
+            await self._poll_turns(running)
+        finally:  # stopping: no poll goes on writing after the final flush and the store's close
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
+
+    async def _poll_turns(self, running: dict[str, asyncio.Task[PollReport]]) -> None:
+        due: dict[str, float] = {}
         last_flush = last_renew = time.monotonic()
         while not self._stop.is_set():
             if time.monotonic() - last_renew >= LEASE_TTL / 3:

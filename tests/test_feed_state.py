@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from patchmoi.core.feeds.poller import SEEN_CAP, id_digest
 from patchmoi.core.store import Store, feedstate
 
@@ -93,3 +95,32 @@ def test_the_journal_is_folded_when_it_outgrows_the_snapshot(tmp_path: Path) -> 
     store.write_state({"s1": {**big["s1"], "lastCheckedAt": "now"}})
     assert (data / "feed-state.journal").stat().st_size < 200
     assert Store(data).read_state()["s1"]["lastCheckedAt"] == "now"
+
+
+def test_a_save_after_a_torn_line_is_kept(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    Store(data).write_state({"a": {"primed": True, "lastSeenId": "a1"}})
+    with (data / "feed-state.journal").open("ab") as fh:  # killed mid-append: a line without its newline
+        fh.write(b'{"s":"b","set":{"primed":tr')
+    Store(data).write_state({"c": {"primed": True, "lastSeenId": "c1"}})  # the next process saves
+    assert sorted(Store(data).read_state()) == ["a", "c"]  # b's save is lost, c's is not
+
+
+def test_snapshot_writes_failing_twice_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    store = Store(data)
+    store.write_state({"a": {"primed": True}})
+    store.records.flush_feed_states()  # type: ignore[attr-defined]
+
+    def full(path: Path, data: bytes) -> None:  # the whole-file rewrite fails, small appends still fit
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(feedstate, "atomic_write", full)
+    store.write_state({"b": {"primed": True}})
+    store.records.flush_feed_states()  # type: ignore[attr-defined]  # fails: b's line kept aside in .1
+    store.write_state({"c": {"primed": True}})
+    store.records.flush_feed_states()  # type: ignore[attr-defined]  # fails again: .1 must not be replaced
+    assert sorted(Store(data).read_state()) == ["a", "b", "c"]
+    monkeypatch.undo()
+    store.close()
+    assert sorted(json.loads((data / "feed-state.json").read_text())) == ["a", "b", "c"]

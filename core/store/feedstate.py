@@ -178,9 +178,11 @@ class Journal:
             return
         try:
             ensure_dir(self.path.parent)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
             try:
                 start = os.fstat(fd).st_size
+                if start and os.pread(fd, 1, start - 1) != b"\n":
+                    data = b"\n" + data  # a torn last line (a crash mid-append) stays one bad line, alone
                 try:
                     write_all(fd, data)
                     os.fsync(fd)
@@ -213,8 +215,10 @@ class Journal:
         `background`, the journal is set aside at once and the snapshot written on a thread (`state` must not
         change under it: the store replaces a source's dict on a save, never edits it)."""
         self.wait()
-        if self.rotated.exists():  # a fold that did not finish (a crash): its lines are in `state` too
+        if self.rotated.exists():  # a fold that did not finish (a crash, a full disk): its lines are in `state` too
             self._write(state, self.rotated)
+            if self.rotated.exists():  # still cannot write the snapshot: keep both files, try again later
+                return
         if self.path.exists():
             os.replace(self.path, self.rotated)
         self.first_at = None

@@ -344,6 +344,20 @@ class LogIndex:
                 os.unlink(str(self.db_path) + suffix)
 
     # -- catch-up ----------------------------------------------------------------------------------------
+    def stored_watermark(self) -> int | None:
+        """The watermark on disk, read without this index's connection or lock (None: no index, unreadable)."""
+        if not self.db_path.exists():
+            return None
+        try:
+            db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=0.5)
+            try:
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+        return int(meta.get("watermark", "0")) if meta.get("version") == SCHEMA_VERSION else 0
+
     def backlog(self) -> int | None:
         """Bytes not indexed yet, by the file's size as last seen (every read looks; None: not looked at yet)."""
         if self.indexed < 0:
@@ -570,13 +584,14 @@ class LogIndex:
         sql = f"SELECT off, len FROM rec {clause} ORDER BY off DESC LIMIT ?"
         key = (sql, *args, limit)
         self.refresh()
-        found = self._spans.get(key) if self._spans_at == self._known_size else None
-        if found is None:
-            found = self._query(sql, [*args, limit])  # (int, int) rows, newest first
-            if self._spans_at != self._known_size:
-                self._spans, self._spans_at = {}, self._known_size
-            if len(self._spans) < _SPANS_KEPT:
-                self._spans[key] = found
+        with self._lock:  # the answer and the size it answers for, read together (appends refresh under it)
+            found = self._spans.get(key) if self._spans_at == self._known_size else None
+            if found is None:
+                found = self._connect().execute(sql, [*args, limit]).fetchall()  # (off, len), newest first
+                if self._spans_at != self._known_size:
+                    self._spans, self._spans_at = {}, self._known_size
+                if len(self._spans) < _SPANS_KEPT:
+                    self._spans[key] = found
         return found
 
     def _verified(self, candidates: Sequence[tuple[Any, ...]], record_id: str) -> tuple[int, int] | None:

@@ -180,8 +180,12 @@ class Log:
         if index.building is not None:
             return True
         backlog = index.backlog()
-        if backlog is None:  # not looked at by this process: behind if there is no index at all yet
-            return not index.db_path.exists() and self.file.size() > TAIL_FROM_BYTES
+        if backlog is None:  # not looked at by this process: what the index on disk has (none: nothing)
+            size = self.file.size()
+            if size <= TAIL_FROM_BYTES:
+                return False
+            mark = index.stored_watermark()
+            return mark is None or size - mark > TAIL_FROM_BYTES
         return backlog > TAIL_FROM_BYTES
 
     def _tail(self, filters: dict[str, str], limit: int, before: int | None) -> list[tuple[int, bytes]] | None:
