@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from patchmoi.core.log import logger
 from tests.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +48,25 @@ def server() -> Iterator[LoopbackServer]:
     s = LoopbackServer().start()
     yield s
     s.stop()
+
+
+class LogLines(logging.Handler):
+    """The JSON log lines patchmoi writes (core.log), decoded, as a test sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """Every log line written during the test (INFO and up)."""
+    handler, level = LogLines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

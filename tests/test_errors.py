@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import json
-import logging
 import pkgutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from starlette.testclient import TestClient
 import patchmoi
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import TABLE, BackendError, NotFoundError, PatchmoiError, exit_code, from_code, http_status
-from patchmoi.core.log import log_event, logger
+from patchmoi.core.log import log_event
 from patchmoi.server.app import Api, create_app
 
 from .conftest import PYTHON, ROOT
@@ -51,25 +48,6 @@ def test_the_table_gives_statuses_and_exit_codes() -> None:
 
     assert GitError.code == "git_failed" and TABLE["git_failed"] == (500, 1)
     assert isinstance(from_code("workspace_run_not_found", "m"), NotFoundError)
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict[str, object]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, object]]]:
-    handler, level = Lines(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def test_an_internal_error_is_logged_with_its_traceback(

@@ -22,7 +22,6 @@ import pytest
 from patchmoi.core import log
 from patchmoi.core.config import AccessLog, Settings
 from patchmoi.core.errors import ConfigError
-from patchmoi.core.log import logger
 from patchmoi.core.records import now_iso
 from patchmoi.server.app import Api, create_app
 from patchmoi.server.run import HTTP_PROTOCOLS, UPGRADE_BODY, http_from_env
@@ -153,25 +152,6 @@ def test_access_log_setting() -> None:
     for bad in ("some", "sample", "sample:0", "sample:-2", "sample:x", "sample:1.5"):
         with pytest.raises(ConfigError, match="PATCHMOI_ACCESS_LOG must be all, errors, off or sample:N"):
             Settings.from_env({"PATCHMOI_ACCESS_LOG": bad})
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    handler, level = Lines(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 @pytest.mark.parametrize(
