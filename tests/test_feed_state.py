@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from patchmoi.core import fsutil
 from patchmoi.core.feeds.poller import SEEN_CAP, id_digest
 from patchmoi.core.store import Store, feedstate
 
@@ -124,3 +126,31 @@ def test_snapshot_writes_failing_twice_lose_nothing(tmp_path: Path, monkeypatch:
     monkeypatch.undo()
     store.close()
     assert sorted(json.loads((data / "feed-state.json").read_text())) == ["a", "b", "c"]
+
+
+def test_a_reader_racing_a_fold_still_sees_the_newest_saves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    writer = Store(data)
+    writer.write_state({"a": {"lastSeenId": "1"}})
+    writer.records.flush_feed_states()  # type: ignore[attr-defined]  # the snapshot says 1
+    writer.write_state({"a": {"lastSeenId": "2"}})  # the journal says 2
+    real_read = Path.read_bytes
+    real_write = fsutil.atomic_write
+
+    def slow_write(path: Path, body: bytes) -> None:  # the snapshot takes a moment to write
+        time.sleep(0.3)
+        real_write(path, body)
+
+    monkeypatch.setattr(feedstate, "atomic_write", slow_write)
+
+    def read_bytes(self: Path) -> bytes:
+        try:
+            return real_read(self)
+        finally:
+            if self.name == "feed-state.journal.1" and writer.records.journal.first_at:  # type: ignore[attr-defined]
+                writer.records._fold(background=True)  # type: ignore[attr-defined]  # right between the reads
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert Store(data).read_state()["a"]["lastSeenId"] == "2"
+    monkeypatch.undo()
+    writer.records.journal.wait()  # type: ignore[attr-defined]

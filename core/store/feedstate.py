@@ -145,6 +145,14 @@ def replay(state: State, journal: bytes) -> int:
     return skipped
 
 
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class Journal:
     """The journal file: batched appends (one fsync), reads, and folding into the snapshot.
 
@@ -162,14 +170,20 @@ class Journal:
         self.fold_error: str | None = None
 
     def read(self) -> bytes:
-        out = b""
-        for path in (self.rotated, self.path):
-            try:
-                out += path.read_bytes()
-            except FileNotFoundError:
-                continue
-            if out and not out.endswith(b"\n"):
-                out += b"\n"  # a torn last line of .1 stays one bad line
+        """`.1` then the journal. Read again if a fold set the journal aside meanwhile (its lines would be
+        missed: read neither in the journal nor, yet, in the snapshot)."""
+        for _ in range(5):
+            before = _identity(self.rotated)
+            out = b""
+            for path in (self.rotated, self.path):
+                try:
+                    out += path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                if out and not out.endswith(b"\n"):
+                    out += b"\n"  # a torn last line of .1 stays one bad line
+            if _identity(self.rotated) == before:
+                break
         return out
 
     def append(self, lines: Iterable[Mapping[str, Any]]) -> None:
