@@ -103,6 +103,8 @@ class PatchmoiApp(App[None]):
         # A big DATA_DIR opened for the first time builds its indexes (seconds): the screen comes up at once
         # with the progress in the status line, and fills in when they are ready.
         warm = asyncio.create_task(self.client.warm())
+        if not self.client.slow_to_warm():  # indexed, or small: ready in milliseconds, so wait for it
+            await asyncio.wait({warm})
         done, _ = await asyncio.wait({warm}, timeout=WARM_WAIT_SECONDS)
         if done:
             await self.start_dashboard(warm)

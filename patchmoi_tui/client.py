@@ -52,6 +52,10 @@ class Client(Protocol):
         """Get ready to read (a local DATA_DIR builds its indexes: seconds on a big one, on a thread)."""
         ...
 
+    def slow_to_warm(self) -> bool:
+        """Whether `warm` has a big build to do (then the dashboard comes up before it is done)."""
+        ...
+
     def warming(self) -> str | None:
         """What `warm` is doing, for the status line (None: nothing worth saying)."""
         ...
@@ -140,6 +144,9 @@ class LocalClient:
 
     async def warm(self) -> None:
         await asyncio.to_thread(self.store.warm)
+
+    def slow_to_warm(self) -> bool:
+        return self.store.warm_for()
 
     def warming(self) -> str | None:
         building = self.store.warming()
@@ -357,6 +364,9 @@ class RemoteClient:
 
     async def warm(self) -> None:
         return None  # the server builds its own indexes; its /readyz progress shows in the status line
+
+    def slow_to_warm(self) -> bool:
+        return False
 
     def warming(self) -> str | None:
         return None if self._warming is None else f"server {self._warming}"

@@ -26,7 +26,7 @@ from patchmoi.core.store import feedstate
 from patchmoi.core.store.contract import FILTERS, LATEST, Change, Cursor, Kind, Record, Warming
 from patchmoi.core.store.follow import follow as follow_files
 from patchmoi.core.store.index import Building, IndexSpec
-from patchmoi.core.store.log import TAIL_FROM_BYTES, Log
+from patchmoi.core.store.log import Log
 
 STATE_REBUILD_SEEN = 500  # as the poller's seen-id cap
 STATE_FILE = "feed-state.json"
@@ -399,11 +399,7 @@ class JsonlStore:
         return out
 
     def warm_for(self, kind: Kind) -> bool:
-        log = self.logs[kind]
-        if log.index.building is not None:
-            return True
-        backlog = log.index.backlog()
-        return (backlog is None and log.path.exists()) or (backlog is not None and backlog >= TAIL_FROM_BYTES)
+        return self.logs[kind].behind()
 
     # -- health ------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -150,7 +150,7 @@ class Log:
         """Like `select`, but the stored JSON lines themselves (each one a valid object: the index only
         points at lines that parsed; a byte order mark a Bun-era first line may carry is cut), for responses
         that would only re-encode them."""
-        tail = self._tail(filters or {}, limit, None) if self._behind() else None
+        tail = self._tail(filters or {}, limit, None) if self.behind() else None
         if tail is not None:
             return [raw.removeprefix(BOM) for _, raw in tail]
         self.open()
@@ -166,14 +166,14 @@ class Log:
         filters: dict[str, str] | None = None,
         before: int | None = None,
     ) -> list[tuple[int, dict[str, Any]]]:
-        tail = self._tail(filters or {}, limit, before) if self._behind() else None
+        tail = self._tail(filters or {}, limit, before) if self.behind() else None
         if tail is not None:
             return [(off, obj) for off, raw in tail if isinstance(obj := _loads(raw), dict)]
         self.open()
         return self._read(self.index.spans(filters=self._columns(filters), limit=limit, before=before))
 
     # -- reads while the index is built --------------------------------------------------------------------
-    def _behind(self) -> bool:
+    def behind(self) -> bool:
         """Whether the index is being built, or far behind the file (a fresh one on a big log): then a
         newest-first list is read from the end of the file instead of waiting for it."""
         index = self.index
