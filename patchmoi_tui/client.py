@@ -149,11 +149,10 @@ class LocalClient:
         return self.store.warm_for()
 
     def warming(self) -> str | None:
-        building = self.store.warming()
-        if not building:
+        indexing = self.store.indexing()
+        if indexing is None:
             return None
-        shown = ", ".join(f"{b.kind.value} {b.percent}%" for b in building)
-        return f"indexing {self.settings.data_dir}: {shown} (first open of a big store; later opens are instant)"
+        return f"{indexing['message']} in {self.settings.data_dir} (first open of a big store; later opens are instant)"
 
     async def close(self) -> None:
         self._stop.set()

@@ -191,11 +191,15 @@ class FieldReader:
     def read(self, line: bytes) -> tuple[str | None, str | None, str | None]:
         """(id, k1, k2) of one line; ValueError if the line is not a strict JSON object."""
         values = self.values(line)
-        parts = [values[i] for i in self.id_at]
-        record_id = ":".join(parts) if all(isinstance(p, str) for p in parts) else None
+        record_id = self.id_from(values)
         k1 = _text(values[self.k1_at]) if self.k1_at is not None else None
         k2 = _text(values[self.k2_at]) if self.k2_at is not None else None
         return record_id, k1, k2
+
+    def id_from(self, values: Sequence[Any]) -> str | None:
+        """The record id from `values` (the id fields joined by ':', if they are all strings)."""
+        parts = [values[i] for i in self.id_at]
+        return ":".join(parts) if all(isinstance(p, str) for p in parts) else None
 
     def decode_lines(self, block: bytes, lines: list[bytes]) -> list[tuple[Any, ...]] | None:
         """The raw field values (in `spec.fields` order) of every line of `block` in one decode, or None when
@@ -499,7 +503,7 @@ class LogIndex:
         end, count, budget = mark, 0, mark + _BATCH_BYTES
         exhausted, padded = True, False
         crc = zlib.crc32
-        single, id_at = self.fields.single_id, self.fields.id_at
+        single, id_from = self.fields.single_id, self.fields.id_from
         k1_at, k2_at = self.fields.k1_at, self.fields.k2_at
         for base, block in self.file.blocks(mark, size):
             lines = block.split(b"\n")
@@ -522,8 +526,7 @@ class LogIndex:
                         if record_id.__class__ is not str:
                             record_id = None
                     else:
-                        parts = [fields[i] for i in id_at]
-                        record_id = ":".join(parts) if all(p.__class__ is str for p in parts) else None
+                        record_id = id_from(fields)
                     k1 = fields[k1_at] if k1_at is not None else None
                     k2 = fields[k2_at] if k2_at is not None else None
                     k1 = k1 if k1.__class__ is str else None

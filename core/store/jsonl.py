@@ -176,22 +176,17 @@ class JsonlFile:
         self.last_size = st.st_size
         return st.st_size
 
-    def read_spans(self, spans: Sequence[tuple[int, int]], *, descending: bool = False) -> list[bytes]:
-        """`read_at`, in one pread when the spans lie close together (a newest-first page is one run of lines
-        at the end of the file: one read instead of 50). `descending`: the spans come newest first (as the
-        index gives them), so their ends bound them."""
+    def read_spans(self, spans: Sequence[tuple[int, int]]) -> list[bytes]:
+        """`read_at` for spans newest first (as the index gives them), in one pread when they lie close together
+        (a newest-first page is one run of lines at the end of the file: one read instead of 50)."""
         if not spans:
             return []
-        if descending:
-            lo, hi = spans[-1][0], spans[0][0] + spans[0][1]
-        else:
-            lo = min(offset for offset, _ in spans)
-            hi = max(offset + length for offset, length in spans)
+        lo, hi = spans[-1][0], spans[0][0] + spans[0][1]
         if hi - lo > _DENSE and (hi - lo > _RUN or hi - lo > 2 * sum(length for _, length in spans) + _GAP):
             return self.read_at(spans)  # too sparse: one read each
         data = self.read_at([(lo, hi - lo)])[0]
-        if descending and hi - lo == sum(map(itemgetter(1), spans)) + len(spans) - 1:
-            lines = data.split(b"\n")  # one run of whole lines, newest first: split in C, no slices
+        if hi - lo == sum(map(itemgetter(1), spans)) + len(spans) - 1:
+            lines = data.split(b"\n")  # one run of whole lines: split in C and reversed, no slices
             lines.reverse()
             if len(lines) == len(spans):
                 return lines
@@ -217,31 +212,13 @@ class JsonlFile:
             return fd
 
     def scan(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Yield (offset, line without newline) for complete lines in [start, stop)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            end = os.fstat(fd).st_size if stop is None else stop
-            pos = start
-            carry = b""
-            carry_at = start
-            while pos < end:
-                block = os.pread(fd, min(_CHUNK, end - pos), pos)
-                if not block:
-                    break
-                pos += len(block)
-                data = carry + block
-                base = carry_at
-                lines = data.split(b"\n")
-                carry = lines.pop()
-                for line in lines:
-                    yield base, line
-                    base += len(line) + 1
-                carry_at = base
-        finally:
-            os.close(fd)
+        """Yield (offset, line without newline) for complete lines in [start, stop) (the file's end if None)."""
+        for base, block in self.blocks(start, self.size() if stop is None else stop):
+            lines = block.split(b"\n")
+            lines.pop()  # a block ends with a newline
+            for line in lines:
+                yield base, line
+                base += len(line) + 1
 
     def lines_before(self, end: int, chunk: int = 1 << 18) -> Iterator[tuple[int, bytes]]:
         """Yield (offset, line without newline) of the complete lines that end before `end`, newest first,

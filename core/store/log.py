@@ -30,7 +30,7 @@ def _loads(raw: bytes) -> Any:
     try:
         return strict_loads(raw)
     except ValueError:
-        return None  # a number too big for a float, which the index lets by too
+        return None  # a number too big for a float, which the index lets by; or a file replaced under us
 
 
 @dataclass(frozen=True)
@@ -121,15 +121,8 @@ class Log:
     # -- reads -------------------------------------------------------------------------------------------
     def _read(self, spans: Sequence[tuple[int, int]]) -> list[tuple[int, dict[str, Any]]]:
         """(offset, record) for each span, offsets kept aligned with the records that decode."""
-        out = []
-        for (offset, _), raw in zip(spans, self.file.read_spans(spans, descending=True), strict=True):
-            try:
-                obj = strict_loads(raw)
-            except ValueError:
-                continue  # a number too big for a float, which the index lets by; or a file replaced under us
-            if isinstance(obj, dict):
-                out.append((offset, obj))
-        return out
+        pairs = zip(spans, self.file.read_spans(spans), strict=True)
+        return [(offset, obj) for (offset, _), raw in pairs if isinstance(obj := _loads(raw), dict)]
 
     def select(
         self,
@@ -154,7 +147,7 @@ class Log:
         if tail is not None:
             return [raw.removeprefix(BOM) for _, raw in tail]
         self.open()
-        lines = self.file.read_spans(self.index.spans(filters=self._columns(filters), limit=limit), descending=True)
+        lines = self.file.read_spans(self.index.spans(filters=self._columns(filters), limit=limit))
         if not self.index.padded or _clean(lines):  # the index knows no line needs cutting: no check at all
             return lines
         return [raw.strip().removeprefix(BOM) for raw in lines]
@@ -217,7 +210,7 @@ class Log:
             except ValueError:
                 continue
             if latest:
-                record_id = self.spec.record_id(dict(zip(names, values, strict=True)))
+                record_id = self.index.fields.id_from(values)
                 if record_id is None or record_id in seen:
                     continue
                 seen.add(record_id)
