@@ -384,22 +384,6 @@ def concurrency_of_service() -> tuple[int, str]:
     return min(polls, connections), why
 
 
-async def pool_skew(port: int, n_sources: int) -> tuple[int, int] | None:
-    """(pools, sources on the busiest pool) if the fetcher spreads URLs over several connection pools."""
-    from patchmoi.core.feeds.fetch import Fetcher
-
-    fetcher = Fetcher()
-    client_for = getattr(fetcher, "client_for", None)
-    clients = getattr(fetcher, "clients", None)
-    try:
-        if client_for is None or not clients or len(clients) < 2:
-            return None
-        load = Counter(id(client_for(f"http://127.0.0.1:{port}/feed/{i}")) for i in range(n_sources))
-        return len(clients), max(load.values())
-    finally:
-        await fetcher.aclose()
-
-
 async def feeds_bench(tmp: Path, feed: FeedServer, args: argparse.Namespace) -> None:
     n, port = args.sources, feed.port
     labels = ("cold", "steady", "burst", "steady after burst")
@@ -425,14 +409,6 @@ async def feeds_bench(tmp: Path, feed: FeedServer, args: argparse.Namespace) -> 
         f"{why})"
     )
     print(f"cold / floor               {cold.seconds / floor:7.2f} x   (target <= 2)")
-    skew = await pool_skew(port, n)
-    if skew is not None:
-        pools, busiest = skew
-        per_pool = max(1, concurrency // pools)
-        print(
-            f"  the fetcher's {pools} connection pools of {per_pool}: the busiest serves {busiest} of the {n} URLs, "
-            f"so its own floor is {busiest * args.latency_ms / 1000 / per_pool:.2f} s"
-        )
     steady = by["steady"]
     ratio = cold.bytes / steady.bytes if steady.bytes else float("inf")
     print(f"bytes cold / steady        {ratio:7.1f} x   (target >= 5x; a 304 has no body)")

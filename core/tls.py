@@ -1,7 +1,7 @@
 """One TLS context for every HTTP client of a process.
 
 Building one (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR) costs about 47 ms on this machine, and
-httpx builds one per client unless given one: the poll fetcher's shards, the service, the dispatcher and the
+httpx and aiohttp build one per client unless given one: the poll fetcher, the service, the dispatcher and the
 dashboard's remote client made a process start about 0.5 s slower. An SSLContext is safe to share.
 """
 

@@ -84,8 +84,9 @@ def https_feed(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 async def test_the_clients_of_a_service_share_one_tls_context(tmp_path: Path) -> None:
     service = Service(Settings.from_env({"DATA_DIR": str(tmp_path / "data")}))
     try:
-        clients = [*service.fetcher.clients, service.http, service.dispatcher.client]
+        clients = [service.http, service.dispatcher.client]
         contexts = {id(c._transport._pool._ssl_context) for c in clients}  # type: ignore[attr-defined]
+        contexts.add(id(service.fetcher.session().connector._ssl))  # type: ignore[union-attr]
         assert contexts == {id(tls_context())}
     finally:
         await service.stop()
