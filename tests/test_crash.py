@@ -35,7 +35,7 @@ def die(*_a, **_k):
 
 if point in FILES:
     name = FILES[point]
-    for method in ("append_if_absent", "append", "append_many", "append_with_unique_id"):
+    for method in ("append_if_absent", "append_many_if_absent", "append", "append_many", "append_with_unique_id"):
         original = getattr(Log, method)
         def wrapped(self, *a, _original=original, **k):
             result = _original(self, *a, **k)

@@ -148,6 +148,30 @@ def test_append_if_absent_and_unique_ids(rs: RecordStore) -> None:
     assert rs.existing_ids(Kind.ATTEMPTS, ["e1:dispatch:t#2", "zz"]) == {"e1:dispatch:t#2"}
 
 
+def test_append_many_if_absent_takes_each_id_once(rs: RecordStore) -> None:
+    rs.append(Kind.EVENTS, event(1))
+    batch = [(event(1), "e1"), (event(2), "e2"), ({**event(2), "payload": {"n": 99}}, "e2"), (event(3), "e3")]
+    assert rs.append_many_if_absent(Kind.EVENTS, batch) == [False, True, False, True]
+    assert rs.append_many_if_absent(Kind.EVENTS, []) == []
+    assert [r["id"] for _, r in rs.select(Kind.EVENTS)] == ["e3", "e2", "e1"]
+    assert rs.get(Kind.EVENTS, "e2") == event(2)
+
+
+def test_append_many_if_absent_is_exactly_once_across_processes(impl: Impl, rs: RecordStore, tmp_path: Path) -> None:
+    body = (
+        "from patchmoi.core.store import Kind\n"
+        "wins = 0\n"
+        "for i in range(0, 200, 20):\n"
+        "    batch = [({'id': f'x{j}', 'type': 't'}, f'x{j}') for j in range(i, i + 20)]\n"
+        "    wins += sum(store.append_many_if_absent(Kind.EVENTS, batch))\n"
+        "print(wins)"
+    )
+    procs = [child(impl, tmp_path, body, wait=False) for _ in range(4)]
+    wins = sum(int(p.communicate(timeout=120)[0]) for p in procs)
+    assert wins == 200
+    assert rs.count(Kind.EVENTS) == 200
+
+
 def test_append_if_absent_is_exactly_once_across_processes(impl: Impl, rs: RecordStore, tmp_path: Path) -> None:
     body = (
         "from patchmoi.core.store import Kind\n"

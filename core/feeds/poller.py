@@ -24,13 +24,14 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from patchmoi.core.events import build_flow_event, build_job, build_signal, entry_tag
 from patchmoi.core.feeds.entries import MAX_ID_CHARS, FeedEntry, ParsedFeed, safe_text
 from patchmoi.core.feeds.fetch import Fetcher
+from patchmoi.core.feeds.groupcommit import GroupCommit
 from patchmoi.core.feeds.kinds import ReadContext, read_source
 from patchmoi.core.feeds.npm import dist_tag_moves
 from patchmoi.core.feeds.selection import Decision, advance, decide
@@ -49,6 +50,12 @@ DIGEST_CHARS = 10
 MAX_KNOWN = 50_000
 """Digests kept per source (500 KB): a document's own ids always, then those of entries seen earlier."""
 GIT_PROCESSES = 8
+
+Accepting = tuple[FeedSource, FeedEntry, Decision]
+Accepted = tuple[str | None, dict[str, Any] | None]
+"""An entry to record, and what recording it gives back: its flow event's id and the event as stored."""
+DATA_ERRORS = (ValueError, TypeError, LookupError, OverflowError)
+"""An entry's own data could not be recorded (not the store: an OSError fails the poll)."""
 
 
 def id_digest(entry_id: str) -> str:
@@ -235,6 +242,7 @@ class Poller:
         self.git_slots = asyncio.Semaphore(GIT_PROCESSES)
         self.health: dict[str, dict[str, Any]] = {}
         self.in_flight: set[str] = set()
+        self.recorder: GroupCommit[Accepting, Accepted] = GroupCommit(self._accept_batch)
 
     # -- selection ---------------------------------------------------------------------------------------
     @staticmethod
@@ -411,9 +419,9 @@ class Poller:
         for index, entry in enumerate(new):
             try:
                 decision = self.decide(source, entry, newest)
-                # the records are written (and fsynced) on a thread: the API this loop serves never waits on disk
-                event_id, stored = await asyncio.to_thread(self._accept, source, entry, decision)
-            except (ValueError, TypeError, LookupError, OverflowError) as exc:
+                # written (and fsynced) on a thread, together with what other polls hand in meanwhile
+                event_id, stored = await self.recorder.submit((source, entry, decision))
+            except DATA_ERRORS as exc:
                 # this entry's data, not the store (an OSError still fails the poll): skip it, keep going,
                 # and leave it unseen so the next poll retries it (every step of _accept is idempotent)
                 failed.add(entry.id)
@@ -468,9 +476,61 @@ class Poller:
         self.state.put(source.id, final, flush=bool(new))
         report.status = "primed" if priming and not new else "ok"
 
-    def _accept(
-        self, source: FeedSource, entry: FeedEntry, decision: Decision
-    ) -> tuple[str | None, dict[str, Any] | None]:
+    def _accept_batch(self, items: Sequence[Accepting]) -> list[Accepted | BaseException]:
+        """Record entries handed in together (`GroupCommit`): every signal, then every job, then every flow
+        event, one write each; then the notifications. An entry whose data cannot be recorded sends the batch
+        down the one-at-a-time path, where only that entry fails."""
+        try:
+            return self._accept_together(items)
+        except DATA_ERRORS:
+            out: list[Accepted | BaseException] = []
+            for item in items:
+                try:
+                    out.append(self._accept(*item))
+                except DATA_ERRORS as exc:
+                    out.append(exc)
+            return out
+
+    def _accept_together(self, items: Sequence[Accepting]) -> list[Accepted | BaseException]:
+        built = []
+        for source, entry, decision in items:
+            signal = build_signal(source, entry, tag=decision.tag, version=decision.version, filtered=decision.reason)
+            taken = decision.reason is None
+            job = build_job(source, signal) if taken else None
+            event = build_flow_event(source, signal) if taken else None
+            built.append((signal, signal.to_dict(), job, event.to_dict() if event is not None else None))
+        self.store.append_many_if_absent(Kind.SIGNALS, [(sd, s.id) for s, sd, _, _ in built])
+        self.store.append_many_if_absent(Kind.JOBS, [(j.to_dict(), j.id) for _, _, j, _ in built if j is not None])
+        events = [ed for _, _, _, ed in built if ed is not None]
+        added = self.store.append_many_if_absent(Kind.EVENTS, [(ed, str(ed["id"])) for ed in events])
+        stored = {
+            str(ed["id"]): ed if new else dict(self.store.get_event(str(ed["id"])) or ed)
+            for ed, new in zip(events, added, strict=True)
+        }
+        out: list[Accepted | BaseException] = []
+        for (source, entry, decision), (_, signal_dict, job, event_dict) in zip(items, built, strict=True):
+            if decision.reason is not None:
+                log_event("feed.filtered", sourceId=source.id, entryId=entry.id, reason=decision.reason)
+                out.append((None, None))
+                continue
+            event_id = str(event_dict["id"]) if event_dict is not None else None
+            self.outbox.enqueue_signal(signal_dict, job.kind if job else None)
+            self._log_accepted(source, entry, job.id if job else None, event_id)
+            out.append((event_id, stored[event_id] if event_id is not None else None))
+        return out
+
+    def _log_accepted(self, source: FeedSource, entry: FeedEntry, job_id: str | None, event_id: str | None) -> None:
+        log_event(
+            "feed.accepted",
+            sourceId=source.id,
+            provider=source.provider,
+            event=source.event,
+            entryId=entry.id,
+            job=job_id,
+            flowEvent=event_id,
+        )
+
+    def _accept(self, source: FeedSource, entry: FeedEntry, decision: Decision) -> Accepted:
         """Record one entry (signal, job, flow event, notification), each step idempotent. Runs on a worker
         thread: returns the flow event's id and the stored event, which the caller hands to `on_flow_event`."""
         signal = build_signal(source, entry, tag=decision.tag, version=decision.version, filtered=decision.reason)
@@ -490,15 +550,7 @@ class Poller:
             stored = dict(self.store.get_event(event.id) or event_dict)
             event_id = event.id
         self.outbox.enqueue_signal(signal_dict, job.kind if job else None)
-        log_event(
-            "feed.accepted",
-            sourceId=source.id,
-            provider=source.provider,
-            event=source.event,
-            entryId=entry.id,
-            job=job.id if job else None,
-            flowEvent=event_id,
-        )
+        self._log_accepted(source, entry, job.id if job else None, event_id)
         return event_id, stored
 
     def _dist_tags(

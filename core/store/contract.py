@@ -101,6 +101,11 @@ class RecordStore(Protocol):
         """Append unless a record with this id exists, atomically across processes; False if it did."""
         ...
 
+    def append_many_if_absent(self, kind: Kind, items: Sequence[tuple[Record, str]]) -> list[bool]:
+        """`append_if_absent` for each (record, id), with one durable write for the batch; an id that repeats
+        within the batch is appended once. Which were appended, in order."""
+        ...
+
     def append_unique(self, kind: Kind, record: Record, base_id: str) -> str:
         """Append under `base_id`, or `base_id#2`, `#3`... if taken, chosen atomically; returns the id."""
         ...

@@ -119,6 +119,9 @@ class JsonlStore:
     def append_if_absent(self, kind: Kind, record: Record, record_id: str) -> bool:
         return self.logs[kind].append_if_absent(record, record_id)
 
+    def append_many_if_absent(self, kind: Kind, items: Sequence[tuple[Record, str]]) -> list[bool]:
+        return self.logs[kind].append_many_if_absent(items) if items else []
+
     def append_unique(self, kind: Kind, record: Record, base_id: str) -> str:
         return self.logs[kind].append_with_unique_id(record, base_id)
 

@@ -105,6 +105,21 @@ class Log:
             self.file.append_lines([line])
         return True
 
+    def append_many_if_absent(self, items: Sequence[tuple[dict[str, Any], str]]) -> list[bool]:
+        """`append_if_absent` for a batch: one lock, one fsync; an id repeated in the batch is taken once."""
+        lines = [encode_line(record) for record, _ in items]
+        taken: list[bool] = []
+        with self.file.locked():
+            self.index.refresh()
+            seen: set[str] = set()
+            for _, record_id in items:
+                taken.append(record_id not in seen and self.index.span_of(record_id) is None)
+                seen.add(record_id)
+            fresh = [line for line, take in zip(lines, taken, strict=True) if take]
+            if fresh:
+                self.file.append_lines(fresh)
+        return taken
+
     def append_with_unique_id(self, record: dict[str, Any], base_id: str) -> str:
         """Append under `base_id`, or `base_id#2`, `#3`... if taken: chosen and written under one lock, so two
         writers in the same millisecond (threads or processes) never share an id. Sets and returns the id."""

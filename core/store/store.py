@@ -77,6 +77,9 @@ class Store:
     def append_if_absent(self, kind: Kind, record: Mapping[str, Any], record_id: str) -> bool:
         return self.records.append_if_absent(kind, dict(record), record_id)
 
+    def append_many_if_absent(self, kind: Kind, items: Sequence[tuple[Mapping[str, Any], str]]) -> list[bool]:
+        return self.records.append_many_if_absent(kind, [(dict(r), rid) for r, rid in items])
+
     def append_unique(self, kind: Kind, record: Mapping[str, Any], base_id: str) -> str:
         """The id chosen (`base_id`, `#2`, ...); a dict passed in gets it too."""
         record_id = self.records.append_unique(kind, dict(record), base_id)
