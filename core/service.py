@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from patchmoi.core.sources import FeedSource, load_sources
 from patchmoi.core.store import Store, parse_limit
 from patchmoi.core.tls import tls_context
 from patchmoi.core.views import event_view, run_view
+from patchmoi.core.worker import PollWorker
 
 LEASE_TTL = 30.0  # the poll loop renews the poller lease every third of it
 
@@ -80,8 +82,14 @@ class Service:
         dispatch_concurrency: int = 4,
         poll_concurrency: int = 64,
         workspace: Path | None = None,
+        poll_in_worker: bool = False,
     ) -> None:
+        """`poll_in_worker` (what `serve` asks for): polling, intake, automatic dispatch, recovery and the
+        notification sender run in a child process (`core.worker`); this process answers the API and the
+        operator's actions. Without it, all of it runs here (the CLI, the demo, the tests)."""
         self.settings = settings
+        self.poll_in_worker = poll_in_worker
+        self.worker: PollWorker | None = None
         self.store = Store(settings.data_dir)
         self.store.ensure()
         self.sources_file = SourcesFile(settings.feed_sources_path)
@@ -134,7 +142,9 @@ class Service:
         seconds). With `warm_in_background` (the server) this returns at once: `health()` says `indexing` with
         its progress, and recovery, dispatch and polling start when the indexes are ready."""
         lead = False
-        if poll and self.settings.feed_sources_path is not None:
+        if poll and self.settings.feed_sources_path is not None and self.poll_in_worker:
+            self.worker = PollWorker(self.settings, self.holder)  # it takes the lease, under this process's name
+        elif poll and self.settings.feed_sources_path is not None:
             if self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
                 self.polling = lead = True
             else:
@@ -167,6 +177,9 @@ class Service:
             self._run(lead)
 
     def _run(self, lead: bool) -> None:
+        if self.worker is not None:  # it closes interrupted runs, dispatches, recovers and notifies
+            self.worker.start()
+            return
         self.recovery.close_interrupted()  # before any new run starts: what is running now is ours
         for _ in range(self.dispatch_concurrency):
             self._tasks.append(asyncio.create_task(self._dispatch_worker()))
@@ -181,6 +194,8 @@ class Service:
 
     async def stop(self) -> None:
         self._stop.set()
+        if self.worker is not None:
+            await self.worker.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -421,9 +436,49 @@ class Service:
         return event_view(stored, self.store.list_runs(event_id=event_id, limit=50))
 
     # -- health ------------------------------------------------------------------------------------------
+    async def readyz(self) -> tuple[int, bytes]:
+        """`/readyz`: its HTTP status and JSON body. With a poll worker, the worker is asked first, and its
+        answer (a per-source list that runs to hundreds of KB) is passed on as the bytes it sent, behind this
+        process's own fields: this loop never decodes or encodes it."""
+        w = self.worker
+        if w is not None and self.indexing() is None:
+            await w.refresh_health()
+            if w.pid is not None and w.last_head is not None and w.last_body:
+                head = json.dumps(self._merged_head(w.last_head), ensure_ascii=False, separators=(",", ":"))
+                rest = w.last_body
+                return 200, head.encode() if rest.strip() == b"{}" else head.encode()[:-1] + b"," + rest.lstrip()[1:]
+        health = self.health()
+        body = json.dumps(health, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        return 503 if health["status"] == "indexing" else 200, body
+
     def health(self) -> dict[str, Any]:
-        """`/readyz`. While the indexes are built it answers at once with `status: indexing` and the
-        progress (what else it reports reads the store, and would wait for the build)."""
+        """`/readyz` as a dict. While the indexes are built it answers at once with `status: indexing` and the
+        progress (what else it reports reads the store, and would wait for the build). With a poll worker:
+        the worker's last answer, with this process's start time and local runs added."""
+        own = self._health()
+        w = self.worker
+        if w is None or own["status"] == "indexing":
+            return own
+        if w.pid is not None and w.last_head is not None and w.last_body:
+            return {**self._merged_head(w.last_head), **w.health_body()}
+        health = self._merged_head(own)  # no answer yet (starting), or a dead worker waiting to restart
+        health["status"] = "degraded" if w.restarts else own["status"]
+        health["lastError"] = w.last_error or "the poll worker is starting"
+        return health
+
+    def _merged_head(self, head: Mapping[str, Any]) -> dict[str, Any]:
+        assert self.worker is not None
+        w = self.worker
+        merged = dict(head)
+        merged["startedAt"] = self.started_at
+        merged["polling"] = w.polling
+        merged["localRunsInFlight"] = int(merged.get("localRunsInFlight") or 0) + len(self.dispatcher.tasks)
+        merged["worker"] = {"pid": w.pid, "startedAt": w.started_at, "restarts": w.restarts, "lastExit": w.last_exit}
+        if self.last_error:
+            merged["lastError"] = self.last_error
+        return merged
+
+    def _health(self) -> dict[str, Any]:
         indexing = self.indexing()
         if indexing is not None:
             return {

@@ -201,8 +201,8 @@ class Api:
     # -- handlers ----------------------------------------------------------------------------------------
     async def ready(self, request: Request, rest: list[str]) -> Response:
         _require(request, rest, GET)
-        health = self.service.health()
-        return json_response(health, 503 if health["status"] == "indexing" else 200)
+        status, body = await self.service.readyz()
+        return Response(body, status, media_type="application/json; charset=utf-8")
 
     async def openapi(self, request: Request, rest: list[str]) -> Response:
         _require(request, rest, GET)
@@ -413,7 +413,7 @@ def create_app(settings: Settings, *, poll: bool = True, service: Service | None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        svc = service or Service(settings)
+        svc = service or Service(settings, poll_in_worker=True)
         await svc.start(poll=poll, warm_in_background=True)  # /healthz answers while the indexes are built
         holder["api"] = Api(svc)
         log_event("server.started", polling=svc.polling, dataDir=str(settings.data_dir))
