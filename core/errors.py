@@ -76,6 +76,7 @@ TABLE: dict[str, tuple[int, int]] = {
     UpstreamError.code: (502, EXIT_FAIL),
     GitFailure.code: (500, EXIT_FAIL),
     "adopt_refused": (409, EXIT_FAIL),  # core.workspace.adopt.AdoptRefused
+    "sync_unavailable": (409, EXIT_FAIL),  # core.dispatch.dispatcher.SyncUnavailable
     "patch_series_invalid": (500, EXIT_FAIL),  # core.workspace.patches.SeriesError
 }
 

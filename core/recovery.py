@@ -162,6 +162,8 @@ class Recovery:
             if attempt.get("workspaceBackendUrl"):
                 continue  # a backend's attempt: `sync` asks the backend
             runs = [r for rid in attempt.get("workspaceRunIds") or [] if (r := self.store.get_run(str(rid)))]
+            if not runs and not attempt.get("workspace"):
+                continue  # not our local runner's (one written elsewhere, by the Bun service say): `sync` asks
             if any(r.get("status") in ("queued", "running") for r in runs):
                 continue  # still running in a live process
             merged = self.dispatcher.merge_local_runs(attempt) if runs else None

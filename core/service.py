@@ -395,8 +395,8 @@ class Service:
 
     async def workspace_runs(self, event_id: str | None, status: str | None, limit: Any) -> dict[str, Any]:
         backend = self.backend()
-        if backend is not None:
-            raw = await backend.list_runs(event_id, status, parse_limit(limit))
+        if backend is not None:  # `limit` is forwarded when the client gave one (the backend has its default)
+            raw = await backend.list_runs(event_id, status, _forwarded_limit(limit))
             runs = [run_view(r) for r in raw.get("runs", []) if isinstance(r, dict)]
             out: dict[str, Any] = {"runs": runs, "raw": raw}
         else:
@@ -416,7 +416,7 @@ class Service:
     async def workspace_events(self, type: str | None, limit: Any) -> dict[str, Any]:
         backend = self.backend()
         if backend is not None:
-            raw = await backend.list_events(type, parse_limit(limit))
+            raw = await backend.list_events(type, _forwarded_limit(limit))
             return {"events": [event_view(e) for e in raw.get("events", []) if isinstance(e, dict)], "raw": raw}
         events = self.store.list_events(type=type, limit=limit)
         return {
@@ -429,7 +429,10 @@ class Service:
         if backend is not None:
             body = await backend.get_event(event_id)
             event = body.get("event", body)
-            return event_view(event) if isinstance(event, dict) else None
+            runs = body.get("runs") if isinstance(body.get("runs"), list) else None  # `{event, runs}` answers
+            return (
+                event_view(event, [r for r in runs or [] if isinstance(r, dict)]) if isinstance(event, dict) else None
+            )
         stored = self.store.get_event(event_id)
         if stored is None:
             return None
@@ -476,6 +479,11 @@ class Service:
         merged["worker"] = {"pid": w.pid, "startedAt": w.started_at, "restarts": w.restarts, "lastExit": w.last_exit}
         if self.last_error:
             merged["lastError"] = self.last_error
+        # a torn feed-state.json is set aside by whichever process reads it first: this one, or the worker
+        problem = merged.get("stateProblem") or self.store.health()["stateProblem"]
+        if problem:
+            merged["stateProblem"] = problem
+            merged["status"] = "degraded" if merged.get("status") == "ok" else merged.get("status")
         return merged
 
     def _health(self) -> dict[str, Any]:
@@ -521,3 +529,7 @@ class Service:
             "config": self.settings.describe(),
             "store": store,
         }
+
+
+def _forwarded_limit(limit: Any) -> int | None:
+    return None if limit is None or (isinstance(limit, str) and not limit.strip()) else parse_limit(limit)

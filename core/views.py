@@ -16,8 +16,10 @@ def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
     if result_status is None and process in RESULT_STATUSES:
         result_status = process
     effective = result_status or process or "unknown"
-    output = run.get("output") if isinstance(run.get("output"), list) else []
-    assert isinstance(output, list)
+    output = _output(run)
+    attempts = run.get("attempts") if isinstance(run.get("attempts"), list) else []
+    assert isinstance(attempts, list)
+    count = run.get("attemptCount")
     view = {
         "id": run.get("id"),
         "eventId": run.get("eventId"),
@@ -31,10 +33,10 @@ def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
         "status": effective,
         "effectiveStatus": effective,
         "needsAttention": effective in NEEDS_ATTENTION,
-        "attemptCount": run.get("attemptCount", 1),
-        "attempts": run.get("attempts", []),
-        "output": output,
-        "latestOutput": output[-1]["text"] if output and isinstance(output[-1], dict) else None,
+        "attemptCount": count if isinstance(count, int) and not isinstance(count, bool) else len(attempts),
+        "attempts": attempts,
+        "output": [{k: v for k, v in o.items() if k != "raw"} for o in output],
+        "latestOutput": output[-1] if output else None,
         "resultPayload": payload,
         "error": run.get("error"),
         "createdAt": run.get("createdAt"),
@@ -44,6 +46,28 @@ def run_view(run: Mapping[str, Any]) -> dict[str, Any]:
         "raw": run,
     }
     return {k: v for k, v in view.items() if v is not None}
+
+
+def _output(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`output[]` as codex-flows shows it: the run's own `output` items ({kind, text, createdAt?}), or else its
+    `stdout` and `stderr`; each keeps what it was made from under `raw` (shown on `latestOutput` only)."""
+    items = run.get("output")
+    out: list[dict[str, Any]] = []
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("text"), str):
+                o = {"kind": str(item.get("kind") or "stdout"), "text": item["text"]}
+                if item.get("createdAt"):
+                    o["createdAt"] = item["createdAt"]
+                out.append({**o, "raw": item})
+            elif isinstance(item, str):
+                out.append({"kind": "stdout", "text": item, "raw": item})
+        return out
+    for kind in ("stdout", "stderr"):
+        text = run.get(kind)
+        if isinstance(text, str) and text:
+            out.append({"kind": kind, "text": text, "raw": text})
+    return out
 
 
 def event_view(event: Mapping[str, Any], runs: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:

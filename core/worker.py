@@ -44,7 +44,7 @@ STOP_GRACE = 20.0
 """The child's own stop waits up to 10 s for local runs; then it is killed."""
 RESTART_MAX = 30.0
 MAX_LINE = 64 * 1024 * 1024
-HEAD = ("status", "lastError", "polling", "localRunsInFlight", "startedAt")
+HEAD = ("status", "lastError", "polling", "localRunsInFlight", "startedAt", "stateProblem")
 """The `/readyz` fields the parent merges with its own; the rest of the child's answer is passed on as bytes."""
 WORKER_NICE = 10
 """The worker (and the git it runs) yields the CPU to the API process whenever both want it: on two cores,

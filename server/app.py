@@ -162,7 +162,9 @@ class Api:
         )
 
     async def dispatch(self, request: Request, path: str) -> Response:
-        segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+        # "/flow-events/" is not "/flow-events" (the Bun service answered 404): a trailing slash is an empty
+        # last segment, which no route takes
+        segments = [unquote(s) for s in path[1:].split("/")] if path not in ("", "/") else []
         head = segments[0] if segments else ""
         if head == "healthz":  # no auth; any path below it is still the probe, as in the Bun service
             _method(request, HEALTH)
@@ -281,6 +283,8 @@ class Api:
     async def attempts(self, request: Request, rest: list[str]) -> Response:
         q = _params(request)
         if not rest:
+            if request.method not in GET:  # as on /flow-events: the Bun service's 404 for POST on the list
+                return error(404, "not_found")
             _method(request, GET)
             if q.get("state"):  # derived states (open queue, ...): each attempt carries its `state`
                 found = await self._list(

@@ -104,7 +104,7 @@ def test_lists_gets_filters_and_errors(data_dir: Path) -> None:
         assert c.get("/maintenance-attempts?status=nope", headers=AUTH).status_code == 400
         assert c.post("/workspace-dispatches", headers=AUTH).status_code == 405
         assert c.get("/maintenance-attempts/unknown", headers=AUTH).json() == {"error": "maintenance_attempt_not_found"}
-        assert c.post("/maintenance-attempts", headers=AUTH).status_code == 405
+        assert c.post("/maintenance-attempts", headers=AUTH).status_code == 404  # as the Bun service (#15)
         assert c.get("/maintenance-attempts?limit=abc", headers=AUTH).status_code == 200
 
 

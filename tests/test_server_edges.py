@@ -257,7 +257,6 @@ def test_every_405_is_json_with_allow(client: TestClient) -> None:
         f"/flow-events/{E}/retry": ("POST, OPTIONS", ["GET", "HEAD", "PUT", "DELETE"]),
         f"/maintenance-attempts/{A}/sync": ("POST, OPTIONS", ["GET", "DELETE"]),
         f"/maintenance-attempts/{A}": ("GET, HEAD, OPTIONS", ["POST", "DELETE"]),
-        "/maintenance-attempts": ("GET, HEAD, OPTIONS", ["POST", "PUT"]),
         "/workspace-dispatches": ("GET, HEAD, OPTIONS", ["POST"]),
         "/flow-dispatches": ("GET, HEAD, OPTIONS", ["DELETE"]),
         "/readyz": ("GET, HEAD, OPTIONS", ["POST"]),

@@ -47,6 +47,12 @@ AttemptHook = Callable[[Mapping[str, Any]], None]
 AUTO_ACTOR = 'patchmoi (adopt = "clean")'
 
 
+class SyncUnavailable(PatchmoiError):
+    """An attempt cannot be synced from anywhere (409): the message says what to configure."""
+
+    code = "sync_unavailable"
+
+
 @dataclass
 class DispatchOutcome:
     event: dict[str, Any]
@@ -136,8 +142,7 @@ class Dispatcher:
         last = previous[0] if previous else {}
         used = record_transport(last)
         if used is not None and used.available and not used.runs_here and last.get("workspaceBackendUrl"):
-            secret = next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)
-            return Backend(used.name, url=str(last["workspaceBackendUrl"]), secret=secret)
+            return Backend(used.name, url=str(last["workspaceBackendUrl"]), secret=self._global_secret())
         if self.workspace is None and used is not None and used.runs_here and last.get("workspace"):
             return Backend(used.name, workspace=Path(str(last["workspace"])))
         return select_backend(None, self.env, self.workspace)
@@ -469,11 +474,25 @@ class Dispatcher:
             raise NotFoundError(f"no maintenance attempt with id {attempt_id!r}")
         run_ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
         backend_url = attempt.get("workspaceBackendUrl")
-        if not backend_url:
-            return self.merge_local_runs(attempt)
-        backend = backend_for_url(str(backend_url))
+        if backend_url:
+            backend = backend_for_url(str(backend_url), self._global_secret())
+        elif not run_ids or any(self.store.get_run(rid) is not None for rid in run_ids):
+            return self.merge_local_runs(attempt)  # a local attempt: its runs are in this DATA_DIR
+        else:
+            # Runs this DATA_DIR never held, and no backend recorded (an attempt written by the Bun service in
+            # its local mode, or imported): ask the configured backend, as the Bun service's sync did.
+            backend = select_backend(None, self.env, None)
+            if backend.runs_here:
+                raise SyncUnavailable(
+                    f"attempt {attempt_id!r} recorded no backend and its runs ({', '.join(run_ids[:3])}"
+                    f"{', ...' if len(run_ids) > 3 else ''}) are not in this DATA_DIR; set "
+                    "PATCH_WORKSPACE_BACKEND_URL to the backend that ran them to sync it"
+                )
         runs = await backend.handler.fetch_runs(backend, run_ids, str(attempt.get("eventId")), self.client)
         return self._merge_and_save(attempt, runs)
+
+    def _global_secret(self) -> str | None:
+        return next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)
 
     def merge_local_runs(self, attempt: Mapping[str, Any]) -> dict[str, Any]:
         """Fold the attempt's durable local runs into it (sync, and recovery after a crash)."""

@@ -23,6 +23,12 @@ _EVENTS_SUFFIX = re.compile(r"/(events|flow-events)/?$")
 __all__ = ["HTTP_TRANSPORT", "BackendError", "BackendReply", "HttpBackend", "HttpTransport"]
 
 
+def encode_uri_component(value: str) -> str:
+    """JavaScript's `encodeURIComponent`: what codex-flows' client put in a path (it leaves `!'()*` as they are,
+    which Python's `quote` would escape)."""
+    return quote(value, safe="!'()*")
+
+
 @dataclass
 class BackendReply:
     status_code: int
@@ -63,7 +69,7 @@ class HttpBackend:
         return f"{self.base}/events"
 
     def replay_url(self, event_id: str) -> str:
-        return f"{self.base}/events/{quote(event_id, safe='')}/replay"
+        return f"{self.base}/events/{encode_uri_component(event_id)}/replay"
 
     async def _post(self, url: str, body: bytes, msg_id: str) -> BackendReply:
         last: BackendError | None = None
@@ -125,7 +131,7 @@ class HttpBackend:
         return _json_object(resp)
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
-        body = await self.get_json(f"/runs/{quote(run_id, safe='')}")
+        body = await self.get_json(f"/runs/{encode_uri_component(run_id)}")
         run = body.get("run", body)
         return run if isinstance(run, dict) else {}
 
@@ -135,7 +141,7 @@ class HttpBackend:
         return await self.get_json("/runs", {"eventId": event_id, "status": status, "limit": limit})
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
-        return await self.get_json(f"/events/{quote(event_id, safe='')}")
+        return await self.get_json(f"/events/{encode_uri_component(event_id)}")
 
     async def list_events(self, type: str | None = None, limit: int | None = None) -> dict[str, Any]:
         return await self.get_json("/events", {"type": type, "limit": limit})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -26,13 +27,40 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 
+_JS_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Infinity", re.ASCII)
+_JS_PREFIXED = re.compile(r"0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)", re.ASCII)
+_JS_SPACE = (  # what String.prototype.trim removes
+    " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def js_number(text: str) -> float:
+    """JavaScript's `Number(text)` for a string: what the Bun service's `limit` went through. Hex, octal and
+    binary literals count (`0x10` is 16, unsigned only), `_` separators and non-ASCII digits do not (NaN),
+    and `""` is 0."""
+    text = text.strip(_JS_SPACE)
+    if not text:
+        return 0.0
+    if _JS_PREFIXED.fullmatch(text):
+        return float(int(text[2:], {"x": 16, "o": 8, "b": 2}[text[1].lower()]))
+    if _JS_DECIMAL.fullmatch(text):
+        return float(text.replace("Infinity", "inf"))
+    return math.nan
+
+
 def parse_limit(value: Any, default: int = DEFAULT_LIMIT) -> int:
-    """Spec §5: empty or non-finite → default; truncated; clamped to 1..500."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    """Spec §5: the value as JavaScript's `Number()` reads it; empty or non-finite → default; truncated;
+    clamped to 1..500."""
+    if value is None or (isinstance(value, str) and not value.strip(_JS_SPACE)):
         return default
-    try:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int | float):
         number = float(value)
-    except (TypeError, ValueError):
+    elif isinstance(value, str):
+        number = js_number(value)
+    else:
         return default
     if not math.isfinite(number):
         return default
