@@ -145,7 +145,11 @@ async def test_a_backend_url_no_transport_serves_is_a_config_failure(tmp_path: P
     assert checks["backend"].status == "FAIL" and "no transport for ftp://" in checks["backend"].detail
 
 
-async def test_a_retry_does_not_go_back_to_a_transport_that_cannot_deliver(tmp_path: Path) -> None:
+async def test_a_retry_does_not_go_back_to_a_transport_that_cannot_deliver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pigeon = Echo(name="carrier-pigeon", schemes=("pigeon",), available=False)
+    monkeypatch.setitem(transports.REGISTRY, pigeon.name, pigeon)
     store = Store(tmp_path / "data")
     event = {"id": "e1", "type": "upstream.release", "payload": {}}
     store.record_event(event)
@@ -154,24 +158,26 @@ async def test_a_retry_does_not_go_back_to_a_transport_that_cannot_deliver(tmp_p
         {
             "eventId": "e1",
             "operation": "dispatch",
-            "transport": "workspace-ws",
-            "workspaceBackendUrl": "ws://old.example/rpc",
+            "transport": "carrier-pigeon",
+            "workspaceBackendUrl": "pigeon://old.example/loft",
             "status": "failed",
         },
     )
     dispatcher = Dispatcher(store, {"PATCH_WORKSPACE_BACKEND_URL": "https://new.example"})
     try:
-        assert dispatcher.backend_for(event).url == "https://new.example"  # the configured backend, not ws://
-        store.append(
-            Kind.DISPATCHES,
-            {
-                "eventId": "e1",
-                "operation": "dispatch",
-                "transport": "workspace-http",
-                "workspaceBackendUrl": "https://pinned.example",
-                "status": "failed",
-            },
-        )
-        assert dispatcher.backend_for(event).url == "https://pinned.example"  # an http backend is kept
+        assert dispatcher.backend_for(event).url == "https://new.example"  # the configured backend, not the pigeon
+        for transport, url in (("workspace-http", "https://pinned.example"), ("workspace-ws", "wss://ws.example/rpc")):
+            store.append(
+                Kind.DISPATCHES,
+                {
+                    "eventId": "e1",
+                    "operation": "dispatch",
+                    "transport": transport,
+                    "workspaceBackendUrl": url,
+                    "status": "failed",
+                },
+            )
+            backend = dispatcher.backend_for(event)  # a backend of an available transport is kept
+            assert (backend.transport, backend.url) == (transport, url)
     finally:
         await dispatcher.aclose()
