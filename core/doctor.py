@@ -17,6 +17,8 @@ from patchmoi.core.errors import ConfigError
 from patchmoi.core.recovery import recovery_report
 from patchmoi.core.sources import FeedSource, load_sources
 from patchmoi.core.store import Store
+from patchmoi.core.workspace.flows import doctor_findings as flow_findings
+from patchmoi.core.workspace.steps import reads_flows
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,16 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
             continue
         for finding in backend.handler.doctor(backend, timeout):
             add(Check(finding.status, f"{finding.what} {source.id}", finding.detail))
+        if backend.runs_here and backend.workspace is not None and backend.workspace.is_dir():
+            # the workspace's codex-flows (flow.toml): invalid manifests or schemas, code-mode steps, no `bun`
+            try:
+                read = reads_flows(backend.workspace)
+            except ConfigError as exc:
+                add(Check("FAIL", f"flows {source.id}", str(exc)))
+                continue
+            if read:
+                for status, detail in flow_findings(backend.workspace, settings.env):
+                    add(Check(status, f"flows {source.id}", detail))
     if settings.backend_url and not any(c.name.startswith("backend ") for c in checks):
         try:
             backend = backend_for_url(settings.backend_url, settings.backend_secret)

@@ -131,7 +131,7 @@ class RunJson(TypedDict, total=False):
     eventId: str
     eventType: str
     flowName: str
-    flowVersion: str
+    flowVersion: int | float | str  # a number in a codex-flows flow.toml
     stepName: str
     runner: str
     backend: str

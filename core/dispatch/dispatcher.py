@@ -300,6 +300,7 @@ class Dispatcher:
                 "eventId": event.get("id"),
                 "eventType": event.get("type"),
                 "flowName": step.flow,
+                **({"flowVersion": step.flow_version} if step.flow_version is not None else {}),
                 "stepName": step.name,
                 "runner": step.runner,
                 "backend": backend.transport,

@@ -48,12 +48,17 @@ class LocalTransport:
             return [Finding("FAIL", "workspace", f"{workspace} does not exist")]
         try:
             rebuilds = any(step.builtin == "rebuild" for step in load_steps(workspace))
-        except ConfigError:
-            rebuilds = True  # patch_doctor reports the configuration error
+        except ConfigError as exc:
+            if (workspace / ".patchmoi.toml").exists() and "flow.toml" not in str(exc):
+                rebuilds = True  # a bad .patchmoi.toml: patch_doctor reports it, with what else it finds
+            else:
+                return [Finding("FAIL", "workspace", str(exc))]
         if not rebuilds:
             return [
                 Finding(
-                    "PASS", "workspace", f"{workspace}: its own [[steps]] (no built-in patch-stack rebuild to check)"
+                    "PASS",
+                    "workspace",
+                    f"{workspace}: its own [[steps]] or flow.toml flows (no built-in patch-stack rebuild to check)",
                 )
             ]
         try:

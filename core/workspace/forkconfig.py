@@ -72,6 +72,7 @@ KNOWN: dict[str, frozenset[str] | None] = {
     "adopt": frozenset({"mode", "pushRemote"}),
     "steps": None,
     "safety": None,
+    "flows": frozenset({"discover"}),  # read by core.workspace.steps
 }
 TOP_LEVEL_KEYS = frozenset({"conflictCommand"})
 
