@@ -39,6 +39,7 @@ from patchmoi.core.views import event_view, run_view
 from patchmoi.core.worker import PollWorker
 
 LEASE_TTL = 30.0  # the poll loop renews the poller lease every third of it
+LEASE_RETRY_SECONDS = 2.0  # how often a process that wants to poll asks again for a lease another holds
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Service:
         self.started_at = now_iso()
         self.last_error: str | None = None
         self.warming = False
+        self._wants_poll = False
 
     def _on_attempt(self, attempt: Mapping[str, Any]) -> None:
         if self.outbox.enqueue_attempt(attempt):
@@ -142,6 +144,7 @@ class Service:
         seconds). With `warm_in_background` (the server) this returns at once: `health()` says `indexing` with
         its progress, and recovery, dispatch and polling start when the indexes are ready."""
         lead = False
+        self._wants_poll = poll and self.settings.feed_sources_path is not None and not self.poll_in_worker
         if poll and self.settings.feed_sources_path is not None and self.poll_in_worker:
             self.worker = PollWorker(self.settings, self.holder)  # it takes the lease, under this process's name
         elif poll and self.settings.feed_sources_path is not None:
@@ -185,8 +188,27 @@ class Service:
             self._tasks.append(asyncio.create_task(self._dispatch_worker()))
         self._tasks.append(asyncio.create_task(self._outbox_loop()))
         if lead:
-            self._tasks.append(asyncio.create_task(self._recovery_loop()))
-            self._tasks.append(asyncio.create_task(self._poll_loop()))
+            self._lead()
+        elif self._wants_poll:
+            self._tasks.append(asyncio.create_task(self._await_lease()))
+
+    def _lead(self) -> None:
+        self._tasks.append(asyncio.create_task(self._recovery_loop()))
+        self._tasks.append(asyncio.create_task(self._poll_loop()))
+
+    async def _await_lease(self) -> None:
+        """Another process polls this DATA_DIR: try for the lease every few seconds, and lead when it is free
+        (that process stopped or died), so polling never waits for a restart of this one."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), LEASE_RETRY_SECONDS)
+            if self._stop.is_set():
+                return
+            if self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
+                self.polling, self.last_error = True, None
+                log_event("feed.poller_lease_taken", holder=self.holder)
+                self._lead()
+                return
 
     def indexing(self) -> dict[str, Any] | None:
         """While the store's indexes are being built: overall percent and each collection's progress."""
@@ -202,9 +224,12 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.dispatcher.shutdown(grace=10.0)
+        # Polling has stopped: save the cursors and hand the lease over now, so a process started meanwhile
+        # polls at once, while local runs still get their grace (their records do not need the lease).
         self.poller.state.flush()
         self.store.release_lease(POLLER_LEASE, self.holder)
+        self.polling = False
+        await self.dispatcher.shutdown(grace=10.0)
         await self.fetcher.aclose()
         await asyncio.to_thread(parse_workers.shutdown)  # the feed parser's worker process
         await self.http.aclose()
@@ -446,10 +471,10 @@ class Service:
         w = self.worker
         if w is not None and self.indexing() is None:
             await w.refresh_health()
-            if w.pid is not None and w.last_head is not None and w.last_body:
-                head = json.dumps(self._merged_head(w.last_head), ensure_ascii=False, separators=(",", ":"))
-                rest = w.last_body
-                return 200, head.encode() if rest.strip() == b"{}" else head.encode()[:-1] + b"," + rest.lstrip()[1:]
+            if w.pid is not None and w.last_health is not None:
+                last_head, rest = w.last_health
+                head = json.dumps(self._merged_head(last_head), ensure_ascii=False, separators=(",", ":"))
+                return 200, head.encode() if rest == b"{}" else head.encode()[:-1] + b"," + rest[1:]
         health = self.health()
         body = json.dumps(health, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
         return 503 if health["status"] == "indexing" else 200, body
@@ -462,8 +487,8 @@ class Service:
         w = self.worker
         if w is None or own["status"] == "indexing":
             return own
-        if w.pid is not None and w.last_head is not None and w.last_body:
-            return {**self._merged_head(w.last_head), **w.health_body()}
+        if w.pid is not None and w.last_health is not None:
+            return {**self._merged_head(w.last_health[0]), **w.health_body()}
         health = self._merged_head(own)  # no answer yet (starting), or a dead worker waiting to restart
         health["status"] = "degraded" if w.restarts else own["status"]
         health["lastError"] = w.last_error or "the poll worker is starting"

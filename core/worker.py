@@ -61,13 +61,15 @@ class PollWorker:
         self.polling = False
         self.last_error: str | None = None
         self.beat: dict[str, Any] = {}
-        self.last_head: dict[str, Any] | None = None
-        self.last_body: bytes | None = None  # the rest of the child's last /readyz object, as it sent it
-        self._body_next = False
+        # the current child's last /readyz answer: its head fields, and the rest as the bytes it sent (a complete
+        # JSON object); None until it answers, and again after each restart
+        self.last_health: tuple[dict[str, Any], bytes] | None = None
+        self._head: tuple[int, dict[str, Any]] | None = None  # a head line whose body line comes next
         self.started_at: str | None = None
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None
-        self._waiting: list[asyncio.Future[None]] = []
+        self._requests = 0
+        self._waiting: dict[int, asyncio.Future[None]] = {}
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -102,8 +104,10 @@ class PollWorker:
             delay = min(delay * 2, RESTART_MAX)
 
     async def _run_once(self) -> int:
+        self.last_health, self._head, self.beat = None, None, {}  # nothing a dead child said is served again
         self.proc = proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # not the working directory first on sys.path: a `patchmoi/` folder there would be imported
             "-m",
             "patchmoi.core.worker",
             stdin=asyncio.subprocess.PIPE,
@@ -124,18 +128,23 @@ class PollWorker:
             log_event("worker.bad_output", error=str(exc))
             proc.kill()
         finally:
-            for waiter in self._waiting:
+            for waiter in self._waiting.values():  # their /readyz answers with what is known
                 if not waiter.done():
-                    waiter.set_exception(ConnectionError("the poll worker stopped"))
+                    waiter.set_result(None)
             self._waiting.clear()
+            self.last_health, self._head = None, None
         return await proc.wait()
 
     def _receive(self, line: bytes) -> None:
-        if self._body_next:
-            self._body_next = False
-            self.last_body = line.rstrip(b"\n")
-            if self._waiting:
-                self._waiting.pop(0).set_result(None)
+        if self._head is not None:
+            (request, head), self._head = self._head, None
+            body = line.strip()
+            # whole lines only: a child killed mid-write leaves a partial one at the end of its output
+            if line.endswith(b"\n") and body.startswith(b"{") and body.endswith(b"}"):
+                self.last_health = (head, body)
+                waiter = self._waiting.get(request)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
             return
         try:
             message = json.loads(line)
@@ -148,24 +157,29 @@ class PollWorker:
             self.polling = bool(message.get("polling"))
             self.last_error = message.get("lastError") if isinstance(message.get("lastError"), str) else None
         elif message.get("type") == "health" and isinstance(message.get("head"), dict):
-            self.last_head = message["head"]
-            self._body_next = True
+            self._head = (int(message.get("id") or 0), message["head"])
 
     async def refresh_health(self) -> None:
-        """Ask the child for its `/readyz` answer (`last_head`, `last_body`); keep the last one if it does not
-        answer within HEALTH_TIMEOUT (a pass holds its loop for a moment; it is never waited on longer)."""
+        """Ask the child for its `/readyz` answer (`last_health`); keep the last one if it does not answer within
+        HEALTH_TIMEOUT (a pass holds its loop for a moment; it is never waited on longer)."""
         proc = self.proc
-        if proc is None or proc.returncode is not None or proc.stdin is None:
+        if proc is None or proc.returncode is not None or proc.stdin is None or proc.stdin.is_closing():
             return
+        self._requests += 1
+        request = self._requests
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        with contextlib.suppress(TimeoutError, ConnectionError):
-            proc.stdin.write(b'{"op": "health"}\n')
+        self._waiting[request] = waiter
+        try:
+            proc.stdin.write(json.dumps({"op": "health", "id": request}).encode() + b"\n")
             await asyncio.wait_for(asyncio.shield(waiter), HEALTH_TIMEOUT)
+        except (TimeoutError, ConnectionError, RuntimeError):  # RuntimeError: uvloop, on a pipe just closed
+            pass
+        finally:
+            self._waiting.pop(request, None)
 
     def health_body(self) -> dict[str, Any]:
         """The rest of the child's last answer, decoded (for callers that want a dict, not the API)."""
-        body = json.loads(self.last_body) if self.last_body else {}
+        body = json.loads(self.last_health[1]) if self.last_health is not None else {}
         return body if isinstance(body, dict) else {}
 
     async def stop(self) -> None:
@@ -197,8 +211,6 @@ async def _child(reader: asyncio.StreamReader, out: int) -> int:
     service = Service(settings)
     service.holder = str(hello["holder"])
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
 
     def send(message: dict[str, Any]) -> None:
         data = json.dumps(message, default=str).encode() + b"\n"
@@ -208,10 +220,12 @@ async def _child(reader: asyncio.StreamReader, out: int) -> int:
 
     async def requests() -> None:
         while line := await reader.readline():
-            with contextlib.suppress(ValueError):
-                if json.loads(line).get("op") == "health":
+            with contextlib.suppress(ValueError, AttributeError):
+                request = json.loads(line)
+                if request.get("op") == "health":
                     health = service.health()
-                    send({"type": "health", "head": {k: health.pop(k, None) for k in HEAD}})
+                    head = {k: health.pop(k, None) for k in HEAD}
+                    send({"type": "health", "id": request.get("id"), "head": head})
                     send(health)
         stop.set()  # stdin closed: the parent stopped, or died
 
@@ -238,8 +252,10 @@ async def _child(reader: asyncio.StreamReader, out: int) -> int:
 
 
 def main() -> int:
-    # Ctrl-C in a terminal reaches the whole process group; the parent stops this process in its own order
+    # Ctrl-C in a terminal, or a SIGTERM to the whole group (systemd's default KillMode, `kill -- -PGID`), reach
+    # this process too: the parent stops it in its own order, by closing its stdin, and never restarts it then
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)
     out = os.dup(1)

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
-from tests.loopback import LoopbackServer, Reply
+from tests.loopback import LoopbackServer, Reply, Request
 
 BODY = b"<rss><channel><title>x</title></channel></rss>" * 200
 
@@ -92,3 +92,55 @@ async def test_one_feeds_cookies_are_not_sent_to_another(server: LoopbackServer)
     finally:
         await fetcher.aclose()
     assert "cookie" not in server.requests[-1].headers
+
+
+async def test_what_httpx_read_is_still_read(server: LoopbackServer) -> None:
+    """Long header lines, a cookie set on the way through a redirect, and a URL sent as it was written."""
+    server.route("/long", Reply(body=BODY, headers={"x-long": "a" * 9000}))
+    hops: list[str] = []
+
+    def login(req: Request) -> Reply:
+        hops.append(req.headers.get("cookie", ""))
+        if "session=ok" in req.headers.get("cookie", ""):
+            return Reply(body=BODY)
+        return Reply(302, headers={"location": "/login", "set-cookie": "session=ok; Path=/"})
+
+    server.route("/login", login)
+    server.route_prefix("/raw/", lambda _r: Reply(body=BODY))
+    fetcher = Fetcher()
+    try:
+        long = await fetcher.fetch(f"{server.url}/long")
+        logged = await fetcher.fetch(f"{server.url}/login")
+        raw = await fetcher.fetch(f"{server.url}/raw/a%7eb?r=%2F&t=a%20b")
+        again = await fetcher.fetch(f"{server.url}/login")  # a new fetch starts without the cookie
+    finally:
+        await fetcher.aclose()
+    assert long.ok and logged.ok and raw.ok and again.ok
+    assert hops == ["", "session=ok", "", "session=ok"]
+    raw_req = next(r for r in server.requests if r.path.startswith("/raw/"))
+    assert raw_req.path == "/raw/a%7eb" and raw_req.query == {"r": ["/"], "t": ["a b"]}
+
+
+async def test_no_proxy_entries_with_a_port(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.route("/r.atom", Reply(body=BODY))
+    port = server.url.rsplit(":", 1)[1]
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.setenv("NO_PROXY", f"127.0.0.1:{port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    fetcher = Fetcher()
+    try:
+        result = await fetcher.fetch(f"{server.url}/r.atom")
+    finally:
+        await fetcher.aclose()
+    assert result.ok, result.error
+
+
+async def test_a_read_timeout_says_so(server: LoopbackServer) -> None:
+    server.route("/slow", Reply(body=BODY, drip_every=3.0))
+    fetcher = Fetcher(FetchLimits(read_timeout=1.0, deadline=10.0))
+    try:
+        result = await fetcher.fetch(f"{server.url}/slow")
+    finally:
+        await fetcher.aclose()
+    assert result.error == "timed out (ReadTimeout)"

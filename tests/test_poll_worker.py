@@ -3,6 +3,7 @@ outlives the API process, and /readyz reports it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,11 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
+from patchmoi.core.config import Settings
+from patchmoi.core.service import Service
 from patchmoi.core.store import Store
+from patchmoi.core.worker import PollWorker
 
+from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
 from .loopback import LoopbackServer, Reply, free_port
 from .test_server_process import TOKEN, start, stop, wait_for
+from .test_service import make_settings
 
 H = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -140,3 +146,66 @@ def test_serve_without_sources_or_with_no_poll_has_no_worker(tmp_path: Path) -> 
         assert children == []
     finally:
         stop(proc)
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_whole_group_stops_serve_without_a_new_worker(tmp_path: Path, server: LoopbackServer) -> None:
+    """systemd's default KillMode and `kill -- -PGID` signal the worker too: it leaves its stop to serve."""
+    feed = {"body": atom_releases(["v1.0.0"])}
+    port = free_port()
+    env = _env(tmp_path, server, feed)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "patchmoi", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _alive_server(base) and _ready(base)["polling"])
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, log = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert log.count('"type": "worker.started"') == 1 and '"type": "worker.exited"' not in log, log[-3000:]
+    assert '"type": "server.stopped"' in log
+
+
+def _alive_server(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_a_waiting_poller_takes_the_lease_when_the_leader_stops(tmp_path: Path, server: LoopbackServer) -> None:
+    server.route("/r.atom", Reply(body=atom_releases(["v1"])))
+    settings = make_settings(tmp_path, [source("r", f"{server.url}/r.atom")])
+    first, second = Service(settings), Service(settings)
+    await first.start()
+    await second.start()
+    try:
+        assert first.polling and not second.polling
+        await first.stop()  # hands the lease over before its local runs' grace
+        deadline = time.monotonic() + 10
+        while not second.polling and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert second.polling and second.last_error is None
+    finally:
+        await second.stop()
+
+
+def test_only_whole_answers_are_kept(tmp_path: Path) -> None:
+    """A child killed mid-write leaves a partial last line; it is never served."""
+    worker = PollWorker(Settings.from_env({"DATA_DIR": str(tmp_path)}), "1")
+    worker._receive(b'{"type": "health", "id": 1, "head": {"status": "ok"}}\n')
+    worker._receive(b'{"sources": [{"sourceId": "a"}, {"sourceId": "b"')  # no newline: the end of its output
+    assert worker.last_health is None
+    worker._receive(b'{"type": "health", "id": 3, "head": {"status": "ok"}}\n')
+    worker._receive(b'{"sources": []}\n')
+    assert worker.last_health == ({"status": "ok"}, b'{"sources": []}')

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
 import urllib.request
 import zlib
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import yarl
 
 from patchmoi.core import __version__
 from patchmoi.core.config import redact_url
@@ -33,6 +35,7 @@ ACCEPT = "application/json, application/atom+xml, application/rss+xml, applicati
 USER_AGENT = f"patchmoi/{__version__} (+https://github.com/patchmoi/patchmoi)"
 MAX_REDIRECTS = 5
 HEADERS = {"user-agent": USER_AGENT, "accept": ACCEPT, "accept-encoding": "gzip, deflate"}
+MAX_HEADER_BYTES = 64 * 1024  # one header line (httpx read far longer ones than aiohttp's 8 KiB default)
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,9 @@ class Fetcher:
                 timeout=aiohttp.ClientTimeout(sock_connect=lim.connect_timeout, sock_read=lim.read_timeout),
                 headers=HEADERS,
                 auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # one feed's cookies are not sent to another
+                cookie_jar=aiohttp.DummyCookieJar(),  # one feed's cookies are not sent to another (see _fetch)
+                max_line_size=MAX_HEADER_BYTES,  # aiohttp's default (8 KiB) refuses what httpx read
+                max_field_size=MAX_HEADER_BYTES,
                 # not trust_env: aiohttp would then look up netrc and the proxy on a thread for every request
                 # (a third of a steady pass's CPU); the proxy variables are read once, below
             )
@@ -153,7 +158,8 @@ class Fetcher:
         if key not in self._proxy_for:
             proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
             host = parts.hostname or ""
-            if proxy and urllib.request.proxy_bypass(host):  # NO_PROXY (on Linux: the environment only)
+            with_port = f"{host}:{parts.port}" if parts.port else host  # `host:port` entries too, as httpx did
+            if proxy and urllib.request.proxy_bypass(with_port):  # NO_PROXY (on Linux: the environment only)
                 proxy = None
             self._proxy_for[key] = proxy or None
         return self._proxy_for[key]
@@ -176,10 +182,10 @@ class Fetcher:
         try:
             async with asyncio.timeout(self.limits.deadline):
                 return await self._fetch(url, etag, last_modified)
+        except aiohttp.ServerTimeoutError as exc:  # (a TimeoutError too: it goes first)
+            return FetchResult(url=url, error=f"timed out ({_timeout_kind(exc)})")
         except TimeoutError:
             return FetchResult(url=url, error=f"no complete response within {self.limits.deadline:.0f}s (deadline)")
-        except aiohttp.ServerTimeoutError as exc:
-            return FetchResult(url=url, error=f"timed out ({type(exc).__name__})")
         except (aiohttp.ClientError, ValueError) as exc:  # ValueError: yarl on a URL it cannot build
             return FetchResult(url=url, error=f"request failed: {type(exc).__name__}: {_safe(str(exc))}")
         except FetchError as exc:
@@ -193,13 +199,21 @@ class Fetcher:
             headers["if-modified-since"] = last_modified
         current = url
         session = self.session()
+        jar: aiohttp.CookieJar | None = None  # cookies set on the way through redirects, for this fetch only
         for _ in range(MAX_REDIRECTS + 1):
             if urlsplit(current).scheme not in ("http", "https"):
                 raise FetchError(f"refused redirect to a non-http(s) URL ({urlsplit(current).scheme}:)")
             self.requests += 1
+            target = as_sent(current)
+            cookies = jar.filter_cookies(yarl.URL(current)) if jar is not None else None
             proxy = self.proxy_for(current)
-            async with session.get(current, headers=headers, allow_redirects=False, proxy=proxy) as resp:
+            async with session.get(
+                target, headers=headers, allow_redirects=False, proxy=proxy, cookies=cookies
+            ) as resp:
                 if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                    if resp.cookies:
+                        jar = jar or aiohttp.CookieJar(unsafe=True)
+                        jar.update_cookies(resp.cookies, resp.url)
                     current = urljoin(current, resp.headers["location"])
                     continue
                 result = FetchResult(
@@ -254,6 +268,20 @@ class Fetcher:
                 chunks.append(piece)
                 piece = decoder.more(cap - total)
         return b"".join(chunks), wire
+
+
+_AS_WRITTEN = re.compile(r"[!-~]+")  # printable ASCII, no space: a URL that is already encoded
+
+
+def as_sent(url: str) -> yarl.URL | str:
+    """The URL as its author wrote it (`%7e` stays `%7e`, `?r=%2F` stays encoded, as httpx sent them), unless
+    it has characters that must be encoded first (spaces, non-ASCII): then yarl encodes it."""
+    return yarl.URL(url, encoded=True) if _AS_WRITTEN.fullmatch(url) else url
+
+
+def _timeout_kind(exc: aiohttp.ServerTimeoutError) -> str:
+    text = str(exc).lower()
+    return "ConnectTimeout" if "connect" in text else "ReadTimeout" if "read" in text else type(exc).__name__
 
 
 def _safe(text: str) -> str:
