@@ -14,10 +14,11 @@ import httpx
 
 from patchmoi.core.attempt_states import derive_states
 from patchmoi.core.config import Settings
+from patchmoi.core.dispatch.actions import actions_mode
 from patchmoi.core.dispatch.contract import Backend
 from patchmoi.core.dispatch.dispatcher import Dispatcher
 from patchmoi.core.dispatch.selection import select_backend
-from patchmoi.core.dispatch.transports import local_backend
+from patchmoi.core.dispatch.transports import actions_backend, local_backend
 from patchmoi.core.errors import UsageError
 from patchmoi.core.events import flow_event_id
 from patchmoi.core.records import FlowEventJson
@@ -173,17 +174,12 @@ def build_dispatcher(
     )
 
 
-def actions_mode(env: Mapping[str, str]) -> bool:
-    """Running inside CI as the workspace itself (`CODEX_WORKSPACE_MODE=actions` or GitHub Actions)."""
-    return env.get("CODEX_WORKSPACE_MODE") == "actions" or env.get("GITHUB_ACTIONS") == "true"
-
-
 def hand_run_backend(env: Mapping[str, str], workspace: Path | None, *, guarded: str | None) -> Backend:
     """Where a hand-run event (`patchmoi run`) goes: the given workspace, else the configured backend. A guarded
     run (`guarded` names it: a maintenance event really dispatched) refuses to fall back to a local run nobody
     asked for."""
     if workspace is not None:
-        return local_backend(workspace)
+        return actions_backend(workspace) if actions_mode(env) else local_backend(workspace)
     backend = select_backend(None, env)
     if guarded and backend.runs_here and not actions_mode(env):
         raise UsageError(

@@ -23,7 +23,7 @@ from .conftest import ROOT
 
 
 def test_transports_are_found_by_name_and_by_scheme() -> None:
-    assert set(transports.REGISTRY) == {"local", "workspace-http", "workspace-ws"}
+    assert set(transports.REGISTRY) == {"local", "actions-local", "workspace-http", "workspace-ws"}
     assert transports.for_url("https://ws.example/events").name == "workspace-http"
     assert transports.for_url("HTTP://ws.example").name == "workspace-http"
     assert transports.for_url("wss://ws.example/rpc").name == "workspace-ws"

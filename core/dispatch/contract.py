@@ -72,11 +72,21 @@ class BackendQueries(Protocol):
     async def list_events(self, type: str | None = None, limit: int | None = None) -> dict[str, Any]: ...
 
 
+class WorkspaceState(Protocol):
+    """What a transport that runs steps here remembers in the workspace (actions-local): the runs of each event
+    it ran, so that a second dispatch of it is a duplicate; and the environment its steps get."""
+
+    def runs_of(self, workspace: Path, event_id: str) -> list[str] | None: ...
+    def remember(self, workspace: Path, event_id: str, run_ids: list[str], operation: str) -> None: ...
+    def step_env(self, workspace: Path) -> dict[str, str]: ...
+
+
 class Transport(Protocol):
     name: str  # the `transport` value of dispatch records
     schemes: tuple[str, ...]  # backend URL schemes it serves (none for the local runner)
     runs_here: bool  # steps run in this process (the dispatcher's local runner); False: a backend runs them
     available: bool  # implemented: a retry may go back to a backend of this transport
+    workspace_state: WorkspaceState | None  # runs_here transports with a memory of the events they ran
 
     def base(self, url: str) -> str:
         """The base URL records keep and requests are built on."""

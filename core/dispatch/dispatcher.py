@@ -267,6 +267,24 @@ class Dispatcher:
             )
         elif not workspace.is_dir():
             error = f"local workspace {workspace} does not exist (check target.workspace in feed-sources.json)"
+        elif (
+            (memory := backend.handler.workspace_state) is not None
+            and operation != "replay"
+            and ((known := memory.runs_of(workspace, str(event.get("id")))) is not None)
+        ):
+            # ran here before (actions-local): a duplicate with the runs it had, as the original's client answered
+            record = {
+                **base,
+                "status": DispatchStatus.DISPATCHED,
+                "runIds": known,
+                "matched": 0,
+                "idempotent": True,
+                "createdAt": now_iso(),
+            }
+            self.store.append(Kind.DISPATCHES, record)
+            attempt = self.merge_local_runs(self._new_attempt(event, record))
+            self._notify(attempt, None)
+            return DispatchOutcome(event, record, attempt)
         else:
             try:
                 steps = matching_steps(workspace, event)
@@ -314,6 +332,9 @@ class Dispatcher:
             for step in steps
         ]
         self.store.append_many(Kind.RUNS, runs)
+        memory = backend.handler.workspace_state
+        if memory is not None:  # remembered once the runs are: a retry after a crash finds them, not new ones
+            memory.remember(workspace, str(event.get("id")), [str(r["id"]) for r in runs], operation)
         for run, step in zip(runs, steps, strict=True):
             self.progress(f"[flow] queued {step.flow}/{step.name} ({step.runner}) {run['id']}")
         record = {
@@ -325,7 +346,8 @@ class Dispatcher:
         }
         self.store.append(Kind.DISPATCHES, record)
         attempt = self._new_attempt(event, record)
-        coro = self._execute(event, attempt, list(zip(runs, steps, strict=True)), workspace)
+        step_env = memory.step_env(workspace) if memory is not None else {}
+        coro = self._execute(event, attempt, list(zip(runs, steps, strict=True)), workspace, step_env)
         if wait:
             attempt = await coro
             return DispatchOutcome(event, record, attempt)
@@ -367,6 +389,7 @@ class Dispatcher:
         attempt: dict[str, Any],
         planned: list[tuple[dict[str, Any], Step]],
         workspace: Path,
+        step_env: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         # One local run per workspace at a time: two rebuilds of one fork must not race on its git state.
         lock = self._run_locks.setdefault(str(workspace.resolve()), asyncio.Lock())
@@ -405,7 +428,12 @@ class Dispatcher:
                 self.progress(f"[flow] start {step.flow}/{step.name} {run['id']}")
                 try:
                     done = await execute_step(
-                        step, running, event, workspace, data_dir=self.store.data_dir, env=dict(self.env)
+                        step,
+                        running,
+                        event,
+                        workspace,
+                        data_dir=self.store.data_dir,
+                        env={**self.env, **(step_env or {})},
                     )
                 except asyncio.CancelledError:
                     # Shutdown: this run and the ones still queued are recorded as interrupted, and the

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from patchmoi.core.config import redact_url
-from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding
+from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding, WorkspaceState
 from patchmoi.core.dispatch.signing import signed_headers
 from patchmoi.core.errors import BackendError
 from patchmoi.core.feeds.fetch import USER_AGENT, parse_retry_after
@@ -172,6 +172,7 @@ class HttpTransport:
     schemes: tuple[str, ...] = ("http", "https")
     runs_here = False
     available = True
+    workspace_state: WorkspaceState | None = None
 
     def base(self, url: str) -> str:
         return _EVENTS_SUFFIX.sub("", url).rstrip("/")

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding
+from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding, WorkspaceState
 from patchmoi.core.errors import ConfigError
 from patchmoi.core.workspace.patches import doctor as patch_doctor
 from patchmoi.core.workspace.steps import load_steps
@@ -17,6 +17,7 @@ class LocalTransport:
     schemes: tuple[str, ...] = ()
     runs_here = True
     available = True
+    workspace_state: WorkspaceState | None = None
 
     def base(self, url: str) -> str:
         return url

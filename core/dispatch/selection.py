@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from patchmoi.core.config import first_nonempty
+from patchmoi.core.dispatch.actions import actions_mode
 from patchmoi.core.dispatch.contract import Backend
-from patchmoi.core.dispatch.transports import backend_for_url, local_backend
+from patchmoi.core.dispatch.transports import actions_backend, backend_for_url, local_backend
 from patchmoi.core.sources import Target
 
 __all__ = ["SECRET_ENVS", "URL_ENVS", "Backend", "select_backend"]
@@ -18,7 +19,8 @@ SECRET_ENVS = ("PATCH_WORKSPACE_BACKEND_SECRET", "PATCH_FLOW_DISPATCH_SECRET")
 
 def select_backend(target: Target | None, env: Mapping[str, str], workspace: Path | None = None) -> Backend:
     """First non-empty wins. URL: target URLs, target env names, then the global chain (its scheme picks the
-    transport); else local."""
+    transport); else Actions mode (`CODEX_WORKSPACE_MODE=actions`, `GITHUB_ACTIONS=true`: `actions-local`, in
+    the workspace or else the current directory, as the original's root was); else local."""
     if target is not None and target.transport == "local":
         return local_backend(_workspace(target, workspace))
     url = first_nonempty(
@@ -35,6 +37,8 @@ def select_backend(target: Target | None, env: Mapping[str, str], workspace: Pat
     )
     if url:
         return backend_for_url(url, secret)
+    if actions_mode(env):
+        return actions_backend(_workspace(target, workspace) or Path.cwd())
     return local_backend(_workspace(target, workspace))
 
 

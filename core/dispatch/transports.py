@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from patchmoi.core.dispatch.actions import ACTIONS_TRANSPORT
 from patchmoi.core.dispatch.contract import Backend, Transport
 from patchmoi.core.dispatch.http import HTTP_TRANSPORT
 from patchmoi.core.dispatch.local import LOCAL_TRANSPORT
 from patchmoi.core.dispatch.ws import WS_TRANSPORT
 from patchmoi.core.errors import ConfigError
 
-REGISTRY: dict[str, Transport] = {t.name: t for t in (LOCAL_TRANSPORT, HTTP_TRANSPORT, WS_TRANSPORT)}
+REGISTRY: dict[str, Transport] = {t.name: t for t in (LOCAL_TRANSPORT, ACTIONS_TRANSPORT, HTTP_TRANSPORT, WS_TRANSPORT)}
 LOCAL = LOCAL_TRANSPORT.name
 
 
@@ -42,6 +43,10 @@ def backend_for_url(url: str, secret: str | None = None) -> Backend:
 
 def local_backend(workspace: Path | None) -> Backend:
     return Backend(LOCAL, workspace=workspace)
+
+
+def actions_backend(workspace: Path) -> Backend:
+    return Backend(ACTIONS_TRANSPORT.name, workspace=workspace)
 
 
 def record_transport(record: Mapping[str, Any]) -> Transport | None:

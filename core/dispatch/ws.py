@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from patchmoi.core.config import redact_url
-from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding
+from patchmoi.core.dispatch.contract import Backend, BackendQueries, Delivery, Finding, WorkspaceState
 from patchmoi.core.dispatch.http import BackendReply
 from patchmoi.core.errors import BackendError
 from patchmoi.core.feeds.fetch import USER_AGENT
@@ -314,6 +314,7 @@ class WsTransport:
     schemes: tuple[str, ...] = ("ws", "wss")
     runs_here = False
     available = True
+    workspace_state: WorkspaceState | None = None
     # Per call; tests shorten them.
     timeout: float = TIMEOUT
     attempts: int = 3
