@@ -366,7 +366,7 @@ class Service:
                 self.queue.task_done()
 
     async def _dispatch_one(self, event: dict[str, Any]) -> None:
-        if self.store.list_dispatches(event_id=str(event["id"]), limit=1):
+        if not self.store.undispatched([str(event["id"])]):
             return  # already dispatched (by us before a restart, or by an operator)
         newer = self.superseded_by(event)
         if newer is not None and self._runs_here(event):

@@ -30,15 +30,14 @@ import json
 import math
 import os
 import shutil
-import threading
-import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from patchmoi.core.errors import ConfigError
+from patchmoi.core.workspace.filecache import FileCache
 
 FLOW_DIRS = (os.path.join(".codex", "flows"), "flows")
 MANIFEST_NAME = "flow.toml"
@@ -48,11 +47,6 @@ DEFAULT_TIMEOUT_MS = 300_000
 FLOW_KEYS = ("name", "version", "description", "config", "guidance", "steps")
 STEP_KEYS = ("name", "runner", "script", "timeout_ms", "cwd", "trigger")
 TRIGGER_KEYS = ("type", "schema")
-# A file modified this recently may be rewritten within the same timestamp tick without its identity changing
-# (git's "racy" case): it is parsed again on each use until it is older than this.
-RACY_NS = 2_000_000_000
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,42 +102,6 @@ class PayloadSchema:
 
 
 # -- cache ---------------------------------------------------------------------------------------------------
-
-
-class _FileCache(Generic[T]):
-    """Parsed files by path, reused while the file's identity is unchanged."""
-
-    def __init__(self, parse: Callable[[Path, bytes], T]) -> None:
-        self._parse = parse
-        self._entries: dict[str, tuple[tuple[int, int, int, int], T]] = {}
-        self._lock = threading.Lock()
-        self.reads = 0
-
-    def get(self, path: Path) -> T:
-        """The parsed file; OSError if it cannot be read, ConfigError if it is invalid."""
-        key_path = os.path.abspath(path)
-        st = os.stat(key_path)
-        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-        with self._lock:
-            hit = self._entries.get(key_path)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        started = time.time_ns()
-        with open(key_path, "rb") as fh:
-            data = fh.read()
-        value = self._parse(Path(key_path), data)
-        with self._lock:
-            self.reads += 1
-            if st.st_mtime_ns < started - RACY_NS:
-                self._entries[key_path] = (key, value)
-            else:
-                self._entries.pop(key_path, None)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.reads = 0
 
 
 # -- flow.toml -----------------------------------------------------------------------------------------------
@@ -267,8 +225,8 @@ def _compile_schema(path: Path, data: bytes) -> PayloadSchema:
     return PayloadSchema(path, cls(schema, registry=referencing.Registry()))
 
 
-_MANIFESTS: _FileCache[Flow] = _FileCache(_parse_manifest)
-_SCHEMAS: _FileCache[PayloadSchema] = _FileCache(_compile_schema)
+_MANIFESTS: FileCache[Flow] = FileCache(_parse_manifest)
+_SCHEMAS: FileCache[PayloadSchema] = FileCache(_compile_schema)
 
 
 def cache_stats() -> dict[str, int]:

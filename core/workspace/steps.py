@@ -25,6 +25,7 @@ rebuild for upstream releases and branch updates; one with flows but no `[[steps
 
 from __future__ import annotations
 
+import copy
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 
 from patchmoi.core.errors import ConfigError
 from patchmoi.core.workspace import flows as codex_flows
+from patchmoi.core.workspace.filecache import FileCache
 
 CONFIG_NAME = ".patchmoi.toml"
 BUILTINS = {"rebuild": ("patchmoi.core.workspace.rebuild_step",)}
@@ -113,17 +115,26 @@ def builtin_command(name: str) -> tuple[str, ...]:
     return (sys.executable, "-m", *BUILTINS[name])
 
 
+def _parse_config(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+_CONFIGS: FileCache[dict[str, Any]] = FileCache(_parse_config)
+
+
 def read_config(workspace: Path) -> dict[str, Any]:
+    """`.patchmoi.toml` as a new dict (parsed once per change of the file: a burst of dispatches reads it
+    once); `{}` when there is none."""
     path = workspace / CONFIG_NAME
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return copy.deepcopy(_CONFIGS.get(path))
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def load_steps(workspace: Path) -> list[Step]:

@@ -1,0 +1,55 @@
+"""Parsed files by path, reused while the file is unchanged (its mtime, ctime, size and inode).
+
+A file modified within RACY_NS of being read is not kept: another write in the same timestamp tick would not
+change its identity. Shared by the workspace's `.patchmoi.toml` and its codex-flows manifests and schemas,
+which a burst of dispatches would otherwise parse once per event.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+RACY_NS = 2_000_000_000
+
+
+class FileCache(Generic[T]):
+    """Parsed files by path, reused while the file's identity is unchanged."""
+
+    def __init__(self, parse: Callable[[Path, bytes], T]) -> None:
+        self._parse = parse
+        self._entries: dict[str, tuple[tuple[int, int, int, int], T]] = {}
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def get(self, path: Path) -> T:
+        """The parsed file; OSError if it cannot be read, ConfigError if it is invalid."""
+        key_path = os.path.abspath(path)
+        st = os.stat(key_path)
+        key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        with self._lock:
+            hit = self._entries.get(key_path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        started = time.time_ns()
+        with open(key_path, "rb") as fh:
+            data = fh.read()
+        value = self._parse(Path(key_path), data)
+        with self._lock:
+            self.reads += 1
+            if st.st_mtime_ns < started - RACY_NS:
+                self._entries[key_path] = (key, value)
+            else:
+                self._entries.pop(key_path, None)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.reads = 0
