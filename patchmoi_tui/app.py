@@ -47,7 +47,7 @@ class PatchmoiApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere keep the styles
     TITLE = "patchmoi"
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
+        Binding("q", "leave", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("slash", "filter", "Filter"),
         Binding("f", "toggle_follow", "Follow"),
@@ -78,6 +78,7 @@ class PatchmoiApp(App[None]):
         self.last_error: str | None = None
         self.open_queue: tuple[int, bool] | None = None  # (open attempts, count is a lower bound)
         self._warm_timer: Timer | None = None
+        self._closed = False
         self.sub_title = client.label + (" (read-only)" if client.read_only else "")
         if client.read_only:  # the keys still explain themselves when pressed, but the footer does not offer them
             bindings = self._bindings.key_to_bindings
@@ -194,14 +195,18 @@ class PatchmoiApp(App[None]):
                 table.add_row(*spec.cells(rec, now), key=key)
 
     def render_table(self, kind: str) -> None:
+        """Rows again, the cursor still on its record (by key) when rows arrive above it: a key pressed now acts
+        on what the operator was looking at. Follow mode moves it only when it was on the newest row."""
         spec: TabSpec = TAB_BY_KIND[kind]
         table = self.table(kind)
-        selected = None
-        if table.row_count and not self.follow:
+        selected, at = None, 0
+        if table.row_count:
+            at = table.cursor_row
             try:
                 selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             except Exception:  # a stale coordinate: keep the cursor where the table puts it
                 selected = None
+        on_newest = at == 0
         table.clear()
         now = self.clock()
         seen: set[str] = set()
@@ -211,10 +216,12 @@ class PatchmoiApp(App[None]):
                 continue
             seen.add(key)
             table.add_row(*spec.cells(rec, now), key=key)
-        if selected is not None and selected in seen:
-            table.move_cursor(row=table.get_row_index(selected))
-        else:
+        if self.follow and on_newest:
             table.move_cursor(row=0)
+        elif selected is not None and selected in seen:
+            table.move_cursor(row=table.get_row_index(selected))
+        else:  # its record is gone (filtered out): the row that took its place
+            table.move_cursor(row=min(at, max(0, table.row_count - 1)))
 
     def selected(self, kind: str | None = None) -> dict[str, Any] | None:
         kind = kind or self.active_kind
@@ -565,5 +572,41 @@ class PatchmoiApp(App[None]):
         for title, help_text, callback in actions:
             yield SystemCommand(title, help_text, callback)
 
+    async def action_leave(self) -> None:
+        """`q`: quit, but ask first while local runs are going on here, and say what becomes of them."""
+        running = self.client.runs_in_flight()
+        if not running:
+            await self._quit_now()
+            return
+
+        def done(answer: str | None) -> None:
+            if answer is not None:
+                self.call_later(self._quit_now)
+
+        self.push_screen(
+            ConfirmScreen(
+                "Quit?",
+                f"{running} local run(s) are still going on in this dashboard's process.\n\n"
+                "Quitting stops them within 5 s: each is recorded as interrupted (failed), its attempt with it, "
+                "and `patchmoi retry EVENT` runs it again later. Cancel to let them finish first.",
+                placeholder=None,
+                confirm="Quit",
+            ),
+            done,
+        )
+
+    async def _quit_now(self) -> None:
+        grace = 5.0
+        if self.client.runs_in_flight():  # the operator chose to interrupt them: no reason to wait
+            grace = 0.0
+            self.dashboard.query_one("#status", Static).update(
+                Text("stopping local runs (recorded as interrupted)…", style="yellow")
+            )
+            await asyncio.sleep(0)  # the line is drawn before the wait
+        await self.client.close(grace)
+        self._closed = True
+        self.exit()
+
     async def on_unmount(self) -> None:
-        await self.client.close()
+        if not self._closed:
+            await self.client.close()

@@ -48,6 +48,10 @@ class Client(Protocol):
 
     async def health(self) -> dict[str, Any]: ...
     def changes(self) -> AsyncIterator[set[str]]: ...
+    def runs_in_flight(self) -> int:
+        """Local runs started by this client and still going (quitting would interrupt them)."""
+        ...
+
     async def warm(self) -> None:
         """Get ready to read (a local DATA_DIR builds its indexes: seconds on a big one, on a thread)."""
         ...
@@ -60,7 +64,9 @@ class Client(Protocol):
         """What `warm` is doing, for the status line (None: nothing worth saying)."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop; local runs still going get `grace` seconds, then are stopped and recorded as interrupted."""
+        ...
 
 
 ROW_KINDS = {
@@ -154,9 +160,14 @@ class LocalClient:
             return None
         return f"{indexing['message']} in {self.settings.data_dir} (first open of a big store; later opens are instant)"
 
-    async def close(self) -> None:
+    def runs_in_flight(self) -> int:
+        return len(self.dispatcher.tasks)
+
+    async def close(self, grace: float = 5.0) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
-        await self.dispatcher.aclose(grace=5.0)  # quitting never waits for a long rebuild
+        await self.dispatcher.aclose(grace=grace)  # quitting never waits for a long rebuild
         self.store.close()
 
 
@@ -389,6 +400,9 @@ class RemoteClient:
             while not self._stop.is_set() and time.monotonic() - started < self.interval:
                 await asyncio.sleep(0.1)
 
-    async def close(self) -> None:
+    def runs_in_flight(self) -> int:
+        return 0  # the server runs them; quitting the dashboard does not touch them
+
+    async def close(self, grace: float = 5.0) -> None:
         self._stop.set()
         await self.http.aclose()

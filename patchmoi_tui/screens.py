@@ -22,48 +22,69 @@ KEYS = (
     ("g / G", "first / last row (G loads older rows)"),
     ("enter", "detail: event → dispatches → attempts → runs → candidates, range-diff, run log"),
     ("esc", "back"),
-    ("r", "retry the selected event (same backend; idempotent by id)"),
+    ("r", "retry the selected event (same backend; idempotent by id); dialogs open on Cancel:"),
+    ("", "shift+tab, enter confirms; tab types a reason; enter or esc cancels"),
     ("R", "replay the selected event (new runs)"),
     ("s", "sync the selected attempt from its runs"),
     ("a", "adopt the selected attempt's candidate: move main and the patch branches to it (asks first)"),
     ("/", "filter: repo:acme status:failed state:open type:upstream.release source:id, or free text"),
-    ("f", "follow on/off (newest rows stay in view)"),
+    ("f", "follow on/off (the cursor stays on its record; on the newest row, it follows)"),
     ("ctrl+p", "command palette (every action)"),
     ("?", "this help"),
-    ("q", "quit"),
+    ("q", "quit (asks first while a local run started here is going on)"),
 )
 
 
+CONFIRM_KEYS = "tab: reason · shift+tab, enter: confirm · enter, esc: cancel"
+CONFIRM_KEYS_NO_REASON = "shift+tab, enter: confirm · enter, esc: cancel"
+
+
 class ConfirmScreen(ModalScreen[str | None]):
-    """Returns the reason ('' when none) on confirm, None on cancel."""
+    """Returns the reason ('' when none) on confirm, None on cancel.
+
+    Cancel is the default (k9s' rule for actions that change something): the dialog opens on the Cancel button,
+    so keys typed by mistake (a filter typed without its `/`, say) fall on a button that ignores letters, and
+    their Enter cancels. Confirming takes a deliberate move: shift+tab to Confirm (or tab into the reason, type,
+    enter)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
-        self, title: str, body: str | Text, placeholder: str = "reason (optional, recorded with the dispatch)"
+        self,
+        title: str,
+        body: str | Text,
+        placeholder: str | None = "reason (optional, recorded with the dispatch)",
+        confirm: str = "Confirm",
     ) -> None:
         super().__init__()
         self.title_text = title
         self.body = body
         self.placeholder = placeholder
+        self.confirm_label = confirm
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
+        with Vertical(id="dialog") as dialog:
+            # the keys on the frame: they cost no line of a dialog that must fit 80x24
+            dialog.border_subtitle = CONFIRM_KEYS if self.placeholder is not None else CONFIRM_KEYS_NO_REASON
             yield Label(self.title_text, id="dialog-title")
             yield Static(self.body, id="dialog-body")
-            yield Input(placeholder=self.placeholder, id="reason")
+            if self.placeholder is not None:
+                yield Input(placeholder=self.placeholder, id="reason")
             with Horizontal(id="dialog-buttons"):
-                yield Button("Confirm", variant="primary", id="confirm")
+                yield Button(self.confirm_label, variant="primary", id="confirm")
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#reason", Input).focus()
+        self.query_one("#cancel", Button).focus()
+
+    def reason(self) -> str:
+        return self.query_one("#reason", Input).value.strip() if self.placeholder is not None else ""
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip())
+        self.dismiss(event.value.strip())  # the reason was typed on purpose: its Enter confirms
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.query_one("#reason", Input).value.strip() if event.button.id == "confirm" else None)
+        self.dismiss(self.reason() if event.button.id == "confirm" else None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

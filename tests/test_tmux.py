@@ -77,7 +77,7 @@ def test_tui_in_tmux_live_tail_and_retry(tmp_path: Path, data_dir: Path, tmux: T
     tmux.wait_for("acme/tmuxwidget@v7.0.0")
     tmux("send-keys", "-t", "tui", "r")
     tmux.wait_for("Retry flow event")
-    tmux("send-keys", "-t", "tui", "Enter")
+    tmux("send-keys", "-t", "tui", "BTab", "Enter")  # Cancel is the default: shift+tab to Confirm
     deadline = time.monotonic() + 15
     path = data_dir / "workspace-dispatches.jsonl"
     while time.monotonic() < deadline and not path.exists():

@@ -196,7 +196,7 @@ async def test_retry_confirm_with_reason_dispatches_and_live_tail_shows_it(data_
         await pilot.press("r")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press(*"upstream fixed")
+        await pilot.press("tab", *"upstream fixed")  # into the reason: its enter confirms
         await pilot.press("enter")
         for _ in range(100):
             await pilot.pause(0.05)
@@ -229,7 +229,7 @@ async def test_replay_cancel_and_sync(data_dir: Path, tmp_path: Path) -> None:
         await pilot.press("3", "s")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("enter")
+        await pilot.press("shift+tab", "enter")  # Cancel is the default: confirm is a deliberate move
         await pilot.pause(0.3)
         notes = list(app._notifications)
         assert not any("failed" in n.message for n in notes), [n.message for n in notes]
@@ -430,7 +430,7 @@ async def test_adopt_moves_the_fork_to_the_candidate(tmp_path: Path, data_dir: P
         assert forge.rev("main") == before
         await pilot.press("a")
         await pilot.pause()
-        await pilot.press(*"range-diff ok", "enter")
+        await pilot.press("tab", *"range-diff ok", "enter")
         await wait_for(pilot, lambda: cell(app, "attempts", 0, "STATE") == "◆ adopted")
         assert forge.rev("main") == candidate
         assert forge.rev("patch/020-shout-mode") == candidate  # the stack moved with it
@@ -475,7 +475,7 @@ async def test_adopt_from_the_detail_view_counts_as_the_review(tmp_path: Path, d
         dialog = app.screen.query_one("#dialog")  # it fits 80x24: nothing clipped, nothing to scroll
         assert dialog.content_region.contains_region(app.screen.query_one("#confirm").region)
         assert dialog.max_scroll_y == 0
-        await pilot.press("enter")
+        await pilot.press("shift+tab", "enter")
         await wait_for(pilot, lambda: "adopted 20" in str(app.screen.query_one("#detail-body").render()))
         assert forge.rev("main") == candidate
         text = str(app.screen.query_one("#detail-body").render())
@@ -494,7 +494,7 @@ async def test_adopt_refused_shows_why_and_moves_nothing(tmp_path: Path, data_di
         await pilot.press("3", "a")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("enter")
+        await pilot.press("shift+tab", "enter")
         await wait_for(pilot, lambda: "not adopted" in notes(app))
         assert "not adopted: main moved since the rebuild" in notes(app)  # AdoptRefused's message
         assert forge.rev("main") == moved

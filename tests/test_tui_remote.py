@@ -72,7 +72,7 @@ async def test_remote_mode_lists_details_and_retries(api: tuple[str, Path]) -> N
         await pilot.press("escape", "2", "j", "r")
         await pilot.pause(0.3)
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press(*"remote", "enter")
+        await pilot.press("tab", *"remote", "enter")
         for _ in range(60):
             await pilot.pause(0.1)
             if app.table("dispatches").row_count >= 2:
@@ -115,14 +115,14 @@ async def test_remote_adopt_refused_then_adopted(tmp_path: Path, data_dir: Path)
             await pilot.pause(0.3)
             assert isinstance(app.screen, ConfirmScreen)
             assert f"main  {before[:12]} → {candidate[:12]}" in str(app.screen.query_one("#dialog-body").render())
-            await pilot.press("enter")
+            await pilot.press("shift+tab", "enter")
             await wait_for(pilot, lambda: "not adopted" in notes(app))
             assert "not adopted: main moved since the rebuild" in notes(app)  # the 409 body's message, as is
             assert forge.rev("main") == moved
             git(forge.fork, "reset", "-q", "--hard", before)
             await pilot.press("a")
             await pilot.pause(0.3)
-            await pilot.press(*"remote ok", "enter")
+            await pilot.press("tab", *"remote ok", "enter")
             await wait_for(pilot, lambda: cell(app, "attempts", 0, "STATE") == "◆ adopted")
             assert forge.rev("main") == candidate
             assert cell(app, "attempts", 0, "STATE") == "◆ adopted"

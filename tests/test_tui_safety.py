@@ -1,0 +1,115 @@
+"""The dashboard as a daily tool (#16): the cursor stays on its record while rows arrive, a stray key never
+confirms an action, and quitting with a local run going asks first. Textual's Pilot on a real DATA_DIR."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from textual.widgets import Button
+
+from patchmoi.core.store import Store
+from patchmoi.tui.screens import ConfirmScreen
+
+from .test_tui import EID, EID2, make_app, seed, wait_for
+
+
+def new_event(data_dir: Path, n: int) -> None:
+    store = Store(data_dir)
+    store.record_event(
+        {
+            "id": f"patch:upstream.release:acme/new{n}:v{n}",
+            "type": "upstream.release",
+            "source": "patch",
+            "receivedAt": f"2026-11-21T11:5{n}:00.000Z",
+            "payload": {"repo": f"acme/new{n}", "tag": f"v{n}"},
+        }
+    )
+    store.close()
+
+
+def dispatches(data_dir: Path) -> list[dict[str, object]]:
+    path = data_dir / "workspace-dispatches.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_the_cursor_stays_on_its_record_when_rows_arrive_above_it(data_dir: Path) -> None:
+    seed(data_dir)
+    app = make_app(data_dir)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("2", "j")  # the older event, EID
+        assert app.selected()["id"] == EID  # type: ignore[index]
+        new_event(data_dir, 1)
+        await wait_for(pilot, lambda: app.table("events").row_count == 3)
+        assert app.table("events").row_count == 3
+        assert app.selected()["id"] == EID  # type: ignore[index]  # not moved to the new top row
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and EID in str(app.screen.query_one("#dialog-body").render())
+        await pilot.press("escape")
+        # on the newest row with follow on: new rows are followed
+        await pilot.press("g")
+        new_event(data_dir, 2)
+        await wait_for(pilot, lambda: app.table("events").row_count == 4)
+        assert app.selected()["id"] == "patch:upstream.release:acme/new2:v2"  # type: ignore[index]
+        # follow off: the cursor stays put even on the top row
+        await pilot.press("f", "j")
+        here = app.selected()["id"]  # type: ignore[index]
+        new_event(data_dir, 3)
+        await wait_for(pilot, lambda: app.table("events").row_count == 5)
+        assert app.selected()["id"] == here  # type: ignore[index]
+
+
+async def test_a_stray_key_never_confirms_an_action(data_dir: Path) -> None:
+    """`repo:owner8` typed without its `/`: `r` opens Retry, the rest lands on the Cancel button, Enter cancels."""
+    seed(data_dir)
+    app = make_app(data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2", *"repo:owner8", "enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert len(dispatches(data_dir)) == 1  # the seed's only: nothing was sent
+        await pilot.press("R")  # the dialog opens on Cancel; its keys are on its frame
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and app.screen.focused is not None
+        assert app.screen.focused.id == "cancel"
+        assert "shift+tab, enter: confirm" in str(app.screen.query_one("#dialog").border_subtitle)
+        await pilot.press(*"yes", "enter")  # letters do nothing on a button; enter on Cancel cancels
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen) and len(dispatches(data_dir)) == 1
+
+
+async def test_quitting_during_a_local_run_asks_and_says_what_happens(data_dir: Path, tmp_path: Path) -> None:
+    seed(data_dir)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "slow.py").write_text(
+        "import time, json\ntime.sleep(30)\nprint('FLOW_RESULT ' + json.dumps({'status': 'completed'}))\n"
+    )
+    (ws / ".patchmoi.toml").write_text(
+        f'[[steps]]\nname = "slow"\non = ["upstream.release"]\ncommand = ["{sys.executable}", "slow.py"]\n'
+    )
+    app = make_app(data_dir, workspace=ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2", "r", "shift+tab", "enter")  # retry EID2 (the newest): a run starts here
+        await wait_for(pilot, lambda: app.client.runs_in_flight() == 1)
+        assert dispatches(data_dir)[-1]["eventId"] == EID2
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        body = str(app.screen.query_one("#dialog-body").render())
+        assert "1 local run(s)" in body and "recorded as interrupted" in body and "patchmoi retry" in body
+        await pilot.press("enter")  # Cancel: still running, still here
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen) and app.is_running and app.client.runs_in_flight() == 1
+        await pilot.press("q", "shift+tab")
+        app.screen.query_one("#confirm", Button).press()  # (pilot.press would wait for an app that is leaving)
+        for _ in range(200):
+            if not app.is_running:
+                break
+            await asyncio.sleep(0.05)
+        assert not app.is_running
+    runs = Store(data_dir).list_runs(event_id=EID2)
+    assert runs and runs[0]["status"] == "failed" and "interrupt" in str(runs[0].get("error", "")).lower()
