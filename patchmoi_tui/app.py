@@ -14,6 +14,7 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
@@ -40,6 +41,7 @@ MAX_ROWS = 5000  # memory stays bounded whatever the history: older rows are lef
 WITHOUT_INDEX = ("signals", "events", "dispatches", "runs")  # tabs shown while indexes are built (not attempts:
 # their states are derived from every attempt)
 WARM_WAIT_SECONDS = 0.3  # an indexed or small store is ready within this: no progress line flashes by
+AGE_TICK = 5.0  # seconds between two refreshes of the ages on screen
 MUTATING = frozenset({"retry", "replay", "sync", "adopt"})  # refused (and not offered) in read-only mode
 
 
@@ -79,6 +81,7 @@ class PatchmoiApp(App[None]):
         self.open_queue: tuple[int, bool] | None = None  # (open attempts, count is a lower bound)
         self._warm_timer: Timer | None = None
         self._closed = False
+        self.age_tick = AGE_TICK
         self.sub_title = client.label + (" (read-only)" if client.read_only else "")
         if client.read_only:  # the keys still explain themselves when pressed, but the footer does not offer them
             bindings = self._bindings.key_to_bindings
@@ -131,6 +134,27 @@ class PatchmoiApp(App[None]):
         self.table("signals").focus()
         self.tail()
         self.health_loop()
+        self.set_interval(self.age_tick, self.tick_ages)
+
+    def tick_ages(self) -> None:
+        """Ages move on while nothing else does (`0s ago` on a 90-second-old attempt, before): the AGE cells of
+        the rows on screen in the open tab are computed again; the rest when they are shown."""
+        if not self.screen_stack:
+            return
+        kind = self.active_kind
+        table, spec = self.table(kind), TAB_BY_KIND[kind]
+        if not table.row_count:
+            return
+        first = max(0, int(table.scroll_y))
+        last = min(table.row_count, first + max(1, table.size.height))
+        keys = [table.coordinate_to_cell_key(Coordinate(i, 0)).row_key for i in range(first, last)]
+        wanted = {k.value for k in keys}
+        records = {key: r for r in self.rows[kind] if (key := spec.key(r)) in wanted}
+        now = self.clock()
+        for row_key in keys:
+            rec = records.get(str(row_key.value))
+            if rec is not None:
+                table.update_cell(row_key, "AGE", spec.cells(rec, now)[0])
 
     # -- data --------------------------------------------------------------------------------------------
     @property
@@ -277,7 +301,11 @@ class PatchmoiApp(App[None]):
         if sources:
             style = "red" if failing else "green"
             parts.append(
-                Text(f"● {len(sources)} sources" + (f", {len(failing)} failing" if failing else ""), style=style)
+                Text(
+                    f"● {len(sources)} source{'' if len(sources) == 1 else 's'}"
+                    + (f", {len(failing)} failing" if failing else ""),
+                    style=style,
+                )
             )
         else:
             parts.append(Text("○ no sources polled", style="bright_black"))

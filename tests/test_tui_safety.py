@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from textual.widgets import Button
 
+from patchmoi.core.config import Settings
 from patchmoi.core.store import Store
+from patchmoi.tui.app import PatchmoiApp
+from patchmoi.tui.client import LocalClient
 from patchmoi.tui.screens import ConfirmScreen
 
-from .test_tui import EID, EID2, make_app, seed, wait_for
+from .test_tui import EID, EID2, cell, make_app, seed, wait_for
 
 
 def new_event(data_dir: Path, n: int) -> None:
@@ -113,3 +117,19 @@ async def test_quitting_during_a_local_run_asks_and_says_what_happens(data_dir: 
         assert not app.is_running
     runs = Store(data_dir).list_runs(event_id=EID2)
     assert runs and runs[0]["status"] == "failed" and "interrupt" in str(runs[0].get("error", "")).lower()
+
+
+async def test_ages_tick_while_nothing_else_happens(data_dir: Path) -> None:
+    seed(data_dir)
+    now = [datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)]
+    app = PatchmoiApp(
+        LocalClient(Settings.from_env({"DATA_DIR": str(data_dir)})), clock=lambda: now[0], health_interval=3600
+    )
+    app.age_tick = 0.1
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("2")
+        before = cell(app, "events", 0, "AGE")
+        now[0] += timedelta(hours=3)
+        await wait_for(pilot, lambda: cell(app, "events", 0, "AGE") != before)
+        assert cell(app, "events", 0, "AGE") != before and before.endswith("ago")
+        assert "h" in cell(app, "events", 0, "AGE")
