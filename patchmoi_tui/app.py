@@ -23,7 +23,7 @@ from patchmoi.core.attempt_states import SUCCESS
 from patchmoi.core.errors import PatchmoiError
 from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.tui.client import Client
-from patchmoi.tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec
+from patchmoi.tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec, source_order
 from patchmoi.tui.screens import (
     ConfirmScreen,
     DetailScreen,
@@ -143,7 +143,7 @@ class PatchmoiApp(App[None]):
             return
         kind = self.active_kind
         table, spec = self.table(kind), TAB_BY_KIND[kind]
-        if not table.row_count:
+        if not table.row_count or spec.columns[0][0] != "AGE":
             return
         first = max(0, int(table.scroll_y))
         last = min(table.row_count, first + max(1, table.size.height))
@@ -185,6 +185,9 @@ class PatchmoiApp(App[None]):
             self.update_status()
             return
         spec = TAB_BY_KIND[kind]
+        if kind == "sources":  # the whole list each time, the ones that need a look first
+            fresh = sorted(fresh, key=source_order)
+            self.rows[kind] = []
         keys = {spec.key(r) for r in fresh}
         older = [r for r in self.rows[kind][len(fresh) :] if spec.key(r) not in keys] if self.rows[kind] else []
         self.rows[kind] = (fresh + older)[:MAX_ROWS]
@@ -278,6 +281,7 @@ class PatchmoiApp(App[None]):
             self.health = await self.client.health()
         except PatchmoiError as exc:
             self.last_error = str(exc)
+        await self.reload("sources")  # each source's last and next poll: from the same health, every few seconds
         await self.refresh_queue()
 
     async def refresh_queue(self) -> None:
@@ -288,9 +292,25 @@ class PatchmoiApp(App[None]):
             self.last_error = str(exc)
         self.update_status()
 
+    def label_tabs(self) -> None:
+        """Counts on the tabs that have a queue: open attempts, failing sources."""
+        tabs = self.dashboard.query_one(TabbedContent)
+        failing = sum(1 for s in self.rows["sources"] if s.get("lastError"))
+        counts = {
+            "attempts": f" !{self.open_queue[0]}{'+' if self.open_queue[1] else ''}"
+            if self.open_queue and self.open_queue[0]
+            else "",
+            "sources": f" ✖{failing}" if failing else "",
+        }
+        for i, spec in enumerate(TABS):
+            if spec.kind in counts:
+                with contextlib.suppress(Exception):  # (a tab that is not mounted yet)
+                    tabs.get_tab(f"tab-{spec.kind}").label = f"{i + 1} {spec.title}{counts[spec.kind]}"
+
     def update_status(self) -> None:
         if not self.screen_stack:  # shutting down
             return
+        self.label_tabs()
         h = self.health
         sources = h.get("sources") or []
         failing = [s for s in sources if s.get("lastError")]
@@ -365,6 +385,13 @@ class PatchmoiApp(App[None]):
         kind = event.data_table.id or self.active_kind
         record = self.selected(kind)
         if record is None:
+            return
+        if kind == "sources":  # a source's detail is what it brought: its signals, newest first
+            self.row_filter = RowFilter.parse(f"source:{record.get('sourceId')}")
+            for spec in TABS:
+                self.render_table(spec.kind)
+            self.action_tab("signals")
+            self.update_status()
             return
         try:
             chain = await self.client.describe(kind, record)

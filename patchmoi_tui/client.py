@@ -17,12 +17,22 @@ import httpx
 
 from patchmoi.core.adopt import adopt, default_actor
 from patchmoi.core.attempt_states import STATES, derive_states
-from patchmoi.core.config import Settings
+from patchmoi.core.config import Settings, redact_url
 from patchmoi.core.errors import NotFoundError, PatchmoiError, from_code
-from patchmoi.core.operations import POLLER_LEASE, build_dispatcher, chain, feed_health, signal_id, with_states
+from patchmoi.core.operations import (
+    POLLER_LEASE,
+    build_dispatcher,
+    chain,
+    configured_sources,
+    feed_health,
+    signal_id,
+    with_states,
+)
+from patchmoi.core.records import iso_at
 from patchmoi.core.store import Cursor, Kind, Store
 from patchmoi.core.tls import tls_context
 from patchmoi.core.workspace.adopt import AdoptRefused
+from patchmoi.tui.textfmt import parse_iso
 
 KINDS = ("signals", "events", "attempts", "dispatches", "runs")
 OPEN_LIMIT = 500  # the remote open-queue count is exact up to the API's page limit, then shown as "500+"
@@ -106,6 +116,8 @@ class LocalClient:
         return self._states
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
+        if kind == "sources":
+            return [] if before is not None else self.sources()
         pairs = self.store.page(ROW_KINDS[kind], limit=limit, before=before)
         rows = [{**rec, "_cursor": cursor} for cursor, rec in pairs]
         return with_states(rows, self.states()) if kind == "attempts" else rows
@@ -129,6 +141,37 @@ class LocalClient:
             adopt, self.store, attempt_id, by=self.actor, reason=reason, reviewed=reviewed
         )
         return {"attempt": attempt}
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Every configured source with its saved feed state. The next poll is an estimate (`estimated`): the
+        last poll plus the interval; only the polling process knows its schedule (remote mode shows it)."""
+        try:
+            configured = configured_sources(self.settings)
+        except PatchmoiError as exc:
+            raise PatchmoiError(f"feed sources: {exc}") from exc
+        state = self.store.read_state_safely()
+        floor = self.settings.min_poll_seconds
+        out = []
+        for src in configured:
+            st = state.get(src.id) if isinstance(state.get(src.id), dict) else {}
+            assert isinstance(st, dict)
+            row: dict[str, Any] = {
+                "sourceId": src.id,
+                "kind": src.kind,
+                "url": redact_url(src.url),
+                "intervalSeconds": max(floor, src.poll_interval_seconds),
+                "lastCheckedAt": st.get("lastCheckedAt"),
+                "lastError": st.get("lastError"),
+                "notBefore": iso_at(float(st["notBefore"])) if st.get("notBefore") else None,
+                "lastStatus": "primed" if st.get("primed") else None,
+                "etag": bool(st.get("etag")),
+            }
+            checked = parse_iso(st.get("lastCheckedAt"))
+            if checked is not None:
+                row["nextDueAt"] = iso_at(checked.timestamp() + row["intervalSeconds"])
+                row["estimated"] = True
+            out.append(row)
+        return out
 
     async def open_queue(self) -> tuple[int, bool] | None:
         return sum(1 for state in self.states().values() if state == "open"), False
@@ -239,6 +282,11 @@ class RemoteClient:
         return body if isinstance(body, dict) else {}
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]:
+        if kind == "sources":  # the server's poller knows each source's schedule: /readyz says it
+            if before is not None:
+                return []
+            health = await self.health()
+            return [s for s in health.get("sources") or [] if isinstance(s, dict)]
         rows = await self._page(kind, limit, before)
         if kind != "attempts" or not rows:
             return rows

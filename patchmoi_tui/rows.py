@@ -174,6 +174,43 @@ def _run_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     )
 
 
+def source_state(r: dict[str, Any], now: datetime | None) -> Text:
+    """✖ failing (consecutive errors), ⏸ held back (the host's Retry-After), ◌ not polled yet, ● ok."""
+    if r.get("lastError"):
+        held = relative_time(r.get("notBefore"), now) if r.get("notBefore") else ""
+        return Text("⏸ waiting" if held.startswith("in ") else "✖ failing", style="bold red")
+    if not (r.get("lastPolledAt") or r.get("lastCheckedAt")):
+        return Text("◌ new", style="bright_black")
+    return Text("● ok", style="green")
+
+
+def source_order(r: dict[str, Any]) -> tuple[int, str]:
+    """Failing first, then the ones not polled yet, then the rest; by id within each."""
+    rank = 0 if r.get("lastError") else 1 if not (r.get("lastPolledAt") or r.get("lastCheckedAt")) else 2
+    return rank, str(r.get("sourceId"))
+
+
+def _source_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+    polled = r.get("lastPolledAt") or r.get("lastCheckedAt")
+    due = relative_time(r.get("nextDueAt"), now) if r.get("nextDueAt") else "-"
+    if r.get("estimated") and due != "-":
+        due = "≈" + due  # from the last poll and the interval: only the polling process knows the schedule
+    result = r.get("lastError") or {
+        "not_modified": "not modified (304 / same refs)",
+        "primed": "primed",
+        "ok": "new entries",
+    }.get(str(r.get("lastStatus")), str(r.get("lastStatus") or ""))
+    errors = r.get("consecutiveErrors")
+    return (
+        source_state(r, now),
+        shorten(r.get("sourceId"), 24),
+        relative_time(polled, now) if polled else "never",
+        due,
+        str(errors) if isinstance(errors, int) and errors else "",
+        result,
+    )
+
+
 TABS: tuple[TabSpec, ...] = (
     TabSpec(
         "signals",
@@ -209,6 +246,13 @@ TABS: tuple[TabSpec, ...] = (
         (("AGE", 9), ("STATUS", 20), ("STEP", 22), ("MESSAGE", 36), ("ID", 0)),
         _run_cells,
         lambda r: str(r.get("id")),
+    ),
+    TabSpec(
+        "sources",
+        "Sources",
+        (("STATE", 10), ("SOURCE", 24), ("POLLED", 9), ("NEXT", 10), ("ERR", 3), ("LAST RESULT / ERROR", 0)),
+        _source_cells,
+        lambda r: str(r.get("sourceId")),
     ),
 )
 TAB_BY_KIND = {t.kind: t for t in TABS}

@@ -17,7 +17,7 @@ from patchmoi.tui.rows import state_text, status_text, upstream_label
 from patchmoi.tui.textfmt import shorten
 
 KEYS = (
-    ("1-5", "switch tab: Upstream, Events, Attempts, Dispatches, Runs"),
+    ("1-6", "switch tab: Upstream, Events, Attempts, Dispatches, Runs, Sources (enter: its signals)"),
     ("j / k, ↓ / ↑", "move"),
     ("g / G", "first / last row (G loads older rows)"),
     ("enter", "detail: event → dispatches → attempts → runs → candidates, range-diff, run log"),

@@ -521,7 +521,7 @@ async def test_read_only_does_not_offer_adopt(tmp_path: Path, data_dir: Path) ->
 
 
 # -- snapshots (pytest-textual-snapshot; `pytest --snapshot-update` after checking the report) -------------
-@pytest.mark.parametrize("key", ["1", "2", "3", "4", "5"])
+@pytest.mark.parametrize("key", ["1", "2", "3", "4", "5", "6"])
 def test_snapshot_tabs(snap_compare: Any, data_dir: Path, key: str) -> None:
     seed(data_dir)
     assert snap_compare(make_app(data_dir), press=[key], terminal_size=(80, 24))

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from textual.widgets import Button
+from textual.widgets import Button, TabbedContent
 
 from patchmoi.core.config import Settings
 from patchmoi.core.store import Store
@@ -17,6 +17,7 @@ from patchmoi.tui.app import PatchmoiApp
 from patchmoi.tui.client import LocalClient
 from patchmoi.tui.screens import ConfirmScreen
 
+from .feeds import source
 from .test_tui import EID, EID2, cell, make_app, seed, wait_for
 
 
@@ -133,3 +134,49 @@ async def test_ages_tick_while_nothing_else_happens(data_dir: Path) -> None:
         await wait_for(pilot, lambda: cell(app, "events", 0, "AGE") != before)
         assert cell(app, "events", 0, "AGE") != before and before.endswith("ago")
         assert "h" in cell(app, "events", 0, "AGE")
+
+
+async def test_the_sources_tab_shows_what_fails_and_when_each_polls(data_dir: Path, tmp_path: Path) -> None:
+    seed(data_dir)
+    sources = tmp_path / "feed-sources.json"
+    sources.write_text(
+        json.dumps(
+            {
+                "sources": [
+                    {**source("gh-widget", "https://example.invalid/w.atom"), "pollIntervalSeconds": 600},
+                    source("gh-gadget", "https://example.invalid/g.atom"),
+                    source("gh-new", "https://example.invalid/n.atom"),
+                ]
+            }
+        )
+    )
+    store = Store(data_dir)
+    store.write_state(
+        {
+            "gh-widget": {"primed": True, "lastCheckedAt": "2026-11-21T11:58:00.000Z", "etag": '"e1"'},
+            "gh-gadget": {
+                "primed": True,
+                "lastCheckedAt": "2026-11-21T11:59:00.000Z",
+                "lastError": "Feed gh-gadget returned 503; backing off this host for 120s",
+            },
+        }
+    )
+    store.close()
+    now = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+    settings = Settings.from_env({"DATA_DIR": str(data_dir), "FEED_SOURCES_PATH": str(sources)})
+    app = PatchmoiApp(LocalClient(settings), clock=lambda: now, health_interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("6")
+        assert [cell(app, "sources", i, "SOURCE") for i in range(3)] == ["gh-gadget", "gh-new", "gh-widget"]
+        assert cell(app, "sources", 0, "STATE") == "✖ failing"
+        assert cell(app, "sources", 0, "LAST RESULT / ERROR").startswith("Feed gh-gadget returned 503")
+        assert (cell(app, "sources", 1, "STATE"), cell(app, "sources", 1, "POLLED")) == ("◌ new", "never")
+        assert (cell(app, "sources", 2, "POLLED"), cell(app, "sources", 2, "NEXT")) == ("2m ago", "≈in 8m")
+        tabs = app.query_one(TabbedContent)
+        assert str(tabs.get_tab("tab-sources").label) == "6 Sources ✖1"
+        assert str(tabs.get_tab("tab-attempts").label) == "3 Attempts !1"  # the open queue
+        assert tabs.get_tab("tab-sources").region.right <= 80  # all six tabs fit 80 columns
+        await pilot.press("down", "down", "enter")  # gh-widget: its signals
+        await pilot.pause()
+        assert app.active_kind == "signals" and app.table("signals").row_count == 1
+        assert cell(app, "signals", 0, "SOURCE") == "gh-widget"
