@@ -16,22 +16,21 @@ from patchmoi.core.adopt import review_reason
 from patchmoi.tui.rows import state_text, status_text, upstream_label
 from patchmoi.tui.textfmt import shorten
 
-KEYS = (
-    ("1-6", "switch tab: Upstream, Events, Attempts, Dispatches, Runs, Sources (enter: its signals)"),
-    ("j / k, ↓ / ↑", "move"),
+KEYS = (  # one line each: the help fits 80x24 without scrolling (a test checks)
+    ("1-6", "Upstream Events Attempts Dispatches Runs Sources"),
+    ("j k ↓ ↑", "move"),
     ("g / G", "first / last row (G loads older rows)"),
-    ("enter", "detail: event → dispatches → attempts → runs → candidates, range-diff, run log"),
-    ("esc", "back"),
-    ("r", "retry the selected event (same backend; idempotent by id); dialogs open on Cancel:"),
-    ("", "shift+tab, enter confirms; tab types a reason; enter or esc cancels"),
-    ("R", "replay the selected event (new runs)"),
-    ("s", "sync the selected attempt from its runs"),
-    ("a", "adopt the selected attempt's candidate: move main and the patch branches to it (asks first)"),
-    ("/", "filter: repo:acme status:failed state:open type:upstream.release source:id, or free text"),
-    ("f", "follow on/off (the cursor stays on its record; on the newest row, it follows)"),
+    ("enter / esc", "detail of the row (a source: its signals) / back"),
+    ("r", "retry the event (same backend; idempotent by id)"),
+    ("R", "replay the event (new runs)"),
+    ("s", "sync the attempt from its runs"),
+    ("a", "adopt the attempt's candidate (main, patch branches)"),
+    ("", "dialogs open on Cancel: shift+tab, enter confirms;"),
+    ("", "tab: a reason; enter or esc cancels"),
+    ("/", "filter: repo: status: state:open type: source: text"),
+    ("f", "follow: the cursor stays on its record (top: follows)"),
     ("ctrl+p", "command palette (every action)"),
-    ("?", "this help"),
-    ("q", "quit (asks first while a local run started here is going on)"),
+    ("? / q", "this help / quit (asks while a local run goes on)"),
 )
 
 

@@ -273,7 +273,7 @@ async def test_filter_follow_help_and_palette(data_dir: Path) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        assert " a  adopt the selected attempt's candidate" in str(app.screen.query_one("#help-body").render())
+        assert " a  adopt the attempt's candidate" in str(app.screen.query_one("#help-body").render())
         await pilot.press("escape")
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {

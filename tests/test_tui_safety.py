@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from textual.binding import Binding
 from textual.widgets import Button, TabbedContent
 
 from patchmoi.core.config import Settings
@@ -180,3 +181,18 @@ async def test_the_sources_tab_shows_what_fails_and_when_each_polls(data_dir: Pa
         await pilot.pause()
         assert app.active_kind == "signals" and app.table("signals").row_count == 1
         assert cell(app, "signals", 0, "SOURCE") == "gh-widget"
+
+
+async def test_help_fits_80x24_and_lists_every_key(data_dir: Path) -> None:
+    seed(data_dir)
+    app = make_app(data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        dialog = app.screen.query_one("#dialog")
+        assert dialog.max_scroll_y == 0 and dialog.region.bottom <= 24
+        text = str(app.screen.query_one("#help-body").render())
+        shown = {b.key for b in app.BINDINGS if isinstance(b, Binding) and b.show}
+        for key in ("r", "R", "s", "a", "f", "/", "? / q", "1-6", "enter / esc", "shift+tab"):
+            assert key in text, key
+        assert {"q", "r", "R", "s", "a", "f"} <= shown | {"q"}
