@@ -53,6 +53,7 @@ class PatchmoiApp(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("slash", "filter", "Filter"),
         Binding("f", "toggle_follow", "Follow"),
+        Binding("ctrl+r", "refresh", "Refresh", show=False),
         Binding("r", "retry", "Retry"),
         Binding("R", "replay", "Replay"),
         Binding("s", "sync", "Sync"),
@@ -268,6 +269,8 @@ class PatchmoiApp(App[None]):
         async for kinds in self.client.changes():
             for kind in kinds:
                 await self.reload(kind)
+            if kinds and self.client.connection() is None and self.last_error and "cannot reach" in self.last_error:
+                self.last_error = None  # the server answers again
             self.update_status()
 
     @work(exclusive=True, group="health", exit_on_error=False)
@@ -281,6 +284,8 @@ class PatchmoiApp(App[None]):
             self.health = await self.client.health()
         except PatchmoiError as exc:
             self.last_error = str(exc)
+        else:
+            self.last_error = None  # an error shown earlier (a server that was down) is over
         await self.reload("sources")  # each source's last and next poll: from the same health, every few seconds
         await self.refresh_queue()
 
@@ -315,6 +320,9 @@ class PatchmoiApp(App[None]):
         sources = h.get("sources") or []
         failing = [s for s in sources if s.get("lastError")]
         parts: list[Text | str] = []
+        down = self.client.connection()
+        if down:  # first, and red: everything after it is as it was when the server last answered
+            parts.append(Text(f"✖ {down}", style="bold red"))
         warming = self.client.warming()
         if warming:
             parts.append(Text(f"⧗ {warming}", style="yellow"))
@@ -399,6 +407,11 @@ class PatchmoiApp(App[None]):
             self.notify(str(exc), severity="error")
             return
         await self.push_screen(DetailScreen(chain, kind=kind, record=record))
+
+    async def action_refresh(self) -> None:
+        """ctrl+r: every list and the health, now."""
+        await self.load_all()
+        self.update_status()
 
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow

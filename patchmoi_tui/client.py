@@ -62,6 +62,10 @@ class Client(Protocol):
         """Local runs started by this client and still going (quitting would interrupt them)."""
         ...
 
+    def connection(self) -> str | None:
+        """Why the data on screen may be stale (a server that does not answer), or None."""
+        ...
+
     async def warm(self) -> None:
         """Get ready to read (a local DATA_DIR builds its indexes: seconds on a big one, on a thread)."""
         ...
@@ -206,6 +210,9 @@ class LocalClient:
     def runs_in_flight(self) -> int:
         return len(self.dispatcher.tasks)
 
+    def connection(self) -> str | None:
+        return None  # the files are here
+
     async def close(self, grace: float = 5.0) -> None:
         if self._stop.is_set():
             return
@@ -255,14 +262,22 @@ class RemoteClient:
         self.actor = default_actor("tui")
         self._stop = asyncio.Event()
         self._last: dict[str, str] = {}
+        self._down: tuple[float, str] | None = None  # since when, and why, the server does not answer
         self._warming: str | None = None  # the server's /readyz "indexing" message, while it builds
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            resp = await self.http.get(path, params={k: v for k, v in (params or {}).items() if v is not None})
-        except httpx.HTTPError as exc:
-            raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
-        return self._json(resp)
+        return self._json(await self._fetch(path, {k: v for k, v in (params or {}).items() if v is not None}))
+
+    async def _fetch(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        """A GET, tried once more at once: a kept-alive connection the server closed (it restarted) fails the
+        first try without saying anything about the server."""
+        for again in (True, False):
+            try:
+                return await self.http.get(path, params=params)
+            except httpx.HTTPError as exc:
+                if not again:
+                    raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        raise AssertionError("unreachable")
 
     def _json(self, resp: httpx.Response) -> dict[str, Any]:
         try:
@@ -407,10 +422,7 @@ class RemoteClient:
         return len(attempts), len(attempts) >= OPEN_LIMIT
 
     async def health(self) -> dict[str, Any]:
-        try:
-            resp = await self.http.get("/readyz")
-        except httpx.HTTPError as exc:
-            raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        resp = await self._fetch("/readyz")
         if resp.status_code == 503 and resp.headers.get("content-type", "").startswith("application/json"):
             body = resp.json()  # 503 while the server builds its indexes: the body says how far
             if isinstance(body, dict) and body.get("status") == "indexing":
@@ -430,19 +442,29 @@ class RemoteClient:
         return None if self._warming is None else f"server {self._warming}"
 
     async def changes(self) -> AsyncIterator[set[str]]:
-        """Poll the newest record of each list; yield the kinds whose head changed."""
+        """Poll the newest record of each list; yield the kinds whose head changed. A server that stops
+        answering is said at once (`connection()`, and an empty set so the status line is drawn again); when it
+        answers again, every list is reloaded (what happened meanwhile is not lost)."""
         while not self._stop.is_set():
             changed: set[str] = set()
+            was_down = self._down is not None
             for kind in KINDS:
                 try:
                     head = await self._page(kind, 1)
-                except PatchmoiError:
+                except PatchmoiError as exc:
+                    if "cannot reach" in str(exc):
+                        if self._down is None:
+                            self._down = (time.time(), str(exc))
+                        break
                     continue
+                self._down = None
                 marker = repr(head[:1])
                 if self._last.get(kind) not in (None, marker):
                     changed.add(kind)
                 self._last[kind] = marker
-            if changed:
+            if was_down and self._down is None:
+                changed |= set(KINDS)  # back: reload everything
+            if changed or (self._down is not None) != was_down:
                 yield changed
             started = time.monotonic()
             while not self._stop.is_set() and time.monotonic() - started < self.interval:
@@ -450,6 +472,15 @@ class RemoteClient:
 
     def runs_in_flight(self) -> int:
         return 0  # the server runs them; quitting the dashboard does not touch them
+
+    def connection(self) -> str | None:
+        if self._down is None:
+            return None
+        since, error = self._down
+        clock = time.strftime("%H:%M:%S", time.localtime(since))
+        return (
+            f"no answer from {self.base} since {clock} ({error.split(': ', 1)[-1]}); retrying every {self.interval:g}s"
+        )
 
     async def close(self, grace: float = 5.0) -> None:
         self._stop.set()

@@ -29,7 +29,7 @@ KEYS = (  # one line each: the help fits 80x24 without scrolling (a test checks)
     ("", "tab: a reason; enter or esc cancels"),
     ("/", "filter: repo: status: state:open type: source: text"),
     ("f", "follow: the cursor stays on its record (top: follows)"),
-    ("ctrl+p", "command palette (every action)"),
+    ("ctrl+p / ctrl+r", "command palette (every action) / refresh now"),
     ("? / q", "this help / quit (asks while a local run goes on)"),
 )
 

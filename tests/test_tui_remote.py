@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 
 from patchmoi.core.config import Settings
+from patchmoi.core.store import Store
 from patchmoi.server.app import create_app
 from patchmoi.tui.app import PatchmoiApp
 from patchmoi.tui.client import RemoteClient
@@ -27,9 +28,10 @@ TOKEN = "remote-tui-token"
 
 
 @contextlib.contextmanager
-def serving(data: Path) -> Iterator[str]:
-    """`patchmoi serve` on DATA_DIR `data` (uvicorn on a free loopback port, in a thread); yields its URL."""
-    port = free_port()
+def serving(data: Path, port: int | None = None) -> Iterator[str]:
+    """`patchmoi serve` on DATA_DIR `data` (uvicorn on a loopback port, free unless given, in a thread); yields
+    its URL."""
+    port = port or free_port()
     settings = Settings.from_env({"DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN})
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings, poll=False), host="127.0.0.1", port=port, log_level="error")
@@ -128,3 +130,33 @@ async def test_remote_adopt_refused_then_adopted(tmp_path: Path, data_dir: Path)
             assert cell(app, "attempts", 0, "STATE") == "◆ adopted"
     lines = [json.loads(x) for x in (data_dir / "maintenance-attempts.jsonl").read_text().splitlines()]
     assert lines[-1]["adoption"]["by"].startswith("tui:") and lines[-1]["adoption"]["reason"] == "remote ok"
+
+
+def status(app: PatchmoiApp) -> str:
+    return str(app.query_one("#status").render())
+
+
+async def test_remote_mode_says_when_the_server_is_gone_and_catches_up_when_it_is_back(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    seed(data)
+    port = free_port()
+    first = serving(data, port)
+    url = first.__enter__()
+    try:
+        app = PatchmoiApp(RemoteClient(url, TOKEN, interval=0.2), clock=lambda: NOW, health_interval=3600)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            assert app.table("events").row_count == 2 and "no answer" not in status(app)
+            first.__exit__(None, None, None)
+            await wait_for(pilot, lambda: "no answer from" in status(app))
+            assert f"✖ no answer from {url} since" in status(app) and "retrying every 0.2s" in status(app)
+            Store(data).record_event({"id": "e-while-down", "type": "upstream.release", "payload": {}})
+            with serving(data, port):
+                await wait_for(pilot, lambda: app.table("events").row_count == 3)
+                assert app.table("events").row_count == 3  # what happened meanwhile is there
+                assert "no answer" not in status(app) and "last error" not in status(app)
+                await pilot.press("ctrl+r")  # refresh now: still fine
+                assert "no answer" not in status(app)
+    finally:
+        first.__exit__(None, None, None)
