@@ -109,6 +109,7 @@ class Service:
             workspace=workspace,
         )
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._claimed: set[str] = set()  # event ids queued or being dispatched: each goes out once at a time
         self._newest_update: dict[str, str] = {}  # branch key -> newest queued upstream.branch_update event id
         self.dispatch_failures: list[dict[str, Any]] = []  # dispatches that failed for configuration (newest last)
         self.dispatcher.superseded = self.superseded_by
@@ -343,9 +344,16 @@ class Service:
                 await asyncio.wait_for(self._stop.wait(), 1.0 if busy else 30.0)
 
     def enqueue(self, event: dict[str, Any]) -> None:
+        """Queue an event for dispatch, unless it is queued or being dispatched already: recovery looks for
+        events with no dispatch record every second, and one whose delivery to a slow backend is still in
+        flight has none yet (it was sent four times before)."""
+        event_id = str(event.get("id"))
         key = branch_key(event)
         if key is not None:
-            self._newest_update[key] = str(event.get("id"))
+            self._newest_update[key] = event_id
+        if event_id in self._claimed:
+            return
+        self._claimed.add(event_id)
         self.queue.put_nowait(event)
 
     def superseded_by(self, event: dict[str, Any]) -> str | None:
@@ -366,6 +374,12 @@ class Service:
                 self.queue.task_done()
 
     async def _dispatch_one(self, event: dict[str, Any]) -> None:
+        try:
+            await self._dispatch_claimed(event)
+        finally:  # its dispatch record is written (or it failed): recovery may queue it again if it has none
+            self._claimed.discard(str(event.get("id")))
+
+    async def _dispatch_claimed(self, event: dict[str, Any]) -> None:
         if not self.store.undispatched([str(event["id"])]):
             return  # already dispatched (by us before a restart, or by an operator)
         newer = self.superseded_by(event)

@@ -373,7 +373,7 @@ def _method(request: Request, allowed: tuple[str, ...]) -> None:
 def _shallow(rest: list[str]) -> None:
     """Below `/workspace-runs/{id}` and `/workspace-events/{id}` the spec answers 405: no method is allowed there,
     which an empty `Allow` says (RFC 9110 §10.2.1)."""
-    if len(rest) > 1:
+    if len(rest) > 1 or rest == [""]:  # deeper, or a trailing slash (`/workspace-runs/`): not a route
         raise ApiError(405, "method_not_allowed", headers={"Allow": ""})
 
 

@@ -246,3 +246,54 @@ def test_the_documented_workflow_polls_rebuilds_and_keeps_its_state(tmp_path: Pa
     assert store.count(Kind.RUNS) == 1 and len(store.list_attempts()) == 2
     latest = store.list_dispatches()[0]
     assert (latest["matched"], latest["idempotent"]) == (0, True)
+
+
+RACER = r"""
+import asyncio, os, sys
+from pathlib import Path
+from patchmoi.core.dispatch.dispatcher import Dispatcher
+from patchmoi.core.store import Store
+data, ws, event_id = sys.argv[1:4]
+async def main():
+    dispatcher = Dispatcher(Store(data), {"GITHUB_ACTIONS": "true", "PATH": os.environ["PATH"]}, workspace=Path(ws))
+    outcome = await dispatcher.retry(event_id)
+    await dispatcher.aclose()
+    print(outcome.record["matched"])
+asyncio.run(main())
+"""
+
+
+def test_two_processes_on_one_workspace_run_an_event_once(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    (ws / "step.py").write_text("import time\ntime.sleep(1.0)\n" + STEP)
+    data = tmp_path / "data"
+    Store(data).record_event({"id": "e1", "type": "upstream.release", "payload": {}})
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(data), str(ws), "e1"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    matched = sorted(int(p.communicate(timeout=60)[0].strip().splitlines()[-1]) for p in procs)
+    assert matched == [0, 1]  # one ran it, the other was told it is a duplicate
+    assert len((ws / "ran.log").read_text().splitlines()) == 1
+
+
+async def test_an_interrupted_run_is_not_a_reason_to_skip_the_retry(tmp_path: Path) -> None:
+    """A cancelled job left its run interrupted: the retry the recovery message advises must run it again."""
+    ws = workspace(tmp_path)
+    store = Store(tmp_path / "data")
+    store.record_event({"id": "e1", "type": "upstream.release", "payload": {}})
+    env = {"GITHUB_ACTIONS": "true", "PATH": os.environ["PATH"]}
+    dispatcher = Dispatcher(store, env, workspace=ws)
+    try:
+        first = await dispatcher.retry("e1")
+        [run_id] = first.record["runIds"]
+        run = store.get_run(run_id)
+        assert run is not None
+        store.append(Kind.RUNS, {**run, "status": "failed", "error": "interrupted by shutdown; retry the event"})
+        again = await dispatcher.retry("e1")
+    finally:
+        await dispatcher.aclose()
+    assert again.record["matched"] == 1 and again.record["runIds"] != first.record["runIds"]
+    assert len((ws / "ran.log").read_text().splitlines()) == 2

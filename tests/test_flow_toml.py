@@ -23,6 +23,7 @@ from patchmoi.core.errors import ConfigError
 from patchmoi.core.events import upstream_release_event
 from patchmoi.core.store import Store
 from patchmoi.core.workspace import flows
+from patchmoi.core.workspace.filecache import RACY_NS
 from patchmoi.core.workspace.runner import parse_flow_result
 from patchmoi.core.workspace.steps import load_steps, matching_steps
 
@@ -81,10 +82,13 @@ def write_flow(
 
 
 def age(*paths: Path) -> None:
-    """Date files a minute back, as files are that nobody is editing (the cache re-reads fresh ones)."""
+    """Date files a minute back, as files are that nobody is editing (the cache re-reads fresh ones), and wait
+    until their ctime, which cannot be set, is out of the cache's racy window too."""
     past = time.time() - 60
     for p in paths:
         os.utime(p, (past, past))
+    newest = max(p.stat().st_ctime_ns for p in paths)
+    time.sleep(max(0.0, (newest + RACY_NS) / 1e9 - time.time() + 0.05))
 
 
 RELEASE_FLOW = """
@@ -516,3 +520,22 @@ def test_doctor_reports_flows(tmp_path: Path, bun_dir: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     assert doctor(tmp_path, plain, "/usr/bin") == []
+
+
+def test_odd_manifests_and_schemas_are_config_errors_not_crashes(tmp_path: Path) -> None:
+    """A `$schema` that is not a string (jsonschema raised TypeError) and a flow.toml nested thousands deep
+    (RecursionError) failed doctor and dispatch with a traceback."""
+    ws = tmp_path / "ws"
+    flow = ws / "flows" / "demo"
+    (flow / "schemas").mkdir(parents=True)
+    (flow / "flow.toml").write_text(
+        'name = "demo"\nversion = 1\n[[steps]]\nname = "s"\nrunner = "bun"\nscript = "x.ts"\n'
+        '[steps.trigger]\ntype = "upstream.release"\nschema = "schemas/r.json"\n'
+    )
+    (flow / "schemas" / "r.json").write_text('{"$schema": ["https://example.invalid"], "type": "object"}')
+    with pytest.raises(ConfigError, match=r"r\.json: cannot be read: TypeError"):
+        matching_steps(ws, {"type": "upstream.release", "payload": {}})
+    (flow / "flow.toml").write_text("x = " + "[" * 3000 + "]" * 3000 + "\n")
+    flows.clear_cache()
+    with pytest.raises(ConfigError, match=r"flow\.toml: nested too deeply to read"):
+        load_steps(ws)

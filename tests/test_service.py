@@ -7,12 +7,14 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import PatchmoiError
 from patchmoi.core.service import Service
+from patchmoi.core.store import Store
 
 from .feeds import atom_releases, source
 from .loopback import LoopbackServer, Reply
@@ -95,3 +97,35 @@ async def test_invalid_sources_edit_keeps_last_good_list(tmp_path: Path, server:
     assert [s.id for s in service.sources_file.load()] == ["r"]
     assert "invalid JSON" in (service.health()["sourcesError"] or "")
     await service.stop()
+
+
+async def test_an_event_in_flight_to_a_slow_backend_is_sent_once(tmp_path: Path, server: LoopbackServer) -> None:
+    """Recovery looks for events without a dispatch record every second; one still being delivered has none."""
+    posts: list[float] = []
+
+    def slow(req: Any) -> Reply:
+        if req.method == "POST":
+            posts.append(time.monotonic())
+            time.sleep(3.0)
+        return Reply.json({"status": "accepted", "eventId": "x", "runIds": ["r1"], "matched": 1}, 202)
+
+    server.route("/events", slow)
+    server.route("/r.atom", Reply(body=atom_releases(["v1"])))
+    target = {"mode": "workspace_flow", "eventType": "upstream.release", "workspaceUrl": server.url}
+    settings = make_settings(tmp_path, [source("rel", f"{server.url}/r.atom", target=target)])
+    store = Store(settings.data_dir)
+    store.record_event(
+        {"id": "patch:rel:v0:upstream.release", "type": "upstream.release", "payload": {"sourceId": "rel"}}
+    )
+    store.close()
+    service = Service(settings)
+    await service.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not service.store.list_dispatches():
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.5)  # recovery passes while the POST was in flight, and after
+    finally:
+        await service.stop()
+    assert len(posts) == 1
+    assert len(Store(settings.data_dir).list_dispatches()) == 1

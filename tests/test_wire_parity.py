@@ -69,12 +69,25 @@ def test_trailing_slashes_and_post_on_the_attempts_list_are_404(data_dir: Path) 
             r = c.get(path, headers=AUTH)
             assert (r.status_code, r.json()) == (404, {"error": "not_found"}), path
         assert c.post("/maintenance-attempts", headers=AUTH).json() == {"error": "not_found"}
+        for path in ("/workspace-runs/", "/workspace-events/"):  # "anything else under" them: 405, as the spec says
+            assert c.get(path, headers=AUTH).status_code == 405, path
         assert c.get("/flow-events", headers=AUTH).status_code == 200
 
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [("0x3", 3), ("0b10", 2), (" 4 ", 4), ("1e0", 1), ("2.9", 2), ("1_0", 50), ("-0x2", 50), ("", 50), ("0", 1)],
+    [
+        ("0x3", 3),
+        ("0b10", 2),
+        (" 4 ", 4),
+        ("1e0", 1),
+        ("2.9", 2),
+        ("1_0", 50),
+        ("-0x2", 50),
+        ("", 50),
+        ("0", 1),
+        ("0x" + "f" * 300, 50),  # Infinity in JavaScript: the default (it was a 500)
+    ],
 )
 def test_limit_is_read_as_javascript_number_reads_it(data_dir: Path, limit: str, expected: int) -> None:
     Store(data_dir).append_many(Kind.EVENTS, [{"id": f"e{i}", "type": "t", "payload": {}} for i in range(60)])

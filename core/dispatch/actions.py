@@ -16,9 +16,11 @@ the original's client) is kept as it was. It is written whole, to a temporary fi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,18 @@ ACTIONS_ENV = (("CODEX_WORKSPACE_MODE", "actions"), ("GITHUB_ACTIONS", "true"))
 def actions_mode(env: dict[str, str] | Any) -> bool:
     """`CODEX_WORKSPACE_MODE=actions` or `GITHUB_ACTIONS=true` (case and spaces aside)."""
     return any(str(env.get(name) or "").strip().lower() == value for name, value in ACTIONS_ENV)
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ActionsState:
@@ -64,25 +78,60 @@ class ActionsState:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def runs_of(self, workspace: Path, event_id: str) -> list[str] | None:
-        """The run ids of the event's first dispatch here, or None if it never ran in this workspace."""
-        with self._lock:
-            entry = self._read(workspace).get(KEY, {}).get(event_id)
-        if not isinstance(entry, dict) or not isinstance(entry.get("runIds"), list):
-            return None
-        return [str(r) for r in entry["runIds"]]
+    @contextlib.contextmanager
+    def _locked(self, workspace: Path) -> Iterator[None]:
+        """One process at a time, between reading the state and writing it (serve's API process and its
+        worker, two CLI retries, a retry and a scheduled poll can share a workspace)."""
+        lock = self.path(workspace).with_name("state.json.lock")
+        try:
+            ensure_dir(lock.parent)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot lock the Actions state {lock}: {exc.strerror or exc}") from exc
+        try:
+            with self._lock:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
-    def remember(self, workspace: Path, event_id: str, run_ids: list[str], operation: str) -> None:
-        with self._lock:
+    def claim(
+        self, workspace: Path, event_id: str, operation: str, finished: Callable[[list[str]], bool]
+    ) -> list[str] | None:
+        with self._locked(workspace):
             data = self._read(workspace)
             events = data.get(KEY) if isinstance(data.get(KEY), dict) else {}
             assert isinstance(events, dict)
             entry = events.get(event_id) if isinstance(events.get(event_id), dict) else None
-            if entry is None or operation != "replay":
-                entry = {"runIds": run_ids, "replays": [], "at": now_iso()} if entry is None else entry
-            else:
+            if entry is not None and operation != "replay":
+                run_ids = [str(r) for r in entry.get("runIds") or []]
+                starting = not run_ids and _alive(entry.get("pid"))  # claimed by a live process, runs not yet
+                if starting or (run_ids and finished(run_ids)):
+                    return run_ids
+            # not run here, or its runs were interrupted (a cancelled job): this process runs it now
+            claimed = {**(entry or {}), "pid": os.getpid(), "claimedAt": now_iso()}
+            if operation != "replay" or entry is None:
+                claimed = {**claimed, "runIds": [], "replays": (entry or {}).get("replays", [])}
+            events[event_id] = claimed
+            data[KEY] = events
+            self._write(self.path(workspace), data)
+            return None
+
+    def remember(self, workspace: Path, event_id: str, run_ids: list[str], operation: str) -> None:
+        with self._locked(workspace):
+            data = self._read(workspace)
+            events = data.get(KEY) if isinstance(data.get(KEY), dict) else {}
+            assert isinstance(events, dict)
+            entry = events.get(event_id) if isinstance(events.get(event_id), dict) else {}
+            assert isinstance(entry, dict)
+            if operation == "replay" and entry.get("runIds"):
                 entry = {**entry, "replays": [*entry.get("replays", []), {"runIds": run_ids, "at": now_iso()}]}
-            events[event_id] = entry
+            else:
+                entry = {**entry, "runIds": run_ids, "at": now_iso()}
+            events[event_id] = {k: v for k, v in entry.items() if k not in ("pid", "claimedAt")}
             data[KEY] = events
             self._write(self.path(workspace), data)
 

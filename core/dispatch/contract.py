@@ -6,6 +6,7 @@ One module per transport (`local`, `http`, `ws`) exposes one object that fits `T
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,7 +77,14 @@ class WorkspaceState(Protocol):
     """What a transport that runs steps here remembers in the workspace (actions-local): the runs of each event
     it ran, so that a second dispatch of it is a duplicate; and the environment its steps get."""
 
-    def runs_of(self, workspace: Path, event_id: str) -> list[str] | None: ...
+    def claim(
+        self, workspace: Path, event_id: str, operation: str, finished: Callable[[list[str]], bool]
+    ) -> list[str] | None:
+        """Atomically across processes: the runs of the event's earlier dispatch here when it is a duplicate
+        (those runs went on or ended, `finished`, or another live process is starting them), else None, after
+        marking the event as being run by this process (a replay always runs)."""
+        ...
+
     def remember(self, workspace: Path, event_id: str, run_ids: list[str], operation: str) -> None: ...
     def step_env(self, workspace: Path) -> dict[str, str]: ...
 

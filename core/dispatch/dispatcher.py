@@ -267,10 +267,8 @@ class Dispatcher:
             )
         elif not workspace.is_dir():
             error = f"local workspace {workspace} does not exist (check target.workspace in feed-sources.json)"
-        elif (
-            (memory := backend.handler.workspace_state) is not None
-            and operation != "replay"
-            and ((known := memory.runs_of(workspace, str(event.get("id")))) is not None)
+        elif (memory := backend.handler.workspace_state) is not None and (
+            (known := memory.claim(workspace, str(event.get("id")), operation, self._ran)) is not None
         ):
             # ran here before (actions-local): a duplicate with the runs it had, as the original's client answered
             record = {
@@ -290,17 +288,18 @@ class Dispatcher:
                 steps = matching_steps(workspace, event)
             except ConfigError as exc:
                 error = str(exc)
-            else:
-                if not steps:
-                    record = {
-                        **base,
-                        "status": DispatchStatus.SKIPPED,
-                        "matched": 0,
-                        "runIds": [],
-                        "createdAt": now_iso(),
-                        "error": f"no step in {workspace} runs for event type {event.get('type')!r}",
-                    }
-                    return self._finish_without_runs(event, record)
+            if memory is not None and not steps:  # claimed, and nothing will run: let it go for a later try
+                memory.remember(workspace, str(event.get("id")), [], operation)
+            if error is None and not steps:
+                record = {
+                    **base,
+                    "status": DispatchStatus.SKIPPED,
+                    "matched": 0,
+                    "runIds": [],
+                    "createdAt": now_iso(),
+                    "error": f"no step in {workspace} runs for event type {event.get('type')!r}",
+                }
+                return self._finish_without_runs(event, record)
         if error is not None:  # configuration: an operator must fix it, so it fails loudly
             record = {
                 **base,
@@ -519,6 +518,21 @@ class Dispatcher:
                 )
         runs = await backend.handler.fetch_runs(backend, run_ids, str(attempt.get("eventId")), self.client)
         return self._merge_and_save(attempt, runs)
+
+    def _ran(self, run_ids: list[str]) -> bool:
+        """Whether these runs went on or came to an end of their own: a run still going in a live process, or
+        one that finished other than by being interrupted (a cancelled job, a crash) or orphaned."""
+        for run_id in run_ids:
+            run = self.store.get_run(run_id)
+            if run is None:
+                continue
+            if run.get("status") in ("queued", "running"):
+                if owner_alive(run) or run.get("pid") == os.getpid():
+                    return True
+                continue
+            if not str(run.get("error") or "").startswith(("interrupted", "orphan")):
+                return True
+        return False
 
     def _global_secret(self) -> str | None:
         return next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)

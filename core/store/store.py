@@ -43,7 +43,10 @@ def js_number(text: str) -> float:
     if not text:
         return 0.0
     if _JS_PREFIXED.fullmatch(text):
-        return float(int(text[2:], {"x": 16, "o": 8, "b": 2}[text[1].lower()]))
+        try:
+            return float(int(text[2:], {"x": 16, "o": 8, "b": 2}[text[1].lower()]))
+        except OverflowError:
+            return math.inf  # JavaScript's Number() gives Infinity for a literal past the largest double
     if _JS_DECIMAL.fullmatch(text):
         return float(text.replace("Infinity", "inf"))
     return math.nan

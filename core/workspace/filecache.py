@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from patchmoi.core.errors import ConfigError
+
 T = TypeVar("T")
 
 RACY_NS = 2_000_000_000
@@ -40,10 +42,18 @@ class FileCache(Generic[T]):
         started = time.time_ns()
         with open(key_path, "rb") as fh:
             data = fh.read()
-        value = self._parse(Path(key_path), data)
+        try:
+            value = self._parse(Path(key_path), data)
+        except ConfigError:
+            raise
+        except RecursionError:
+            raise ConfigError(f"{key_path}: nested too deeply to read") from None
+        except Exception as exc:  # a parser or library surprised by odd input: still this file's fault
+            raise ConfigError(f"{key_path}: cannot be read: {type(exc).__name__}: {exc}") from None
         with self._lock:
             self.reads += 1
-            if st.st_mtime_ns < started - RACY_NS:
+            # ctime too: a file copied with its old mtime kept (`cp -p`, `rsync -t`) is new all the same
+            if max(st.st_mtime_ns, st.st_ctime_ns) < started - RACY_NS:
                 self._entries[key_path] = (key, value)
             else:
                 self._entries.pop(key_path, None)
