@@ -15,6 +15,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.coordinate import Coordinate
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
@@ -29,6 +30,7 @@ from patchmoi.tui.screens import (
     DetailScreen,
     FilterScreen,
     HelpScreen,
+    TextScreen,
     adopt_body,
     pick_attempt,
     rebuild_artifacts,
@@ -43,6 +45,20 @@ WITHOUT_INDEX = ("signals", "events", "dispatches", "runs")  # tabs shown while 
 WARM_WAIT_SECONDS = 0.3  # an indexed or small store is ready within this: no progress line flashes by
 AGE_TICK = 5.0  # seconds between two refreshes of the ages on screen
 MUTATING = frozenset({"retry", "replay", "sync", "adopt"})  # refused (and not offered) in read-only mode
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """One message the dashboard showed (what an action did, what failed), newest last in `messages`."""
+
+    at: datetime
+    severity: str
+    title: str
+    message: str
+
+
+MAX_NOTES = 200
+NOTE_STYLE = {"error": "bold red", "warning": "yellow", "information": ""}
 
 
 class PatchmoiApp(App[None]):
@@ -82,7 +98,10 @@ class PatchmoiApp(App[None]):
         self.open_queue: tuple[int, bool] | None = None  # (open attempts, count is a lower bound)
         self._warm_timer: Timer | None = None
         self._closed = False
+        self._pinned: dict[str, bool] = {}  # per tab: the operator's cursor is on the newest row
+        self._placed: dict[str, str | None] = {}  # per tab: the row render_table put the cursor on
         self.age_tick = AGE_TICK
+        self.messages: list[Note] = []
         self.sub_title = client.label + (" (read-only)" if client.read_only else "")
         if client.read_only:  # the keys still explain themselves when pressed, but the footer does not offer them
             bindings = self._bindings.key_to_bindings
@@ -97,6 +116,7 @@ class PatchmoiApp(App[None]):
                 with TabPane(f"{i + 1} {spec.title}", id=f"tab-{spec.kind}"):
                     table: DataTable[Any] = DataTable(id=spec.kind, cursor_type="row", zebra_stripes=True)
                     yield table
+        yield Static("", id="message")
         yield Static("", id="status")
         yield Footer(compact=True)
 
@@ -155,7 +175,8 @@ class PatchmoiApp(App[None]):
         for row_key in keys:
             rec = records.get(str(row_key.value))
             if rec is not None:
-                table.update_cell(row_key, "AGE", spec.cells(rec, now)[0])
+                with contextlib.suppress(Exception):  # a row a reload just replaced: the next tick has it
+                    table.update_cell(row_key, "AGE", spec.cells(rec, now)[0])
 
     # -- data --------------------------------------------------------------------------------------------
     @property
@@ -190,7 +211,8 @@ class PatchmoiApp(App[None]):
             fresh = sorted(fresh, key=source_order)
             self.rows[kind] = []
         keys = {spec.key(r) for r in fresh}
-        older = [r for r in self.rows[kind][len(fresh) :] if spec.key(r) not in keys] if self.rows[kind] else []
+        # every loaded row the newest page does not have, by key: N new rows push N rows off the page, not out
+        older = [r for r in self.rows[kind] if spec.key(r) not in keys]
         self.rows[kind] = (fresh + older)[:MAX_ROWS]
         if len(fresh) < PAGE and not older:
             self.exhausted[kind] = True
@@ -234,7 +256,9 @@ class PatchmoiApp(App[None]):
                 selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             except Exception:  # a stale coordinate: keep the cursor where the table puts it
                 selected = None
-        on_newest = at == 0
+        # follow only when the operator put the cursor on the newest row (g, f, moving up to it), not when the
+        # record under it moved to the top by itself (an attempt that got a newer record)
+        on_newest = at == 0 and self._pinned.get(kind, True)
         table.clear()
         now = self.clock()
         seen: set[str] = set()
@@ -250,6 +274,9 @@ class PatchmoiApp(App[None]):
             table.move_cursor(row=table.get_row_index(selected))
         else:  # its record is gone (filtered out): the row that took its place
             table.move_cursor(row=min(at, max(0, table.row_count - 1)))
+        if table.row_count:  # where the program put the cursor: its highlight is not the operator's move
+            with contextlib.suppress(Exception):
+                self._placed[kind] = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
     def selected(self, kind: str | None = None) -> dict[str, Any] | None:
         kind = kind or self.active_kind
@@ -296,6 +323,25 @@ class PatchmoiApp(App[None]):
         except PatchmoiError as exc:
             self.last_error = str(exc)
         self.update_status()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """On the message line above the status line, never in a toast over the table (stacked toasts covered
+        rows and the help at 80x24); each is kept in `messages`, and the command palette lists them."""
+        note = Note(self.clock(), str(severity), title, message)
+        self.messages = [*self.messages[-(MAX_NOTES - 1) :], note]
+        if self.screen_stack:
+            line = Text(note.at.astimezone().strftime("%H:%M:%S "), style="bright_black")
+            line.append(f"{title}: " if title else "", style="bold")
+            line.append(message, style=NOTE_STYLE.get(note.severity, ""))
+            self.dashboard.query_one("#message", Static).update(line)
 
     def label_tabs(self) -> None:
         """Counts on the tabs that have a queue: open attempts, failing sources."""
@@ -386,6 +432,8 @@ class PatchmoiApp(App[None]):
 
     async def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         table = event.data_table
+        if table.id and event.row_key.value != self._placed.pop(table.id, None):
+            self._pinned[table.id] = event.cursor_row == 0  # the operator moved: on the top row, or not
         if table.id and table.row_count and event.cursor_row >= table.row_count - 5:
             await self.load_older(table.id)  # rows load on demand as the cursor nears the end
 
@@ -433,6 +481,14 @@ class PatchmoiApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_messages(self) -> None:
+        log = Text()
+        for note in reversed(self.messages):
+            log.append(note.at.astimezone().strftime("%H:%M:%S "), style="bright_black")
+            log.append(f"{note.title}: " if note.title else "", style="bold")
+            log.append(note.message + "\n", style=NOTE_STYLE.get(note.severity, ""))
+        self.push_screen(TextScreen("Messages", log if self.messages else Text("nothing yet")))
 
     async def _event_id_of(self, record: dict[str, Any]) -> str | None:
         if self.active_kind == "events":
@@ -628,6 +684,7 @@ class PatchmoiApp(App[None]):
             ("Filter rows", "repo:, status:, type:, source: or text", self.action_filter),
             ("Toggle follow", "keep the newest rows in view", self.action_toggle_follow),
             ("Show keys", "every key binding", self.action_help),
+            ("Messages", "what the dashboard said, newest first", self.action_messages),
         ]
         for spec in TABS:
             actions.append((f"Go to {spec.title}", f"tab {spec.kind}", lambda kind=spec.kind: self.action_tab(kind)))  # type: ignore[misc]
@@ -639,6 +696,10 @@ class PatchmoiApp(App[None]):
             ]
         for title, help_text, callback in actions:
             yield SystemCommand(title, help_text, callback)
+
+    async def action_quit(self) -> None:
+        """ctrl+q and the palette's Quit ask first too."""
+        await self.action_leave()
 
     async def action_leave(self) -> None:
         """`q`: quit, but ask first while local runs are going on here, and say what becomes of them."""
@@ -655,8 +716,8 @@ class PatchmoiApp(App[None]):
             ConfirmScreen(
                 "Quit?",
                 f"{running} local run(s) are still going on in this dashboard's process.\n\n"
-                "Quitting stops them within 5 s: each is recorded as interrupted (failed), its attempt with it, "
-                "and `patchmoi retry EVENT` runs it again later. Cancel to let them finish first.",
+                "Quitting stops them now: each is recorded as interrupted (failed), its attempt with it, and "
+                "`patchmoi retry EVENT` runs it again later. Cancel to let them finish first.",
                 placeholder=None,
                 confirm="Quit",
             ),

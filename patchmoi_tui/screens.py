@@ -131,6 +131,24 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+class TextScreen(ModalScreen[None]):
+    """A scrollable text in a dialog (the message log); esc or q closes it."""
+
+    BINDINGS = [Binding("escape,q", "close", "Close")]
+
+    def __init__(self, title: str, text: Text) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Static(self.text, id="text-body")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
 def pick_attempt(chain: dict[str, Any], kind: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
     """The attempt a chain is about: the attempt row it was opened on (its fresher copy in the chain), else
     the newest attempt waiting for adoption, else the newest attempt."""

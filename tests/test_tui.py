@@ -231,7 +231,7 @@ async def test_replay_cancel_and_sync(data_dir: Path, tmp_path: Path) -> None:
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("shift+tab", "enter")  # Cancel is the default: confirm is a deliberate move
         await pilot.pause(0.3)
-        notes = list(app._notifications)
+        notes = list(app.messages)
         assert not any("failed" in n.message for n in notes), [n.message for n in notes]
         synced = [n for n in notes if n.title == "sync"]
         assert synced and synced[-1].severity == "information"
@@ -245,7 +245,7 @@ async def test_read_only_disables_actions(data_dir: Path) -> None:
         await pilot.press("2", "r")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
-        assert any("read-only" in n.message for n in app._notifications)
+        assert any("read-only" in n.message for n in app.messages)
         await pilot.press("s", "R")
         assert not (data_dir / "workspace-dispatches.jsonl").read_text().count("\n") > 1
 
@@ -347,7 +347,7 @@ def cell(app: PatchmoiApp, kind: str, row: int, column: str) -> str:
 
 
 def notes(app: PatchmoiApp) -> str:
-    return "\n".join(f"{n.title}: {n.message}" for n in app._notifications)
+    return "\n".join(f"{n.title}: {n.message}" for n in app.messages)
 
 
 async def wait_for(pilot: Any, check: Any, tries: int = 100) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ def serving(data: Path, port: int | None = None) -> Iterator[str]:
         yield url
     finally:
         server.should_exit = True
+        server.force_exit = True  # not waiting for kept-alive connections (a dashboard's) to go away
         thread.join(timeout=10)
 
 
@@ -132,6 +134,12 @@ async def test_remote_adopt_refused_then_adopted(tmp_path: Path, data_dir: Path)
     assert lines[-1]["adoption"]["by"].startswith("tui:") and lines[-1]["adoption"]["reason"] == "remote ok"
 
 
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
 def status(app: PatchmoiApp) -> str:
     return str(app.query_one("#status").render())
 
@@ -149,11 +157,12 @@ async def test_remote_mode_says_when_the_server_is_gone_and_catches_up_when_it_i
             await pilot.press("2")
             assert app.table("events").row_count == 2 and "no answer" not in status(app)
             first.__exit__(None, None, None)
+            assert not _listening(port)
             await wait_for(pilot, lambda: "no answer from" in status(app))
             assert f"✖ no answer from {url} since" in status(app) and "retrying every 0.2s" in status(app)
             Store(data).record_event({"id": "e-while-down", "type": "upstream.release", "payload": {}})
             with serving(data, port):
-                await wait_for(pilot, lambda: app.table("events").row_count == 3)
+                await wait_for(pilot, lambda: app.table("events").row_count == 3 and "no answer" not in status(app))
                 assert app.table("events").row_count == 3  # what happened meanwhile is there
                 assert "no answer" not in status(app) and "last error" not in status(app)
                 await pilot.press("ctrl+r")  # refresh now: still fine

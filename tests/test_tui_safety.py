@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.widgets import Button, TabbedContent
 
 from patchmoi.core.config import Settings
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.tui.app import PatchmoiApp
 from patchmoi.tui.client import LocalClient
 from patchmoi.tui.screens import ConfirmScreen
@@ -132,7 +132,7 @@ async def test_ages_tick_while_nothing_else_happens(data_dir: Path) -> None:
         await pilot.press("2")
         before = cell(app, "events", 0, "AGE")
         now[0] += timedelta(hours=3)
-        await wait_for(pilot, lambda: cell(app, "events", 0, "AGE") != before)
+        await wait_for(pilot, lambda: cell(app, "events", 0, "AGE") != before, tries=200)
         assert cell(app, "events", 0, "AGE") != before and before.endswith("ago")
         assert "h" in cell(app, "events", 0, "AGE")
 
@@ -196,3 +196,71 @@ async def test_help_fits_80x24_and_lists_every_key(data_dir: Path) -> None:
         for key in ("r", "R", "s", "a", "f", "/", "? / q", "1-6", "enter / esc", "shift+tab"):
             assert key in text, key
         assert {"q", "r", "R", "s", "a", "f"} <= shown | {"q"}
+
+
+async def test_a_reload_keeps_every_loaded_row_and_the_cursor_on_its_record(data_dir: Path) -> None:
+    store = Store(data_dir)
+    store.append_many(
+        Kind.EVENTS,
+        [
+            {"id": f"ev-{i:04d}", "type": "upstream.release", "receivedAt": "2026-11-21T10:00:00.000Z"}
+            for i in range(300)
+        ],
+    )
+    store.close()
+    app = make_app(data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2", "f")  # follow off
+        app.table("events").move_cursor(row=199)
+        await wait_for(pilot, lambda: app.table("events").row_count == 300)  # the rest loads near the end
+        here = app.selected()["id"]  # type: ignore[index]
+        new_event(data_dir, 1)
+        await wait_for(pilot, lambda: app.table("events").row_count == 301)
+        assert app.table("events").row_count == 301  # a new row pushed one off the newest page, not out
+        assert app.selected()["id"] == here  # type: ignore[index]
+
+
+async def test_follow_does_not_take_a_record_that_moved_to_the_top_by_itself(data_dir: Path) -> None:
+    seed(data_dir)
+    store = Store(data_dir)
+    for i in (1, 2):
+        store.append(
+            Kind.ATTEMPTS,
+            {"id": f"a{i}", "eventId": EID2, "status": "started", "createdAt": f"2026-11-21T11:0{i}:00.000Z"},
+        )
+    store.close()
+    app = make_app(data_dir)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3", "j", "j")  # the oldest attempt, on row 2, by the operator's hand
+        mine = app.selected()["id"]  # type: ignore[index]
+        store = Store(data_dir)
+        old = store.get_attempt(mine)
+        assert old is not None
+        store.append(Kind.ATTEMPTS, {**old, "status": "completed"})  # it moves to the top by itself
+        store.close()
+        await wait_for(pilot, lambda: app.selected()["status"] == "completed")  # type: ignore[index]
+        store = Store(data_dir)
+        store.append(
+            Kind.ATTEMPTS, {"id": "a9", "eventId": EID2, "status": "started", "createdAt": "2026-11-21T11:09:00.000Z"}
+        )
+        store.close()
+        await wait_for(pilot, lambda: app.table("attempts").row_count == 4)
+        assert app.selected()["id"] == mine  # type: ignore[index]
+
+
+async def test_ctrl_q_asks_too_while_a_local_run_goes_on(data_dir: Path, tmp_path: Path) -> None:
+    seed(data_dir)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "slow.py").write_text("import time\ntime.sleep(30)\n")
+    (ws / ".patchmoi.toml").write_text(
+        f'[[steps]]\nname = "slow"\non = ["upstream.release"]\ncommand = ["{sys.executable}", "slow.py"]\n'
+    )
+    app = make_app(data_dir, workspace=ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2", "r", "shift+tab", "enter")
+        await wait_for(pilot, lambda: app.client.runs_in_flight() == 1)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and app.is_running
+        await pilot.press("escape")
