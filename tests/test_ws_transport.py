@@ -488,3 +488,26 @@ async def test_doctor_works_from_inside_an_event_loop(backend: RpcBackend) -> No
     """doctor is synchronous; called where a loop runs (this test), it runs its call on a thread of its own."""
     findings = WS_TRANSPORT.doctor(backend_for_url(backend.url), 2.0)
     assert [f.status for f in findings] == ["PASS"]
+
+
+async def test_sync_and_retry_go_to_the_configured_url_with_its_credentials(
+    data_dir: Path, backend: RpcBackend
+) -> None:
+    """Records keep the URL without its token; a later sync or retry must not send `?<redacted>`."""
+    token = "query-token-9876"
+    url = f"ws://127.0.0.1:{backend.port}/rpc?token={token}"
+    store = Store(data_dir)
+    event = flow_event()
+    store.record_event(event)
+    dispatcher = Dispatcher(store, {"PATCH_WORKSPACE_BACKEND_URL": url})
+    try:
+        outcome = await dispatcher.dispatch(event)
+        assert outcome.record["status"] == "dispatched"
+        assert outcome.record["workspaceBackendUrl"] == f"ws://127.0.0.1:{backend.port}/rpc?<redacted>"
+        await dispatcher.sync(str(outcome.attempt["id"]))
+        await dispatcher.retry(str(event["id"]))
+    finally:
+        await dispatcher.aclose()
+    paths = [path for path, _ in backend.handshakes]
+    assert len(paths) >= 3 and set(paths) == {f"/rpc?token={token}"}
+    assert token not in stored_text(data_dir)

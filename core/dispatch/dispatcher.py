@@ -23,8 +23,8 @@ from patchmoi.core.attempt_states import SUCCESS
 from patchmoi.core.attempts import attempt_id_for, changed, merge_runs, new_attempt
 from patchmoi.core.config import redact_url
 from patchmoi.core.dispatch.contract import Backend
-from patchmoi.core.dispatch.selection import SECRET_ENVS, select_backend
-from patchmoi.core.dispatch.transports import backend_for_url, record_transport
+from patchmoi.core.dispatch.selection import SECRET_ENVS, URL_ENVS, select_backend
+from patchmoi.core.dispatch.transports import backend_for_url, for_url, record_transport
 from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
 from patchmoi.core.records import (
@@ -142,7 +142,8 @@ class Dispatcher:
         last = previous[0] if previous else {}
         used = record_transport(last)
         if used is not None and used.available and not used.runs_here and last.get("workspaceBackendUrl"):
-            return Backend(used.name, url=str(last["workspaceBackendUrl"]), secret=self._global_secret())
+            url = self.configured_url(str(last["workspaceBackendUrl"]))
+            return Backend(used.name, url=url, secret=self._global_secret())
         if self.workspace is None and used is not None and used.runs_here and last.get("workspace"):
             return Backend(used.name, workspace=Path(str(last["workspace"])))
         return select_backend(None, self.env, self.workspace)
@@ -503,7 +504,7 @@ class Dispatcher:
         run_ids = [str(r) for r in attempt.get("workspaceRunIds") or []]
         backend_url = attempt.get("workspaceBackendUrl")
         if backend_url:
-            backend = backend_for_url(str(backend_url), self._global_secret())
+            backend = backend_for_url(self.configured_url(str(backend_url)), self._global_secret())
         elif not run_ids or any(self.store.get_run(rid) is not None for rid in run_ids):
             return self.merge_local_runs(attempt)  # a local attempt: its runs are in this DATA_DIR
         else:
@@ -533,6 +534,34 @@ class Dispatcher:
             if not str(run.get("error") or "").startswith(("interrupted", "orphan")):
                 return True
         return False
+
+    def configured_url(self, recorded: str) -> str:
+        """The configured backend URL a record names. Records keep URLs without their credentials (userinfo, a
+        query token), so a sync or retry that went to the recorded URL as written lost them (and sent
+        `?<redacted>`): the configured URL whose redacted form it is, else the recorded one."""
+        candidates = [self.env.get(name, "") for name in URL_ENVS]
+        try:
+            sources = self.sources() if self.sources is not None else []
+        except PatchmoiError:
+            sources = []
+        for src in sources:
+            target = src.target
+            if target is None:
+                continue
+            candidates += [target.workspace_url or "", target.dispatch_url or ""]
+            candidates += [
+                self.env.get(name, "") for name in (target.workspace_url_env, target.dispatch_url_env) if name
+            ]
+        for url in (c.strip() for c in candidates):
+            if not url:
+                continue
+            try:
+                base = for_url(url).base(url)
+            except ConfigError:
+                continue
+            if recorded in (url, redact_url(url), base, redact_url(base)):
+                return url
+        return recorded
 
     def _global_secret(self) -> str | None:
         return next((self.env[n].strip() for n in SECRET_ENVS if self.env.get(n, "").strip()), None)
