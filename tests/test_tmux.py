@@ -80,8 +80,8 @@ def test_tui_in_tmux_live_tail_and_retry(tmp_path: Path, data_dir: Path, tmux: T
     tmux("send-keys", "-t", "tui", "BTab", "Enter")  # Cancel is the default: shift+tab to Confirm
     deadline = time.monotonic() + 15
     path = data_dir / "workspace-dispatches.jsonl"
-    while time.monotonic() < deadline and not path.exists():
-        time.sleep(0.1)
+    while time.monotonic() < deadline and not (path.exists() and path.read_text().strip()):
+        time.sleep(0.1)  # (the file may exist, empty, before the record is in it)
     record = json.loads(path.read_text().splitlines()[-1])
     assert record["eventId"] == "patch:upstream.release:acme/tmuxwidget:v7.0.0"
     assert record["transport"] == "local"
