@@ -29,6 +29,7 @@ from patchmoi.core.dispatch.local import LocalTransport
 from patchmoi.core.errors import StoreWriteError
 from patchmoi.core.fsutil import FILE_MODE, ensure_dir
 from patchmoi.core.log import log_event
+from patchmoi.core.procs import pid_alive
 from patchmoi.core.records import now_iso
 
 STATE_PATH = Path(".codex/workspace/actions/flow-client/state.json")
@@ -39,18 +40,6 @@ ACTIONS_ENV = (("CODEX_WORKSPACE_MODE", "actions"), ("GITHUB_ACTIONS", "true"))
 def actions_mode(env: dict[str, str] | Any) -> bool:
     """`CODEX_WORKSPACE_MODE=actions` or `GITHUB_ACTIONS=true` (case and spaces aside)."""
     return any(str(env.get(name) or "").strip().lower() == value for name, value in ACTIONS_ENV)
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ActionsState:
@@ -108,7 +97,7 @@ class ActionsState:
             entry = events.get(event_id) if isinstance(events.get(event_id), dict) else None
             if entry is not None and operation != "replay":
                 run_ids = [str(r) for r in entry.get("runIds") or []]
-                starting = not run_ids and _alive(entry.get("pid"))  # claimed by a live process, runs not yet
+                starting = not run_ids and pid_alive(entry.get("pid"))  # claimed by a live process, runs not yet
                 if starting or (run_ids and finished(run_ids)):
                     return run_ids
             # not run here, or its runs were interrupted (a cancelled job): this process runs it now

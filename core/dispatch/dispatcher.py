@@ -27,6 +27,7 @@ from patchmoi.core.dispatch.selection import SECRET_ENVS, URL_ENVS, select_backe
 from patchmoi.core.dispatch.transports import backend_for_url, for_url, record_transport
 from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
+from patchmoi.core.procs import pid_alive
 from patchmoi.core.records import (
     TERMINAL_ATTEMPT_STATUSES,
     AttemptStatus,
@@ -582,15 +583,7 @@ class Dispatcher:
 def owner_alive(run: Mapping[str, Any]) -> bool:
     """A run whose recorded pid is still alive belongs to another live process (a CLI `run`, say)."""
     pid = run.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def webhook_id(event_id: str, operation: str, automatic: bool) -> str:

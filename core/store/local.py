@@ -21,6 +21,7 @@ from typing import Any
 from patchmoi.core.errors import ConfigError
 from patchmoi.core.fsutil import FILE_MODE, atomic_write, ensure_dir
 from patchmoi.core.log import log_event
+from patchmoi.core.procs import pid_alive
 from patchmoi.core.records import now_iso
 from patchmoi.core.store import feedstate
 from patchmoi.core.store.contract import FILTERS, LATEST, Change, Cursor, Kind, Record, Warming
@@ -69,16 +70,6 @@ def _warming(kind: Kind, building: Building) -> Warming:
 
 def _reporter(kind: Kind, progress: Callable[[Warming], None]) -> Callable[[Building], None]:
     return lambda building: progress(_warming(kind, building))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
 
 
 def _offset(cursor: Cursor | None) -> int | None:
@@ -373,7 +364,7 @@ class JsonlStore:
         pid = rest.strip()
         if not pid.isdigit():  # written before pids were recorded: the name is the pid
             pid = holder.strip()
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             return None  # a file left by a holder that is gone
         return holder.strip() or "?"
 
