@@ -70,6 +70,7 @@ class PatchmoiApp(App[None]):
         Binding("slash", "filter", "Filter"),
         Binding("f", "toggle_follow", "Follow"),
         Binding("ctrl+r", "refresh", "Refresh", show=False),
+        Binding("o", "toggle_queue", "Queue/all", show=False),
         Binding("r", "retry", "Retry"),
         Binding("R", "replay", "Replay"),
         Binding("s", "sync", "Sync"),
@@ -98,6 +99,7 @@ class PatchmoiApp(App[None]):
         self.open_queue: tuple[int, bool] | None = None  # (open attempts, count is a lower bound)
         self._warm_timer: Timer | None = None
         self._closed = False
+        self.queue_view = True  # tab 3 opens on the attempts that wait for a person; `o` shows them all
         self._pinned: dict[str, bool] = {}  # per tab: the operator's cursor is on the newest row
         self._placed: dict[str, str | None] = {}  # per tab: the row render_table put the cursor on
         self.age_tick = AGE_TICK
@@ -200,8 +202,9 @@ class PatchmoiApp(App[None]):
 
     async def reload(self, kind: str) -> None:
         """Fetch the newest page and merge it over what is loaded (new rows on top, changed rows updated)."""
+        queue = kind == "attempts" and self.queue_view
         try:
-            fresh = await self.client.rows(kind, PAGE)
+            fresh = await (self.client.queue() if queue else self.client.rows(kind, PAGE))
         except PatchmoiError as exc:
             self.last_error = str(exc)
             self.update_status()
@@ -209,12 +212,13 @@ class PatchmoiApp(App[None]):
         spec = TAB_BY_KIND[kind]
         if kind == "sources":  # the whole list each time, the ones that need a look first
             fresh = sorted(fresh, key=source_order)
+        if kind == "sources" or queue:  # whole lists: what left them is gone, not older
             self.rows[kind] = []
         keys = {spec.key(r) for r in fresh}
         # every loaded row the newest page does not have, by key: N new rows push N rows off the page, not out
         older = [r for r in self.rows[kind] if spec.key(r) not in keys]
         self.rows[kind] = (fresh + older)[:MAX_ROWS]
-        if len(fresh) < PAGE and not older:
+        if (len(fresh) < PAGE and not older) or queue:
             self.exhausted[kind] = True
         self.last_refresh = self.clock()
         self.render_table(kind)
@@ -355,8 +359,9 @@ class PatchmoiApp(App[None]):
         }
         for i, spec in enumerate(TABS):
             if spec.kind in counts:
+                title = "Queue" if spec.kind == "attempts" and self.queue_view else spec.title
                 with contextlib.suppress(Exception):  # (a tab that is not mounted yet)
-                    tabs.get_tab(f"tab-{spec.kind}").label = f"{i + 1} {spec.title}{counts[spec.kind]}"
+                    tabs.get_tab(f"tab-{spec.kind}").label = f"{i + 1} {title}{counts[spec.kind]}"
 
     def update_status(self) -> None:
         if not self.screen_stack:  # shutting down
@@ -394,6 +399,8 @@ class PatchmoiApp(App[None]):
         store = h.get("store") or {}
         if store.get("skippedLines") or store.get("quarantinedBytes"):
             parts.append(Text(f"store: {store.get('skippedLines', 0)} bad lines", style="yellow"))
+        if self.queue_view and self.active_kind == "attempts" and not self.rows["attempts"]:
+            parts.append(Text("queue empty: nothing waits for you · o: every attempt", style="green"))
         parts.append("follow on" if self.follow else Text("follow off", style="yellow"))
         if self.row_filter.active:
             parts.append(Text(f"filter {self.row_filter.describe()}", style="bold"))
@@ -417,6 +424,7 @@ class PatchmoiApp(App[None]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.table(self.active_kind).focus()
+        self.update_status()  # (what it says can depend on the tab: an empty queue)
 
     async def action_cursor(self, where: str) -> None:
         table = self.table(self.active_kind)
@@ -455,6 +463,19 @@ class PatchmoiApp(App[None]):
             self.notify(str(exc), severity="error")
             return
         await self.push_screen(DetailScreen(chain, kind=kind, record=record))
+
+    async def action_toggle_queue(self) -> None:
+        """`o`: tab 3 between the queue (open and ready attempts, however old) and every attempt, newest first."""
+        self.queue_view = not self.queue_view
+        self.rows["attempts"], self.exhausted["attempts"] = [], False
+        await self.reload("attempts")
+        self.action_tab("attempts")
+        self.notify(
+            "attempts: the queue (open: needs intervention; ready: a candidate to adopt)"
+            if self.queue_view
+            else "attempts: every attempt, newest first"
+        )
+        self.update_status()
 
     async def action_refresh(self) -> None:
         """ctrl+r: every list and the health, now."""

@@ -56,6 +56,11 @@ class Client(Protocol):
         None when the other side cannot say."""
         ...
 
+    async def queue(self) -> list[dict[str, Any]]:
+        """Every attempt that waits for a person (`open`: needs intervention; `ready`: a candidate to adopt),
+        however old, with its `state`, newest first (up to QUEUE_LIMIT)."""
+        ...
+
     async def health(self) -> dict[str, Any]: ...
     def changes(self) -> AsyncIterator[set[str]]: ...
     def runs_in_flight(self) -> int:
@@ -81,6 +86,15 @@ class Client(Protocol):
     async def close(self, grace: float = 5.0) -> None:
         """Stop; local runs still going get `grace` seconds, then are stopped and recorded as interrupted."""
         ...
+
+
+QUEUE_STATES = ("open", "ready")
+QUEUE_LIMIT = 500
+
+
+def newest_first(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """By the time of their latest record (ISO-8601 strings sort as times), newest first."""
+    return sorted(attempts, key=lambda a: str(a.get("updatedAt") or a.get("createdAt") or ""), reverse=True)
 
 
 ROW_KINDS = {
@@ -179,6 +193,10 @@ class LocalClient:
 
     async def open_queue(self) -> tuple[int, bool] | None:
         return sum(1 for state in self.states().values() if state == "open"), False
+
+    async def queue(self) -> list[dict[str, Any]]:
+        found = [{**a} for state in QUEUE_STATES for a in self.store.list_attempts_in_state(state, limit=QUEUE_LIMIT)]
+        return newest_first(found)[:QUEUE_LIMIT]
 
     async def health(self) -> dict[str, Any]:
         return {
@@ -413,6 +431,13 @@ class RemoteClient:
             message = refused.get("message") if isinstance(refused, dict) else None
             raise AdoptRefused(str(message or f"{self.base} refused the adoption (409)"))
         return self._json(resp)
+
+    async def queue(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for state in QUEUE_STATES:
+            body = await self._get("/maintenance-attempts", {"state": state, "limit": QUEUE_LIMIT})
+            found += [a for a in body.get("attempts", []) if isinstance(a, dict) and a.get("state") == state]
+        return newest_first(found)[:QUEUE_LIMIT]
 
     async def open_queue(self) -> tuple[int, bool] | None:
         body = await self._get("/maintenance-attempts", {"state": "open", "limit": OPEN_LIMIT})

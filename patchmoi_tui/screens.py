@@ -17,7 +17,8 @@ from patchmoi.tui.rows import state_text, status_text, upstream_label
 from patchmoi.tui.textfmt import shorten
 
 KEYS = (  # one line each: the help fits 80x24 without scrolling (a test checks)
-    ("1-6", "Upstream Events Attempts Dispatches Runs Sources"),
+    ("1-6", "Upstream Events Queue/Attempts Dispatches Runs Sources"),
+    ("o", "tab 3: the queue (open, ready) / every attempt"),
     ("j k ↓ ↑", "move"),
     ("g / G", "first / last row (G loads older rows)"),
     ("enter / esc", "detail of the row (a source: its signals) / back"),
@@ -25,8 +26,7 @@ KEYS = (  # one line each: the help fits 80x24 without scrolling (a test checks)
     ("R", "replay the event (new runs)"),
     ("s", "sync the attempt from its runs"),
     ("a", "adopt the attempt's candidate (main, patch branches)"),
-    ("", "dialogs open on Cancel: shift+tab, enter confirms;"),
-    ("", "tab: a reason; enter or esc cancels"),
+    ("", "dialogs open on Cancel: shift+tab, enter confirms"),
     ("/", "filter: repo: status: state:open type: source: text"),
     ("f", "follow: the cursor stays on its record (top: follows)"),
     ("ctrl+p / ctrl+r", "command palette (every action) / refresh now"),

@@ -86,7 +86,7 @@ def test_tui_in_tmux_live_tail_and_retry(tmp_path: Path, data_dir: Path, tmux: T
     assert record["eventId"] == "patch:upstream.release:acme/tmuxwidget:v7.0.0"
     assert record["transport"] == "local"
     tmux.wait_for("retry: dispatched via local")
-    tmux("send-keys", "-t", "tui", "3")
+    tmux("send-keys", "-t", "tui", "3", "o")  # every attempt (a completed one is not in the queue)
     tmux.wait_for("✓ completed")
     tmux("send-keys", "-t", "tui", "q")
     assert Store(data_dir).list_attempts()[0]["status"] == "completed"

@@ -381,7 +381,7 @@ async def test_live_tail_and_keys_keep_working_under_the_detail_view(data_dir: P
     seed(data_dir)
     app = make_app(data_dir)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.press("3", "enter")
+        await pilot.press("3", "o", "enter")
         await pilot.pause()
         assert isinstance(app.screen, DetailScreen)
         store = Store(data_dir)  # another process: an attempt of the same release succeeds
@@ -417,7 +417,7 @@ async def test_adopt_moves_the_fork_to_the_candidate(tmp_path: Path, data_dir: P
     assert candidate != before
     app = make_app(data_dir)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.press("3")
+        await pilot.press("3", "o")
         assert cell(app, "attempts", 0, "STATE") == "✚ ready"
         await pilot.press("a")
         await pilot.pause()

@@ -113,7 +113,7 @@ async def test_remote_adopt_refused_then_adopted(tmp_path: Path, data_dir: Path)
     with serving(data_dir) as url:
         app = PatchmoiApp(RemoteClient(url, TOKEN, interval=0.3), clock=lambda: NOW, health_interval=3600)
         async with app.run_test(size=(120, 30)) as pilot:
-            await pilot.press("3")
+            await pilot.press("3", "o")  # every attempt: an adopted one leaves the queue
             assert cell(app, "attempts", 0, "STATE") == "✚ ready"
             await pilot.press("a")
             await pilot.pause(0.3)

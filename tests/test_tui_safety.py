@@ -175,7 +175,7 @@ async def test_the_sources_tab_shows_what_fails_and_when_each_polls(data_dir: Pa
         assert (cell(app, "sources", 2, "POLLED"), cell(app, "sources", 2, "NEXT")) == ("2m ago", "≈in 8m")
         tabs = app.query_one(TabbedContent)
         assert str(tabs.get_tab("tab-sources").label) == "6 Sources ✖1"
-        assert str(tabs.get_tab("tab-attempts").label) == "3 Attempts !1"  # the open queue
+        assert str(tabs.get_tab("tab-attempts").label) == "3 Queue !1"  # the queue, and its open attempts
         assert tabs.get_tab("tab-sources").region.right <= 80  # all six tabs fit 80 columns
         await pilot.press("down", "down", "enter")  # gh-widget: its signals
         await pilot.pause()
@@ -231,7 +231,7 @@ async def test_follow_does_not_take_a_record_that_moved_to_the_top_by_itself(dat
     store.close()
     app = make_app(data_dir)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.press("3", "j", "j")  # the oldest attempt, on row 2, by the operator's hand
+        await pilot.press("3", "o", "j", "j")  # every attempt; the oldest, on row 2, by the operator's hand
         mine = app.selected()["id"]  # type: ignore[index]
         store = Store(data_dir)
         old = store.get_attempt(mine)
@@ -264,3 +264,49 @@ async def test_ctrl_q_asks_too_while_a_local_run_goes_on(data_dir: Path, tmp_pat
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen) and app.is_running
         await pilot.press("escape")
+
+
+async def test_tab_3_opens_on_the_queue_however_old_and_o_shows_every_attempt(data_dir: Path) -> None:
+    """The open attempt of the seed is older than 300 later ones: the queue still has it, and only it."""
+    seed(data_dir)
+    store = Store(data_dir)
+    store.append_many(
+        Kind.ATTEMPTS,
+        [
+            {
+                "id": f"later-{i:03d}",
+                "eventId": EID2,
+                "status": "completed",
+                "createdAt": f"2026-11-21T11:{i // 60:02d}:{i % 60:02d}.000Z",
+                "updatedAt": f"2026-11-21T11:{i // 60:02d}:{i % 60:02d}.000Z",
+            }
+            for i in range(300)
+        ],
+    )
+    store.close()
+    app = make_app(data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        assert app.table("attempts").row_count == 1 and cell(app, "attempts", 0, "STATE") == "! open"
+        assert str(app.query_one(TabbedContent).get_tab("tab-attempts").label) == "3 Queue !1"
+        await pilot.press("o")  # every attempt, newest first
+        await wait_for(pilot, lambda: app.table("attempts").row_count >= 200)
+        assert app.selected()["id"] == "later-299"  # type: ignore[index]
+        assert str(app.query_one(TabbedContent).get_tab("tab-attempts").label) == "3 Attempts !1"
+        await pilot.press("o")
+        await wait_for(pilot, lambda: app.table("attempts").row_count == 1)
+        assert app.table("attempts").row_count == 1
+
+
+async def test_an_empty_queue_says_so(data_dir: Path) -> None:
+    seed(data_dir)
+    store = Store(data_dir)
+    [open_attempt] = store.list_attempts()
+    store.append(Kind.ATTEMPTS, {**open_attempt, "status": "skipped"})  # nothing waits any more
+    store.close()
+    app = make_app(data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.table("attempts").row_count == 0
+        assert "queue empty: nothing waits for you · o: every attempt" in str(app.query_one("#status").render())
