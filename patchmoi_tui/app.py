@@ -15,6 +15,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.coordinate import Coordinate
+from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
@@ -164,8 +165,11 @@ class PatchmoiApp(App[None]):
         the rows on screen in the open tab are computed again; the rest when they are shown."""
         if not self.screen_stack:
             return
-        kind = self.active_kind
-        table, spec = self.table(kind), TAB_BY_KIND[kind]
+        try:
+            kind = self.active_kind
+            table, spec = self.table(kind), TAB_BY_KIND[kind]
+        except NoMatches:  # starting, or shutting down: the tabs are not there
+            return
         if not table.row_count or spec.columns[0][0] != "AGE":
             return
         first = max(0, int(table.scroll_y))
@@ -423,8 +427,10 @@ class PatchmoiApp(App[None]):
         self.table(kind).focus()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self.table(self.active_kind).focus()
-        self.update_status()  # (what it says can depend on the tab: an empty queue)
+        # (the first activation comes while the tabs are still being mounted: nothing to focus or say yet)
+        with contextlib.suppress(NoMatches):
+            self.table(self.active_kind).focus()
+            self.update_status()  # (what it says can depend on the tab: an empty queue)
 
     async def action_cursor(self, where: str) -> None:
         table = self.table(self.active_kind)
