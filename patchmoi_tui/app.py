@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from patchmoi.core.attempt_states import SUCCESS
 from patchmoi.core.errors import PatchmoiError
 from patchmoi.core.workspace.adopt import AdoptRefused
-from patchmoi.tui.client import Client
+from patchmoi.tui.client import Client, chain_id
 from patchmoi.tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec, source_order
 from patchmoi.tui.screens import (
     ConfirmScreen,
@@ -72,6 +72,7 @@ class PatchmoiApp(App[None]):
         Binding("f", "toggle_follow", "Follow"),
         Binding("ctrl+r", "refresh", "Refresh", show=False),
         Binding("o", "toggle_queue", "Queue/all", show=False),
+        Binding("y", "copy_id", "Copy id", show=False),
         Binding("r", "retry", "Retry"),
         Binding("R", "replay", "Replay"),
         Binding("s", "sync", "Sync"),
@@ -482,6 +483,18 @@ class PatchmoiApp(App[None]):
             else "attempts: every attempt, newest first"
         )
         self.update_status()
+
+    def action_copy_id(self) -> None:
+        """`y`: the selected record's id to the clipboard (OSC 52: the terminal's, over SSH too), for the CLI
+        (`patchmoi show ID`, `patchmoi retry ID`)."""
+        kind = self.active_kind
+        record = self.selected(kind)
+        if record is None:
+            self.notify("nothing selected to copy", severity="warning")
+            return
+        ident = str(record.get("sourceId")) if kind == "sources" else chain_id(kind, record)
+        self.copy_to_clipboard(ident)
+        self.notify(f"copied {ident}", title="y")
 
     async def action_refresh(self) -> None:
         """ctrl+r: every list and the health, now."""

@@ -18,7 +18,7 @@ from patchmoi.tui.textfmt import shorten
 
 KEYS = (  # one line each: the help fits 80x24 without scrolling (a test checks)
     ("1-6", "Upstream Events Queue/Attempts Dispatches Runs Sources"),
-    ("o", "tab 3: the queue (open, ready) / every attempt"),
+    ("o / y", "tab 3: queue or all attempts / copy the row's id"),
     ("j k ↓ ↑", "move"),
     ("g / G", "first / last row (G loads older rows)"),
     ("enter / esc", "detail of the row (a source: its signals) / back"),

@@ -310,3 +310,14 @@ async def test_an_empty_queue_says_so(data_dir: Path) -> None:
         await pilot.pause()
         assert app.table("attempts").row_count == 0
         assert "queue empty: nothing waits for you · o: every attempt" in str(app.query_one("#status").render())
+
+
+async def test_y_copies_the_selected_id(data_dir: Path) -> None:
+    seed(data_dir)
+    app = make_app(data_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2", "j", "y")  # the older event
+        assert app.clipboard == EID
+        await pilot.press("1", "y")  # a signal: the id `patchmoi show` takes (SOURCE:ENTRY)
+        assert app.clipboard == "gh-gadget:c1"
+        assert "copied gh-gadget:c1" in app.messages[-1].message
