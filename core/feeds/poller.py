@@ -12,7 +12,7 @@ entries are emitted oldest first: by date, then document order. The first poll p
 **Selected by policy.** Each new entry goes through the source's `versions` policy (core.feeds.selection):
 one it turns down is still recorded as a signal, marked `filtered` with the reason, and starts nothing.
 
-One entry that cannot be read (the kind's parser skips it) or recorded (`_accept` raises on its data) costs
+One entry that cannot be read (the kind's parser skips it) or recorded (`_accept_batch` fails on its data) costs
 that entry only: it is listed in the report (`skipped`, and a warning), in /readyz (`skippedEntries`) and in
 feed-state.json (`skipped`), and the rest of the source goes on. A skipped entry that was new is not marked
 seen, so a later, fixed version of it is emitted; one that was history is marked seen like a readable one.
@@ -423,7 +423,7 @@ class Poller:
                 event_id, stored = await self.recorder.submit((source, entry, decision))
             except DATA_ERRORS as exc:
                 # this entry's data, not the store (an OSError still fails the poll): skip it, keep going,
-                # and leave it unseen so the next poll retries it (every step of _accept is idempotent)
+                # and leave it unseen so the next poll retries it (every step of recording is idempotent)
                 failed.add(entry.id)
                 report.skip(
                     entry.id, f"could not be recorded ({type(exc).__name__}: {safe_text(str(exc))})", retry=True
@@ -479,19 +479,21 @@ class Poller:
     def _accept_batch(self, items: Sequence[Accepting]) -> list[Accepted | BaseException]:
         """Record entries handed in together (`GroupCommit`): every signal, then every job, then every flow
         event, one write each; then the notifications. An entry whose data cannot be recorded sends the batch
-        down the one-at-a-time path, where only that entry fails."""
+        down the one-at-a-time path (a batch of one each), where only that entry fails. Runs on a worker thread."""
         try:
             return self._accept_together(items)
         except DATA_ERRORS:
             out: list[Accepted | BaseException] = []
             for item in items:
                 try:
-                    out.append(self._accept(*item))
+                    out += self._accept_together([item])
                 except DATA_ERRORS as exc:
                     out.append(exc)
             return out
 
     def _accept_together(self, items: Sequence[Accepting]) -> list[Accepted | BaseException]:
+        """Each entry's signal, job, flow event and notification. Every step is idempotent, so an entry that
+        fails half-way is taken again whole by a later poll."""
         built = []
         for source, entry, decision in items:
             signal = build_signal(source, entry, tag=decision.tag, version=decision.version, filtered=decision.reason)
@@ -529,29 +531,6 @@ class Poller:
             job=job_id,
             flowEvent=event_id,
         )
-
-    def _accept(self, source: FeedSource, entry: FeedEntry, decision: Decision) -> Accepted:
-        """Record one entry (signal, job, flow event, notification), each step idempotent. Runs on a worker
-        thread: returns the flow event's id and the stored event, which the caller hands to `on_flow_event`."""
-        signal = build_signal(source, entry, tag=decision.tag, version=decision.version, filtered=decision.reason)
-        signal_dict = signal.to_dict()
-        self.store.append_if_absent(Kind.SIGNALS, signal_dict, signal.id)
-        if decision.reason is not None:
-            log_event("feed.filtered", sourceId=source.id, entryId=entry.id, reason=decision.reason)
-            return None, None
-        job = build_job(source, signal)
-        if job is not None:
-            self.store.append_if_absent(Kind.JOBS, job.to_dict(), job.id)
-        event = build_flow_event(source, signal)
-        event_id = stored = None
-        if event is not None:
-            event_dict = event.to_dict()
-            self.store.record_event(event_dict)
-            stored = dict(self.store.get_event(event.id) or event_dict)
-            event_id = event.id
-        self.outbox.enqueue_signal(signal_dict, job.kind if job else None)
-        self._log_accepted(source, entry, job.id if job else None, event_id)
-        return event_id, stored
 
     def _dist_tags(
         self, source: FeedSource, parsed: ParsedFeed, base: dict[str, Any], report: PollReport, *, signals: bool
