@@ -87,13 +87,18 @@ class ActionsState:
         finally:
             os.close(fd)
 
+    def _events(self, workspace: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The state file's contents and its `patchmoiEvents` table, which is part of them (edit it in place)."""
+        data = self._read(workspace)
+        if not isinstance(data.get(KEY), dict):
+            data[KEY] = {}
+        return data, data[KEY]
+
     def claim(
         self, workspace: Path, event_id: str, operation: str, finished: Callable[[list[str]], bool]
     ) -> list[str] | None:
         with self._locked(workspace):
-            data = self._read(workspace)
-            events = data.get(KEY) if isinstance(data.get(KEY), dict) else {}
-            assert isinstance(events, dict)
+            data, events = self._events(workspace)
             entry = events.get(event_id) if isinstance(events.get(event_id), dict) else None
             if entry is not None and operation != "replay":
                 run_ids = [str(r) for r in entry.get("runIds") or []]
@@ -105,15 +110,12 @@ class ActionsState:
             if operation != "replay" or entry is None:
                 claimed = {**claimed, "runIds": [], "replays": (entry or {}).get("replays", [])}
             events[event_id] = claimed
-            data[KEY] = events
             self._write(self.path(workspace), data)
             return None
 
     def remember(self, workspace: Path, event_id: str, run_ids: list[str], operation: str) -> None:
         with self._locked(workspace):
-            data = self._read(workspace)
-            events = data.get(KEY) if isinstance(data.get(KEY), dict) else {}
-            assert isinstance(events, dict)
+            data, events = self._events(workspace)
             entry = events.get(event_id) if isinstance(events.get(event_id), dict) else {}
             assert isinstance(entry, dict)
             if operation == "replay" and entry.get("runIds"):
@@ -121,7 +123,6 @@ class ActionsState:
             else:
                 entry = {**entry, "runIds": run_ids, "at": now_iso()}
             events[event_id] = {k: v for k, v in entry.items() if k not in ("pid", "claimedAt")}
-            data[KEY] = events
             self._write(self.path(workspace), data)
 
     @staticmethod
