@@ -8,6 +8,7 @@ as the Bun service omitted undefined keys.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -56,6 +57,18 @@ RESULT_STATUSES = tuple(s for s in AttemptStatus if s is not AttemptStatus.START
 TERMINAL_ATTEMPT_STATUSES = frozenset(RESULT_STATUSES)
 # The one set of outcomes that need a person (the open queue, exit code 1, notifications' urgency).
 NEEDS_PERSON = frozenset({AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKED, AttemptStatus.FAILED})
+
+
+STOPPED_PREFIXES = ("interrupted", "orphan")
+"""How the error of a run that did not end by itself starts: stopped with its process (recovery, the
+dispatcher's shutdown) or started for a dispatch that was never recorded (recovery)."""
+
+
+def stopped_early(run: Mapping[str, Any]) -> bool:
+    """A finished run that was interrupted or orphaned, not one that ended by itself."""
+    return str(run.get("error") or "").startswith(STOPPED_PREFIXES)
+
+
 # codex-flows' `needsAttention` of a run view: a person must act before the work can go on.
 NEEDS_ATTENTION = frozenset({AttemptStatus.NEEDS_INTERVENTION, AttemptStatus.BLOCKED})
 SUCCESS = frozenset({AttemptStatus.CHANGED, AttemptStatus.COMPLETED})

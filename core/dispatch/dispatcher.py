@@ -34,6 +34,7 @@ from patchmoi.core.records import (
     DispatchStatus,
     RunStatus,
     now_iso,
+    stopped_early,
 )
 from patchmoi.core.sources import FeedSource
 from patchmoi.core.store import Kind, Store
@@ -532,7 +533,7 @@ class Dispatcher:
                 if owner_alive(run) or run.get("pid") == os.getpid():
                     return True
                 continue
-            if not str(run.get("error") or "").startswith(("interrupted", "orphan")):
+            if not stopped_early(run):
                 return True
         return False
 
