@@ -21,7 +21,6 @@ from patchmoi.core.service import Service
 from patchmoi.core.store import Store
 from patchmoi.core.worker import PollWorker
 
-from .conftest import PYTHON, ROOT
 from .feeds import atom_releases, source
 from .loopback import LoopbackServer, Reply, free_port
 from .test_server_process import TOKEN, start, stop, wait_for
@@ -153,19 +152,10 @@ def test_a_sigterm_to_the_whole_group_stops_serve_without_a_new_worker(tmp_path:
     """systemd's default KillMode and `kill -- -PGID` signal the worker too: it leaves its stop to serve."""
     feed = {"body": atom_releases(["v1.0.0"])}
     port = free_port()
-    env = _env(tmp_path, server, feed)
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "patchmoi", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start(tmp_path, port, _env(tmp_path, server, feed), new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _alive_server(base) and _ready(base)["polling"])
+        wait_for(lambda: _ready(base)["polling"])
         os.killpg(proc.pid, signal.SIGTERM)
         _, log = proc.communicate(timeout=60)
     finally:
@@ -174,13 +164,6 @@ def test_a_sigterm_to_the_whole_group_stops_serve_without_a_new_worker(tmp_path:
             proc.communicate()
     assert log.count('"type": "worker.started"') == 1 and '"type": "worker.exited"' not in log, log[-3000:]
     assert '"type": "server.stopped"' in log
-
-
-def _alive_server(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def test_a_waiting_poller_takes_the_lease_when_the_leader_stops(tmp_path: Path, server: LoopbackServer) -> None:

@@ -32,7 +32,8 @@ T = TypeVar("T")
 TOKEN = "serve-test-token"
 
 
-def start(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+def start(tmp_path: Path, port: int, env: dict[str, str], *, new_session: bool = False) -> subprocess.Popen[str]:
+    """`patchmoi serve`, once /healthz answers; `new_session`: in a process group of its own (to signal it whole)."""
     proc = subprocess.Popen(
         [PYTHON, "-m", "patchmoi", "serve", "--port", str(port)],
         cwd=ROOT,
@@ -40,6 +41,7 @@ def start(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[st
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
