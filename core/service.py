@@ -497,12 +497,12 @@ class Service:
         """`/readyz` as a dict. While the indexes are built it answers at once with `status: indexing` and the
         progress (what else it reports reads the store, and would wait for the build). With a poll worker:
         the worker's last answer, with this process's start time and local runs added."""
-        own = self._health()
         w = self.worker
-        if w is None or own["status"] == "indexing":
-            return own
-        if w.pid is not None and w.last_health is not None:
+        if w is None or self.indexing() is not None:
+            return self._health()
+        if w.pid is not None and w.last_health is not None:  # its answer: this process's own is not computed
             return {**self._merged_head(w.last_health[0]), **w.health_body()}
+        own = self._health()
         health = self._merged_head(own)  # no answer yet (starting), or a dead worker waiting to restart
         health["status"] = "degraded" if w.restarts else own["status"]
         health["lastError"] = w.last_error or "the poll worker is starting"
@@ -518,8 +518,11 @@ class Service:
         merged["worker"] = {"pid": w.pid, "startedAt": w.started_at, "restarts": w.restarts, "lastExit": w.last_exit}
         if self.last_error:
             merged["lastError"] = self.last_error
-        # a torn feed-state.json is set aside by whichever process reads it first: this one, or the worker
-        problem = merged.get("stateProblem") or self.store.health()["stateProblem"]
+        # a torn feed-state.json is set aside by whichever process reads it first: the worker, or this one if its
+        # own health was asked for while the worker was starting (only then is this process's word needed)
+        problem = merged.get("stateProblem") or (
+            self.store.health()["stateProblem"] if self.poller.state.loaded else None
+        )
         if problem:
             merged["stateProblem"] = problem
             merged["status"] = "degraded" if merged.get("status") == "ok" else merged.get("status")

@@ -187,14 +187,25 @@ taking one is idempotent); saving it before the records it covers would not be, 
 
 class FeedState:
     """Every source's poll state, held in memory by the single poller (the lease holder); `flush` saves the
-    sources that changed."""
+    sources that changed. Read on first use: a process that builds a Poller and never polls (`serve`'s API
+    process, whose worker polls) neither reads the file nor repairs a torn one under the worker's feet."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.data = store.read_state()
+        self._data: dict[str, Any] | None = None
         self.changed: set[str] = set()
         self.urgent = False  # a cursor moved since the last flush
         self._flushed_at = 0.0
+
+    @property
+    def loaded(self) -> bool:
+        return self._data is not None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = self.store.read_state()
+        return self._data
 
     def get(self, source_id: str) -> dict[str, Any] | None:
         value = self.data.get(source_id)
