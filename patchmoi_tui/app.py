@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.coordinate import Coordinate
@@ -23,9 +23,10 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 
 from patchmoi.core.attempt_states import SUCCESS
 from patchmoi.core.errors import PatchmoiError
+from patchmoi.core.history import Query, QueryError, record_time
 from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.tui.client import Client, chain_id
-from patchmoi.tui.rows import TAB_BY_KIND, TABS, RowFilter, TabSpec, source_order
+from patchmoi.tui.rows import TAB_BY_KIND, TABS, Column, TabSpec, cells_for, layout, source_order
 from patchmoi.tui.screens import (
     ConfirmScreen,
     DetailScreen,
@@ -37,10 +38,12 @@ from patchmoi.tui.screens import (
     rebuild_artifacts,
     review_note,
 )
-from patchmoi.tui.textfmt import relative_time
+from patchmoi.tui.textfmt import relative_time, shorten
 
 PAGE = 200
-MAX_ROWS = 5000  # memory stays bounded whatever the history: older rows are left to filters and the CLI
+MAX_ROWS = 5000  # rows held per tab: paging further drops the newest ones (`g` brings them back), so memory
+# stays bounded and the whole history is still reachable
+TRIM = 1000  # rows dropped at a time from the top when paging past MAX_ROWS
 WITHOUT_INDEX = ("signals", "events", "dispatches", "runs")  # tabs shown while indexes are built (not attempts:
 # their states are derived from every attempt)
 WARM_WAIT_SECONDS = 0.3  # an indexed or small store is ready within this: no progress line flashes by
@@ -73,6 +76,11 @@ class PatchmoiApp(App[None]):
         Binding("ctrl+r", "refresh", "Refresh", show=False),
         Binding("o", "toggle_queue", "Queue/all", show=False),
         Binding("y", "copy_id", "Copy id", show=False),
+        Binding("space", "mark", "Mark", show=False),
+        Binding("U", "unmark_all", "Unmark all", show=False),
+        Binding("w", "toggle_wide", "Wide", show=False),
+        Binding("greater_than_sign", "sort", "Sort", show=False),
+        Binding("less_than_sign", "reverse_sort", "Reverse", show=False),
         Binding("r", "retry", "Retry"),
         Binding("R", "replay", "Replay"),
         Binding("s", "sync", "Sync"),
@@ -92,8 +100,19 @@ class PatchmoiApp(App[None]):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.health_interval = health_interval
         self.rows: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in TABS}
+        self.next: dict[str, Any] = {t.kind: None for t in TABS}  # where older rows continue (None: the end)
         self.exhausted: dict[str, bool] = {t.kind: False for t in TABS}
-        self.row_filter = RowFilter.parse("")
+        self.trimmed: dict[str, bool] = {t.kind: False for t in TABS}  # newest rows dropped (paged far down)
+        self.newer: dict[str, bool] = {t.kind: False for t in TABS}  # rows arrived while trimmed: `g` shows them
+        self.filter_query = Query()  # the `/` filter: searched in the store, not in the loaded rows
+        self.searched: dict[str, tuple[int, int | None]] = {}  # per tab while filtered: records read, collection size
+        self.limited = False  # the server searched only its newest rows (no /history)
+        self.stale: set[str] = set()  # tabs to load when next shown (a new filter: one search at a time)
+        self.marks: dict[str, dict[str, dict[str, Any]]] = {t.kind: {} for t in TABS}  # key -> record: kept
+        # across reloads and filters, so a bulk action acts on exactly what was marked
+        self.sort: dict[str, tuple[str, bool] | None] = {t.kind: None for t in TABS}  # (column, reversed)
+        self.wide = False
+        self.columns: dict[str, list[tuple[Column, int]]] = {}
         self.follow = True
         self.last_refresh: datetime | None = None
         self.health: dict[str, Any] = {}
@@ -125,10 +144,7 @@ class PatchmoiApp(App[None]):
         yield Footer(compact=True)
 
     async def on_mount(self) -> None:
-        for spec in TABS:
-            table = self.table(spec.kind)
-            for label, width in spec.columns:
-                table.add_column(label, width=width or None, key=label)
+        self.apply_layout()
         # A big DATA_DIR opened for the first time builds its indexes (seconds): the screen comes up at once
         # with the progress in the status line, and fills in when they are ready.
         warm = asyncio.create_task(self.client.warm())
@@ -144,6 +160,30 @@ class PatchmoiApp(App[None]):
             for kind in WITHOUT_INDEX:  # newest-first pages read the files' ends meanwhile
                 await self.reload(kind)
             self.show_warming()
+
+    def apply_layout(self, width: int | None = None) -> bool:
+        """Columns for the terminal's width (fitted, or every column with `w`); the tables whose columns changed
+        are drawn again. Whether any changed."""
+        width = width or self.size.width or 80
+        changed = False
+        for spec in TABS:
+            wanted = layout(spec, width, wide=self.wide)
+            if self.columns.get(spec.kind) == wanted:
+                continue
+            changed = True
+            self.columns[spec.kind] = wanted
+            table = self.table(spec.kind)
+            selected = self.selected_key(spec.kind)
+            table.clear(columns=True)
+            for column, w in wanted:
+                table.add_column(column.label, width=w, key=column.label)
+            if self.rows[spec.kind]:
+                self.render_table(spec.kind, keep=selected)
+        return changed
+
+    def on_resize(self, event: events.Resize) -> None:
+        with contextlib.suppress(NoMatches):  # (before the tabs are mounted)
+            self.apply_layout(event.size.width)  # (the app's own size is updated a moment later)
 
     def show_warming(self) -> None:
         message = self.client.warming() or "opening the store: building its indexes (first open of a big store)"
@@ -171,7 +211,8 @@ class PatchmoiApp(App[None]):
             table, spec = self.table(kind), TAB_BY_KIND[kind]
         except NoMatches:  # starting, or shutting down: the tabs are not there
             return
-        if not table.row_count or spec.columns[0][0] != "AGE":
+        columns = self.columns.get(kind) or []
+        if not table.row_count or not columns or columns[0][0].label != "AGE":
             return
         first = max(0, int(table.scroll_y))
         last = min(table.row_count, first + max(1, table.size.height))
@@ -179,11 +220,13 @@ class PatchmoiApp(App[None]):
         wanted = {k.value for k in keys}
         records = {key: r for r in self.rows[kind] if (key := spec.key(r)) in wanted}
         now = self.clock()
+        marks = self.marks[kind]
         for row_key in keys:
             rec = records.get(str(row_key.value))
             if rec is not None:
+                cell = cells_for(spec, rec, now, columns[:1], marked=row_key.value in marks)[0]
                 with contextlib.suppress(Exception):  # a row a reload just replaced: the next tick has it
-                    table.update_cell(row_key, "AGE", spec.cells(rec, now)[0])
+                    table.update_cell(row_key, "AGE", cell)
 
     # -- data --------------------------------------------------------------------------------------------
     @property
@@ -205,11 +248,36 @@ class PatchmoiApp(App[None]):
             await self.reload(spec.kind)
         await self.refresh_health()
 
+    def filtered(self, kind: str) -> bool:
+        """Whether this tab's rows come from a store search (a filter on a paged list)."""
+        return self.filter_query.active and kind != "sources" and not (kind == "attempts" and self.queue_view)
+
     async def reload(self, kind: str) -> None:
-        """Fetch the newest page and merge it over what is loaded (new rows on top, changed rows updated)."""
+        """Fetch the newest page and merge it over what is loaded (new rows on top, changed rows updated). With a
+        filter, the first load of a tab searches the store (every record, not the loaded rows); later reloads
+        (the live tail) take the newest page and keep what matches."""
+        if self.filter_query.active and kind != self.active_kind and kind != "sources" and not self.rows[kind]:
+            self.stale.add(kind)  # searched when shown: one search at a time
+            return
+        self.stale.discard(kind)
+        if self.trimmed[kind]:  # paged far down (the newest rows were dropped): the view stays where it is
+            self.newer[kind] = True
+            self.update_status()
+            return
         queue = kind == "attempts" and self.queue_view
+        first = not self.rows[kind]
         try:
-            fresh = await (self.client.queue() if queue else self.client.rows(kind, PAGE))
+            if self.filtered(kind) and first:
+                found = await self.client.search(kind, self.filter_query.text, limit=PAGE)
+                fresh, self.next[kind] = found["records"], found["next"]
+                self.searched[kind] = (found["scanned"], found.get("size"))
+                self.limited = bool(found.get("limited"))
+            else:
+                fresh = await (self.client.queue() if queue else self.client.rows(kind, PAGE))
+                if first and not queue and kind != "sources":
+                    self.next[kind] = fresh[-1].get("_cursor") if len(fresh) >= PAGE else None
+                if self.filtered(kind):
+                    fresh = [r for r in fresh if self.filter_query.matches(r, kind)]
         except PatchmoiError as exc:
             self.last_error = str(exc)
             self.update_status()
@@ -219,64 +287,133 @@ class PatchmoiApp(App[None]):
             fresh = sorted(fresh, key=source_order)
         if kind == "sources" or queue:  # whole lists: what left them is gone, not older
             self.rows[kind] = []
+            self.next[kind] = None
         keys = {spec.key(r) for r in fresh}
         # every loaded row the newest page does not have, by key: N new rows push N rows off the page, not out
         older = [r for r in self.rows[kind] if spec.key(r) not in keys]
-        self.rows[kind] = (fresh + older)[:MAX_ROWS]
-        if (len(fresh) < PAGE and not older) or queue:
-            self.exhausted[kind] = True
+        self.rows[kind] = fresh + older
+        self.exhausted[kind] = self.next[kind] is None
         self.last_refresh = self.clock()
         self.render_table(kind)
         if kind == "attempts":
             await self.refresh_queue()
+        if first and self.filtered(kind) and not self.exhausted[kind]:
+            self.seek(kind)  # a rare match: keep searching older records in the background
+
+    @work(group="seek", exclusive=True, exit_on_error=False)
+    async def seek(self, kind: str) -> None:
+        """Search on until a page of matches is loaded or the history ends, a step (a fraction of a second) at a
+        time, the status line counting; a new filter or another tab's search cancels it."""
+        query = self.filter_query
+        while self.filter_query is query and not self.exhausted[kind] and len(self.rows[kind]) < PAGE:
+            await self.load_older(kind)
+            self.update_status()
 
     async def load_older(self, kind: str) -> None:
+        """The next page of older rows (or of search matches) below the loaded ones. Past MAX_ROWS the newest
+        rows are dropped from the top (`g` loads the newest again), so there is no end but the history's."""
         rows = self.rows[kind]
-        if self.exhausted[kind] or not rows or len(rows) >= MAX_ROWS:
-            return
-        cursor = rows[-1].get("_cursor")
-        if cursor is None:
+        before = self.next[kind]
+        if before is None or not rows:
             self.exhausted[kind] = True
             return
-        older = await self.client.rows(kind, PAGE, before=cursor)
-        if len(older) < PAGE:
-            self.exhausted[kind] = True
+        try:
+            if self.filtered(kind):
+                found = await self.client.search(kind, self.filter_query.text, before=before, limit=PAGE)
+                older, self.next[kind] = found["records"], found["next"]
+                scanned, size = self.searched.get(kind, (0, None))
+                self.searched[kind] = (scanned + found["scanned"], found.get("size", size))
+            else:
+                older = await self.client.rows(kind, PAGE, before=before)
+                self.next[kind] = older[-1].get("_cursor") if len(older) >= PAGE else None
+        except PatchmoiError as exc:
+            self.last_error = str(exc)
+            self.update_status()
+            return
+        if self.rows[kind] is not rows:  # reloaded meanwhile (a new filter): this page belongs to the old list
+            return
+        self.exhausted[kind] = self.next[kind] is None
         spec = TAB_BY_KIND[kind]
-        table = self.table(kind)
-        now = self.clock()
         known = {spec.key(r) for r in rows}
-        for rec in older:
-            key = spec.key(rec)
-            if key in known:
-                continue
-            rows.append(rec)
-            if self.row_filter.matches(rec):
-                table.add_row(*spec.cells(rec, now), key=key)
+        added = [r for r in older if spec.key(r) not in known]
+        rows.extend(added)
+        if self.sort[kind] is not None:
+            self.render_table(kind)
+        else:
+            table = self.table(kind)
+            now, columns, marks = self.clock(), self.columns[kind], self.marks[kind]
+            words = self.filter_query.highlights()
+            for rec in added:
+                key = spec.key(rec)
+                if self.filter_query.matches(rec, kind if kind != "sources" else None):
+                    table.add_row(*cells_for(spec, rec, now, columns, marked=key in marks, highlight=words), key=key)
+        if len(rows) > MAX_ROWS:
+            self.trim(kind)
 
-    def render_table(self, kind: str) -> None:
+    def trim(self, kind: str) -> None:
+        """Drop the newest TRIM rows (the cursor is far below them) to keep memory bounded."""
+        spec, table = TAB_BY_KIND[kind], self.table(kind)
+        selected = self.selected_key(kind)
+        dropped, self.rows[kind] = self.rows[kind][:TRIM], self.rows[kind][TRIM:]
+        for rec in dropped:
+            with contextlib.suppress(Exception):  # (a row the filter hid is not in the table)
+                table.remove_row(spec.key(rec))
+        self.trimmed[kind] = True
+        if selected is not None:
+            with contextlib.suppress(Exception):
+                table.move_cursor(row=table.get_row_index(selected), animate=False)
+        self.update_status()
+
+    def selected_key(self, kind: str) -> str | None:
+        table = self.table(kind)
+        if not table.row_count:
+            return None
+        try:
+            value = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # a stale coordinate
+            return None
+        return None if value is None else str(value)
+
+    def ordered(self, kind: str) -> list[dict[str, Any]]:
+        """The loaded rows in the tab's sort order (newest first unless `>` chose a column)."""
+        rows = self.rows[kind]
+        chosen = self.sort[kind]
+        if chosen is None:
+            return rows
+        label, reverse = chosen
+        spec = TAB_BY_KIND[kind]
+        epoch = datetime.min.replace(tzinfo=UTC)
+
+        def key(rec: dict[str, Any]) -> Any:
+            if label == "AGE":
+                return record_time(kind, rec) or epoch
+            value = spec.cells(rec, None).get(label, "")
+            return (value.plain if isinstance(value, Text) else str(value or "")).lower()
+
+        return sorted(rows, key=key, reverse=reverse if label != "AGE" else not reverse)  # AGE: newest first
+
+    def render_table(self, kind: str, *, keep: str | None = None) -> None:
         """Rows again, the cursor still on its record (by key) when rows arrive above it: a key pressed now acts
         on what the operator was looking at. Follow mode moves it only when it was on the newest row."""
         spec: TabSpec = TAB_BY_KIND[kind]
         table = self.table(kind)
-        selected, at = None, 0
+        selected, at = keep, 0
         if table.row_count:
             at = table.cursor_row
-            try:
-                selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-            except Exception:  # a stale coordinate: keep the cursor where the table puts it
-                selected = None
+            selected = self.selected_key(kind)
         # follow only when the operator put the cursor on the newest row (g, f, moving up to it), not when the
         # record under it moved to the top by itself (an attempt that got a newer record)
-        on_newest = at == 0 and self._pinned.get(kind, True)
+        on_newest = at == 0 and self._pinned.get(kind, True) and keep is None
         table.clear()
-        now = self.clock()
+        now, columns, marks, words = self.clock(), self.columns[kind], self.marks[kind], self.filter_query.highlights()
         seen: set[str] = set()
-        for rec in self.rows[kind]:
+        where = kind if kind != "sources" else None
+        for rec in self.ordered(kind):
             key = spec.key(rec)
-            if key in seen or not self.row_filter.matches(rec):
+            if key in seen or not self.filter_query.matches(rec, where):
                 continue
             seen.add(key)
-            table.add_row(*spec.cells(rec, now), key=key)
+            table.add_row(*cells_for(spec, rec, now, columns, marked=key in marks, highlight=words), key=key)
         if self.follow and on_newest:
             table.move_cursor(row=0)
         elif selected is not None and selected in seen:
@@ -284,17 +421,12 @@ class PatchmoiApp(App[None]):
         else:  # its record is gone (filtered out): the row that took its place
             table.move_cursor(row=min(at, max(0, table.row_count - 1)))
         if table.row_count:  # where the program put the cursor: its highlight is not the operator's move
-            with contextlib.suppress(Exception):
-                self._placed[kind] = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            self._placed[kind] = self.selected_key(kind)
 
     def selected(self, kind: str | None = None) -> dict[str, Any] | None:
         kind = kind or self.active_kind
-        table = self.table(kind)
-        if not table.row_count:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:
+        key = self.selected_key(kind)
+        if key is None:
             return None
         spec = TAB_BY_KIND[kind]
         return next((r for r in self.rows[kind] if spec.key(r) == key), None)
@@ -407,8 +539,19 @@ class PatchmoiApp(App[None]):
         if self.queue_view and self.active_kind == "attempts" and not self.rows["attempts"]:
             parts.append(Text("queue empty: nothing waits for you · o: every attempt", style="green"))
         parts.append("follow on" if self.follow else Text("follow off", style="yellow"))
-        if self.row_filter.active:
-            parts.append(Text(f"filter {self.row_filter.describe()}", style="bold"))
+        kind = self.active_kind
+        if self.filter_query.active:
+            parts.append(Text(f"filter {self.filter_query.text}", style="bold"))
+            parts.append(self.match_count(kind))
+        if self.marks[kind]:
+            parts.append(Text(f"{len(self.marks[kind])} marked", style="bold magenta"))
+        if self.sort[kind] is not None:
+            label, reverse = self.sort[kind]  # type: ignore[misc]
+            parts.append(f"sort {label}{' reversed' if reverse else ''} (loaded rows)")
+        if self.newer[kind]:
+            parts.append(Text("newer rows arrived · g: go to them", style="bold cyan"))
+        elif self.trimmed[kind]:
+            parts.append(Text("paged far back: g for the newest", style="cyan"))
         if self.last_refresh is not None:
             seconds = (self.clock() - self.last_refresh).total_seconds()
             parts.append(
@@ -422,16 +565,35 @@ class PatchmoiApp(App[None]):
         line = Text(" · ").join(p if isinstance(p, Text) else Text(p) for p in parts)
         self.dashboard.query_one("#status", Static).update(line)
 
+    def match_count(self, kind: str) -> Text:
+        """`37 matches` when the search has read the whole history, `37+ matches · 120,000 of 1,000,000 read`
+        while it goes on (or stopped with a screenful); a tab whose search starts when shown says so."""
+        if kind in self.stale:
+            return Text("searched when shown", style="bright_black")
+        shown = self.table(kind).row_count
+        noun = "match" if shown == 1 else "matches"
+        if self.filtered(kind) and self.limited:
+            return Text(f"{shown} {noun} in the newest 500 (this server cannot search history)", style="yellow")
+        if not self.filtered(kind) or self.exhausted[kind]:
+            return Text(f"{shown} {noun}", style="bold" if shown else "yellow")
+        scanned, size = self.searched.get(kind, (0, None))
+        read = f"{scanned:,} of {size:,} read" if size else f"{scanned:,} read"
+        return Text(f"{shown}+ {noun} · {read} · G: search on", style="bold")
+
     # -- actions -----------------------------------------------------------------------------------------
     def action_tab(self, kind: str) -> None:
         self.dashboard.query_one(TabbedContent).active = f"tab-{kind}"
         self.table(kind).focus()
 
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+    async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         # (the first activation comes while the tabs are still being mounted: nothing to focus or say yet)
         with contextlib.suppress(NoMatches):
-            self.table(self.active_kind).focus()
+            kind = self.active_kind
+            self.table(kind).focus()
             self.update_status()  # (what it says can depend on the tab: an empty queue)
+            if kind in self.stale:  # a filter set on another tab: its search starts now
+                await self.reload(kind)
+                self.update_status()
 
     async def action_cursor(self, where: str) -> None:
         table = self.table(self.active_kind)
@@ -440,6 +602,11 @@ class PatchmoiApp(App[None]):
         elif where == "up":
             table.action_cursor_up()
         elif where == "top":
+            kind = self.active_kind
+            if self.trimmed[kind]:  # paged far back: the newest rows again
+                self.reset(kind)
+                self._pinned[kind] = True
+                await self.reload(kind)
             table.move_cursor(row=0)
         else:
             await self.load_older(self.active_kind)
@@ -449,8 +616,29 @@ class PatchmoiApp(App[None]):
         table = event.data_table
         if table.id and event.row_key.value != self._placed.pop(table.id, None):
             self._pinned[table.id] = event.cursor_row == 0  # the operator moved: on the top row, or not
+        if table.id == "sources":
+            self.describe_source()
         if table.id and table.row_count and event.cursor_row >= table.row_count - 5:
             await self.load_older(table.id)  # rows load on demand as the cursor nears the end
+
+    def describe_source(self) -> None:
+        """The highlighted source in full on the message line (its error is cut in the table at 80 columns)."""
+        record = self.selected("sources")
+        if record is None:
+            return
+        now = self.clock()
+        line = Text(f"{record.get('sourceId')}", style="bold")
+        polled = record.get("lastPolledAt") or record.get("lastCheckedAt")
+        facts = [
+            f"every {record['intervalSeconds']:g}s" if record.get("intervalSeconds") else "",
+            f"polled {relative_time(polled, now)}" if polled else "never polled",
+            "ETag kept" if record.get("etag") else "",
+            f"{record['consecutiveErrors']} errors in a row" if record.get("consecutiveErrors") else "",
+        ]
+        line.append(" · " + " · ".join(f for f in facts if f), style="bright_black")
+        if record.get("lastError"):
+            line.append(f" · {record['lastError']}", style="red")
+        self.dashboard.query_one("#message", Static).update(line)
 
     async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         kind = event.data_table.id or self.active_kind
@@ -458,11 +646,8 @@ class PatchmoiApp(App[None]):
         if record is None:
             return
         if kind == "sources":  # a source's detail is what it brought: its signals, newest first
-            self.row_filter = RowFilter.parse(f"source:{record.get('sourceId')}")
-            for spec in TABS:
-                self.render_table(spec.kind)
             self.action_tab("signals")
-            self.update_status()
+            await self.set_query(Query.parse(f"source:{record.get('sourceId')}"))
             return
         try:
             chain = await self.client.describe(kind, record)
@@ -509,15 +694,89 @@ class PatchmoiApp(App[None]):
         self.update_status()
 
     def action_filter(self) -> None:
-        def apply(value: str | None) -> None:
+        async def apply(value: str | None) -> None:
             if value is None:
                 return
-            self.row_filter = RowFilter.parse(value)
-            for spec in TABS:
-                self.render_table(spec.kind)
-            self.update_status()
+            try:
+                query = Query.parse(value, now=self.clock())
+            except QueryError as exc:
+                self.notify(str(exc), title="filter", severity="error")
+                return
+            await self.set_query(query)
 
-        self.push_screen(FilterScreen(self.row_filter.describe()), apply)
+        self.push_screen(FilterScreen(self.filter_query.text), apply)
+
+    def reset(self, kind: str) -> None:
+        """Forget a tab's loaded rows (a new filter, or back to the newest after paging far)."""
+        self.rows[kind], self.next[kind] = [], None
+        self.exhausted[kind] = self.trimmed[kind] = self.newer[kind] = False
+        self.searched.pop(kind, None)
+
+    async def set_query(self, query: Query) -> None:
+        """A new filter: the open tab searches the store now (every record, newest first), the others when
+        shown; the sources and the queue (whole lists) are filtered as they are."""
+        self.filter_query = query
+        self.workers.cancel_group(self, "seek")
+        for spec in TABS:
+            if spec.kind == "sources" or (spec.kind == "attempts" and self.queue_view):
+                self.render_table(spec.kind)
+                continue
+            self.reset(spec.kind)
+            self._pinned[spec.kind] = True
+            self.render_table(spec.kind)  # (empty until its search answers: no stale rows under a new filter)
+            await self.reload(spec.kind)
+        self.update_status()
+
+    def action_mark(self) -> None:
+        """space: mark or unmark the row (then the next row), for a bulk retry, replay or sync."""
+        kind = self.active_kind
+        record, key = self.selected(kind), self.selected_key(kind)
+        if record is None or key is None or kind == "sources":
+            return
+        marks = self.marks[kind]
+        if key in marks:
+            del marks[key]
+        else:
+            marks[key] = record
+        spec, columns = TAB_BY_KIND[kind], self.columns[kind]
+        cell = cells_for(spec, record, self.clock(), columns[:1], marked=key in marks)[0]
+        table = self.table(kind)
+        with contextlib.suppress(Exception):
+            table.update_cell(key, columns[0][0].label, cell)
+        table.action_cursor_down()
+        self.update_status()
+
+    def action_unmark_all(self) -> None:
+        kind = self.active_kind
+        if self.marks[kind]:
+            self.marks[kind] = {}
+            self.render_table(kind)
+            self.notify("marks cleared")
+        self.update_status()
+
+    def action_toggle_wide(self) -> None:
+        """w: every column at full width (ids in full; scroll right), or columns fitted to the terminal."""
+        self.wide = not self.wide
+        self.apply_layout()
+        self.notify("wide: every column, full ids (scroll right)" if self.wide else "columns fitted to the terminal")
+
+    def action_sort(self) -> None:
+        """>: sort the loaded rows by the next column (AGE, then each column left to right, then as stored)."""
+        kind = self.active_kind
+        labels = [column.label for column, _ in self.columns[kind]]
+        current = self.sort[kind]
+        at = labels.index(current[0]) + 1 if current and current[0] in labels else 0
+        self.sort[kind] = (labels[at], False) if at < len(labels) else None
+        self.render_table(kind)
+        self.update_status()
+
+    def action_reverse_sort(self) -> None:
+        """<: the other way round."""
+        kind = self.active_kind
+        current = self.sort[kind] or ("AGE", False)
+        self.sort[kind] = (current[0], not current[1])
+        self.render_table(kind)
+        self.update_status()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -530,45 +789,117 @@ class PatchmoiApp(App[None]):
             log.append(note.message + "\n", style=NOTE_STYLE.get(note.severity, ""))
         self.push_screen(TextScreen("Messages", log if self.messages else Text("nothing yet")))
 
-    async def _event_id_of(self, record: dict[str, Any]) -> str | None:
-        if self.active_kind == "events":
+    async def _event_id_of(self, kind: str, record: dict[str, Any]) -> str | None:
+        if kind == "events":
             return str(record.get("id"))
         if record.get("eventId"):
             return str(record["eventId"])
-        chain = await self.client.describe(self.active_kind, record)
+        chain = await self.client.describe(kind, record)
         event = chain.get("event")
         return str(event["id"]) if event else None
 
-    async def _confirm_event_action(self, op: str) -> None:
+    async def _attempt_id_of(self, kind: str, record: dict[str, Any]) -> str | None:
+        if kind == "attempts":
+            return str(record.get("id"))
+        chain = await self.client.describe(kind, record)
+        attempts = chain.get("attempts") or []
+        return str(attempts[0]["id"]) if attempts else None
+
+    def targets(self) -> tuple[str, list[dict[str, Any]], bool]:
+        """What an action key acts on: the detail view's record, else the marked rows of the tab (marked:
+        True), else its selected row."""
+        screen = self.screen
+        if isinstance(screen, DetailScreen) and screen.record is not None:
+            return screen.kind, [screen.record], False
+        kind = self.active_kind
+        if self.marks[kind]:
+            return kind, list(self.marks[kind].values()), True
+        record = self.selected(kind)
+        return kind, [record] if record is not None else [], False
+
+    async def _confirm_bulk(self, op: str) -> None:
+        """retry / replay / sync on the selected row, or on every marked row after one confirmation."""
         if self.client.read_only:
             self.notify(f"read-only mode: {op} is disabled", severity="warning")
             return
-        record = self.selected()
-        event_id = await self._event_id_of(record) if record else None
-        if not event_id:
-            self.notify(f"select a row with a flow event to {op}", severity="warning")
+        if not isinstance(self.screen, DetailScreen) and self.screen is not self.dashboard:
+            return  # a dialog is open
+        kind, records, marked = self.targets()
+        resolve = self._attempt_id_of if op == "sync" else self._event_id_of
+        try:
+            found = [ident for rec in records if (ident := await resolve(kind, rec))]
+        except PatchmoiError as exc:
+            self.notify(f"{op}: {exc}", severity="error")
             return
-        body = f"{op.capitalize()} flow event\n{event_id}\n\n" + (
-            "Re-sends the same event to the same backend; a backend that already has it answers duplicate."
-            if op == "retry"
-            else "Asks the backend (or the local runner) for new runs of this event."
-        )
+        idents = list(dict.fromkeys(found))  # two marked attempts of one event: the event once
+        what = "maintenance attempt" if op == "sync" else "flow event"
+        if not idents:
+            hint = "select an attempt (tab 3) to sync" if op == "sync" else f"select a row with a flow event to {op}"
+            self.notify(hint, severity="warning")
+            return
+        explain = {
+            "retry": "Re-sends the same event to the same backend; a backend that already has it answers duplicate.",
+            "replay": "Asks the backend (or the local runner) for new runs of this event.",
+            "sync": "Re-reads its runs and records the outcome if it changed.",
+        }[op]
+        if len(idents) == 1 and not marked:
+            body = f"{op.capitalize()} {what}\n{idents[0]}\n\n{explain}"
+        else:
+            shown = "\n".join(f"  {shorten(i, 68)}" for i in idents[:6])
+            more = f"\n  … and {len(idents) - 6} more" if len(idents) > 6 else ""
+            body = f"{op.capitalize()} {len(idents)} marked {what}s, one after the other:\n{shown}{more}\n\n{explain}"
 
         def done(reason: str | None) -> None:
-            if reason is not None:
-                self.run_action_worker(op, event_id, reason or None)
+            if reason is None:
+                return
+            if len(idents) == 1 and not marked:
+                self.run_action_worker(op, idents[0], reason or None)
+            else:
+                self.run_bulk(op, kind, idents, reason or None)
 
-        self.push_screen(ConfirmScreen(f"{op.capitalize()}?", body), done)
+        placeholder = None if op == "sync" else "reason (optional, recorded with the dispatch)"
+        title = f"{op.capitalize()}?" if len(idents) == 1 and not marked else f"{op.capitalize()} {len(idents)}?"
+        self.push_screen(ConfirmScreen(title, body, placeholder=placeholder), done)
+
+    async def _act(self, op: str, ident: str, reason: str | None) -> dict[str, Any]:
+        if op == "retry":
+            return await self.client.retry(ident, reason)
+        if op == "replay":
+            return await self.client.replay(ident, reason)
+        return await self.client.sync(ident)
+
+    @work(group="actions", exit_on_error=False)
+    async def run_bulk(self, op: str, kind: str, idents: list[str], reason: str | None) -> None:
+        """One after the other (a backend is not flooded); a failure is counted and the rest go on; the marks
+        are cleared when every one went through."""
+        outcomes: dict[str, int] = {}
+        failures: list[str] = []
+        for n, ident in enumerate(idents, 1):
+            self.notify(f"{op} {n}/{len(idents)}: {shorten(ident, 60)}", title=op)
+            try:
+                result = await self._act(op, ident, reason)
+            except Exception as exc:  # every kind of failure is reported, and the others still run
+                failures.append(f"{shorten(ident, 40)}: {exc}")
+                continue
+            status = str(((result.get("attempt") if op == "sync" else result.get("record")) or {}).get("status"))
+            outcomes[status] = outcomes.get(status, 0) + 1
+        summary = ", ".join(f"{count} {status}" for status, count in sorted(outcomes.items()))
+        if failures:
+            self.notify(
+                f"{op}: {summary or 'none done'}; {len(failures)} failed: {'; '.join(failures[:3])}",
+                title=op,
+                severity="error",
+            )
+        else:
+            self.marks[kind] = {}
+            self.render_table(kind)
+            self.notify(f"{op} of {len(idents)}: {summary}", title=op)
+        self.update_status()
 
     @work(group="actions", exit_on_error=False)
     async def run_action_worker(self, op: str, ident: str, reason: str | None) -> None:
         try:
-            if op == "retry":
-                result = await self.client.retry(ident, reason)
-            elif op == "replay":
-                result = await self.client.replay(ident, reason)
-            else:
-                result = await self.client.sync(ident)
+            result = await self._act(op, ident, reason)
         except PatchmoiError as exc:
             self.notify(f"{op} failed: {exc}", severity="error", timeout=10)
             return
@@ -587,40 +918,23 @@ class PatchmoiApp(App[None]):
             self.notify(
                 f"{op}: {record.get('status')} via {record.get('transport')}; attempt {attempt.get('status')}", title=op
             )
+        await self.refresh_detail()
+
+    async def refresh_detail(self) -> None:
+        """The detail view on screen, drawn again from a fresh chain (after an action changed it)."""
+        screen = self.screen
+        if isinstance(screen, DetailScreen) and screen.record is not None:
+            with contextlib.suppress(PatchmoiError):  # if not, the message line has said what happened
+                screen.show(await self.client.describe(screen.kind, screen.record))
 
     async def action_retry(self) -> None:
-        await self._confirm_event_action("retry")
+        await self._confirm_bulk("retry")
 
     async def action_replay(self) -> None:
-        await self._confirm_event_action("replay")
+        await self._confirm_bulk("replay")
 
     async def action_sync(self) -> None:
-        if self.client.read_only:
-            self.notify("read-only mode: sync is disabled", severity="warning")
-            return
-        record = self.selected()
-        attempt_id = None
-        if record is not None and self.active_kind == "attempts":
-            attempt_id = str(record.get("id"))
-        elif record is not None:
-            chain = await self.client.describe(self.active_kind, record)
-            attempts = chain.get("attempts") or []
-            attempt_id = str(attempts[0]["id"]) if attempts else None
-        if not attempt_id:
-            self.notify("select an attempt (tab 3) to sync", severity="warning")
-            return
-
-        def done(reason: str | None) -> None:
-            if reason is not None:
-                self.run_action_worker("sync", attempt_id, None)
-
-        self.push_screen(
-            ConfirmScreen(
-                "Sync?",
-                f"Sync maintenance attempt\n{attempt_id}\n\nRe-reads its runs and records the outcome if it changed.",
-            ),
-            done,
-        )
+        await self._confirm_bulk("sync")
 
     async def action_adopt(self) -> None:
         """Adopt the selected attempt's candidate (the attempt of the detail view when one is open)."""
@@ -709,10 +1023,7 @@ class PatchmoiApp(App[None]):
                 timeout=10,
             )
         await self.reload("attempts")
-        screen = self.screen
-        if isinstance(screen, DetailScreen) and screen.record is not None:
-            with contextlib.suppress(PatchmoiError):  # if not, the notification has said what happened
-                screen.show(await self.client.describe(screen.kind, screen.record))
+        await self.refresh_detail()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

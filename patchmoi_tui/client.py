@@ -19,6 +19,7 @@ from patchmoi.core.adopt import adopt, default_actor
 from patchmoi.core.attempt_states import STATES, derive_states
 from patchmoi.core.config import Settings, redact_url
 from patchmoi.core.errors import NotFoundError, PatchmoiError, from_code
+from patchmoi.core.history import Query, search
 from patchmoi.core.operations import (
     POLLER_LEASE,
     build_dispatcher,
@@ -43,6 +44,12 @@ class Client(Protocol):
     read_only: bool
 
     async def rows(self, kind: str, limit: int, before: Any = None) -> list[dict[str, Any]]: ...
+    async def search(self, kind: str, query: str, *, before: Any = None, limit: int = 200) -> dict[str, Any]:
+        """One step of a store search (core.history): `records` (each with `_cursor`), `next` (None: the end),
+        `scanned` (records read), `size` (the collection's, or None), `limited` (True: only the newest rows
+        could be searched, an older server)."""
+        ...
+
     async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]: ...
     async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
     async def replay(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
@@ -139,6 +146,18 @@ class LocalClient:
         pairs = self.store.page(ROW_KINDS[kind], limit=limit, before=before)
         rows = [{**rec, "_cursor": cursor} for cursor, rec in pairs]
         return with_states(rows, self.states()) if kind == "attempts" else rows
+
+    async def search(self, kind: str, query: str, *, before: Any = None, limit: int = 200) -> dict[str, Any]:
+        parsed = Query.parse(query)
+        states = self.states() if kind == "attempts" else None
+        found = await asyncio.to_thread(search, self.store, kind, parsed, limit=limit, before=before, states=states)
+        return {
+            "records": [{**rec, "_cursor": cursor} for cursor, rec in found.records],
+            "next": found.next,
+            "scanned": found.scanned,
+            "size": self.store.count(ROW_KINDS[kind]),
+            "limited": False,
+        }
 
     async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
         found = chain(self.store, chain_id(kind, record), states=self.states())
@@ -353,11 +372,41 @@ class RemoteClient:
             "dispatches": ("/workspace-dispatches", "dispatches"),
             "runs": ("/workspace-runs", "runs"),
         }[kind]
-        if before is not None:
-            return []  # the API pages by limit only (max 500)
+        if before is not None:  # the spec's lists page by limit only (max 500): older pages come from /history
+            found = await self.search(kind, "", before=before, limit=limit)
+            return [] if found["limited"] else list(found["records"])
         body = await self._get(path, {"limit": min(limit, 500)})
         rows = body.get(key, [])
         return [r for r in rows if isinstance(r, dict)]
+
+    async def search(self, kind: str, query: str, *, before: Any = None, limit: int = 200) -> dict[str, Any]:
+        """The server's `GET /history/KIND` (a patchmoi extension); a server without it (the Bun service, an
+        older patchmoi) gets the newest 500 rows filtered here, and `limited` says so."""
+        params = {"q": query or None, "before": before, "limit": min(limit, 500)}
+        try:
+            body = await self._get(f"/history/{kind}", params)
+        except NotFoundError as exc:
+            if exc.code != "not_found":
+                raise
+            rows = await self._page(kind, 500) if before is None else []
+            if kind == "attempts" and rows:
+                rows = with_states(rows, await self._state_map(500))
+            parsed = Query.parse(query)
+            return {
+                "records": [r for r in rows if parsed.matches(r, kind)],
+                "next": None,
+                "scanned": len(rows),
+                "size": None,
+                "limited": True,
+            }
+        items = [i for i in body.get("items") or [] if isinstance(i, dict) and isinstance(i.get("record"), dict)]
+        return {
+            "records": [{**i["record"], "_cursor": i.get("cursor")} for i in items],
+            "next": body.get("next"),
+            "scanned": int(body.get("scanned") or 0),
+            "size": body.get("size"),
+            "limited": False,
+        }
 
     async def describe(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
         """One request: the server's chain endpoint of the row's collection."""

@@ -1,8 +1,7 @@
-"""How each tab shows a record: columns, a stable row key, status glyph and colour, and filter matching."""
+"""How each tab shows a record: columns fitted to the terminal, a stable row key, status glyph and colour."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +9,11 @@ from typing import Any
 
 from rich.text import Text
 
+from patchmoi.core.history import upstream_label
+from patchmoi.core.shortid import short_id
 from patchmoi.tui.textfmt import relative_time, shorten
+
+__all__ = ["upstream_label"]  # (re-exported: the CLI's lists use it)
 
 GLYPHS = {
     "started": "…",
@@ -81,22 +84,6 @@ def state_text(state: Any) -> Text:
     return Text(f"{STATE_GLYPHS.get(value, '?')} {value}", style=STATE_COLOURS.get(value, ""))
 
 
-def _payload(rec: dict[str, Any]) -> dict[str, Any]:
-    payload = rec.get("payload")
-    return payload if isinstance(payload, dict) else {}
-
-
-def upstream_label(rec: dict[str, Any]) -> str:
-    if "upstreamRepo" in rec or "upstreamTag" in rec:
-        repo = rec.get("upstreamRepo") or "-"
-        ref = rec.get("upstreamTag") or rec.get("upstreamRef") or str(rec.get("upstreamSha") or "")[:12]
-    else:
-        p = _payload(rec)
-        repo = p.get("repo") or p.get("packageName") or "-"
-        ref = p.get("tag") or p.get("version") or p.get("ref") or str(p.get("sha") or "")[:12]
-    return f"{repo}@{ref}" if ref else str(repo)
-
-
 def age(rec: dict[str, Any], now: datetime | None, *keys: str) -> str:
     for key in keys:
         if rec.get(key):
@@ -105,15 +92,93 @@ def age(rec: dict[str, Any], now: datetime | None, *keys: str) -> str:
 
 
 @dataclass(frozen=True)
+class Column:
+    """A table column: its natural width (what `wide` shows), and in the fitted layout the order in which it
+    is dropped when the terminal is too narrow (`drop`: higher goes first, 0 never) and whether it takes the
+    width that is left (`flex`, at least `width` columns)."""
+
+    label: str
+    width: int
+    drop: int = 0
+    flex: bool = False
+
+
+@dataclass(frozen=True)
 class TabSpec:
     kind: str
     title: str
-    columns: tuple[tuple[str, int], ...]
-    cells: Callable[[dict[str, Any], datetime | None], tuple[Any, ...]]
+    columns: tuple[Column, ...]
+    cells: Callable[[dict[str, Any], datetime | None], dict[str, Any]]
     key: Callable[[dict[str, Any]], str]
 
 
-def _signal_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+CELL_PAD = 2  # DataTable's cell padding: one column either side of every cell
+FRAME = 3  # the vertical scrollbar and a margin
+WIDE_FLEX = 72  # the flex column's width in the wide layout (the rest: their full ids)
+
+
+def layout(spec: TabSpec, width: int, *, wide: bool = False) -> list[tuple[Column, int]]:
+    """The columns shown and their widths. Fitted (the default): columns are dropped, most expendable first,
+    until the rest fit `width`, and the flex column (OUTCOME, TITLE, MESSAGE) takes what is left, so the text
+    that explains a row gets the width. Wide: every column, the flex one at WIDE_FLEX and ids in full (wider
+    than the terminal: scroll right)."""
+    if wide:
+        return [(c, WIDE_FLEX if c.flex else (ID_WIDE if c.label == "ID" else c.width)) for c in spec.columns]
+    shown = list(spec.columns)
+
+    def need(cols: list[Column]) -> int:
+        return sum(c.width + CELL_PAD for c in cols) + FRAME
+
+    for victim in sorted((c for c in spec.columns if c.drop), key=lambda c: -c.drop):
+        if need(shown) <= width:
+            break
+        shown.remove(victim)
+    spare = max(0, width - need(shown))
+    return [(c, c.width + spare if c.flex else c.width) for c in shown]
+
+
+ID_WIDE = 110  # full ids (attempt ids run to about 100 characters)
+
+
+def fit(value: Any, width: int) -> Any:
+    """A cell cut to its column's width with an ellipsis (Text keeps its style)."""
+    if isinstance(value, Text):
+        if value.cell_len <= width:
+            return value
+        cut = value.copy()
+        cut.truncate(width, overflow="ellipsis")
+        return cut
+    return shorten(value if value is not None else "", width)
+
+
+def cells_for(
+    spec: TabSpec,
+    rec: dict[str, Any],
+    now: datetime | None,
+    columns: list[tuple[Column, int]],
+    *,
+    marked: bool = False,
+    highlight: list[str] | None = None,
+) -> list[Any]:
+    """The row's cells for a layout: each cut to its width, words of the filter highlighted, a mark shown."""
+    values = spec.cells(rec, now)
+    out: list[Any] = []
+    for i, (column, width) in enumerate(columns):
+        value = values.get(column.label, "")
+        if column.label == "ID" and width < ID_WIDE:
+            value = short_id(str(value)) if value else ""
+        if i == 0 and marked:
+            value = Text("● ", style="bold magenta") + (value if isinstance(value, Text) else Text(str(value)))
+        value = fit(value, width)
+        if highlight:
+            text = value if isinstance(value, Text) else Text(str(value))
+            if text.highlight_words(highlight, style="reverse", case_sensitive=False):
+                value = text
+        out.append(value)
+    return out
+
+
+def _signal_cells(r: dict[str, Any], now: datetime | None) -> dict[str, Any]:
     repo = r.get("repo") if isinstance(r.get("repo"), dict) else {}
     assert isinstance(repo, dict)
     ref = r.get("ref") or str(r.get("sha") or "")[:12] or "-"
@@ -122,56 +187,59 @@ def _signal_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
     # a release the source's `versions` policy turned down, or an npm dist-tag move: not work, and says so
     kind = "filtered" if r.get("filtered") else "dist-tag" if raw.get("signal") == "dist-tag" else r.get("event")
     title = f"{r.get('title')} ({r['filtered']})" if r.get("filtered") else r.get("title")
-    return (
-        age(r, now, "receivedAt", "publishedAt"),
-        status_text(kind),
-        repo.get("fullName", "-"),
-        shorten(ref, 28),
-        shorten(title, 40),
-        r.get("sourceId"),
-    )
+    return {
+        "AGE": age(r, now, "receivedAt", "publishedAt"),
+        "EVENT": status_text(kind),
+        "REPO": repo.get("fullName", "-"),
+        "REF": ref,
+        "TITLE": title or "",
+        "SOURCE": r.get("sourceId") or "",
+        "ID": f"{r.get('sourceId')}:{r.get('entryId')}",
+    }
 
 
-def _event_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
-    return (age(r, now, "receivedAt", "occurredAt"), r.get("type"), shorten(upstream_label(r), 40), r.get("id"))
+def _event_cells(r: dict[str, Any], now: datetime | None) -> dict[str, Any]:
+    return {
+        "AGE": age(r, now, "receivedAt", "occurredAt"),
+        "TYPE": r.get("type") or "",
+        "UPSTREAM": upstream_label(r),
+        "ID": r.get("id") or "",
+    }
 
 
-def _attempt_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
-    outcome = r.get("error") or r.get("message") or ""
-    return (
-        age(r, now, "updatedAt", "createdAt"),
-        state_text(r.get("state")),
-        status_text(r.get("status")),
-        r.get("operation", "dispatch"),
-        shorten(upstream_label(r), 32),
-        shorten(outcome, 48),
-        r.get("id"),
-    )
+def _attempt_cells(r: dict[str, Any], now: datetime | None) -> dict[str, Any]:
+    return {
+        "AGE": age(r, now, "updatedAt", "createdAt"),
+        "STATE": state_text(r.get("state")),
+        "STATUS": status_text(r.get("status")),
+        "OP": r.get("operation", "dispatch"),
+        "UPSTREAM": upstream_label(r),
+        "OUTCOME": r.get("error") or r.get("message") or "",
+        "ID": r.get("id") or "",
+    }
 
 
-def _dispatch_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
-    detail = r.get("error") or ",".join(r.get("runIds") or []) or "-"
-    return (
-        age(r, now, "createdAt"),
-        status_text(r.get("status")),
-        r.get("operation", "dispatch"),
-        r.get("transport", "-"),
-        shorten(detail, 40),
-        r.get("eventId"),
-    )
+def _dispatch_cells(r: dict[str, Any], now: datetime | None) -> dict[str, Any]:
+    return {
+        "AGE": age(r, now, "createdAt"),
+        "STATUS": status_text(r.get("status")),
+        "OP": r.get("operation", "dispatch"),
+        "TRANSPORT": r.get("transport", "-"),
+        "RUNS/ERROR": r.get("error") or ",".join(r.get("runIds") or []) or "-",
+        "ID": r.get("eventId") or "",
+    }
 
 
-def _run_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+def _run_cells(r: dict[str, Any], now: datetime | None) -> dict[str, Any]:
     payload = r.get("resultPayload") if isinstance(r.get("resultPayload"), dict) else {}
     assert isinstance(payload, dict)
-    message = r.get("error") or payload.get("message") or ""
-    return (
-        age(r, now, "completedAt", "startedAt", "createdAt"),
-        status_text(r.get("status")),
-        f"{r.get('flowName')}/{r.get('stepName')}",
-        shorten(message, 48),
-        r.get("id"),
-    )
+    return {
+        "AGE": age(r, now, "completedAt", "startedAt", "createdAt"),
+        "STATUS": status_text(r.get("status")),
+        "STEP": f"{r.get('flowName')}/{r.get('stepName')}",
+        "MESSAGE": r.get("error") or payload.get("message") or "",
+        "ID": r.get("id") or "",
+    }
 
 
 def source_state(r: dict[str, Any], now: datetime | None) -> Text:
@@ -190,10 +258,12 @@ def source_order(r: dict[str, Any]) -> tuple[int, str]:
     return rank, str(r.get("sourceId"))
 
 
-def _source_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
+def _source_cells(r: dict[str, Any], now: datetime | None) -> dict[str, Any]:
     polled = r.get("lastPolledAt") or r.get("lastCheckedAt")
     due = relative_time(r.get("nextDueAt"), now) if r.get("nextDueAt") else "-"
-    if r.get("estimated") and due != "-":
+    if due.endswith(" ago"):
+        due = "due now"  # (the poller picks it up on its next tick)
+    elif r.get("estimated") and due != "-":
         due = "≈" + due  # from the last poll and the interval: only the polling process knows the schedule
     result = r.get("lastError") or {
         "not_modified": "not modified (304 / same refs)",
@@ -201,101 +271,95 @@ def _source_cells(r: dict[str, Any], now: datetime | None) -> tuple[Any, ...]:
         "ok": "new entries",
     }.get(str(r.get("lastStatus")), str(r.get("lastStatus") or ""))
     errors = r.get("consecutiveErrors")
-    return (
-        source_state(r, now),
-        shorten(r.get("sourceId"), 24),
-        relative_time(polled, now) if polled else "never",
-        due,
-        str(errors) if isinstance(errors, int) and errors else "",
-        result,
-    )
+    return {
+        "STATE": source_state(r, now),
+        "SOURCE": r.get("sourceId") or "",
+        "POLLED": relative_time(polled, now) if polled else "never",
+        "NEXT": due,
+        "ERR": str(errors) if isinstance(errors, int) and errors else "",
+        "LAST RESULT / ERROR": result,
+    }
 
 
+AGE = Column("AGE", 7)
 TABS: tuple[TabSpec, ...] = (
     TabSpec(
         "signals",
         "Upstream",
-        (("AGE", 9), ("EVENT", 10), ("REPO", 24), ("REF", 20), ("TITLE", 30), ("SOURCE", 0)),
+        (
+            AGE,
+            Column("EVENT", 11, drop=3),
+            Column("REPO", 20, drop=2),
+            Column("REF", 14),
+            Column("TITLE", 16, flex=True),
+            Column("SOURCE", 16, drop=4),
+            Column("ID", 8, drop=1),
+        ),
         _signal_cells,
         lambda r: f"{r.get('sourceId')}:{r.get('entryId')}",
     ),
     TabSpec(
         "events",
         "Events",
-        (("AGE", 9), ("TYPE", 22), ("UPSTREAM", 30), ("ID", 0)),
+        (AGE, Column("TYPE", 18, drop=2), Column("UPSTREAM", 24, flex=True), Column("ID", 8, drop=1)),
         _event_cells,
         lambda r: str(r.get("id")),
     ),
     TabSpec(
         "attempts",
         "Attempts",
-        (("AGE", 9), ("STATE", 12), ("STATUS", 20), ("OP", 8), ("UPSTREAM", 26), ("OUTCOME", 36), ("ID", 0)),
+        (
+            AGE,
+            Column("STATE", 11),
+            Column("STATUS", 20, drop=3),
+            Column("OP", 8, drop=4),
+            Column("UPSTREAM", 20, drop=1),
+            Column("OUTCOME", 30, flex=True),
+            Column("ID", 8, drop=2),
+        ),
         _attempt_cells,
         lambda r: str(r.get("id")),
     ),
     TabSpec(
         "dispatches",
         "Dispatches",
-        (("AGE", 9), ("STATUS", 12), ("OP", 8), ("TRANSPORT", 14), ("RUNS/ERROR", 30), ("EVENT", 0)),
+        (
+            AGE,
+            Column("STATUS", 12),
+            Column("OP", 8, drop=3),
+            Column("TRANSPORT", 12, drop=2),
+            Column("RUNS/ERROR", 20, flex=True),
+            Column("ID", 8, drop=1),
+        ),
         _dispatch_cells,
         lambda r: f"{r.get('eventId')}@{r.get('createdAt')}@{r.get('_cursor', '')}",
     ),
     TabSpec(
         "runs",
         "Runs",
-        (("AGE", 9), ("STATUS", 20), ("STEP", 22), ("MESSAGE", 36), ("ID", 0)),
+        (
+            AGE,
+            Column("STATUS", 20, drop=2),
+            Column("STEP", 18, drop=3),
+            Column("MESSAGE", 20, flex=True),
+            Column("ID", 8, drop=1),
+        ),
         _run_cells,
         lambda r: str(r.get("id")),
     ),
     TabSpec(
         "sources",
         "Sources",
-        (("STATE", 10), ("SOURCE", 24), ("POLLED", 9), ("NEXT", 10), ("ERR", 3), ("LAST RESULT / ERROR", 0)),
+        (
+            Column("STATE", 10),
+            Column("SOURCE", 22),
+            Column("POLLED", 8, drop=2),
+            Column("NEXT", 8),
+            Column("ERR", 3, drop=1),
+            Column("LAST RESULT / ERROR", 20, flex=True),
+        ),
         _source_cells,
         lambda r: str(r.get("sourceId")),
     ),
 )
 TAB_BY_KIND = {t.kind: t for t in TABS}
-
-
-@dataclass(frozen=True)
-class RowFilter:
-    """`/` filter: `repo:acme status:failed state:open type:upstream.release` plus free text (all must match)."""
-
-    fields: dict[str, str]
-    words: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> RowFilter:
-        fields: dict[str, str] = {}
-        words = []
-        for token in text.split():
-            key, sep, value = token.partition(":")
-            if sep and key in ("repo", "status", "state", "type", "source") and value:
-                fields[key] = value.lower()
-            else:
-                words.append(token.lower())
-        return cls(fields, tuple(words))
-
-    @property
-    def active(self) -> bool:
-        return bool(self.fields or self.words)
-
-    def matches(self, rec: dict[str, Any]) -> bool:
-        haystacks = {
-            "repo": upstream_label(rec) + " " + json.dumps(rec.get("repo", "")),
-            "status": str(rec.get("status") or rec.get("event") or ""),
-            "state": str(rec.get("state") or ""),  # derived attempt states; other records match no state
-            "type": str(rec.get("type") or rec.get("eventType") or ""),
-            "source": str(rec.get("sourceId") or _payload(rec).get("sourceId") or ""),
-        }
-        for key, value in self.fields.items():
-            if value not in haystacks[key].lower():
-                return False
-        if self.words:
-            blob = json.dumps(rec, ensure_ascii=False).lower()
-            return all(word in blob for word in self.words)
-        return True
-
-    def describe(self) -> str:
-        return " ".join([*(f"{k}:{v}" for k, v in self.fields.items()), *self.words])

@@ -590,10 +590,10 @@ def test_dashboard_upstream_tab_marks_filtered_signals_and_dist_tag_moves() -> N
     filtered = _signal_cells(
         {**base, "title": "v2.1.5", "ref": "v2.1.5", "filtered": "'v2.1.5' is outside versions.range '>=3,<4'"}, None
     )
-    assert str(filtered[1]) == "· filtered" and filtered[4].startswith("v2.1.5 ('v2.1.5' is outside")
+    assert str(filtered["EVENT"]) == "· filtered" and filtered["TITLE"].startswith("v2.1.5 ('v2.1.5' is outside")
     move = _signal_cells({**base, "title": "dist-tag latest -> 0.169.0", "raw": {"signal": "dist-tag"}}, None)
-    assert str(move[1]) == "⇄ dist-tag"
-    assert str(_signal_cells({**base, "title": "v3.1.0", "ref": "v3.1.0"}, None)[1]) == "◆ release"
+    assert str(move["EVENT"]) == "⇄ dist-tag"
+    assert str(_signal_cells({**base, "title": "v3.1.0", "ref": "v3.1.0"}, None)["EVENT"]) == "◆ release"
 
 
 # -- crash safety of the per-entry saves -----------------------------------------------------------------

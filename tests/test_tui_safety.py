@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from textual.binding import Binding
-from textual.widgets import Button, TabbedContent
+from textual.widgets import Button, Static, TabbedContent
 
 from patchmoi.core.config import Settings
 from patchmoi.core.store import Kind, Store
@@ -170,9 +170,15 @@ async def test_the_sources_tab_shows_what_fails_and_when_each_polls(data_dir: Pa
         await pilot.press("6")
         assert [cell(app, "sources", i, "SOURCE") for i in range(3)] == ["gh-gadget", "gh-new", "gh-widget"]
         assert cell(app, "sources", 0, "STATE") == "✖ failing"
-        assert cell(app, "sources", 0, "LAST RESULT / ERROR").startswith("Feed gh-gadget returned 503")
-        assert (cell(app, "sources", 1, "STATE"), cell(app, "sources", 1, "POLLED")) == ("◌ new", "never")
-        assert (cell(app, "sources", 2, "POLLED"), cell(app, "sources", 2, "NEXT")) == ("2m ago", "≈in 8m")
+        assert cell(app, "sources", 0, "LAST RESULT / ERROR").startswith("Feed gh-gadget returned")
+        message = str(app.query_one("#message", Static).render())  # the highlighted source, its error in full
+        assert "gh-gadget · every 300s · polled 1m ago" in message, message
+        assert "Feed gh-gadget returned 503; backing off this host for 120s" in message
+        assert (cell(app, "sources", 1, "STATE"), cell(app, "sources", 2, "NEXT")) == ("◌ new", "≈in 8m")
+        assert "POLLED" not in [c.label.plain for c in app.table("sources").columns.values()]  # (80 columns)
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        assert (cell(app, "sources", 1, "POLLED"), cell(app, "sources", 2, "POLLED")) == ("never", "2m ago")
         tabs = app.query_one(TabbedContent)
         assert str(tabs.get_tab("tab-sources").label) == "6 Sources ✖1"
         assert str(tabs.get_tab("tab-attempts").label) == "3 Queue !1"  # the queue, and its open attempts
@@ -180,7 +186,7 @@ async def test_the_sources_tab_shows_what_fails_and_when_each_polls(data_dir: Pa
         await pilot.press("down", "down", "enter")  # gh-widget: its signals
         await pilot.pause()
         assert app.active_kind == "signals" and app.table("signals").row_count == 1
-        assert cell(app, "signals", 0, "SOURCE") == "gh-widget"
+        assert cell(app, "signals", 0, "SOURCE") == "gh-widget" and app.filter_query.text == "source:gh-widget"
 
 
 async def test_help_fits_80x24_and_lists_every_key(data_dir: Path) -> None:
