@@ -196,10 +196,10 @@ def _exact(kind: str, name: str, value: str) -> bool:
 
 @dataclass
 class Found:
-    """One step of a search: the matches (cursor, record), newest first; where the next step starts (`next`,
+    """One step of a search: the matches (`hits`: cursor, record), newest first; where the next step starts (`next`,
     None when the history is exhausted or `since:` reached); how many records this step read."""
 
-    records: list[tuple[Cursor, dict[str, Any]]]
+    hits: list[tuple[Cursor, dict[str, Any]]]
     next: Cursor | None
     scanned: int
 
@@ -226,7 +226,7 @@ def search(
     out: list[tuple[Cursor, dict[str, Any]]] = []
     cursor, scanned, older = before, 0, 0
     while scanned < budget:
-        page = store.records.select(KINDS[kind], filters=filters, limit=PAGE, before=cursor)
+        page = store.page(KINDS[kind], filters=filters, limit=PAGE, before=cursor)
         for position, rec in page:
             scanned += 1
             cursor = position

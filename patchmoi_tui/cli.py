@@ -16,7 +16,7 @@ from patchmoi.core.config import Settings
 from patchmoi.core.errors import NotFoundError, PatchmoiError, UsageError, exit_code
 from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 from patchmoi.tui import commands_read
-from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from patchmoi.tui.cliutil import EVENT_FILTER_HELP, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SHORT_HELP
 from patchmoi.tui.commands_ops import add_ops_commands
 from patchmoi.tui.commands_patch import add_patch_commands
 from patchmoi.tui.commands_sources import add_sources_commands
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  patchmoi attempts --open             the open queue: what needs a person now\n"
             "  patchmoi adopt ATTEMPT_ID            move the fork to a rebuilt candidate\n"
             "  patchmoi show 'patch:upstream.release:acme/widget:v1.2.0'\n"
+            "  patchmoi show 3fa9c1d2               a record by the short id the dashboard shows (or 3fa9)\n"
+            "\nIds: wherever a command takes a record id, the 8-hex-digit short id the dashboard shows (the\n"
+            "CRC-32 of the id), or a prefix of 4 or more of its digits, will do when it names one record.\n"
             "\nEnvironment: DATA_DIR, FEED_SOURCES_PATH, PATCH_WORKSPACE_BACKEND_URL/SECRET, PATCH_ADMIN_TOKEN,\n"
             "DISCORD_OUTPUT_ENABLED, DISCORD_WEBHOOK_URL, DISCORD_NOTIFY_EVENTS, HOST, PORT (see README)."
         ),
@@ -72,12 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
 
     p = add("dispatches", "list dispatch records, newest first", commands_read.cmd_dispatches)
-    p.add_argument("--event-id", help="only dispatches of this flow event")
+    p.add_argument("--event-id", help=EVENT_FILTER_HELP.format("dispatches"))
     p.add_argument("--status", choices=DISPATCH_STATUSES, help="only this dispatch status")
     p.add_argument("--limit", default=None, help="how many (default 50, max 500)")
 
     p = add("attempts", "list maintenance attempts (latest state of each), newest first", commands_read.cmd_attempts)
-    p.add_argument("--event-id", help="only attempts of this flow event")
+    p.add_argument("--event-id", help=EVENT_FILTER_HELP.format("attempts"))
     p.add_argument("--status", choices=ATTEMPT_STATUSES, help="only this attempt status")
     p.add_argument(
         "--open", action="store_true", help="the open queue: attempts that need a person now (same as --state open)"
@@ -95,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show the chain of any record: a flow event, attempt, run or feed signal (SOURCE:ENTRY id)",
         commands_read.cmd_show,
     )
-    p.add_argument("id", help="a flow event, maintenance attempt, workspace run or feed signal id")
+    p.add_argument("id", help=f"a flow event, maintenance attempt, workspace run or feed signal id, {SHORT_HELP}")
 
     add_ops_commands(sub, _common)
     add_patch_commands(sub, _common)

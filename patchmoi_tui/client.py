@@ -99,9 +99,11 @@ QUEUE_STATES = ("open", "ready")
 QUEUE_LIMIT = 500
 
 
-def newest_first(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """By the time of their latest record (ISO-8601 strings sort as times), newest first."""
-    return sorted(attempts, key=lambda a: str(a.get("updatedAt") or a.get("createdAt") or ""), reverse=True)
+def queue_order(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The open ones (a person must act) before the ready ones (a candidate to adopt), each newest first by the
+    time of its latest record (ISO-8601 strings sort as times): `3` lands on the newest open attempt."""
+    newest = sorted(attempts, key=lambda a: str(a.get("updatedAt") or a.get("createdAt") or ""), reverse=True)
+    return sorted(newest, key=lambda a: QUEUE_STATES.index(a["state"]) if a.get("state") in QUEUE_STATES else 2)
 
 
 ROW_KINDS = {
@@ -152,7 +154,7 @@ class LocalClient:
         states = self.states() if kind == "attempts" else None
         found = await asyncio.to_thread(search, self.store, kind, parsed, limit=limit, before=before, states=states)
         return {
-            "records": [{**rec, "_cursor": cursor} for cursor, rec in found.records],
+            "records": [{**rec, "_cursor": cursor} for cursor, rec in found.hits],
             "next": found.next,
             "scanned": found.scanned,
             "size": self.store.count(ROW_KINDS[kind]),
@@ -215,7 +217,7 @@ class LocalClient:
 
     async def queue(self) -> list[dict[str, Any]]:
         found = [{**a} for state in QUEUE_STATES for a in self.store.list_attempts_in_state(state, limit=QUEUE_LIMIT)]
-        return newest_first(found)[:QUEUE_LIMIT]
+        return queue_order(found)[:QUEUE_LIMIT]
 
     async def health(self) -> dict[str, Any]:
         return {
@@ -486,7 +488,7 @@ class RemoteClient:
         for state in QUEUE_STATES:
             body = await self._get("/maintenance-attempts", {"state": state, "limit": QUEUE_LIMIT})
             found += [a for a in body.get("attempts", []) if isinstance(a, dict) and a.get("state") == state]
-        return newest_first(found)[:QUEUE_LIMIT]
+        return queue_order(found)[:QUEUE_LIMIT]
 
     async def open_queue(self) -> tuple[int, bool] | None:
         body = await self._get("/maintenance-attempts", {"state": "open", "limit": OPEN_LIMIT})

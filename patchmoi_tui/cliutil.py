@@ -11,9 +11,26 @@ from typing import Any, TextIO
 
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, NotFoundError
-from patchmoi.core.store import Store, Warming
+from patchmoi.core.shortid import resolve
+from patchmoi.core.store import Kind, Store, Warming
 
-__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "emit_json", "emit_list", "open_store", "progress"]
+__all__ = [
+    "EVENT_FILTER_HELP",
+    "EXIT_FAIL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "SHORT_HELP",
+    "emit_json",
+    "emit_list",
+    "event_filter",
+    "open_store",
+    "progress",
+    "resolve",
+]
+
+SHORT_HELP = "or its short id: 4 to 8 hex digits, as the dashboard shows"
+"""How every id argument's help says that a short id will do (core.shortid)."""
+EVENT_FILTER_HELP = "only {} of this flow event (its id or short id)"
 
 
 def emit_json(value: Any) -> None:
@@ -76,3 +93,14 @@ def open_store(settings: Settings, *, must_exist: bool = True) -> Store:
     store = Store(data_dir)
     store.report_progress(IndexProgress())  # a first read of a big DATA_DIR builds its index: say how far
     return store
+
+
+def event_filter(store: Store, text: str | None) -> str | None:
+    """An `--event-id` filter: a full flow event id, or a short id that names exactly one flow event (an
+    ambiguous one is a usage error). Anything else is kept as it is: the list is then empty, as before."""
+    if not text:
+        return text
+    try:
+        return resolve(store, text, (Kind.EVENTS,), what="flow event")
+    except NotFoundError:
+        return text

@@ -22,10 +22,21 @@ from patchmoi.core.log import configure
 from patchmoi.core.operations import build_dispatcher, hand_run_backend
 from patchmoi.core.service import Service
 from patchmoi.core.sources import load_sources
-from patchmoi.core.store import Store
+from patchmoi.core.store import Kind, Store
 from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.core.workspace.steps import matching_steps
-from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json, emit_list, open_store, progress
+from patchmoi.tui.cliutil import (
+    EVENT_FILTER_HELP,
+    EXIT_FAIL,
+    EXIT_OK,
+    SHORT_HELP,
+    emit_json,
+    emit_list,
+    event_filter,
+    open_store,
+    progress,
+    resolve,
+)
 from patchmoi.tui.commands_read import glyph
 from patchmoi.tui.textfmt import relative_time, shorten, table
 
@@ -92,14 +103,14 @@ def add_ops_commands(sub: Any, common: Any) -> None:
         ("replay", "ask the backend for new runs of a stored flow event"),
     ):
         p = add(name, verb, cmd_retry_replay)
-        p.add_argument("id", help="flow event id")
+        p.add_argument("id", help=f"flow event id, {SHORT_HELP}")
         p.add_argument("--reason", help="why (recorded with the dispatch and the attempt)")
         p.add_argument("--sources", metavar="FILE", help="feed-sources.json, to reach the source's own backend")
         p.add_argument("--workspace", metavar="PATH", help="run locally in this fork checkout")
         p.set_defaults(operation=name)
 
     p = add("sync", "refresh a maintenance attempt from its runs (backend or local)", cmd_sync)
-    p.add_argument("id", help="maintenance attempt id")
+    p.add_argument("id", help=f"maintenance attempt id, {SHORT_HELP}")
 
     p = add(
         "adopt",
@@ -114,7 +125,11 @@ def add_ops_commands(sub: Any, common: Any) -> None:
         "\nexamples:\n  patchmoi attempts --state ready      candidates waiting to be adopted\n"
         "  patchmoi adopt ATTEMPT_ID --reason 'reviewed the range-diff'",
     )
-    p.add_argument("id", help="maintenance attempt id, or a flow event id (its newest successful attempt)")
+    p.add_argument(
+        "id",
+        help="maintenance attempt id, or a flow event id (its newest successful attempt); either may be a short id: "
+        "4 to 8 hex digits, as the dashboard shows",
+    )
     p.add_argument("--by", help="who adopts (default cli:$USER)")
     p.add_argument("--reason", help="why (recorded with the adoption)")
     p.add_argument(
@@ -135,7 +150,7 @@ def add_ops_commands(sub: Any, common: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
 
     p = add("runs", "list workspace runs (local runner), newest first", cmd_runs)
-    p.add_argument("--event-id")
+    p.add_argument("--event-id", help=EVENT_FILTER_HELP.format("runs"))
     p.add_argument("--status")
     p.add_argument("--limit", default=None)
 
@@ -309,14 +324,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 # -- retry / replay / sync / runs ------------------------------------------------------------------------
 def cmd_retry_replay(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
+    event_id = resolve(store, args.id, (Kind.EVENTS,), what="flow event")
     workspace = Path(args.workspace).resolve() if args.workspace else None
     dispatcher = _dispatcher(settings, store, workspace)
 
     async def go() -> DispatchOutcome:
         try:
             if args.operation == "replay":
-                return await dispatcher.replay(args.id, reason=args.reason)
-            return await dispatcher.retry(args.id, reason=args.reason)
+                return await dispatcher.replay(event_id, reason=args.reason)
+            return await dispatcher.retry(event_id, reason=args.reason)
         finally:
             await dispatcher.aclose()
 
@@ -328,11 +344,12 @@ def cmd_retry_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
+    attempt_id = resolve(store, args.id, (Kind.ATTEMPTS,), what="maintenance attempt")
     dispatcher = _dispatcher(settings, store, None)
 
     async def go() -> dict[str, Any]:
         try:
-            return await dispatcher.sync(args.id)
+            return await dispatcher.sync(attempt_id)
         finally:
             await dispatcher.aclose()
 
@@ -353,8 +370,9 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
+    ident = resolve(store, args.id, (Kind.ATTEMPTS, Kind.EVENTS), what="maintenance attempt or flow event")
     try:
-        attempt = adopt(store, args.id, by=args.by or default_actor("cli"), reason=args.reason, reviewed=args.reviewed)
+        attempt = adopt(store, ident, by=args.by or default_actor("cli"), reason=args.reason, reviewed=args.reviewed)
     except AdoptRefused as exc:
         raise PatchmoiError(f"not adopted: {exc}") from None
     record = attempt["adoption"]
@@ -398,7 +416,8 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    runs = open_store(settings).list_runs(event_id=args.event_id, status=args.status, limit=args.limit)
+    store = open_store(settings)
+    runs = store.list_runs(event_id=event_filter(store, args.event_id), status=args.status, limit=args.limit)
     return emit_list(
         args.json,
         "runs",

@@ -11,10 +11,13 @@ from typing import Any
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import NotFoundError
 from patchmoi.core.operations import chain, status_summary
-from patchmoi.core.store import parse_limit
-from patchmoi.tui.cliutil import EXIT_OK, emit_json, emit_list, open_store
+from patchmoi.core.store import Kind, parse_limit
+from patchmoi.tui.cliutil import EXIT_OK, emit_json, emit_list, event_filter, open_store, resolve
 from patchmoi.tui.rows import GLYPHS, upstream_label
 from patchmoi.tui.textfmt import relative_time, shorten
+
+SHOW_KINDS = (Kind.EVENTS, Kind.ATTEMPTS, Kind.RUNS, Kind.SIGNALS)
+"""What `show` takes an id of (and looks a short id up in), in the order `chain` tries them."""
 
 
 def glyph(status: Any) -> str:
@@ -35,7 +38,8 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dispatches(args: argparse.Namespace, settings: Settings) -> int:
-    records = open_store(settings).list_dispatches(event_id=args.event_id, status=args.status, limit=args.limit)
+    store = open_store(settings)
+    records = store.list_dispatches(event_id=event_filter(store, args.event_id), status=args.status, limit=args.limit)
     return emit_list(
         args.json,
         "dispatches",
@@ -57,10 +61,11 @@ def cmd_dispatches(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_attempts(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     state = "open" if args.open else args.state
+    event_id = event_filter(store, args.event_id)
     if state or args.states:
-        attempts = store.list_attempts_in_state(state, event_id=args.event_id, status=args.status, limit=args.limit)
+        attempts = store.list_attempts_in_state(state, event_id=event_id, status=args.status, limit=args.limit)
     else:
-        attempts = store.list_attempts(event_id=args.event_id, status=args.status, limit=args.limit)
+        attempts = store.list_attempts(event_id=event_id, status=args.status, limit=args.limit)
     empty = "the open queue is empty: nothing needs a person" if state == "open" else "no maintenance attempts"
     if state or args.states:
         return emit_list(
@@ -144,9 +149,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
-    found = chain(store, args.id)
+    what = "flow event, maintenance attempt, run or feed signal"
+    record_id = resolve(store, args.id, SHOW_KINDS, what=what)
+    found = chain(store, record_id)
     if found is None:
-        raise NotFoundError(f"no flow event, maintenance attempt, run or feed signal has id {args.id!r}")
+        raise NotFoundError(f"no {what} has id {args.id!r}")
     if args.json:
         emit_json(found)
         return EXIT_OK

@@ -44,7 +44,7 @@ def everything(store: Store, kind: str, query: Query, budget: int = 500) -> tupl
     while True:
         step = search(store, kind, query, limit=50, before=before, budget=budget)
         steps += 1
-        found += [rec["id"] for _, rec in step.records]
+        found += [rec["id"] for _, rec in step.hits]
         if step.done:
             return found, steps
         before = step.next
@@ -53,7 +53,7 @@ def everything(store: Store, kind: str, query: Query, budget: int = 500) -> tupl
 def test_a_rare_match_far_back_is_found_in_bounded_steps(store: Store) -> None:
     query = Query.parse("v17.0.0")
     first = search(store, "events", query, budget=500)
-    assert first.records == [] and not first.done and first.scanned == 500  # one step reads at most `budget`
+    assert first.hits == [] and not first.done and first.scanned == 500  # one step reads at most `budget`
     found, steps = everything(store, "events", query)
     assert found == ["patch:src-3:e17:upstream.release"] and steps <= 7  # 3,000 records, 500 a step
 
@@ -68,9 +68,9 @@ def test_an_indexed_term_is_answered_by_the_index(store: Store) -> None:
     query = Query.parse("type:upstream.push")
     assert query.index_filters("events") == {"type": "upstream.push"}
     step = search(store, "events", query, limit=1000)
-    assert len(step.records) == 1000 and step.scanned == 1000  # no record read in vain
+    assert len(step.hits) == 1000 and step.scanned == 1000  # no record read in vain
     rest = search(store, "events", query, before=step.next)
-    assert rest.records == [] and rest.done
+    assert rest.hits == [] and rest.done
     assert total(store, "events", query) == 1000
     assert Query.parse("type:push").index_filters("events") == {}  # a substring is checked by reading
     assert total(store, "events", Query.parse("type:push")) is None
@@ -78,10 +78,10 @@ def test_an_indexed_term_is_answered_by_the_index(store: Store) -> None:
 
 def test_since_stops_at_older_records_and_until_skips_newer_ones(store: Store) -> None:
     recent = search(store, "events", Query.parse("since:30m", now=NOW))
-    assert [r["id"] for _, r in recent.records] == [event(i)["id"] for i in range(2999, 2969, -1)]
+    assert [r["id"] for _, r in recent.hits] == [event(i)["id"] for i in range(2999, 2969, -1)]
     assert recent.done and recent.scanned < 300  # stopped soon after crossing the bound
     window = search(store, "events", Query.parse("since:2026-11-01T00:10 until:2026-11-01T00:12"))
-    assert [r["id"] for _, r in window.records] == [event(i)["id"] for i in (12, 11, 10)]
+    assert [r["id"] for _, r in window.hits] == [event(i)["id"] for i in (12, 11, 10)]
 
 
 def test_attempt_states_come_from_the_map_given(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_attempt_states_come_from_the_map_given(tmp_path: Path) -> None:
     )
     states = {"a1": "open", "a3": "open", "a0": "resolved"}
     step = search(store, "attempts", Query.parse("state:open"), states=states)
-    assert [r["id"] for _, r in step.records] == ["a3", "a1"] and all(r["state"] == "open" for _, r in step.records)
+    assert [r["id"] for _, r in step.hits] == ["a3", "a1"] and all(r["state"] == "open" for _, r in step.hits)
 
 
 def test_a_bad_time_says_what_is_expected() -> None:

@@ -132,6 +132,12 @@ class RecordStore(Protocol):
 
     def existing_ids(self, kind: Kind, ids: Sequence[str]) -> set[str]: ...
 
+    def ids_by_short(self, kind: Kind, prefix: str, limit: int = 10) -> list[str]:
+        """The distinct ids of this kind whose short id (`core.shortid.short_id`: the CRC-32 of the id, 8 hex
+        digits) starts with `prefix` (4 to 8 hex digits; ValueError otherwise), newest first, at most `limit`.
+        Exact: every id returned has that short id prefix, and none is left out but by `limit`."""
+        ...
+
     def count(self, kind: Kind) -> int:
         """Records (distinct ids for `LATEST` kinds)."""
         ...

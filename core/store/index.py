@@ -133,6 +133,12 @@ def id_hash(record_id: str) -> int:
     return zlib.crc32(record_id.encode("utf-8", "surrogatepass"))
 
 
+def _sql_id_hash(record_id: Any) -> int | None:
+    """`id_hash` as the SQL function `crc32(id)` (registered on every connection): how a latest log, whose
+    rows keep the id itself and no hash, is searched by short id (`LogIndex.ids_in_hash_range`)."""
+    return id_hash(record_id) if isinstance(record_id, str) else None
+
+
 def _padded(block: bytes) -> bool:
     """Whether a block of lines has one with a BOM, a CR or white space around it (inside JSON strings these are
     escaped, so found raw they are around a line)."""
@@ -317,6 +323,7 @@ class LogIndex:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")  # derived data: a crash at worst means a rebuild
         conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: index creation sorts in memory
+        conn.create_function("crc32", 1, _sql_id_hash, deterministic=True)  # short ids of a latest log's ids
         # A plain log keeps every line (`h`: the id's hash); a latest log one row per id, the newest (`id`).
         key = "id TEXT UNIQUE" if self.spec.latest else "h INTEGER"
         conn.executescript(
@@ -630,6 +637,34 @@ class LogIndex:
             return (int(rows[0][0]), int(rows[0][1])) if rows else None
         rows = self._query("SELECT off, len FROM rec WHERE h = ? ORDER BY off DESC", [id_hash(record_id)])
         return self._verified(rows, record_id)
+
+    def ids_in_hash_range(self, low: int, high: int, limit: int) -> list[str]:
+        """Distinct ids whose `id_hash` is in [low, high] (a short id's prefix: `core.shortid.hash_range`), newest
+        first (by their latest line), at most `limit`. A plain log finds its candidate lines on the `h` column
+        and reads their ids; a latest log keeps its ids in `id` and no hash, so `crc32(id)` is computed for
+        each row (one pass over the table: about 0.15 s per 100,000 ids)."""
+        if limit <= 0:
+            return []
+        if self.spec.latest:
+            rows = self._query(
+                "SELECT id FROM rec WHERE crc32(id) BETWEEN ? AND ? ORDER BY off DESC LIMIT ?", [low, high, limit]
+            )
+            return [str(r[0]) for r in rows]
+        spans = self._query("SELECT off, len FROM rec WHERE h BETWEEN ? AND ? ORDER BY off DESC", [low, high])
+        out: list[str] = []
+        seen: set[str] = set()
+        for i in range(0, len(spans), 256):  # a plain log may hold many versions of one id: read as needed
+            chunk = [(int(off), int(length)) for off, length in spans[i : i + 256]]
+            for line in self.file.read_at(chunk):
+                record_id = self.fields.id_of(line)
+                # the row's hash was this id's when indexed; a file replaced since is caught by the next refresh
+                if record_id is None or record_id in seen or not low <= id_hash(record_id) <= high:
+                    continue
+                seen.add(record_id)
+                out.append(record_id)
+                if len(out) >= limit:
+                    return out
+        return out
 
     def count_by(self, column: str) -> dict[str, int]:
         rows = self._query(f"SELECT {column}, count(*) FROM rec GROUP BY {column}", [])

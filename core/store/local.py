@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from patchmoi.core import shortid  # a module, not its names: shortid imports the store contract (a cycle)
 from patchmoi.core.errors import ConfigError
 from patchmoi.core.fsutil import FILE_MODE, atomic_write, ensure_dir
 from patchmoi.core.log import log_event
@@ -145,6 +146,11 @@ class JsonlStore:
 
     def existing_ids(self, kind: Kind, ids: Sequence[str]) -> set[str]:
         return self.logs[kind].existing_ids(ids)
+
+    def ids_by_short(self, kind: Kind, prefix: str, limit: int = 10) -> list[str]:
+        low, high = shortid.hash_range(prefix.lower())  # the index's `id_hash` is the short id's CRC-32
+        log = self._log_for_read(kind)
+        return [] if log is None else log.ids_by_hash(low, high, limit)
 
     def count(self, kind: Kind) -> int:
         log = self._log_for_read(kind)

@@ -11,7 +11,7 @@ from typing import Any
 
 from patchmoi.core.errors import StoreWriteError
 from patchmoi.core.log import log_event
-from patchmoi.core.store.index import IndexSpec, LogIndex, Progress, strict_loads
+from patchmoi.core.store.index import IndexSpec, LogIndex, Progress, id_hash, strict_loads
 from patchmoi.core.store.jsonl import JsonlFile, encode_line
 
 BOM = codecs.BOM_UTF8
@@ -243,6 +243,43 @@ class Log:
             return None
         found = self._read([span])
         return found[0][1] if found else None
+
+    def ids_by_hash(self, low: int, high: int, limit: int) -> list[str]:
+        """Distinct ids whose `id_hash` lies in [low, high] (a short id's prefix), newest first, at most `limit`:
+        from the index, or, while it is being built (`behind`), from one pass over the file that does not wait
+        for the build (slower: about a second per 150,000 lines, 1.5 to 2 s per 100 MB)."""
+        if limit <= 0 or not self.path.exists():
+            return []
+        if self.behind():
+            return self._scan_ids(low, high, limit)
+        self.open()
+        return self.index.ids_in_hash_range(low, high, limit)
+
+    def _scan_ids(self, low: int, high: int, limit: int) -> list[str]:
+        """`ids_by_hash` read from the file itself, decoding only the id fields of each line (as a build does)."""
+        fields = self.index.fields
+        newest: dict[str, None] = {}  # the matches, in the order of their last lines
+        for _, block in self.file.blocks(0, self.file.size()):
+            lines = block.split(b"\n")
+            lines.pop()  # a block ends with a newline
+            values: Sequence[tuple[Any, ...] | None] | None = fields.decode_lines(block, lines)
+            if values is None:  # blank or bad lines, escapes: one line at a time
+                values = [self._values_or_none(line) for line in lines]
+            for found in values:
+                record_id = None if found is None else fields.id_from(found)
+                if record_id is not None and low <= id_hash(record_id) <= high:
+                    newest.pop(record_id, None)
+                    newest[record_id] = None  # re-inserted last: the dict keeps the order of last lines
+        return list(reversed(newest))[:limit]
+
+    def _values_or_none(self, line: bytes) -> tuple[Any, ...] | None:
+        stripped = line.strip()
+        if not stripped:
+            return None
+        try:
+            return self.index.fields.values(stripped)
+        except ValueError:
+            return None
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids or not self.path.exists():

@@ -123,8 +123,11 @@ class Store:
     ) -> list[dict[str, Any]]:
         return [rec for _, rec in self.records.select(kind, filters=filters, limit=parse_limit(limit), before=before)]
 
-    def page(self, kind: Kind, *, limit: int, before: Cursor | None = None) -> list[tuple[Cursor, dict[str, Any]]]:
-        return self.records.select(kind, limit=limit, before=before)
+    def page(
+        self, kind: Kind, *, limit: int, before: Cursor | None = None, filters: dict[str, str] | None = None
+    ) -> list[tuple[Cursor, dict[str, Any]]]:
+        """Newest first, each with the cursor a next page starts `before`."""
+        return self.records.select(kind, filters=filters, limit=limit, before=before)
 
     def every(self, kind: Kind, filters: dict[str, str]) -> list[dict[str, Any]]:
         """Every matching record (latest versions), newest first, read in pages."""
@@ -213,6 +216,11 @@ class Store:
 
     def existing_ids(self, kind: Kind, ids: list[str]) -> set[str]:
         return self.records.existing_ids(kind, ids)
+
+    def ids_by_short(self, kind: Kind, prefix: str, limit: int = 10) -> list[str]:
+        """Ids of this kind whose short id starts with `prefix` (4 to 8 hex digits), newest first (to resolve
+        one: `core.shortid.resolve`)."""
+        return self.records.ids_by_short(kind, prefix, limit)
 
     # -- flow events -------------------------------------------------------------------------------------
     def list_events(self, *, type: str | None = None, limit: Any = None) -> list[FlowEventJson]:
