@@ -88,10 +88,7 @@ def test_attempt_states_come_from_the_map_given(tmp_path: Path) -> None:
     store = Store(tmp_path / "data")
     store.append_many(
         Kind.ATTEMPTS,
-        [
-            {"id": f"a{i}", "eventId": f"e{i}", "status": "needs_intervention", "updatedAt": iso(i)}
-            for i in range(5)
-        ],
+        [{"id": f"a{i}", "eventId": f"e{i}", "status": "needs_intervention", "updatedAt": iso(i)} for i in range(5)],
     )
     states = {"a1": "open", "a3": "open", "a0": "resolved"}
     step = search(store, "attempts", Query.parse("state:open"), states=states)
