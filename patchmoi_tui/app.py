@@ -483,6 +483,8 @@ class PatchmoiApp(App[None]):
             line.append(f"{title}: " if title else "", style="bold")
             line.append(message, style=NOTE_STYLE.get(note.severity, ""))
             self.dashboard.query_one("#message", Static).update(line)
+            if isinstance(self.screen, DetailScreen):  # the outcome of an action key pressed there, there
+                self.screen.show_message(f"{title}: {message}" if title else message, note.severity)
 
     def label_tabs(self) -> None:
         """Counts on the tabs that have a queue: open attempts, failing sources."""
@@ -514,31 +516,8 @@ class PatchmoiApp(App[None]):
         warming = self.client.warming()
         if warming:
             parts.append(Text(f"⧗ {warming}", style="yellow"))
-        if sources:
-            style = "red" if failing else "green"
-            parts.append(
-                Text(
-                    f"● {len(sources)} source{'' if len(sources) == 1 else 's'}"
-                    + (f", {len(failing)} failing" if failing else ""),
-                    style=style,
-                )
-            )
-        else:
-            parts.append(Text("○ no sources polled", style="bright_black"))
-        if self.open_queue is not None:
-            count, more = self.open_queue
-            label = f"{count}{'+' if more else ''} open"
-            parts.append(Text(f"! {label}", style="bold yellow") if count else Text(label, style="bright_black"))
-        if h.get("dispatchQueueDepth") is not None:
-            parts.append(f"queue {h['dispatchQueueDepth']}")
-        if h.get("localRunsInFlight"):
-            parts.append(f"runs {h['localRunsInFlight']}")
-        store = h.get("store") or {}
-        if store.get("skippedLines") or store.get("quarantinedBytes"):
-            parts.append(Text(f"store: {store.get('skippedLines', 0)} bad lines", style="yellow"))
-        if self.queue_view and self.active_kind == "attempts" and not self.rows["attempts"]:
-            parts.append(Text("queue empty: nothing waits for you · o: every attempt", style="green"))
-        parts.append("follow on" if self.follow else Text("follow off", style="yellow"))
+        # what this tab shows first (it is what the operator just asked for), then the rest, most urgent first:
+        # at 80 columns the end of the line is cut
         kind = self.active_kind
         if self.filter_query.active:
             parts.append(Text(f"filter {self.filter_query.text}", style="bold"))
@@ -552,6 +531,33 @@ class PatchmoiApp(App[None]):
             parts.append(Text("newer rows arrived · g: go to them", style="bold cyan"))
         elif self.trimmed[kind]:
             parts.append(Text("paged far back: g for the newest", style="cyan"))
+        if self.queue_view and kind == "attempts" and not self.rows["attempts"]:
+            parts.append(Text("queue empty: nothing waits for you · o: every attempt", style="green"))
+        if self.last_error:
+            parts.append(Text(f"error: {self.last_error}", style="red"))
+        if self.open_queue is not None:
+            count, more = self.open_queue
+            label = f"{count}{'+' if more else ''} open"
+            parts.append(Text(f"! {label}", style="bold yellow") if count else Text(label, style="bright_black"))
+        if sources:  # which ones, and their errors in full: tab 6
+            style = "red" if failing else "green"
+            parts.append(
+                Text(
+                    f"● {len(sources)} source{'' if len(sources) == 1 else 's'}"
+                    + (f", {len(failing)} failing (6)" if failing else ""),
+                    style=style,
+                )
+            )
+        else:
+            parts.append(Text("○ no sources polled", style="bright_black"))
+        if h.get("dispatchQueueDepth") is not None:
+            parts.append(f"queue {h['dispatchQueueDepth']}")
+        if h.get("localRunsInFlight"):
+            parts.append(f"runs {h['localRunsInFlight']}")
+        store = h.get("store") or {}
+        if store.get("skippedLines") or store.get("quarantinedBytes"):
+            parts.append(Text(f"store: {store.get('skippedLines', 0)} bad lines", style="yellow"))
+        parts.append("follow on" if self.follow else Text("follow off", style="yellow"))
         if self.last_refresh is not None:
             seconds = (self.clock() - self.last_refresh).total_seconds()
             parts.append(
@@ -559,9 +565,6 @@ class PatchmoiApp(App[None]):
                 if seconds >= 1
                 else "updated now"
             )
-        error = self.last_error or (failing[0].get("lastError") if failing else None)
-        if error:
-            parts.append(Text(f"last error: {error}", style="red"))
         line = Text(" · ").join(p if isinstance(p, Text) else Text(p) for p in parts)
         self.dashboard.query_one("#status", Static).update(line)
 
@@ -591,6 +594,8 @@ class PatchmoiApp(App[None]):
             kind = self.active_kind
             self.table(kind).focus()
             self.update_status()  # (what it says can depend on the tab: an empty queue)
+            if kind == "sources":
+                self.describe_source()
             if kind in self.stale:  # a filter set on another tab: its search starts now
                 await self.reload(kind)
                 self.update_status()
@@ -616,8 +621,8 @@ class PatchmoiApp(App[None]):
         table = event.data_table
         if table.id and event.row_key.value != self._placed.pop(table.id, None):
             self._pinned[table.id] = event.cursor_row == 0  # the operator moved: on the top row, or not
-        if table.id == "sources":
-            self.describe_source()
+        if table.id == "sources" and self.active_kind == "sources" and self.screen is self.dashboard:
+            self.describe_source()  # (not when a reload moved the cursor of a tab in the background)
         if table.id and table.row_count and event.cursor_row >= table.row_count - 5:
             await self.load_older(table.id)  # rows load on demand as the cursor nears the end
 
