@@ -30,6 +30,7 @@ from patchmoi.core.feeds.poller import Poller, PollReport
 from patchmoi.core.log import log_event
 from patchmoi.core.notify.discord import DiscordSender, Outbox
 from patchmoi.core.operations import POLLER_LEASE, build_dispatcher
+from patchmoi.core.pollnow import PollerUnavailable, find_source, poll_source_now, summary
 from patchmoi.core.records import iso_at, now_iso
 from patchmoi.core.recovery import Recovery
 from patchmoi.core.sources import FeedSource, load_sources
@@ -125,6 +126,8 @@ class Service:
         self.holder = str(os.getpid())
         self.polling = False
         self.dispatch_concurrency = dispatch_concurrency
+        self._running: dict[str, asyncio.Task[PollReport]] = {}  # the poll loop's polls under way, by source
+        self._due: dict[str, float] = {}  # when the poll loop polls each source next (monotonic)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._outbox_wake = asyncio.Event()
@@ -266,7 +269,7 @@ class Service:
             await self._dispatch_one(self.queue.get_nowait())
 
     async def _poll_loop(self) -> None:
-        running: dict[str, asyncio.Task[PollReport]] = {}
+        running = self._running
         try:
             await self._poll_turns(running)
         finally:  # stopping: no poll goes on writing after the final flush and the store's close
@@ -275,7 +278,7 @@ class Service:
             await asyncio.gather(*running.values(), return_exceptions=True)
 
     async def _poll_turns(self, running: dict[str, asyncio.Task[PollReport]]) -> None:
-        due: dict[str, float] = {}
+        due = self._due
         last_flush = last_renew = time.monotonic()
         while not self._stop.is_set():
             if time.monotonic() - last_renew >= LEASE_TTL / 3:
@@ -303,9 +306,7 @@ class Service:
                 primed = primed or report.status == "primed"
                 source = next((s for s in sources if s.id == sid), None)
                 if source is not None:
-                    delay = self.poller.next_due(source, report.status)
-                    due[sid] = time.monotonic() + delay
-                    self.poller.health.setdefault(sid, {})["nextDueAt"] = iso_at(time.time() + delay)
+                    self._schedule(source, report)
             # Cursor moves are saved within FLUSH_EVERY (the poller flushes on its next move, this loop on its
             # next turn); lastCheckedAt/ETag bookkeeping is batched (a lost batch costs one unconditional fetch).
             if primed or self.poller.state.urgent or time.monotonic() - last_flush >= 5.0:
@@ -319,6 +320,48 @@ class Service:
             wake = min([0.25, *waiting]) if not running else (0.005 if backlog else 0.05)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.02, wake))
+
+    def _schedule(self, source: FeedSource, report: PollReport) -> None:
+        """After a poll of `source`: when the next one is due (its interval, or a back-off after errors)."""
+        delay = self.poller.next_due(source, report.status)
+        self._due[source.id] = time.monotonic() + delay
+        self.poller.health.setdefault(source.id, {})["nextDueAt"] = iso_at(time.time() + delay)
+
+    # -- poll one source now -----------------------------------------------------------------------------
+    def source(self, source_id: str) -> FeedSource:
+        """The configured source with this id (the last good feed-sources.json); NotFoundError if none."""
+        return find_source(self.sources_file.load(), source_id, self.settings)
+
+    async def poll_now(self, source_id: str) -> dict[str, Any]:
+        """Poll one source now and answer its summary (core.pollnow.summary).
+
+        With a poll worker, the worker does it (it owns the feed state and the schedule). In the process that
+        leads polling, the poll joins the poll loop's own (one already under way for the source is waited for,
+        not doubled) and sets the source's next poll as a scheduled one would. A process that does not poll
+        takes the lease for this one poll, or refuses (PollerBusy) when another process holds it."""
+        source = self.source(source_id)
+        if self._stop.is_set():
+            raise PollerUnavailable("the service is stopping")
+        if self.worker is not None:
+            return await self.worker.poll_now(source.id)
+        if not self.polling:  # (PollerBusy when another process polls this DATA_DIR)
+            return await poll_source_now(self.settings, self.store, source.id, dispatcher=self.dispatcher)
+        task = self._running.get(source.id)
+        if task is None:
+            task = self._running[source.id] = asyncio.create_task(self.poller.poll_source(source))
+        try:
+            report = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._stop.is_set():  # the service stops (its poll loop cancelled the poll): say so, not 500
+                raise PollerUnavailable("the service is stopping; the poll did not finish") from None
+            raise
+        if self._running.get(source.id) is task:  # the loop has not reaped it yet: schedule it here
+            del self._running[source.id]
+            self._schedule(source, report)
+        self.poller.state.maybe_flush()
+        health = self.poller.health.get(source.id, {})
+        log_event("feed.poll_now", sourceId=source.id, status=report.status, emitted=report.emitted)
+        return summary(report, polled_at=health.get("lastPolledAt"), next_due_at=health.get("nextDueAt"))
 
     # -- dispatch ----------------------------------------------------------------------------------------
     async def _recovery_loop(self) -> None:

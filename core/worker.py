@@ -8,11 +8,14 @@ process keeps the loop to itself and serves the operator's actions (retry, repla
 Parent and child talk over the child's stdin and stdout, one JSON object per line:
 
 - parent -> child: the settings and the lease holder's name first (`{"settings": <pickle, base64>,
-  "holder": ...}`), then `{"op": "health"}` whenever `/readyz` asks;
+  "holder": ...}`), then `{"op": "health", "id": N}` whenever `/readyz` asks, and `{"op": "poll", "id": N,
+  "sourceId": ...}` for `POST /feed-sources/{id}/poll` (the child owns the feed state and the schedule);
 - child -> parent: `{"type": "beat", ...}` every second (polling or not, the last error, the queue depth) and,
-  in answer to each request, `{"type": "health", "head": {...}}` followed by a line with the rest of its
+  in answer to each health request, `{"type": "health", "head": {...}}` followed by a line with the rest of its
   `/readyz` object. The parent answers `/readyz` with its own head spliced onto that line's bytes, never
-  decoding or encoding the per-source list (1,000 sources: 300 KB, ~9 ms of the API's loop with json).
+  decoding or encoding the per-source list (1,000 sources: 300 KB, ~9 ms of the API's loop with json). A poll
+  request is answered, when its poll is done, by `{"type": "poll", "id": N, "result": {...}}` or `{"type":
+  "poll", "id": N, "error": {"code", "message"}}` (the child goes on reading requests meanwhile).
 
 The child leads polling under the parent's name (the `poller` lease names the API process, which an operator
 knows, and records the child's pid). It stops when its stdin closes, so it never outlives the API process, even
@@ -34,12 +37,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from patchmoi.core.config import Settings
+from patchmoi.core.errors import PatchmoiError
 from patchmoi.core.log import configure, flush, log_event
+from patchmoi.core.pollnow import PollerUnavailable, poll_error
 from patchmoi.core.records import now_iso
 
 BEAT_SECONDS = 1.0
 HEALTH_TIMEOUT = 2.0
 """How long `/readyz` waits for the child's answer before it reports the last one it had."""
+POLL_TIMEOUT_MARGIN = 60.0
+"""A poll-now waits for the child's answer up to the fetch deadline plus this (git sources, a busy pass)."""
 STOP_GRACE = 20.0
 """The child's own stop waits up to 10 s for local runs; then it is killed."""
 RESTART_MAX = 30.0
@@ -70,6 +77,7 @@ class PollWorker:
         self.last_exit: dict[str, Any] | None = None
         self._requests = 0
         self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._polls: dict[int, asyncio.Future[dict[str, Any]]] = {}  # poll-now requests waiting for their answer
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -132,6 +140,10 @@ class PollWorker:
                 if not waiter.done():
                     waiter.set_result(None)
             self._waiting.clear()
+            for poll in self._polls.values():
+                if not poll.done():
+                    poll.set_exception(PollerUnavailable("the poll worker exited before it answered; try again"))
+            self._polls.clear()
             self.last_health, self._head = None, None
         return await proc.wait()
 
@@ -158,6 +170,20 @@ class PollWorker:
             self.last_error = message.get("lastError") if isinstance(message.get("lastError"), str) else None
         elif message.get("type") == "health" and isinstance(message.get("head"), dict):
             self._head = (int(message.get("id") or 0), message["head"])
+        elif message.get("type") == "poll":
+            self._answer_poll(message)
+
+    def _answer_poll(self, message: dict[str, Any]) -> None:
+        poll = self._polls.get(int(message.get("id") or 0))
+        if poll is None or poll.done():
+            return
+        failure = message.get("error")
+        if isinstance(failure, dict):
+            poll.set_exception(poll_error(failure.get("code"), str(failure.get("message") or "poll failed")))
+        elif isinstance(message.get("result"), dict):
+            poll.set_result(message["result"])
+        else:
+            poll.set_exception(PatchmoiError("the poll worker answered a poll with nothing"))
 
     async def refresh_health(self) -> None:
         """Ask the child for its `/readyz` answer (`last_health`); keep the last one if it does not answer within
@@ -176,6 +202,27 @@ class PollWorker:
             pass
         finally:
             self._waiting.pop(request, None)
+
+    async def poll_now(self, source_id: str) -> dict[str, Any]:
+        """Ask the child to poll one source now (core.pollnow); its summary, or the error it raised. Raises
+        PollerUnavailable while no child runs (it is restarting) or when it dies before answering."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None or proc.stdin is None or proc.stdin.is_closing():
+            raise PollerUnavailable("the poll worker is not running (it is starting or restarting); try again")
+        self._requests += 1
+        request = self._requests
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._polls[request] = waiter
+        timeout = self.settings.fetch_deadline + POLL_TIMEOUT_MARGIN
+        try:
+            proc.stdin.write(json.dumps({"op": "poll", "id": request, "sourceId": source_id}).encode() + b"\n")
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            raise PollerUnavailable(f"the poll worker did not answer within {timeout:.0f}s") from None
+        except (ConnectionError, RuntimeError) as exc:  # RuntimeError: uvloop, on a pipe just closed
+            raise PollerUnavailable(f"the poll worker could not be asked: {exc}") from None
+        finally:
+            self._polls.pop(request, None)
 
     def health_body(self) -> dict[str, Any]:
         """The rest of the child's last answer, decoded (for callers that want a dict, not the API)."""
@@ -218,6 +265,20 @@ async def _child(reader: asyncio.StreamReader, out: int) -> int:
         while view:
             view = view[os.write(out, view) :]
 
+    polls: set[asyncio.Task[None]] = set()
+
+    async def poll(request: dict[str, Any]) -> None:
+        answer: dict[str, Any] = {"type": "poll", "id": request.get("id")}
+        try:
+            answer["result"] = await service.poll_now(str(request.get("sourceId")))
+        except PatchmoiError as exc:
+            answer["error"] = {"code": exc.code, "message": str(exc)}
+        except Exception as exc:  # the parent answers 500 with this, the log here has the traceback
+            log_event("worker.poll_failed", exc=exc)
+            answer["error"] = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(BrokenPipeError):
+            send(answer)
+
     async def requests() -> None:
         while line := await reader.readline():
             with contextlib.suppress(ValueError, AttributeError):
@@ -227,6 +288,10 @@ async def _child(reader: asyncio.StreamReader, out: int) -> int:
                     head = {k: health.pop(k, None) for k in HEAD}
                     send({"type": "health", "id": request.get("id"), "head": head})
                     send(health)
+                elif request.get("op") == "poll":  # in a task of its own: health requests are answered meanwhile
+                    task = asyncio.create_task(poll(request))
+                    polls.add(task)
+                    task.add_done_callback(polls.discard)
         stop.set()  # stdin closed: the parent stopped, or died
 
     try:

@@ -27,9 +27,11 @@ from patchmoi.core.config import Settings
 from patchmoi.core.errors import PatchmoiError, http_status
 from patchmoi.core.log import log_event
 from patchmoi.core.operations import chain
+from patchmoi.core.pollnow import PollerBusy, PollerUnavailable
 from patchmoi.core.service import Service
 from patchmoi.core.store import Kind
 from patchmoi.server.openapi import openapi_document
+from patchmoi.server.stream import ChangeStreams, StreamRefused, parse_kinds
 
 MAX_BODY = 64 * 1024
 
@@ -108,9 +110,10 @@ Handler = Callable[["Api", Request, list[str]], Awaitable[Response]]
 class Api:
     """Holds the service; `dispatch` maps (method, raw path segments) to a handler."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, streams: ChangeStreams | None = None) -> None:
         self.service = service
         self.store = service.store
+        self.streams = streams if streams is not None else ChangeStreams()
         # PATCHMOI_ACCESS_LOG as one number, read once per request: -1 off, 0 errors and slow requests only,
         # 1 every request, N > 1 errors and slow ones plus one in N of the rest.
         policy = service.settings.access_log
@@ -179,6 +182,8 @@ class Api:
             "readyz": Api.ready,
             "openapi.json": Api.openapi,
             "feed-signals": Api.signals,
+            "feed-sources": Api.sources,
+            "stream": Api.stream,
         }
         handler = routes.get(head)
         if handler is None:
@@ -188,7 +193,7 @@ class Api:
             return error(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="patchmoi"'})
         # A record, its chain, an action: they may read any collection, so they wait (off the event loop) for
         # every index being built; lists read theirs on a thread meanwhile (`_list`).
-        detail = head not in ("readyz", "openapi.json") and (len(segments) > 1 or head not in LISTS)
+        detail = head not in ("readyz", "openapi.json", "stream") and (len(segments) > 1 or head not in LISTS)
         if detail and self.store.warm_for():
             await asyncio.to_thread(self.store.warm)
         return await handler(self, request, segments[1:])
@@ -209,6 +214,36 @@ class Api:
     async def openapi(self, request: Request, rest: list[str]) -> Response:
         _require(request, rest, GET)
         return json_response(openapi_document())
+
+    async def stream(self, request: Request, rest: list[str]) -> Response:
+        """Server-sent events naming the tabs with new records (server/stream.py): a patchmoi extension."""
+        _require(request, rest, GET)
+        try:
+            kinds = parse_kinds(_params(request).get("kinds"))
+        except ValueError as exc:
+            return error(400, "invalid_request", str(exc))
+        if request.method == "HEAD":
+            return self.streams.response(None, None)
+        try:
+            sub, position = self.streams.subscribe(kinds)
+        except StreamRefused as exc:
+            return error(503, exc.code, str(exc), headers={"Retry-After": "5"})
+        return self.streams.response(sub, position)
+
+    async def sources(self, request: Request, rest: list[str]) -> Response:
+        """`POST /feed-sources/{id}/poll`: poll one source now (core.pollnow), in the poll worker if there is one."""
+        if len(rest) != 2 or rest[1] != "poll" or not rest[0]:
+            return error(404, "not_found")
+        self.service.source(rest[0])  # an unknown source is a 404 (NotFoundError), whatever the method
+        _method(request, POST)
+        await _body(request)  # nothing is read from it; the body limit holds as on every POST
+        try:
+            summary = await self.service.poll_now(rest[0])
+        except PollerBusy as exc:
+            return error(409, exc.code, str(exc))
+        except PollerUnavailable as exc:
+            return error(503, exc.code, str(exc), headers={"Retry-After": "2"})
+        return json_response(summary)
 
     async def events(self, request: Request, rest: list[str]) -> Response:
         q = _params(request)
@@ -412,18 +447,24 @@ async def _body(request: Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def create_app(settings: Settings, *, poll: bool = True, service: Service | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, poll: bool = True, service: Service | None = None, streams: ChangeStreams | None = None
+) -> Starlette:
+    """The app; `streams` sets the limits of `/stream` (tests shorten its keepalive), one with defaults if None."""
     holder: dict[str, Api] = {}
+    changes = streams if streams is not None else ChangeStreams()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         svc = service or Service(settings, poll_in_worker=True)
         await svc.start(poll=poll, warm_in_background=True)  # /healthz answers while the indexes are built
-        holder["api"] = Api(svc)
+        changes.start(svc.store)
+        holder["api"] = Api(svc, changes)
         log_event("server.started", polling=svc.polling, dataDir=str(settings.data_dir))
         try:
             yield
         finally:
+            await changes.aclose()  # open streams end (server.run ends them sooner, as its shutdown begins)
             await svc.stop()
             log_event("server.stopped")
 
@@ -443,6 +484,7 @@ def create_app(settings: Settings, *, poll: bool = True, service: Service | None
     # Every request goes to `endpoint` (the router's default): a path pattern would not match every raw path
     # (a `%0A` in an id, say) and would answer with a non-JSON error.
     app.router.default = endpoint
+    app.state.streams = changes  # for server.stream.end_streams, called as the server shuts down
     return app
 
 

@@ -35,6 +35,23 @@ COMMON_ERRORS = {
 }
 
 
+POLL_SUMMARY = {
+    "type": "object",
+    "required": ["sourceId", "status", "newEntries", "events", "error", "polledAt"],
+    "properties": {
+        "sourceId": {"type": "string"},
+        "status": {"enum": ["ok", "not_modified", "primed", "error"]},
+        "newEntries": {"type": "integer", "description": "entries recorded as feed signals"},
+        "filtered": {"type": "integer", "description": "of them, turned down by the source's `versions` policy"},
+        "events": {"type": "array", "items": {"type": "string"}, "description": "flow events started"},
+        "error": {"type": ["string", "null"]},
+        "polledAt": {"type": "string"},
+        "nextDueAt": {"type": ["string", "null"], "description": "the next scheduled poll (null: none)"},
+        "durationMs": {"type": "number"},
+    },
+}
+
+
 def _id(name: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -257,6 +274,48 @@ def openapi_document() -> dict[str, Any]:
                 "404": _error("unknown id"),
                 "409": _error("refused: a branch moved, local changes, needs review, already adopted"),
                 "413": _error("body too large"),
+                **COMMON_ERRORS,
+            },
+        }
+    }
+    paths["/feed-sources/{id}/poll"] = {
+        "post": {
+            "summary": "poll one configured source now, through the poller's own intake (exactly once), and move "
+            "its next scheduled poll as a poll would; done by the poll worker when the server has one. Answers "
+            "when the poll is done: `status` is the poll's (`ok`, `not_modified`, `primed`, `error`), so a feed "
+            "that failed is a 200 with `status: error` and its `error`",
+            "parameters": [_id("id")],
+            "responses": {
+                "200": {
+                    "description": "the poll's summary",
+                    "content": {"application/json": {"schema": POLL_SUMMARY}},
+                },
+                "404": _error("no configured source has this id"),
+                "409": _error("poller_busy: another process polls this DATA_DIR"),
+                "413": _error("body too large"),
+                "503": _error("poller_unavailable: the poll worker is restarting or did not answer"),
+                **COMMON_ERRORS,
+            },
+        }
+    }
+    paths["/stream"] = {
+        "get": {
+            "summary": "server-sent events (a patchmoi extension, not in the Bun service): `event: hello` with "
+            '`data: {"position": ...}` at once, then `event: change` with `data: {"kinds": [...]}` (tab names: '
+            "signals, events, attempts, dispatches, runs) whenever records are appended by any process, a burst "
+            "as one message; a `: keepalive` comment every 15 s; `retry: 2000`. Kind names only, never records",
+            "parameters": [
+                {
+                    "name": "kinds",
+                    "in": "query",
+                    "required": False,
+                    "description": "comma-separated tab names to be told about (default: all)",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {
+                "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "503": _error("too_many_streams (64 open), or stopping"),
                 **COMMON_ERRORS,
             },
         }

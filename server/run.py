@@ -34,6 +34,7 @@ import copy
 import importlib.util
 import json
 import os
+import socket
 import sys
 from collections.abc import Generator, Mapping
 from typing import Any, cast
@@ -51,6 +52,7 @@ from patchmoi.core.errors import ConfigError, UsageError
 from patchmoi.core.log import configure, log_event
 from patchmoi.core.log import flush as flush_logs
 from patchmoi.server.app import create_app
+from patchmoi.server.stream import end_streams
 
 DEFAULT_HEADER_TIMEOUT = 15.0
 HEADER_TIMEOUT_ENV = "PATCHMOI_HEADER_TIMEOUT"
@@ -381,7 +383,13 @@ def _uvicorn_log_config() -> dict[str, Any]:
 
 class Server(uvicorn.Server):
     """uvicorn's server; queued log lines are written before it re-raises the SIGTERM it caught (the default
-    action ends the process at once, without running `atexit`)."""
+    action ends the process at once, without running `atexit`). Its shutdown ends the app's open `/stream`
+    responses first: uvicorn waits for every open response (up to `timeout_graceful_shutdown`) before the
+    lifespan's shutdown, and an event stream never finishes by itself."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        end_streams(self.config.app)
+        await super().shutdown(sockets=sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
