@@ -48,7 +48,7 @@ WITHOUT_INDEX = ("signals", "events", "dispatches", "runs")  # tabs shown while 
 # their states are derived from every attempt)
 WARM_WAIT_SECONDS = 0.3  # an indexed or small store is ready within this: no progress line flashes by
 AGE_TICK = 5.0  # seconds between two refreshes of the ages on screen
-MUTATING = frozenset({"retry", "replay", "sync", "adopt"})  # refused (and not offered) in read-only mode
+MUTATING = frozenset({"retry", "replay", "sync", "adopt", "poll_now"})  # refused (and not offered) in read-only mode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,7 @@ class PatchmoiApp(App[None]):
         Binding("R", "replay", "Replay"),
         Binding("s", "sync", "Sync"),
         Binding("a", "adopt", "Adopt"),
+        Binding("p", "poll_now", "Poll now", show=False),
         Binding("j", "cursor('down')", show=False),
         Binding("k", "cursor('up')", show=False),
         Binding("g", "cursor('top')", show=False),
@@ -125,6 +126,7 @@ class PatchmoiApp(App[None]):
         self._placed: dict[str, str | None] = {}  # per tab: the row render_table put the cursor on
         self.age_tick = AGE_TICK
         self.messages: list[Note] = []
+        self.tail_stopped = False  # the live tail gave up (a refused token): ctrl+r starts it again
         self.sub_title = client.label + (" (read-only)" if client.read_only else "")
         if client.read_only:  # the keys still explain themselves when pressed, but the footer does not offer them
             bindings = self._bindings.key_to_bindings
@@ -434,11 +436,16 @@ class PatchmoiApp(App[None]):
     # -- live tail ---------------------------------------------------------------------------------------
     @work(exclusive=True, group="tail", exit_on_error=False)
     async def tail(self) -> None:
-        async for kinds in self.client.changes():
-            for kind in kinds:
-                await self.reload(kind)
-            if kinds and self.client.connection() is None and self.last_error and "cannot reach" in self.last_error:
-                self.last_error = None  # the server answers again
+        try:
+            async for kinds in self.client.changes():
+                for kind in kinds:
+                    await self.reload(kind)
+                if kinds and self.client.connection() is None and self.last_error and "cannot reach" in self.last_error:
+                    self.last_error = None  # the server answers again
+                self.update_status()
+        except PatchmoiError as exc:  # a refused token: waiting will not help; ctrl+r tries again
+            self.last_error = f"live updates stopped: {exc}"
+            self.tail_stopped = True
             self.update_status()
 
     @work(exclusive=True, group="health", exit_on_error=False)
@@ -687,7 +694,10 @@ class PatchmoiApp(App[None]):
         self.notify(f"copied {ident}", title="y")
 
     async def action_refresh(self) -> None:
-        """ctrl+r: every list and the health, now."""
+        """ctrl+r: every list and the health, now (and the live tail again, if a refused token stopped it)."""
+        if self.tail_stopped:
+            self.tail_stopped = False
+            self.tail()
         await self.load_all()
         self.update_status()
 
@@ -932,6 +942,44 @@ class PatchmoiApp(App[None]):
             with contextlib.suppress(PatchmoiError):  # if not, the message line has said what happened
                 screen.show(await self.client.describe(screen.kind, screen.record))
 
+    async def action_poll_now(self) -> None:
+        """`p` on the Sources tab: poll the selected source now (no dialog: it is what its schedule does next).
+        A local dashboard polls it under the poller lease (refused while a `serve` polls this DATA_DIR: use
+        `--url`); a remote one asks the server, whose poller does it."""
+        if self.client.read_only:
+            self.notify("read-only mode: poll now is disabled", severity="warning")
+            return
+        if self.screen is not self.dashboard:
+            return
+        record = self.selected("sources") if self.active_kind == "sources" else None
+        if record is None or not record.get("sourceId"):
+            self.notify("p polls a feed source now: select one on tab 6 (Sources)", severity="warning")
+            return
+        self.run_poll_now(str(record["sourceId"]))
+
+    @work(group="actions", exit_on_error=False)
+    async def run_poll_now(self, source_id: str) -> None:
+        self.notify(f"polling {source_id}…", title="p")
+        try:
+            result = await self.client.poll_source(source_id)
+        except PatchmoiError as exc:
+            self.notify(f"poll {source_id}: {exc}", severity="error", timeout=10)
+            return
+        except Exception as exc:  # a fetch that broke in a way of its own: said, never a crash of the dashboard
+            self.notify(f"poll {source_id}: {type(exc).__name__}: {exc}", severity="error", timeout=10)
+            return
+        found = int(result.get("newEntries") or 0)
+        events = len(result.get("events") or [])
+        said = f"{found} new entr{'y' if found == 1 else 'ies'}"
+        if events:
+            said += f", {events} flow event{'' if events == 1 else 's'}"
+        if result.get("error"):
+            self.notify(f"poll {source_id}: {result.get('status')}: {result['error']}", severity="error", timeout=10)
+        else:
+            nxt = f"; next poll {result['nextDueAt']}" if result.get("nextDueAt") else ""
+            self.notify(f"poll {source_id}: {result.get('status')}, {said}{nxt}", title="p")
+        await self.refresh_health()
+
     async def action_retry(self) -> None:
         await self._confirm_bulk("retry")
 
@@ -1037,19 +1085,25 @@ class PatchmoiApp(App[None]):
             ("Replay selected event", "new runs for the event", self.action_replay),
             ("Sync selected attempt", "refresh from its runs", self.action_sync),
             ("Adopt selected attempt", "move main and the patch branches to its candidate", self.action_adopt),
-            ("Filter rows", "repo:, status:, type:, source: or text", self.action_filter),
+            ("Poll source now", "tab 6: fetch the selected feed source now", self.action_poll_now),
+            ("Filter rows", "repo: status: state: type: source: since: until: or text", self.action_filter),
             ("Toggle follow", "keep the newest rows in view", self.action_toggle_follow),
+            ("Queue or every attempt", "tab 3: the open queue, or the whole history", self.action_toggle_queue),
+            ("Mark row", "mark for a bulk retry, replay or sync", self.action_mark),
+            ("Unmark all", "clear this tab's marks", self.action_unmark_all),
+            ("Wide or fitted columns", "every column in full, or fitted to the terminal", self.action_toggle_wide),
+            ("Sort by next column", "the loaded rows; again for the next column", self.action_sort),
+            ("Reverse sort", "the same column, the other way", self.action_reverse_sort),
+            ("Copy id", "the selected record's id (OSC 52)", self.action_copy_id),
+            ("Refresh now", "every list and the health", self.action_refresh),
             ("Show keys", "every key binding", self.action_help),
             ("Messages", "what the dashboard said, newest first", self.action_messages),
         ]
         for spec in TABS:
             actions.append((f"Go to {spec.title}", f"tab {spec.kind}", lambda kind=spec.kind: self.action_tab(kind)))  # type: ignore[misc]
         if self.client.read_only:  # read-only refuses these: do not offer them
-            actions = [
-                a
-                for a in actions
-                if a[2] not in (self.action_retry, self.action_replay, self.action_sync, self.action_adopt)
-            ]
+            acting = (self.action_retry, self.action_replay, self.action_sync, self.action_adopt, self.action_poll_now)
+            actions = [a for a in actions if a[2] not in acting]
         for title, help_text, callback in actions:
             yield SystemCommand(title, help_text, callback)
 

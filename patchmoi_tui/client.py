@@ -29,10 +29,12 @@ from patchmoi.core.operations import (
     signal_id,
     with_states,
 )
+from patchmoi.core.pollnow import poll_source_now
 from patchmoi.core.records import iso_at
 from patchmoi.core.store import Cursor, Kind, Store
 from patchmoi.core.tls import tls_context
 from patchmoi.core.workspace.adopt import AdoptRefused
+from patchmoi.tui.remote_stream import StreamUnsupported, stream_changes
 from patchmoi.tui.textfmt import parse_iso
 
 KINDS = ("signals", "events", "attempts", "dispatches", "runs")
@@ -54,6 +56,10 @@ class Client(Protocol):
     async def retry(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
     async def replay(self, event_id: str, reason: str | None) -> dict[str, Any]: ...
     async def sync(self, attempt_id: str) -> dict[str, Any]: ...
+    async def poll_source(self, source_id: str) -> dict[str, Any]:
+        """Poll one feed source now (core.pollnow.summary: status, newEntries, events, nextDueAt)."""
+        ...
+
     async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
         """`{"attempt": ...}` as appended with its `adoption`; raises AdoptRefused with the reason when it cannot."""
         ...
@@ -174,6 +180,11 @@ class LocalClient:
     async def sync(self, attempt_id: str) -> dict[str, Any]:
         return {"attempt": await self.dispatcher.sync(attempt_id)}
 
+    async def poll_source(self, source_id: str) -> dict[str, Any]:
+        """Under the poller lease for this one poll (PollerBusy when a `serve` or `poll` holds it: ask it through
+        its API instead); new flow events are dispatched here, as retries are."""
+        return await poll_source_now(self.settings, self.store, source_id, dispatcher=self.dispatcher)
+
     async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
         # Adopt runs git (ref moves, worktree updates, maybe a push): off the event loop.
         attempt = await asyncio.to_thread(
@@ -282,7 +293,7 @@ def no_chain(kind: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 class RemoteClient:
-    """The HTTP API of a running `patchmoi serve` (admin token as Bearer); refreshes by polling.
+    """The HTTP API of a running `patchmoi serve` (admin token as Bearer); live through its `/stream`.
 
     Attempt states: the list endpoint has no `state` field unless asked for one state (`?state=open`), so
     a page of attempt rows costs one request per state except `done` (six, concurrently), each limited
@@ -303,6 +314,7 @@ class RemoteClient:
         self._last: dict[str, str] = {}
         self._down: tuple[float, str] | None = None  # since when, and why, the server does not answer
         self._warming: str | None = None  # the server's /readyz "indexing" message, while it builds
+        self.streaming: bool | None = None  # the server streams changes (None: not known yet; False: it polls)
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._json(await self._fetch(path, {k: v for k, v in (params or {}).items() if v is not None}))
@@ -464,6 +476,13 @@ class RemoteClient:
     async def sync(self, attempt_id: str) -> dict[str, Any]:
         return await self._post(f"/maintenance-attempts/{quote(attempt_id, safe='')}/sync", None)
 
+    async def poll_source(self, source_id: str) -> dict[str, Any]:
+        try:  # the server waits for the fetch (its deadline) before it answers
+            resp = await self.http.post(f"/feed-sources/{quote(source_id, safe='')}/poll", timeout=120.0)
+        except httpx.HTTPError as exc:
+            raise PatchmoiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        return self._json(resp)
+
     async def adopt(self, attempt_id: str, reason: str | None, *, reviewed: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"by": self.actor, "reviewed": reviewed}
         if reason:
@@ -518,9 +537,39 @@ class RemoteClient:
         return None if self._warming is None else f"server {self._warming}"
 
     async def changes(self) -> AsyncIterator[set[str]]:
-        """Poll the newest record of each list; yield the kinds whose head changed. A server that stops
-        answering is said at once (`connection()`, and an empty set so the status line is drawn again); when it
-        answers again, every list is reloaded (what happened meanwhile is not lost)."""
+        """The tabs with new records, as the server's `GET /stream` announces them (remote_stream); a server
+        without it (404: the Bun service, an older patchmoi) is polled instead (`_poll_changes`). Either way a
+        server that stops answering is said at once (`connection()`, and an empty set so the status line is
+        drawn again), and when it answers again every tab is reloaded (what happened meanwhile is not lost)."""
+        if self.streaming is not False:
+            try:
+                async for tabs in stream_changes(
+                    self.http, stop=self._stop, on_state=self._stream_state, on_open=self._stream_open
+                ):
+                    yield tabs
+                return
+            except StreamUnsupported:
+                self.streaming = False
+                was_down, self._down = self._down is not None, None
+                if was_down:
+                    yield set(KINDS)
+        async for tabs in self._poll_changes():
+            yield tabs
+
+    def _stream_open(self) -> None:
+        self.streaming = True
+
+    def _stream_state(self, reason: str | None) -> None:
+        """The stream's connection failed (why) or works again (None): what `connection()` says."""
+        if reason is None:
+            self._down = None
+        elif self._down is None:
+            self._down = (time.time(), reason)
+        else:  # still down: keep since when, say the latest reason
+            self._down = (self._down[0], reason)
+
+    async def _poll_changes(self) -> AsyncIterator[set[str]]:
+        """Poll the newest record of each list every `interval` seconds; yield the kinds whose head changed."""
         while not self._stop.is_set():
             changed: set[str] = set()
             was_down = self._down is not None
@@ -554,9 +603,8 @@ class RemoteClient:
             return None
         since, error = self._down
         clock = time.strftime("%H:%M:%S", time.localtime(since))
-        return (
-            f"no answer from {self.base} since {clock} ({error.split(': ', 1)[-1]}); retrying every {self.interval:g}s"
-        )
+        how = "reconnecting" if self.streaming is not False else f"retrying every {self.interval:g}s"
+        return f"no answer from {self.base} since {clock} ({error.split(': ', 1)[-1]}); {how} · ctrl+r: now"
 
     async def close(self, grace: float = 5.0) -> None:
         self._stop.set()

@@ -127,6 +127,7 @@ async def stream_changes(
     *,
     stop: asyncio.Event,
     on_state: Callable[[str | None], None],
+    on_open: Callable[[], None] | None = None,
     kinds: Iterable[str] | None = None,
     path: str = "/stream",
     connect_timeout: float = CONNECT_TIMEOUT,
@@ -138,7 +139,8 @@ async def stream_changes(
     `http` is the dashboard's client (its base URL and admin token). `on_state(reason)` is called whenever a
     connection fails (it is then tried again), followed by an empty set (nothing to reload; the status line is
     drawn again, as the polling client's empty sets do); `on_state(None)` once one works again, and its first
-    set is then every tab. Raises StreamUnsupported on a 404 (or a 200 that is not an event stream), and
+    set is then every tab. `on_open()` is called each time a stream is open (the first one included). Raises
+    StreamUnsupported on a 404 (or a 200 that is not an event stream), and
     PatchmoiError when the token is refused (401): waiting will not help either."""
     delay = backoff[0]
     lost = False  # a connection failed since the last one that worked: reload every tab on the next
@@ -151,6 +153,8 @@ async def stream_changes(
             async with http.stream("GET", path, params=params, headers=headers, timeout=timeout) as resp:
                 await _check(resp, http)
                 delay = backoff[0]
+                if on_open is not None:
+                    on_open()
                 if reported:
                     reported = False
                     on_state(None)

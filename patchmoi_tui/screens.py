@@ -33,19 +33,20 @@ __all__ = [
 ]
 
 KEYS = (  # one line each: the help fits 80x24 without scrolling (a test checks)
-    ("1-6", "Upstream Events Queue/Attempts Dispatches Runs Sources"),
-    ("o / y", "tab 3: queue or all attempts / copy the row's id"),
-    ("j k ↓ ↑", "move"),
-    ("g / G", "first / last row (G loads older rows)"),
+    ("1-6 / o", "tabs: 3 opens on the open queue; o: every attempt"),
+    ("j k ↓ ↑ g G", "move; first / last row (G pages into older history)"),
     ("enter / esc", "detail of the row (a source: its signals) / back"),
-    ("r", "retry the event (same backend; idempotent by id)"),
-    ("R", "replay the event (new runs)"),
-    ("s", "sync the attempt from its runs"),
-    ("a", "adopt the attempt's candidate (main, patch branches)"),
+    ("r / R", "retry the event (same backend) / replay it (new runs)"),
+    ("s / a", "sync the attempt from its runs / adopt its candidate"),
+    ("space / U", "mark the row (r R s then act on marks) / unmark all"),
     ("", "dialogs open on Cancel: shift+tab, enter confirms"),
-    ("/", "filter: repo: status: state:open type: source: text"),
+    ("/", "filter: repo: status: state: type: source: since: text"),
+    ("p", "tab 6: poll the selected feed source now"),
+    ("w / > / <", "wide columns / sort by the next column / reverse"),
+    ("y", "copy the row's id (the CLI takes its 8-hex short id)"),
     ("f", "follow: the cursor stays on its record (top: follows)"),
     ("ctrl+p / ctrl+r", "command palette (every action) / refresh now"),
+    ("in detail: ?", "its keys: ] [ sections, p pager, e editor, ! shell"),
     ("? / q", "this help / quit (asks while a local run goes on)"),
 )
 
@@ -134,7 +135,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         text = Text()
-        text.append("patchmoi keys\n\n", style="bold")
+        text.append("patchmoi keys\n", style="bold")
         for key, what in KEYS:
             text.append(f"{key:>14}  ", style="bold cyan")
             text.append(what + "\n")

@@ -113,8 +113,8 @@ def test_quick_start_in_a_fresh_clone(tmp_path: Path, tmux: Tmux) -> None:
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
     tmux.run("demo", "make demo", clone, env)
     tmux.wait_for("demo", "1 Upstream", timeout=600)  # the first run builds .venv
-    tmux.keys("demo", "3")
-    tmux.wait_for("demo", "! needs_intervention", timeout=60)
+    tmux.keys("demo", "3", "o")  # every attempt, not only the queue (the demo resolves its conflict by itself)
+    tmux.wait_for("demo", "◆ adopted", timeout=60)
     tmux.keys("demo", "q")
 
 

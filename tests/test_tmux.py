@@ -4,6 +4,7 @@ process appear on screen, and `r` + confirm appends a dispatch record."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -25,7 +26,11 @@ class Tmux:
         self.socket = f"patchmoi-test-{uuid.uuid4().hex[:8]}"
 
     def __call__(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True).stdout
+        # pytest-xdist's workers have COLUMNS=80 and LINES=24, which the dashboard would take over the pane's size
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True, env=env
+        ).stdout
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "tui")
@@ -56,7 +61,7 @@ def test_tui_in_tmux_live_tail_and_retry(tmp_path: Path, data_dir: Path, tmux: T
         'command = \'echo FLOW_RESULT {\\"status\\": \\"completed\\"}\'\n'
     )
     command = f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi tui --data-dir {data_dir} --workspace {ws}"
-    tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "30", command)
+    tmux("new-session", "-d", "-s", "tui", "-x", "140", "-y", "30", command)  # wide: the STATUS column shows
     tmux.wait_for("1 Upstream")
     tmux("send-keys", "-t", "tui", "2")
     # another process appends a flow event: the live tail shows it

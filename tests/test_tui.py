@@ -1,5 +1,5 @@
 """The dashboard through Textual's Pilot: every key and modal against a real store and local runner (and
-adoption against a real fork), plus snapshots of each tab at 80x24 and of the detail view."""
+adoption against a real fork), plus snapshots of each tab and of the detail view at 80x24 and 200x50."""
 
 from __future__ import annotations
 
@@ -273,7 +273,8 @@ async def test_filter_follow_help_and_palette(data_dir: Path) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        assert " a  adopt the attempt's candidate" in str(app.screen.query_one("#help-body").render())
+        help_text = str(app.screen.query_one("#help-body").render())
+        assert "s / a  sync the attempt from its runs / adopt its candidate" in help_text
         await pilot.press("escape")
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {
@@ -521,12 +522,17 @@ async def test_read_only_does_not_offer_adopt(tmp_path: Path, data_dir: Path) ->
 
 
 # -- snapshots (pytest-textual-snapshot; `pytest --snapshot-update` after checking the report) -------------
+SIZES = {"80x24": (80, 24), "200x50": (200, 50)}  # the smallest terminal the dashboard is made for, and a wide one
+
+
+@pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("key", ["1", "2", "3", "4", "5", "6"])
-def test_snapshot_tabs(snap_compare: Any, data_dir: Path, key: str) -> None:
+def test_snapshot_tabs(snap_compare: Any, data_dir: Path, key: str, size: str) -> None:
     seed(data_dir)
-    assert snap_compare(make_app(data_dir), press=[key], terminal_size=(80, 24))
+    assert snap_compare(make_app(data_dir), press=[key], terminal_size=SIZES[size])
 
 
-def test_snapshot_detail(snap_compare: Any, data_dir: Path) -> None:
+@pytest.mark.parametrize("size", list(SIZES))
+def test_snapshot_detail(snap_compare: Any, data_dir: Path, size: str) -> None:
     seed(data_dir)
-    assert snap_compare(make_app(data_dir), press=["3", "enter"], terminal_size=(80, 24))
+    assert snap_compare(make_app(data_dir), press=["3", "enter"], terminal_size=SIZES[size])

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from patchmoi.core.config import Settings
 from patchmoi.core.store import Store
@@ -29,14 +31,17 @@ TOKEN = "remote-tui-token"
 
 
 @contextlib.contextmanager
-def serving(data: Path, port: int | None = None) -> Iterator[str]:
+def serving(
+    data: Path, port: int | None = None, *, stream: bool = True, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`patchmoi serve` on DATA_DIR `data` (uvicorn on a loopback port, free unless given, in a thread); yields
-    its URL."""
+    its URL. Without `stream`, `/stream` answers 404 as an older server's (or the Bun service's) does."""
     port = port or free_port()
-    settings = Settings.from_env({"DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN})
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, poll=False), host="127.0.0.1", port=port, log_level="error")
-    )
+    settings = Settings.from_env({"DATA_DIR": str(data), "PATCH_ADMIN_TOKEN": TOKEN, **(env or {})})
+    app: ASGIApp = create_app(settings, poll=False)
+    if not stream:
+        app = without_stream(app)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -52,6 +57,16 @@ def serving(data: Path, port: int | None = None) -> Iterator[str]:
         server.should_exit = True
         server.force_exit = True  # not waiting for kept-alive connections (a dashboard's) to go away
         thread.join(timeout=10)
+
+
+def without_stream(app: ASGIApp) -> ASGIApp:
+    async def older(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/stream":
+            await JSONResponse({"error": "not_found"}, status_code=404)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return older
 
 
 @pytest.fixture
@@ -159,7 +174,7 @@ async def test_remote_mode_says_when_the_server_is_gone_and_catches_up_when_it_i
             first.__exit__(None, None, None)
             assert not _listening(port)
             await wait_for(pilot, lambda: "no answer from" in status(app))
-            assert f"✖ no answer from {url} since" in status(app) and "retrying every 0.2s" in status(app)
+            assert f"✖ no answer from {url} since" in status(app) and "reconnecting" in status(app)
             Store(data).record_event({"id": "e-while-down", "type": "upstream.release", "payload": {}})
             with serving(data, port):
                 await wait_for(pilot, lambda: app.table("events").row_count == 3 and "no answer" not in status(app))
@@ -169,3 +184,37 @@ async def test_remote_mode_says_when_the_server_is_gone_and_catches_up_when_it_i
                 assert "no answer" not in status(app)
     finally:
         first.__exit__(None, None, None)
+
+
+async def test_remote_mode_streams_appends_without_polling(api: tuple[str, Path]) -> None:
+    """The server's /stream brings a record another process appends: no polling (interval of an hour)."""
+    url, data = api
+    client = RemoteClient(url, TOKEN, interval=3600)
+    app = PatchmoiApp(client, clock=lambda: NOW, health_interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        assert app.table("events").row_count == 2
+        await wait_for(pilot, lambda: client.streaming is True)
+        assert client.streaming is True
+        started = time.monotonic()
+        Store(data).record_event({"id": "e-streamed", "type": "upstream.release", "payload": {}})
+        await wait_for(pilot, lambda: app.table("events").row_count == 3)
+        assert time.monotonic() - started < 3
+        assert app.table("events").row_count == 3
+        assert app.selected("events")["id"] == "e-streamed"  # type: ignore[index]
+
+
+async def test_remote_mode_polls_a_server_without_a_stream(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    seed(data)
+    with serving(data, stream=False) as url:
+        client = RemoteClient(url, TOKEN, interval=0.2)
+        app = PatchmoiApp(client, clock=lambda: NOW, health_interval=3600)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await wait_for(pilot, lambda: client.streaming is False)
+            assert client.streaming is False
+            Store(data).record_event({"id": "e-polled", "type": "upstream.release", "payload": {}})
+            await wait_for(pilot, lambda: app.table("events").row_count == 3)
+            assert app.table("events").row_count == 3 and "error" not in status(app)

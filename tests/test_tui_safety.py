@@ -199,7 +199,8 @@ async def test_help_fits_80x24_and_lists_every_key(data_dir: Path) -> None:
         assert dialog.max_scroll_y == 0 and dialog.region.bottom <= 24
         text = str(app.screen.query_one("#help-body").render())
         shown = {b.key for b in app.BINDINGS if isinstance(b, Binding) and b.show}
-        for key in ("r", "R", "s", "a", "f", "/", "? / q", "1-6", "enter / esc", "shift+tab"):
+        keys = ("r / R", "s / a", "f", "/", "? / q", "1-6 / o", "enter / esc", "shift+tab", "space / U", "w / > / <")
+        for key in (*keys, " p ", " y ", "g G", "ctrl+r", "ctrl+p", "in detail: ?"):
             assert key in text, key
         assert {"q", "r", "R", "s", "a", "f"} <= shown | {"q"}
 
