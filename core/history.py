@@ -64,7 +64,10 @@ def parse_time(value: str, now: datetime) -> datetime:
     """`90s`, `15m`, `2h`, `3d`, `1w` (ago), or an ISO date / date-time (UTC unless it says otherwise)."""
     text = value.strip()
     if m := _AGO.fullmatch(text):
-        return now - timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+        try:
+            return now - timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+        except OverflowError:  # `99999999w`: before year 1
+            raise QueryError(f"{value!r} is too far back") from None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -111,6 +114,7 @@ class Query:
     since: datetime | None = None
     until: datetime | None = None
     text: str = ""
+    typed: dict[str, str] = field(default_factory=dict)  # the field values as typed (the index is case-sensitive)
 
     @classmethod
     def parse(cls, text: str, now: datetime | None = None) -> Query:
@@ -119,18 +123,20 @@ class Query:
         words: list[str] = []
         times: dict[str, datetime] = {}
         kept: list[str] = []
+        typed: dict[str, str] = {}
         for token in text.split():
             key, sep, value = token.partition(":")
             if sep and key in FIELDS and value:
                 fields[key] = value.lower()
-                kept.append(f"{key}:{value.lower()}")
+                typed[key] = value
+                kept.append(f"{key}:{value}")
             elif sep and key in TIME_FIELDS and value:
                 times[key] = parse_time(value, now)
                 kept.append(f"{key}:{value}")
             else:
                 words.append(token.lower())
                 kept.append(token.lower())
-        return cls(fields, tuple(words), times.get("since"), times.get("until"), " ".join(kept))
+        return cls(fields, tuple(words), times.get("since"), times.get("until"), " ".join(kept), typed)
 
     @property
     def active(self) -> bool:
@@ -145,7 +151,7 @@ class Query:
         indexed = _INDEXED.get(kind, {})
         allowed = set(FILTERS.get(KINDS[kind], ())) if kind in KINDS else set()
         return {
-            indexed[name]: value
+            indexed[name]: self.typed.get(name, value)
             for name, value in self.fields.items()
             if name in indexed and indexed[name] in allowed and _exact(kind, name, value)
         }
@@ -208,6 +214,16 @@ class Found:
         return self.next is None
 
 
+def store_filters(store: Store, kind: str, query: Query) -> dict[str, str]:
+    """The query's index terms, but a `source:` that is no stored source id exactly (`gh-rel`, or another case)
+    is left to reading, where it matches as a substring whatever its case."""
+    filters = query.index_filters(kind)
+    source = filters.get("sourceId")
+    if source is not None and not store.page(KINDS[kind], limit=1, filters={"sourceId": source}):
+        del filters["sourceId"]
+    return filters
+
+
 def search(
     store: Store,
     kind: str,
@@ -222,7 +238,7 @@ def search(
     Attempts get their derived `state` from `states` (needed for `state:`)."""
     if kind not in KINDS:
         raise QueryError(f"cannot search {kind!r}: one of {', '.join(KINDS)}")
-    filters = query.index_filters(kind)
+    filters = store_filters(store, kind, query)
     out: list[tuple[Cursor, dict[str, Any]]] = []
     cursor, scanned, older = before, 0, 0
     while scanned < budget:
@@ -252,7 +268,7 @@ def total(store: Store, kind: str, query: Query) -> int | None:
     """The exact number of matches when the index alone can say (no filter, or one indexed term), else None."""
     if kind not in KINDS or query.words or query.since or query.until:
         return None
-    filters = query.index_filters(kind)
+    filters = store_filters(store, kind, query)
     if len(filters) != len(query.fields) or len(filters) > 1:
         return None
     if not filters:

@@ -25,11 +25,12 @@ from patchmoi.core.adopt import adopt
 from patchmoi.core.attempt_states import derive_states
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import PatchmoiError, http_status
+from patchmoi.core.history import KINDS, Query, QueryError, search
 from patchmoi.core.log import log_event
 from patchmoi.core.operations import chain
 from patchmoi.core.pollnow import PollerBusy, PollerUnavailable
 from patchmoi.core.service import Service
-from patchmoi.core.store import Kind
+from patchmoi.core.store import Cursor, Kind, parse_limit
 from patchmoi.server.openapi import openapi_document
 from patchmoi.server.stream import ChangeStreams, StreamRefused, parse_kinds
 
@@ -42,6 +43,7 @@ POST = ("POST", "OPTIONS")
 HEALTH = ("GET", "HEAD")
 # The list routes: a list reads only its collections, and answers while other collections are being indexed.
 LISTS = ("flow-events", "feed-signals", "maintenance-attempts", "workspace-dispatches", "flow-dispatches")
+HISTORY_LIMIT = 200  # matches per `/history` answer unless `limit` says otherwise (at most 500, as every list)
 T = TypeVar("T")
 
 
@@ -120,6 +122,8 @@ class Api:
         self.log_every = {"off": -1, "errors": 0, "all": 1}.get(policy.mode, policy.every)
         self.slow_seconds = policy.SLOW_SECONDS
         self.unlogged = 0  # ordinary requests since the last sampled line
+        # derive_states over every attempt, kept for `/history/attempts` until an attempt record is appended
+        self._states: tuple[tuple[Cursor | None, int], dict[str, str]] | None = None
 
     # -- routing -----------------------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
@@ -184,6 +188,7 @@ class Api:
             "feed-signals": Api.signals,
             "feed-sources": Api.sources,
             "stream": Api.stream,
+            "history": Api.history,
         }
         handler = routes.get(head)
         if handler is None:
@@ -192,8 +197,10 @@ class Api:
         if token and not authorized(request, token):
             return error(401, "unauthorized", headers={"WWW-Authenticate": 'Bearer realm="patchmoi"'})
         # A record, its chain, an action: they may read any collection, so they wait (off the event loop) for
-        # every index being built; lists read theirs on a thread meanwhile (`_list`).
-        detail = head not in ("readyz", "openapi.json", "stream") and (len(segments) > 1 or head not in LISTS)
+        # every index being built; lists read theirs on a thread meanwhile (`_list`), and so does `/history`.
+        detail = head not in ("readyz", "openapi.json", "stream", "history") and (
+            len(segments) > 1 or head not in LISTS
+        )
         if detail and self.store.warm_for():
             await asyncio.to_thread(self.store.warm)
         return await handler(self, request, segments[1:])
@@ -229,6 +236,60 @@ class Api:
         except StreamRefused as exc:
             return error(503, exc.code, str(exc), headers={"Retry-After": "5"})
         return self.streams.response(sub, position)
+
+    async def history(self, request: Request, rest: list[str]) -> Response:
+        """`GET /history/{kind}?q=&before=&limit=`: one step of a search through a collection's whole history
+        (core.history), newest first: a patchmoi extension. An unknown kind is a 400 naming the known ones, not
+        a 404, which the dashboard would take for a server without the route."""
+        if len(rest) != 1 or not rest[0]:
+            return error(404, "not_found")
+        _method(request, GET)
+        kind = rest[0]
+        if kind not in KINDS:
+            return error(400, "invalid_request", f"no history of {kind[:100]!r}: one of {', '.join(KINDS)}")
+        q = _params(request)
+        try:
+            query = Query.parse(q.get("q") or "")
+        except QueryError as exc:
+            return error(400, "invalid_request", str(exc))
+        except OverflowError:  # `since:99999999w`: a time before year 1
+            return error(400, "invalid_request", "a time in the query is out of range")
+        limit = parse_limit(q.get("limit"), HISTORY_LIMIT)
+        # Always on a thread: a step reads up to core.history.BUDGET records, and while the store's indexes are
+        # built it reads (or waits for) its own collection's there, as a list does.
+        return await asyncio.to_thread(self._history, kind, query, limit, q.get("before") or None)
+
+    def _history(self, kind: str, query: Query, limit: int, before: Cursor | None) -> Response:
+        collection = KINDS[kind]
+        if before is not None:  # a cursor is opaque: the store says whether it is one of its own
+            try:
+                self.store.page(collection, limit=1, before=before)
+            except (ValueError, OverflowError):
+                raise ApiError(
+                    400,
+                    "invalid_request",
+                    f"`before` is not a cursor of the {kind} history: pass back an item's `cursor`, or `next`",
+                ) from None
+        states = self._attempt_states() if kind == "attempts" else None
+        found = search(self.store, kind, query, limit=limit, before=before, states=states)
+        body = {
+            "items": [{"cursor": cursor, "record": record} for cursor, record in found.hits],
+            "next": found.next,
+            "scanned": found.scanned,
+            "size": self.store.count(collection),
+        }
+        return json_response(body)  # encoded here, off the event loop
+
+    def _attempt_states(self) -> dict[str, str]:
+        """Every attempt's derived state (as `/maintenance-attempts` gives it), computed again only when an
+        attempt record was appended since (the newest record, or the count, moved)."""
+        newest = self.store.page(Kind.ATTEMPTS, limit=1)
+        key = (newest[0][0] if newest else None, self.store.count(Kind.ATTEMPTS))
+        cached = self._states
+        if cached is None or cached[0] != key:
+            cached = (key, derive_states(self.store.all_attempts()))
+            self._states = cached
+        return cached[1]
 
     async def sources(self, request: Request, rest: list[str]) -> Response:
         """`POST /feed-sources/{id}/poll`: poll one source now (core.pollnow), in the poll worker if there is one."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from patchmoi.core import __version__
 from patchmoi.core.attempt_states import STATES
+from patchmoi.core.history import BUDGET, KINDS
 from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 
 
@@ -317,6 +318,67 @@ def openapi_document() -> dict[str, Any]:
                 "200": {"description": "the stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                 "503": _error("too_many_streams (64 open), or stopping"),
                 **COMMON_ERRORS,
+            },
+        }
+    }
+    history_item = {
+        "type": "object",
+        "required": ["cursor", "record"],
+        "properties": {
+            "cursor": {"type": "string", "description": "opaque: `before` for the matches older than this one"},
+            "record": {"type": "object", "description": "as stored (an attempt's latest record, with its `state`)"},
+        },
+    }
+    paths["/history/{kind}"] = {
+        "get": {
+            "summary": "search the whole history of a collection, newest first (a patchmoi extension, not in the Bun "
+            f"service, which answers 404 `not_found`): one step reads at most {BUDGET:,} records and returns up to "
+            "`limit` matches, with `next` to go on from (null: the history is exhausted) and how many records it "
+            "read (`scanned`). Query terms, all of which must match: `repo:` `source:` `status:` `state:` "
+            "(attempts) `type:` `since:` `until:` (15m, 2h, 3d, 1w ago, or an ISO date) and free words",
+            "parameters": [
+                {
+                    "name": "kind",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": list(KINDS)},
+                },
+                {
+                    "name": "q",
+                    "in": "query",
+                    "required": False,
+                    "description": "the query text (default: every record)",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "required": False,
+                    "description": "an item's `cursor` or an answer's `next`: search the records older than it",
+                    "schema": {"type": "string"},
+                },
+                {**LIMIT, "description": "matches per answer, 1..500, default 200"},
+            ],
+            "responses": {
+                "200": {
+                    "description": "one step of the search",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["items", "next", "scanned", "size"],
+                                "properties": {
+                                    "items": {"type": "array", "items": history_item},
+                                    "next": {"type": ["string", "null"]},
+                                    "scanned": {"type": "integer", "description": "records read by this step"},
+                                    "size": {"type": "integer", "description": "records in the collection"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _error("invalid_request: an unknown kind, a bad query term (`since:`), or a bad `before`"),
+                **{k: v for k, v in COMMON_ERRORS.items() if k != "400"},
             },
         }
     }

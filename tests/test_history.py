@@ -99,3 +99,25 @@ def test_a_bad_time_says_what_is_expected() -> None:
     with pytest.raises(QueryError, match="use 15m, 2h, 3d, 1w or a date"):
         Query.parse("since:yesterday")
     assert Query.parse("REPO:x Foo").text == "repo:x foo"  # keys are lower-cased only when known: REPO is a word
+
+
+def test_source_is_exact_through_the_index_and_a_substring_otherwise(tmp_path: Path) -> None:
+    s = Store(tmp_path / "data")
+    s.ensure()
+    s.append_many(
+        Kind.SIGNALS,
+        [{"id": f"sig{i}", "sourceId": "GH-Releases" if i % 2 else "npm-left", "event": "release"} for i in range(10)],
+    )
+    exact = search(s, "signals", Query.parse("source:GH-Releases"))
+    assert len(exact.hits) == 5 and exact.scanned == 5  # the index answered: only the matches were read
+    assert Query.parse("source:GH-Releases").text == "source:GH-Releases"  # as typed: the server gets it so
+    for partial in ("source:gh-rel", "source:gh-releases"):  # not a stored id: read, as a substring, any case
+        found = search(s, "signals", Query.parse(partial))
+        assert len(found.hits) == 5 and found.scanned == 10, partial
+    assert total(s, "signals", Query.parse("source:GH-Releases")) == 5
+    assert total(s, "signals", Query.parse("source:gh-rel")) is None  # no exact count: the filter reads
+
+
+def test_a_relative_time_too_far_back_is_a_query_error() -> None:
+    with pytest.raises(QueryError, match="too far back"):
+        Query.parse("since:99999999999w")
