@@ -8,13 +8,14 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from textual.binding import Binding
 from textual.widgets import Button, Static, TabbedContent
 
 from patchmoi.core.config import Settings
 from patchmoi.core.store import Kind, Store
-from patchmoi.tui.app import PatchmoiApp
+from patchmoi.tui.app import PatchmoiApp, appended_on_top
 from patchmoi.tui.client import LocalClient
 from patchmoi.tui.screens import ConfirmScreen
 
@@ -328,3 +329,14 @@ async def test_y_copies_the_selected_id(data_dir: Path) -> None:
         await pilot.press("1", "y")  # a signal: the id `patchmoi show` takes (SOURCE:ENTRY)
         assert app.clipboard == "gh-gadget:c1"
         assert "copied gh-gadget:c1" in app.messages[-1].message
+
+
+def test_only_rows_appended_on_top_take_the_quick_path() -> None:
+    def key(r: dict[str, Any]) -> str:
+        return str(r["id"])
+
+    before = {"b": {"id": "b", "s": 1}, "a": {"id": "a", "s": 1}}
+    assert appended_on_top([{"id": "c"}, {"id": "b", "s": 1}, {"id": "a", "s": 1}], before, key) == [{"id": "c"}]
+    assert appended_on_top([{"id": "b", "s": 1}, {"id": "a", "s": 1}], before, key) == []
+    assert appended_on_top([{"id": "b", "s": 2}, {"id": "a", "s": 1}], before, key) is None  # b changed
+    assert appended_on_top([{"id": "b", "s": 1}, {"id": "c"}, {"id": "a", "s": 1}], before, key) is None  # below b
