@@ -15,6 +15,9 @@ import pytest
 from patchmoi.core.log import logger
 from tests.loopback import LoopbackServer
 
+# `postgres_server` and `postgres_url`: a real PostgreSQL the suite starts itself (tests/pgfixture.py).
+pytest_plugins = ("tests.pgfixture",)
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 

@@ -18,6 +18,7 @@ import pytest
 
 from patchmoi.core.store import LATEST, Kind, RecordStore, Store
 from patchmoi.core.store.local import JsonlStore
+from patchmoi.core.store.postgres import PostgresStore
 
 from .conftest import PYTHON, ROOT
 
@@ -28,6 +29,15 @@ class Impl:
     open: Callable[[Path], RecordStore]
     # Python source that defines `store` from sys.argv[1] (the same location), for cross-process tests.
     child_open: str
+    # What the location needs before it is opened (a database of its own for the test), if anything.
+    prepare: Callable[[pytest.FixtureRequest, Path], None] | None = None
+
+
+DATABASE_URL_FILE = "database-url"  # where a test's PostgreSQL connection string is left for its child processes
+
+
+def fresh_database(request: pytest.FixtureRequest, where: Path) -> None:
+    (where / DATABASE_URL_FILE).write_text(request.getfixturevalue("postgres_url"))
 
 
 IMPLEMENTATIONS = [
@@ -37,12 +47,22 @@ IMPLEMENTATIONS = [
         "import sys; from pathlib import Path; from patchmoi.core.store.local import JsonlStore; "
         "store = JsonlStore(Path(sys.argv[1]) / 'data')",
     ),
+    Impl(
+        "postgres",
+        lambda where: PostgresStore((where / DATABASE_URL_FILE).read_text()),
+        "import sys; from pathlib import Path; from patchmoi.core.store.postgres import PostgresStore; "
+        f"store = PostgresStore((Path(sys.argv[1]) / {DATABASE_URL_FILE!r}).read_text())",
+        prepare=fresh_database,
+    ),
 ]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=lambda impl: impl.name)
-def impl(request: pytest.FixtureRequest) -> Impl:
-    return cast(Impl, request.param)
+def impl(request: pytest.FixtureRequest, tmp_path: Path) -> Impl:
+    chosen = cast(Impl, request.param)
+    if chosen.prepare is not None:
+        chosen.prepare(request, tmp_path)
+    return chosen
 
 
 @pytest.fixture
