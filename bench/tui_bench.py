@@ -169,7 +169,8 @@ async def remote(data: Path, samples: int) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                ready = httpx.get(f"{url}/readyz", headers={"authorization": f"Bearer {TOKEN}"}, timeout=2)
+                if ready.status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
