@@ -65,6 +65,12 @@ class GitFailure(PatchmoiError):
     code = "git_failed"
 
 
+class DatabaseUnavailable(PatchmoiError):
+    """PostgreSQL cannot be reached, or answered a read with a server error; try again later."""
+
+    code = "database_unavailable"
+
+
 # code -> (HTTP status, exit code). A subclass without a row of its own uses its nearest ancestor's.
 TABLE: dict[str, tuple[int, int]] = {
     PatchmoiError.code: (500, EXIT_FAIL),
@@ -78,6 +84,7 @@ TABLE: dict[str, tuple[int, int]] = {
     "adopt_refused": (409, EXIT_FAIL),  # core.workspace.adopt.AdoptRefused
     "sync_unavailable": (409, EXIT_FAIL),  # core.dispatch.dispatcher.SyncUnavailable
     "patch_series_invalid": (500, EXIT_FAIL),  # core.workspace.patches.SeriesError
+    DatabaseUnavailable.code: (503, EXIT_FAIL),
 }
 
 

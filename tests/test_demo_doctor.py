@@ -42,7 +42,8 @@ def test_demo_headless_three_cycles(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_demo_in_tmux_shows_needs_intervention_within_30s() -> None:
     sock = f"patchmoi-demo-{uuid.uuid4().hex[:8]}"
-    command = f"cd {ROOT} && TERM=xterm-256color {PYTHON} -m patchmoi demo --interval 2"
+    # without xdist's COLUMNS/LINES (80x24), which the dashboard would take over the pane's size
+    command = f"cd {ROOT} && env -u COLUMNS -u LINES TERM=xterm-256color {PYTHON} -m patchmoi demo --interval 2"
     subprocess.run(
         ["tmux", "-L", sock, "new-session", "-d", "-s", "demo", "-x", "120", "-y", "32", command], check=True
     )
@@ -52,7 +53,9 @@ def test_demo_in_tmux_shows_needs_intervention_within_30s() -> None:
         pressed = False
         while time.monotonic() < deadline:
             if not pressed and "1 Upstream" in screen:
-                subprocess.run(["tmux", "-L", sock, "send-keys", "-t", "demo", "3"], check=True)
+                # the Runs tab: the conflict's run stays `needs_intervention` after the demo resolves it (the
+                # queue drops the attempt once its retry succeeds, which at --interval 2 is within seconds)
+                subprocess.run(["tmux", "-L", sock, "send-keys", "-t", "demo", "5"], check=True)
                 pressed = True
             screen = subprocess.run(
                 ["tmux", "-L", sock, "capture-pane", "-p", "-t", "demo"], capture_output=True, text=True

@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     ) from exc
 
 from patchmoi.core import shortid  # a module, not its names: shortid imports the store contract (a cycle)
-from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError
+from patchmoi.core.errors import ConfigError, DatabaseUnavailable, PatchmoiError, StoreWriteError
 from patchmoi.core.log import log_event
 from patchmoi.core.records import now_iso
 from patchmoi.core.store import pgschema
@@ -82,12 +82,6 @@ STATE_REBUILD_SEEN = 500  # as the poller's seen-id cap (and the JSONL store's r
 SECRET_KEYS = frozenset({"password", "sslpassword"})
 _SECRET_VALUE = re.compile(r"(?<![\w])((?:ssl)?password\s*=\s*)('(?:\\.|[^'\\])*'|[^\s']\S*)")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
-
-
-class DatabaseUnavailable(PatchmoiError):
-    """The database cannot be reached (or answered with a server error) for a read."""
-
-    code = "database_unavailable"
 
 
 def redact(conninfo: str) -> str:
