@@ -71,6 +71,9 @@ class Settings:
     max_feed_bytes: int = 5 * 1024 * 1024
     min_poll_seconds: float = 30.0
     access_log: AccessLog = AccessLog()
+    # PATCHMOI_DATABASE_URL: records, feed state and leases in PostgreSQL instead of DATA_DIR's JSONL files
+    # (DATA_DIR still holds worktrees and local state). Never printed whole: `describe()` redacts its password.
+    database_url: str | None = field(default=None, repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -110,6 +113,7 @@ class Settings:
             max_feed_bytes=max_bytes,
             min_poll_seconds=_positive(e, "PATCHMOI_MIN_POLL_SECONDS", 30.0),
             access_log=AccessLog.parse(e.get("PATCHMOI_ACCESS_LOG")),
+            database_url=first_nonempty(e.get("PATCHMOI_DATABASE_URL")),
             env=e,
         )
 
@@ -138,7 +142,14 @@ class Settings:
             "backendUrl": redact_url(self.backend_url) if self.backend_url else None,
             "backendSecret": "set" if self.backend_secret else "unset",
             "workspaceMode": self.workspace_mode,
+            "database": _shown_database(self.database_url) if self.database_url else None,
         }
+
+
+def _shown_database(url: str) -> str:
+    from patchmoi.core.store import shown_database_url  # (the store imports this module)
+
+    return shown_database_url(url)
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:

@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from typing import Any
 from patchmoi.core.config import Settings, is_loopback
 from patchmoi.core.dispatch.selection import select_backend
 from patchmoi.core.dispatch.transports import backend_for_url
-from patchmoi.core.errors import ConfigError
+from patchmoi.core.errors import ConfigError, PatchmoiError
 from patchmoi.core.recovery import recovery_report
 from patchmoi.core.sources import FeedSource, load_sources
-from patchmoi.core.store import Store
+from patchmoi.core.store import Store, store_for
 from patchmoi.core.workspace.flows import doctor_findings as flow_findings
 from patchmoi.core.workspace.steps import reads_flows
 
@@ -46,7 +47,9 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
             add(Check("FAIL", "feed sources", str(exc)))
 
     data = Path(settings.data_dir)
-    if not data.exists():
+    if settings.database_url:
+        _database_checks(settings, add)
+    elif not data.exists():
         add(Check("WARN", "data dir", f"{data} does not exist yet (it is created on first write)"))
     elif not os.access(data, os.W_OK):
         add(Check("FAIL", "data dir", f"{data} is not writable by this user"))
@@ -68,20 +71,7 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
             add(Check("PASS", "store", f"{sum(f['records'] for f in health['files'].values())} records, no damage"))
         if health.get("stateProblem"):
             add(Check("WARN", "feed state", str(health["stateProblem"])))
-        left = recovery_report(Store(data))
-        if left["stuckAttempts"] or left["undispatchedEvents"]:
-            more = "+" if left["atLeast"] else ""
-            add(
-                Check(
-                    "WARN",
-                    "recovery",
-                    f"{left['stuckAttempts']} local attempt(s) left started by a stopped process"
-                    f", {left['undispatchedEvents']}{more} flow event(s) never dispatched: start `patchmoi serve` "
-                    "or run `patchmoi poll --once` to finish recovery",
-                )
-            )
-        else:
-            add(Check("PASS", "recovery", "nothing left behind by a crash"))
+        _recovery_check(Store(data), add)
 
     git = shutil.which("git")
     if git is None:
@@ -148,3 +138,50 @@ def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
 
 def summary(checks: list[Check]) -> dict[str, Any]:
     return {"ok": not any(c.status == "FAIL" for c in checks), "checks": [c.to_dict() for c in checks]}
+
+
+def _recovery_check(store: Store, add: Callable[[Check], None]) -> None:
+    left = recovery_report(store)
+    if left["stuckAttempts"] or left["undispatchedEvents"]:
+        more = "+" if left["atLeast"] else ""
+        add(
+            Check(
+                "WARN",
+                "recovery",
+                f"{left['stuckAttempts']} local attempt(s) left started by a stopped process"
+                f", {left['undispatchedEvents']}{more} flow event(s) never dispatched: start `patchmoi serve` "
+                "or run `patchmoi poll --once` to finish recovery",
+            )
+        )
+    else:
+        add(Check("PASS", "recovery", "nothing left behind by a crash"))
+
+
+def _database_checks(settings: Settings, add: Callable[[Check], None]) -> None:
+    """PATCHMOI_DATABASE_URL: the server reachable, the schema current, the feed state readable."""
+    try:
+        store = store_for(settings)
+    except ConfigError as exc:
+        add(Check("FAIL", "database", str(exc)))
+        return
+    try:
+        health = store.health()
+        if health.get("degraded"):
+            add(Check("FAIL", "database", f"{health['location']}: " + "; ".join(map(str, health["degraded"]))))
+            return
+        records = sum(int(n) for n in (health.get("records") or {}).values())
+        add(
+            Check(
+                "PASS",
+                "database",
+                f"{health['location']}: PostgreSQL {health.get('serverVersion')}, schema "
+                f"{health.get('schemaVersion')}, {records} records",
+            )
+        )
+        if health.get("stateProblem"):
+            add(Check("WARN", "feed state", str(health["stateProblem"])))
+        _recovery_check(store, add)
+    except PatchmoiError as exc:
+        add(Check("FAIL", "database", str(exc)))
+    finally:
+        store.close()

@@ -25,7 +25,7 @@ from patchmoi.core.notify.discord import Outbox
 from patchmoi.core.operations import POLLER_LEASE, configured_sources
 from patchmoi.core.records import now_iso
 from patchmoi.core.sources import FeedSource
-from patchmoi.core.store import Store
+from patchmoi.core.store import Store, store_for
 
 LEASE_TTL = 30.0
 
@@ -107,7 +107,7 @@ async def poll_source_now(
     recovery (`serve`, `patchmoi poll`), which dispatches every flow event that has no dispatch.
     """
     source = find_source(configured_sources(settings), source_id, settings)
-    own = Store(store.data_dir)
+    own = store_for(settings, data_dir=store.data_dir)
     holder = str(os.getpid())
     if not own.acquire_lease(POLLER_LEASE, holder, LEASE_TTL):
         busy = own.lease_holder(POLLER_LEASE)

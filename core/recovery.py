@@ -70,6 +70,9 @@ class Recovery:
         self.dispatcher = dispatcher
         self.enqueue = enqueue
         self.state = RecoveryState()
+        # Several replicas (core.leadership): an event is dispatched by the replica that polls its source. The
+        # others leave it to that one, and keep the watermark before it until it has a dispatch record.
+        self.owns: Callable[[str], bool] | None = None
 
     # -- watermarks --------------------------------------------------------------------------------------
     def _save(self, name: str, cursor: str) -> None:
@@ -202,14 +205,20 @@ class Recovery:
         queued = 0
         batch: list[tuple[Cursor | None, dict[str, Any]]] = []
 
+        owns = self.owns
+        owned_missing = False
+
         def flush() -> None:
-            nonlocal first_missing, found_missing, queued
+            nonlocal first_missing, found_missing, queued, owned_missing
             missing = self.store.undispatched([str(e["id"]) for _, e in batch])
             for before, event in batch:
                 if str(event["id"]) not in missing:
                     continue
                 if not found_missing:
                     first_missing, found_missing = before, True
+                if owns is not None and not owns(str(event["payload"]["sourceId"])):
+                    continue  # another replica's
+                owned_missing = True
                 if queued < limit:
                     self.enqueue(event)
                     queued += 1
@@ -228,7 +237,7 @@ class Recovery:
         mark = first_missing if found_missing else end
         if mark is not None and mark != start:
             self._save("flowEvents", mark)
-        self.state.backlog = found_missing
+        self.state.backlog = owned_missing
         if queued:
             log_event("dispatch.reconciled", count=queued, backlog=self.state.backlog)
         return queued

@@ -27,14 +27,15 @@ from patchmoi.core.events import branch_key
 from patchmoi.core.feeds import workers as parse_workers
 from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
 from patchmoi.core.feeds.poller import Poller, PollReport
+from patchmoi.core.leadership import STEP_SECONDS, Moves, Shares, replica_name, shard_lease, shard_of, shards_of
 from patchmoi.core.log import log_event
 from patchmoi.core.notify.discord import DiscordSender, Outbox
 from patchmoi.core.operations import POLLER_LEASE, build_dispatcher
-from patchmoi.core.pollnow import PollerUnavailable, find_source, poll_source_now, summary
+from patchmoi.core.pollnow import PollerBusy, PollerUnavailable, find_source, poll_source_now, summary
 from patchmoi.core.records import iso_at, now_iso
 from patchmoi.core.recovery import Recovery
 from patchmoi.core.sources import FeedSource, load_sources
-from patchmoi.core.store import Store, parse_limit
+from patchmoi.core.store import parse_limit, store_for
 from patchmoi.core.tls import tls_context
 from patchmoi.core.views import event_view, run_view
 from patchmoi.core.worker import PollWorker
@@ -92,7 +93,7 @@ class Service:
         self.settings = settings
         self.poll_in_worker = poll_in_worker
         self.worker: PollWorker | None = None
-        self.store = Store(settings.data_dir)
+        self.store = store_for(settings)
         self.store.ensure()
         self.sources_file = SourcesFile(settings.feed_sources_path)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), verify=tls_context())
@@ -123,7 +124,11 @@ class Service:
             concurrency=poll_concurrency,
             min_interval=settings.min_poll_seconds,
         )
-        self.holder = str(os.getpid())
+        # Several replicas on one database (PATCHMOI_DATABASE_URL): each polls the sources of the shards it leads
+        # (core.leadership) instead of one process holding the whole poller lease.
+        self.shared = bool(settings.database_url)
+        self.holder = replica_name() if self.shared else str(os.getpid())
+        self.shares: Shares | None = None
         self.polling = False
         self.dispatch_concurrency = dispatch_concurrency
         self._running: dict[str, asyncio.Task[PollReport]] = {}  # the poll loop's polls under way, by source
@@ -152,7 +157,9 @@ class Service:
         if poll and self.settings.feed_sources_path is not None and self.poll_in_worker:
             self.worker = PollWorker(self.settings, self.holder)  # it takes the lease, under this process's name
         elif poll and self.settings.feed_sources_path is not None:
-            if self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
+            if self.shared:
+                self.polling = lead = True  # of the sources whose shards it leads: `_share_loop` decides which
+            elif self.store.acquire_lease(POLLER_LEASE, self.holder, LEASE_TTL):
                 self.polling = lead = True
             else:
                 holder = self.store.lease_holder(POLLER_LEASE) or "?"
@@ -187,7 +194,8 @@ class Service:
         if self.worker is not None:  # it closes interrupted runs, dispatches, recovers and notifies
             self.worker.start()
             return
-        self.recovery.close_interrupted()  # before any new run starts: what is running now is ours
+        if not self.shared:  # (with replicas, the coordinator does it: `_share_loop`)
+            self.recovery.close_interrupted()  # before any new run starts: what is running now is ours
         for _ in range(self.dispatch_concurrency):
             self._tasks.append(asyncio.create_task(self._dispatch_worker()))
         self._tasks.append(asyncio.create_task(self._outbox_loop()))
@@ -197,6 +205,10 @@ class Service:
             self._tasks.append(asyncio.create_task(self._await_lease()))
 
     def _lead(self) -> None:
+        if self.shared:
+            self.shares = Shares(self.store, self.holder)
+            self.recovery.owns = self.shares.owns
+            self._tasks.append(asyncio.create_task(self._share_loop()))
         self._tasks.append(asyncio.create_task(self._recovery_loop()))
         self._tasks.append(asyncio.create_task(self._poll_loop()))
 
@@ -213,6 +225,52 @@ class Service:
                 log_event("feed.poller_lease_taken", holder=self.holder)
                 self._lead()
                 return
+
+    @property
+    def coordinating(self) -> bool:
+        """Whether this process runs the once-only duties: always, but for a replica that is not coordinator."""
+        return not self.shared or (self.shares is not None and self.shares.coordinator)
+
+    async def _share_loop(self) -> None:
+        """Keep this replica's shards and coordinator role (core.leadership): take a dead replica's within
+        seconds, hand a surplus to one that joined, and reload the feed state of the sources it takes."""
+        shares = self.shares
+        assert shares is not None
+        last_ok = time.monotonic()
+        while not self._stop.is_set():
+            was_coordinator = shares.coordinator
+            try:
+                moves = await asyncio.to_thread(shares.step)
+            except PatchmoiError as exc:  # the database is unreachable: stop leading once the leases lapsed
+                self.last_error = f"leadership: {exc}"
+                if time.monotonic() - last_ok > shares.ttl and (shares.held or shares.coordinator):
+                    shares.held.clear()
+                    shares.coordinator = False
+                    log_event("service.leadership_lapsed", holder=self.holder, error=str(exc))
+            else:
+                last_ok = time.monotonic()
+                if self.last_error and self.last_error.startswith("leadership: "):
+                    self.last_error = None
+                await self._apply_moves(moves)
+                if shares.coordinator and not was_coordinator:
+                    await asyncio.to_thread(self.recovery.close_interrupted)
+                    self._outbox_wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), STEP_SECONDS)
+
+    async def _apply_moves(self, moves: Moves) -> None:
+        shares = self.shares
+        assert shares is not None
+        sources = [s.id for s in self.sources_file.load()]
+        if moves.gained:  # polled by another replica until now: its saved state is the truth, poll them soon
+            gained = shards_of(sources, moves.gained, shares.shards)
+            fresh = await asyncio.to_thread(self.store.read_state)
+            self.poller.state.adopt(gained, fresh)
+            for sid in gained:
+                self._due[sid] = 0.0
+        if moves.surplus and not any(sid in self._running for sid in shards_of(sources, moves.surplus)):
+            self.poller.state.flush()  # what this replica knows of them, before another polls them
+            await asyncio.to_thread(shares.hand_over, moves.surplus)
 
     def indexing(self) -> dict[str, Any] | None:
         """While the store's indexes are being built: overall percent and each collection's progress."""
@@ -231,7 +289,10 @@ class Service:
         # Polling has stopped: save the cursors and hand the lease over now, so a process started meanwhile
         # polls at once, while local runs still get their grace (their records do not need the lease).
         self.poller.state.flush()
-        self.store.release_lease(POLLER_LEASE, self.holder)
+        if self.shares is not None:
+            await asyncio.to_thread(self.shares.release_all)
+        else:
+            self.store.release_lease(POLLER_LEASE, self.holder)
         self.polling = False
         await self.dispatcher.shutdown(grace=10.0)
         await self.fetcher.aclose()
@@ -281,7 +342,7 @@ class Service:
         due = self._due
         last_flush = last_renew = time.monotonic()
         while not self._stop.is_set():
-            if time.monotonic() - last_renew >= LEASE_TTL / 3:
+            if self.shares is None and time.monotonic() - last_renew >= LEASE_TTL / 3:
                 last_renew = time.monotonic()
                 if not self.store.renew_lease(POLLER_LEASE, self.holder, LEASE_TTL):
                     self.polling = False  # another replica leads now: it polls, this process still serves
@@ -293,7 +354,10 @@ class Service:
             # Tasks only for what can run now: a thousand created in one turn would hold the loop (and the API)
             # for tens of milliseconds; the rest start on the next turns, a few milliseconds apart.
             room, backlog = max(0, self.poller.concurrency - len(running)), False
+            shares = self.shares
             for src in sources:
+                if shares is not None and not shares.owns(src.id):
+                    continue  # another replica polls it
                 if src.id not in running and due.get(src.id, 0.0) <= now:
                     if not room:
                         backlog = True
@@ -316,7 +380,11 @@ class Service:
                 except StoreWriteError as exc:  # a full disk: keep polling, the next flush tries again
                     self.last_error = str(exc)
                     log_event("feed.state_write_failed", error=str(exc))
-            waiting = [t - time.monotonic() for sid, t in due.items() if sid not in running]
+            waiting = [
+                t - time.monotonic()
+                for sid, t in due.items()
+                if sid not in running and (shares is None or shares.owns(sid))
+            ]
             wake = min([0.25, *waiting]) if not running else (0.005 if backlog else 0.05)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.02, wake))
@@ -344,6 +412,14 @@ class Service:
             raise PollerUnavailable("the service is stopping")
         if self.worker is not None:
             return await self.worker.poll_now(source.id)
+        if self.shares is not None and not self.shares.owns(source.id):
+            holder = await asyncio.to_thread(self.store.lease_holder, shard_lease(shard_of(source.id)))
+            raise PollerBusy(
+                f"source {source.id} is polled by replica {holder or '(none yet: replicas are starting)'}; "
+                "ask that replica, or wait for its next poll (one replica polls each source)"
+            )
+        if self.shared and not self.polling:
+            raise PollerUnavailable("this replica does not poll (no feed sources configured, or it is stopping)")
         if not self.polling:  # (PollerBusy when another process polls this DATA_DIR)
             return await poll_source_now(self.settings, self.store, source.id, dispatcher=self.dispatcher)
         task = self._running.get(source.id)
@@ -376,8 +452,9 @@ class Service:
         self.recovery.enqueue = enqueue_from_thread
         while not self._stop.is_set():  # (wait_for may swallow the cancel when _stop is set at that moment)
             try:
-                await asyncio.to_thread(self.recovery.attempts_for_dispatches)
-                self.recovery.notifications_for_outcomes()  # on the loop: the outbox hook wakes the sender
+                if self.coordinating:
+                    await asyncio.to_thread(self.recovery.attempts_for_dispatches)
+                    self.recovery.notifications_for_outcomes()  # on the loop: the outbox hook wakes the sender
                 if self.queue.qsize() < 100:
                     await asyncio.to_thread(self.recovery.queue_backlog)
             except PatchmoiError as exc:
@@ -456,7 +533,8 @@ class Service:
     async def _outbox_loop(self) -> None:
         while True:
             try:
-                await self.sender.deliver_pending(deadline=time.monotonic() + 60)
+                if self.coordinating:  # (with replicas, one sends: the coordinator)
+                    await self.sender.deliver_pending(deadline=time.monotonic() + 60)
             except Exception as exc:
                 self.last_error = f"notification sender: {exc}"
             self._outbox_wake.clear()
@@ -583,6 +661,9 @@ class Service:
             }
         sources = self.sources_file.load() if self.settings.feed_sources_path else []
         state = self.poller.state.data
+        shares = self.shares
+        if shares is not None:  # the sources other replicas poll: their state as those saved it
+            state = {**self.store.read_state(), **{sid: v for sid, v in state.items() if shares.owns(sid)}}
         per_source = []
         for s in sources:
             h = dict(self.poller.health.get(s.id, {"sourceId": s.id}))
@@ -592,6 +673,8 @@ class Service:
             if st.get("lastError") and "lastError" not in h:
                 h["lastError"] = st.get("lastError")
             h["intervalSeconds"] = s.poll_interval_seconds
+            if shares is not None:
+                h["polledHere"] = shares.owns(s.id)
             per_source.append(h)
         store = self.store.health()
         return {
@@ -603,7 +686,8 @@ class Service:
             "dispatchFailures": self.dispatch_failures[-10:],
             "startedAt": self.started_at,
             "polling": self.polling,
-            "pollerLockHolder": None if self.polling else self.store.lease_holder(POLLER_LEASE),
+            "pollerLockHolder": None if self.polling or self.shared else self.store.lease_holder(POLLER_LEASE),
+            **({"replica": shares.describe()} if shares is not None else {}),
             "sourcesError": self.sources_file.error,
             "sources": per_source,
             "dispatchQueueDepth": self.queue.qsize(),

@@ -31,7 +31,7 @@ from patchmoi.core.operations import (
 )
 from patchmoi.core.pollnow import poll_source_now
 from patchmoi.core.records import iso_at
-from patchmoi.core.store import Cursor, Kind, Store
+from patchmoi.core.store import Cursor, Kind, store_for
 from patchmoi.core.tls import tls_context
 from patchmoi.core.workspace.adopt import AdoptRefused
 from patchmoi.tui.remote_stream import StreamUnsupported, stream_changes
@@ -127,7 +127,7 @@ class LocalClient:
 
     def __init__(self, settings: Settings, *, read_only: bool = False, workspace: Path | None = None) -> None:
         self.settings = settings
-        self.store = Store(settings.data_dir)
+        self.store = store_for(settings)
         self.store.ensure()
         self.read_only = read_only
         self.label = f"local {settings.data_dir}"

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from patchmoi.core.config import Settings
 from patchmoi.core.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, NotFoundError
 from patchmoi.core.shortid import resolve
-from patchmoi.core.store import Kind, Store, Warming
+from patchmoi.core.store import Kind, Store, Warming, store_for
 
 __all__ = [
     "EVENT_FILTER_HELP",
@@ -88,9 +88,9 @@ class IndexProgress:
 
 def open_store(settings: Settings, *, must_exist: bool = True) -> Store:
     data_dir = Path(settings.data_dir)
-    if must_exist and not data_dir.is_dir():
+    if must_exist and not settings.database_url and not data_dir.is_dir():
         raise NotFoundError(f"data directory {data_dir} does not exist (set DATA_DIR or pass --data-dir)")
-    store = Store(data_dir)
+    store = store_for(settings)
     store.report_progress(IndexProgress())  # a first read of a big DATA_DIR builds its index: say how far
     return store
 

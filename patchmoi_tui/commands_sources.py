@@ -13,7 +13,7 @@ from patchmoi.core.errors import NotFoundError, UsageError
 from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
 from patchmoi.core.feeds.preview import PreviewError, preview_source
 from patchmoi.core.sources import FeedSource, load_sources
-from patchmoi.core.store import Store
+from patchmoi.core.store import store_for
 from patchmoi.tui.cliutil import EXIT_FAIL, EXIT_OK, emit_json
 from patchmoi.tui.textfmt import relative_time, shorten, table
 
@@ -92,7 +92,9 @@ def _load(settings: Settings) -> list[FeedSource]:
 
 def _state(settings: Settings) -> dict[str, Any]:
     data_dir = Path(settings.data_dir)
-    return Store(data_dir).read_state_safely() if data_dir.is_dir() else {}
+    if not settings.database_url and not data_dir.is_dir():
+        return {}
+    return store_for(settings).read_state_safely()
 
 
 def policy_text(source: FeedSource) -> str:

@@ -218,6 +218,15 @@ class FeedState:
             self.urgent = True
             self.maybe_flush()
 
+    def adopt(self, source_ids: set[str], fresh: dict[str, Any]) -> None:
+        """Sources this poller leads from now on (another replica polled them): their state as saved."""
+        for sid in source_ids:
+            self.changed.discard(sid)
+            if isinstance(fresh.get(sid), dict):
+                self.data[sid] = fresh[sid]
+            else:
+                self.data.pop(sid, None)
+
     def maybe_flush(self) -> None:
         """Flush if a cursor moved and the last flush is `FLUSH_EVERY` old (the poll loop calls this often)."""
         if self.urgent and time.monotonic() - self._flushed_at >= FLUSH_EVERY:

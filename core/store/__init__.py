@@ -1,10 +1,12 @@
 """Records, feed state and leases behind one contract (`contract.RecordStore`); `Store` is what callers hold.
 
-The JSONL files of a DATA_DIR (`local.JsonlStore`) are the embedded default. Only this package knows how a
+The JSONL files of a DATA_DIR (`local.JsonlStore`) are the embedded default; `store_for` opens PostgreSQL
+(`postgres.PostgresStore`) instead when PATCHMOI_DATABASE_URL is set. Only this package knows how a
 store keeps its data (files, offsets, indexes, locks).
 """
 
 from patchmoi.core.store.contract import LATEST, Change, Cursor, Kind, RecordStore, Warming
+from patchmoi.core.store.factory import shown_database_url, store_for
 from patchmoi.core.store.store import DEFAULT_LIMIT, MAX_LIMIT, Store, parse_limit
 
 __all__ = [
@@ -18,4 +20,6 @@ __all__ = [
     "Store",
     "Warming",
     "parse_limit",
+    "shown_database_url",
+    "store_for",
 ]

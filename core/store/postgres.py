@@ -946,6 +946,23 @@ class PostgresStore:
         return False
 
     # -- health ------------------------------------------------------------------------------------------
+    def migrate(self) -> tuple[int, list[int]]:
+        """Apply the migrations the database lacks now (`patchmoi db migrate`; opening the store does it too):
+        the version it had before and the versions applied."""
+        try:
+            with self._connect("patchmoi-migrate") as conn:
+                self._check_server(conn)
+                before = pgschema.applied_version(conn)
+                try:
+                    applied = pgschema.migrate(conn)
+                except pgschema.SchemaTooNew as exc:
+                    raise ConfigError(f"{self.location}: {exc}") from None
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.location}: {self._safe(exc)}") from exc
+        if applied:
+            log_event("store.migrated", location=self.location, versions=applied)
+        return before, applied
+
     def health(self) -> dict[str, Any]:
         """`location` (without the password), the server's version, the schema's, and record counts; a
         database that cannot be reached is `degraded`, not an exception."""

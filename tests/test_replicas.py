@@ -1,0 +1,218 @@
+"""Three `patchmoi serve` replicas on one PostgreSQL database (#17): each source polled by one replica, a
+SIGKILLed leader's sources taken over within 10 s, and nothing recorded, dispatched or delivered twice."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from patchmoi.core.store import Kind, Store
+from patchmoi.core.store.postgres import PostgresStore
+
+from .conftest import PYTHON, ROOT
+from .feeds import atom_releases, source
+from .loopback import FakeBackend, LoopbackServer, Reply, free_port
+
+T = TypeVar("T")
+TOKEN = "replica-test-token"
+SOURCES = 200
+INTERVAL = 2.0
+TAKEOVER_LIMIT = 10.0
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout:g} s")
+
+
+class Feeds:
+    """200 releases.atom feeds on one loopback server; when each was last fetched."""
+
+    def __init__(self, server: LoopbackServer) -> None:
+        self.server = server
+        self.tags: dict[int, list[str]] = {i: ["v1.0.0"] for i in range(SOURCES)}
+        self.lock = threading.Lock()
+        self.fetched: dict[int, list[float]] = {i: [] for i in range(SOURCES)}
+        server.route_prefix("/f/", self._feed)
+
+    def _feed(self, request: Any) -> Reply:
+        i = int(request.path.removeprefix("/f/").removesuffix(".atom"))
+        with self.lock:
+            self.fetched[i].append(time.monotonic())
+            tags = list(self.tags[i])
+        return Reply(body=atom_releases(tags, repo=f"acme/fork{i}", repo_id=str(1000 + i)))
+
+    def release(self, indexes: range | list[int], tag: str) -> None:
+        with self.lock:
+            for i in indexes:
+                self.tags[i].insert(0, tag)
+
+    def first_fetch_after(self, i: int, moment: float) -> float | None:
+        with self.lock:
+            return next((t for t in self.fetched[i] if t > moment), None)
+
+
+class Replica:
+    def __init__(self, n: int, tmp_path: Path, env: dict[str, str]) -> None:
+        self.n = n
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = (tmp_path / f"replica{n}.log").open("w")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "patchmoi", "serve", "--port", str(self.port)],
+            cwd=ROOT,
+            env={**env, "DATA_DIR": str(tmp_path / f"replica{n}")},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its poll worker is in its group: SIGKILL takes both
+        )
+
+    def ready(self) -> dict[str, Any] | None:
+        try:
+            r = httpx.get(f"{self.base}/readyz", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        except httpx.HTTPError:
+            return None
+        body = r.json()
+        return body if r.status_code == 200 and isinstance(body.get("replica"), dict) else None
+
+    def polls(self) -> set[str]:
+        ready = self.ready() or {}
+        return {s["sourceId"] for s in ready.get("sources", []) if s.get("polledHere")}
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def replicas(
+    tmp_path: Path, postgres_url: str, server: LoopbackServer
+) -> Iterator[tuple[list[Replica], Feeds, FakeBackend]]:
+    feeds = Feeds(server)
+    backend = FakeBackend(server, secret="s", prefix="/backend")
+    sources = [
+        {
+            **source(
+                f"s{i}",
+                f"{server.url}/f/{i}.atom",
+                repo=f"acme/fork{i}",
+                target={"mode": "workspace_flow", "eventType": "upstream.release"},
+            ),
+            "pollIntervalSeconds": INTERVAL,
+        }
+        for i in range(SOURCES)
+    ]
+    path = tmp_path / "feed-sources.json"
+    path.write_text(json.dumps({"sources": sources}))
+    env = {
+        "PATH": os.environ["PATH"],
+        "FEED_SOURCES_PATH": str(path),
+        "PATCH_ADMIN_TOKEN": TOKEN,
+        "PATCHMOI_MIN_POLL_SECONDS": str(INTERVAL),
+        "PATCHMOI_DATABASE_URL": postgres_url,
+        "PATCH_WORKSPACE_BACKEND_URL": backend.url,
+        "PATCH_WORKSPACE_BACKEND_SECRET": "s",
+    }
+    started = [Replica(n, tmp_path, env) for n in range(3)]
+    try:
+        yield started, feeds, backend
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+@pytest.mark.slow
+def test_three_replicas_share_the_sources_survive_a_sigkill_and_do_nothing_twice(
+    replicas: tuple[list[Replica], Feeds, FakeBackend], postgres_url: str, tmp_path: Path
+) -> None:
+    group, feeds, backend = replicas
+    store = Store(PostgresStore(postgres_url), data_dir=tmp_path / "reader")
+
+    def logs() -> str:
+        return "\n".join(f"--- replica {r.n}\n" + (tmp_path / f"replica{r.n}.log").read_text()[-3000:] for r in group)
+
+    try:
+        wait_for(lambda: all(r.ready() for r in group), 60, "three replicas answering /readyz")
+
+        def primed() -> bool:
+            states = store.read_state()
+            return sum(1 for s in states.values() if isinstance(s, dict) and s.get("primed")) == SOURCES
+
+        wait_for(primed, 60, "every source primed")
+
+        def shared_out() -> list[set[str]] | None:
+            polled = [r.polls() for r in group]
+            return polled if sum(len(p) for p in polled) == SOURCES and all(polled) else None
+
+        polled = wait_for(shared_out, 30, "the sources shared out among the three")
+        assert set().union(*polled) == {f"s{i}" for i in range(SOURCES)}  # each once: the sizes add up to 200
+
+        # wave 1: 50 releases, all recorded and dispatched before anything is killed
+        feeds.release(range(50), "v1.1.0")
+        wait_for(lambda: len(backend.events) >= 50, 60, "wave 1 delivered")
+
+        # SIGKILL the replica that polls s0; then releases on every source it polled
+        leader = next(r for r, p in zip(group, polled, strict=True) if "s0" in p)
+        orphaned = sorted(int(sid[1:]) for sid in polled[group.index(leader)])
+        killed_at = time.monotonic()
+        leader.kill()
+        feeds.release(orphaned, "v1.2.0")
+        survivors = [r for r in group if r is not leader]
+
+        def taken_over() -> list[float] | None:
+            times = [feeds.first_fetch_after(i, killed_at) for i in orphaned]
+            return [t - killed_at for t in times if t is not None] if all(times) else None
+
+        delays = wait_for(taken_over, 30, "the killed replica's sources polled again")
+        p50 = sorted(delays)[len(delays) // 2]
+        print(f"takeover: {len(orphaned)} sources, first poll after the kill p50 {p50:.2f} s, max {max(delays):.2f} s")
+        assert max(delays) <= TAKEOVER_LIMIT, (max(delays), logs())
+        wait_for(lambda: sum(len(r.polls()) for r in survivors) == SOURCES, 30, "the survivors polling all 200 sources")
+
+        # wave 3: a release on every source
+        feeds.release(range(SOURCES), "v1.3.0")
+        expected = 50 + len(orphaned) + SOURCES
+        wait_for(lambda: len(backend.events) >= expected, 90, f"{expected} events delivered")
+        time.sleep(2 * INTERVAL)  # anything done twice would show by now
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{logs()}") from None
+
+    events = store.every(Kind.EVENTS, {})
+    tags = Counter((e["payload"]["sourceId"], e["payload"]["tag"]) for e in events)
+    assert len(events) == expected and max(tags.values()) == 1  # 0 duplicate flow events, 0 missed
+    assert {sid for sid, tag in tags if tag == "v1.2.0"} == {f"s{i}" for i in orphaned}
+    dispatches = Counter(d["eventId"] for d in store.every(Kind.DISPATCHES, {}))
+    assert len(dispatches) == expected and max(dispatches.values()) == 1  # 0 duplicate dispatches
+    posts = Counter(backend.webhook_ids)
+    assert len(posts) == expected and max(posts.values()) == 1, posts.most_common(3)  # 0 duplicate POSTs
+    signals = store.every(Kind.SIGNALS, {})
+    assert len(signals) == len({(s["sourceId"], s["entryId"]) for s in signals})
