@@ -6,6 +6,10 @@ the steady state: store open time in a fresh process, newest-50 list, filtered l
 attempts, cross-process follow latency (p50/p95) and the reader's peak RSS growth.
 
     .venv/bin/python bench/store_bench.py [--events 1000000] [--dir DIR] [--keep]
+    .venv/bin/python bench/store_bench.py --store postgres [--events 1000000] [--url URL] [--fast]
+
+`--store postgres` runs the same figures on the PostgreSQL store (bench/store_bench_pg.py, which takes the rest
+of the arguments).
 """
 
 from __future__ import annotations
@@ -174,7 +178,19 @@ asyncio.run(main())
 
 
 def main() -> None:
+    if "--store" in sys.argv:
+        at = sys.argv.index("--store")
+        kind = sys.argv[at + 1] if at + 1 < len(sys.argv) else ""
+        if kind not in ("jsonl", "postgres"):
+            sys.exit("--store: jsonl (the default) or postgres")
+        del sys.argv[at : at + 2]
+        if kind == "postgres":
+            import store_bench_pg
+
+            store_bench_pg.main()
+            return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", choices=("jsonl", "postgres"), default="jsonl", help="which store (see above)")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--dir", type=Path)
     ap.add_argument("--keep", action="store_true")

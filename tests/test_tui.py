@@ -26,8 +26,9 @@ EID = "patch:gh-widget:tag:github.com,2008:Repository/1/v1.2.0:upstream.release"
 EID2 = "patch:gh-gadget:tag:github.com,2008:Repository/2/v3.0.0:upstream.release"
 
 
-def seed(data_dir: Path, workspace: Path | None = None) -> None:
-    store = Store(data_dir)
+def seed(data_dir: Path, workspace: Path | None = None, *, store: Store | None = None) -> None:
+    """The records the dashboard tests read, written to DATA_DIR's files (or to `store`)."""
+    store = store or Store(data_dir)
     store.append_many(
         Kind.SIGNALS,
         [
