@@ -20,7 +20,7 @@ from patchmoi.core.errors import NotFoundError, PatchmoiError
 from patchmoi.core.gc import collect
 from patchmoi.core.records import AttemptJson, now_iso
 from patchmoi.core.store import Kind, Store
-from patchmoi.core.workspace.adopt import AdoptRefused, adopt_candidate
+from patchmoi.core.workspace.adopt import AdoptRefused, adopt_candidate, already_based
 from patchmoi.core.workspace.gitrun import GitError
 
 
@@ -77,6 +77,12 @@ def check_adoptable(store: Store, attempt: Mapping[str, Any], *, reviewed: bool)
             "rebuild has a candidate to adopt"
         )
     artifacts = rebuild_report(store, attempt)
+    if not reviewed and already_based(artifacts):
+        raise AdoptRefused(
+            f"attempt {attempt.get('id')} rebuilt on upstream {str(artifacts.get('upstreamSha'))[:12]}, which the "
+            "fork's main already contains: adopting would move main back to an older release (or rewrite it on "
+            "the same one); adopt with --reviewed if that is what you want"
+        )
     if artifacts.get("needsReview") and not reviewed:
         raise AdoptRefused(
             f"attempt {attempt.get('id')} needs review before adoption: "

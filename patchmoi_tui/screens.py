@@ -179,6 +179,8 @@ def review_note(attempt: dict[str, Any], artifacts: dict[str, Any]) -> str | Non
     """Why the rebuild wants a person to look before adoption (None: it does not)."""
     if artifacts.get("needsReview"):
         return review_reason(artifacts)
+    if "already contains" in str(attempt.get("adoptionError") or ""):  # core.adopt: main is on this upstream or later
+        return "main is already on this upstream or a newer one: adopting moves it back"
     message = str(attempt.get("message") or "")
     return message if "review" in message.lower() else None
 

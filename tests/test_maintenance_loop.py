@@ -608,3 +608,27 @@ async def test_clean_fork_adopts_a_same_tree_release_that_retires_a_merged_patch
     again = store.get_attempt(replay.attempt["id"])
     assert again is not None and again["status"] == "completed", again
     assert "adoption" not in again and "adoptionError" not in again
+
+
+async def test_a_retry_of_an_older_release_never_moves_main_back_on_its_own(tmp_path: Path, data_dir: Path) -> None:
+    """An operator retries a release the fork has moved past (the review of #16 saw main go from v1.4.9 to v1.2.0
+    after a retry of an old, resolved attempt): the rebuild runs, but its candidate is not adopted without a
+    person saying so (`--reviewed`)."""
+    forge = Forge(tmp_path, config='[adopt]\nmode = "clean"\n', patches=2)
+    store = Store(data_dir)
+    forge.release("v1.1.0", {"README": "upstream 1.1\n"})
+    first = await release(store, forge, "v1.1.0")
+    forge.release("v1.2.0", {"README": "upstream 1.2\n"})
+    await release(store, forge, "v1.2.0")
+    on_v12 = forge.rev("main")
+    assert present(store.get_attempt(first.attempt["id"])).get("adoption")
+    again = await release(store, forge, "v1.1.0")  # the same event, retried
+    attempt = present(store.get_attempt(again.attempt["id"]))
+    assert attempt["status"] == "changed" and "adoption" not in attempt
+    assert "which the fork's main already contains" in attempt["adoptionError"]
+    assert forge.rev("main") == on_v12
+    with pytest.raises(AdoptRefused, match="--reviewed"):
+        adopt(store, attempt["id"], by="tester")
+    assert forge.rev("main") == on_v12
+    adopt(store, attempt["id"], by="tester", reviewed=True)  # a person means it
+    assert forge.rev("main") == artifacts(store, again)["afterSha"]
