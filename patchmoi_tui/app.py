@@ -231,6 +231,7 @@ class PatchmoiApp(App[None]):
             table, spec = self.table(kind), TAB_BY_KIND[kind]
         except NoMatches:  # starting, or shutting down: the tabs are not there
             return
+        self.update_status()  # "updated 40s ago" ages too: a server that went quiet shows
         columns = self.columns.get(kind) or []
         if not table.row_count or not columns or columns[0][0].label != "AGE":
             return
@@ -493,7 +494,8 @@ class PatchmoiApp(App[None]):
                     self.last_error = None  # the server answers again
                 self.update_status()
         except PatchmoiError as exc:  # a refused token: waiting will not help; ctrl+r tries again
-            self.last_error = f"live updates stopped: {exc}"
+            if self.client.connection() is None:  # (a remote client says it there already)
+                self.last_error = f"live updates stopped: {exc}"
             self.tail_stopped = True
             self.update_status()
 
@@ -652,6 +654,7 @@ class PatchmoiApp(App[None]):
             self.update_status()  # (what it says can depend on the tab: an empty queue)
             if kind == "sources":
                 self.describe_source()
+            self.tick_ages()  # its ages were last computed when it was shown
             if kind in self.stale:  # a filter set on another tab: its search starts now
                 await self.reload(kind)
                 self.update_status()

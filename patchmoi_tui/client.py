@@ -292,6 +292,10 @@ def no_chain(kind: str, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+HEALTH_TIMEOUT = 5.0
+"""Seconds a remote dashboard waits for `/readyz` before it says the server does not answer."""
+
+
 class RemoteClient:
     """The HTTP API of a running `patchmoi serve` (admin token as Bearer); live through its `/stream`.
 
@@ -313,6 +317,9 @@ class RemoteClient:
         self._stop = asyncio.Event()
         self._last: dict[str, str] = {}
         self._down: tuple[float, str] | None = None  # since when, and why, the server does not answer
+        self._down_by_health = False  # `_down` was set by a failed /readyz (a hung server: the stream is silent)
+        self._refused = False  # the server refused the token: waiting will not help
+        self._answered = time.time()  # the last time the server answered (what `since` says when it stops)
         self._warming: str | None = None  # the server's /readyz "indexing" message, while it builds
         self.streaming: bool | None = None  # the server streams changes (None: not known yet; False: it polls)
 
@@ -517,7 +524,18 @@ class RemoteClient:
         return len(attempts), len(attempts) >= OPEN_LIMIT
 
     async def health(self) -> dict[str, Any]:
-        resp = await self._fetch("/readyz")
+        """`/readyz`, with a short timeout and no second try: a server that hangs (stopped, swapping) while its
+        stream stays open is noticed within seconds, not at the stream's idle timeout."""
+        try:
+            resp = await self.http.get("/readyz", timeout=HEALTH_TIMEOUT)
+        except httpx.HTTPError as exc:
+            reason = f"cannot reach {self.base}: {type(exc).__name__}"
+            if self._down is None:
+                self._down, self._down_by_health = (self._answered, reason), True
+            raise PatchmoiError(reason) from None
+        self._answered = time.time()
+        if self._down_by_health:
+            self._down, self._down_by_health = None, False
         if resp.status_code == 503 and resp.headers.get("content-type", "").startswith("application/json"):
             body = resp.json()  # 503 while the server builds its indexes: the body says how far
             if isinstance(body, dict) and body.get("status") == "indexing":
@@ -544,7 +562,11 @@ class RemoteClient:
         if self.streaming is not False:
             try:
                 async for tabs in stream_changes(
-                    self.http, stop=self._stop, on_state=self._stream_state, on_open=self._stream_open
+                    self.http,
+                    stop=self._stop,
+                    on_state=self._stream_state,
+                    on_open=self._stream_open,
+                    resumed=self._down is not None,
                 ):
                     yield tabs
                 return
@@ -553,18 +575,24 @@ class RemoteClient:
                 was_down, self._down = self._down is not None, None
                 if was_down:
                     yield set(KINDS)
+            except PatchmoiError as exc:  # the token was refused (401): said until a stream opens again
+                self._refused = True
+                self._down = (self._down[0] if self._down else time.time(), str(exc))
+                raise
         async for tabs in self._poll_changes():
             yield tabs
 
     def _stream_open(self) -> None:
         self.streaming = True
+        self._refused = False
+        self._answered = time.time()
 
     def _stream_state(self, reason: str | None) -> None:
         """The stream's connection failed (why) or works again (None): what `connection()` says."""
         if reason is None:
-            self._down = None
+            self._down, self._down_by_health = None, False
         elif self._down is None:
-            self._down = (time.time(), reason)
+            self._down = (self._answered, reason)
         else:  # still down: keep since when, say the latest reason
             self._down = (self._down[0], reason)
 
@@ -602,9 +630,11 @@ class RemoteClient:
         if self._down is None:
             return None
         since, error = self._down
+        if self._refused:
+            return f"{self.base} refused the admin token (401): set --token or PATCH_ADMIN_TOKEN · ctrl+r: again"
         clock = time.strftime("%H:%M:%S", time.localtime(since))
         how = "reconnecting" if self.streaming is not False else f"retrying every {self.interval:g}s"
-        return f"no answer from {self.base} since {clock} ({error.split(': ', 1)[-1]}); {how} · ctrl+r: now"
+        return f"no answer from {self.base} since {clock} · ctrl+r: now · {how} ({error.split(': ', 1)[-1]})"
 
     async def close(self, grace: float = 5.0) -> None:
         self._stop.set()

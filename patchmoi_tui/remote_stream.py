@@ -31,7 +31,7 @@ TABS = ("signals", "events", "attempts", "dispatches", "runs")
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 5.0
 CONNECT_TIMEOUT = 5.0
-IDLE_TIMEOUT = 60.0
+IDLE_TIMEOUT = 35.0
 MAX_LINE = 1 << 20
 """A line longer than this (no newline in 1 MiB) is not the server's stream: the connection is dropped."""
 _EOL = re.compile(r"[\r\n]")
@@ -129,6 +129,7 @@ async def stream_changes(
     on_state: Callable[[str | None], None],
     on_open: Callable[[], None] | None = None,
     kinds: Iterable[str] | None = None,
+    resumed: bool = False,
     path: str = "/stream",
     connect_timeout: float = CONNECT_TIMEOUT,
     idle_timeout: float | None = IDLE_TIMEOUT,
@@ -139,12 +140,14 @@ async def stream_changes(
     `http` is the dashboard's client (its base URL and admin token). `on_state(reason)` is called whenever a
     connection fails (it is then tried again), followed by an empty set (nothing to reload; the status line is
     drawn again, as the polling client's empty sets do); `on_state(None)` once one works again, and its first
-    set is then every tab. `on_open()` is called each time a stream is open (the first one included). Raises
+    set is then every tab. `on_open()` is called each time a stream is open (the first one included).
+    `resumed`: the caller knew the server as down (a restart after a refused token, say): the first stream that
+    opens is then such a return too (`on_state(None)`, every tab). Raises
     StreamUnsupported on a 404 (or a 200 that is not an event stream), and
     PatchmoiError when the token is refused (401): waiting will not help either."""
     delay = backoff[0]
-    lost = False  # a connection failed since the last one that worked: reload every tab on the next
-    reported = False  # on_state(reason) was called: on_state(None) is owed
+    lost = resumed  # a connection failed since the last one that worked: reload every tab on the next
+    reported = resumed  # on_state(reason) was called: on_state(None) is owed
     params = {"kinds": ",".join(sorted(set(kinds)))} if kinds else None
     timeout = httpx.Timeout(None, connect=connect_timeout)
     headers = {"accept": "text/event-stream", "cache-control": "no-cache"}

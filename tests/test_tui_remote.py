@@ -218,3 +218,68 @@ async def test_remote_mode_polls_a_server_without_a_stream(tmp_path: Path) -> No
             Store(data).record_event({"id": "e-polled", "type": "upstream.release", "payload": {}})
             await wait_for(pilot, lambda: app.table("events").row_count == 3)
             assert app.table("events").row_count == 3 and "error" not in status(app)
+
+
+async def test_a_refused_token_is_said_and_cleared_by_ctrl_r_once_the_server_takes_it(tmp_path: Path) -> None:
+    """(review of #16) The server died, came back with another token, then with the right one: the status line
+    said `no answer … reconnecting` forever, even after ctrl+r brought rows again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    seed(data)
+    port = free_port()
+    first = serving(data, port)
+    url = first.__enter__()
+    try:
+        client = RemoteClient(url, TOKEN, interval=0.2)
+        app = PatchmoiApp(client, clock=lambda: NOW, health_interval=3600)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: client.streaming is True)
+            first.__exit__(None, None, None)
+            await wait_for(pilot, lambda: "no answer from" in status(app))
+            with serving(data, port, env={"PATCH_ADMIN_TOKEN": "another-token"}):
+                await wait_for(pilot, lambda: "refused the admin token" in status(app), tries=300)
+                assert "PATCH_ADMIN_TOKEN" in status(app) and "reconnecting" not in status(app)
+            with serving(data, port):  # the right token again
+                await pilot.press("ctrl+r")
+                await wait_for(pilot, lambda: "refused" not in status(app) and "no answer" not in status(app))
+                assert client.connection() is None and not app.tail_stopped
+                Store(data).record_event({"id": "e-after", "type": "upstream.release", "payload": {}})
+                await pilot.press("2")
+                await wait_for(pilot, lambda: app.table("events").row_count == 3)
+    finally:
+        first.__exit__(None, None, None)
+
+
+async def test_a_hung_server_is_noticed_by_the_health_check_and_cleared_when_it_answers(tmp_path: Path) -> None:
+    """A server that accepts connections but answers nothing (SIGSTOP, a swap storm): the stream stays silent,
+    so /readyz's short timeout says it, within seconds, with the time it last answered."""
+    import asyncio
+
+    hung = True
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        while hung:
+            await asyncio.sleep(0.05)
+        body = b'{"status":"ok","sources":[]}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body))
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RemoteClient(f"http://127.0.0.1:{port}", TOKEN)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception, match="cannot reach"):
+            await client.health()
+        assert time.monotonic() - started < 7  # HEALTH_TIMEOUT, one try
+        said = client.connection()
+        assert said is not None and "no answer from" in said and "ctrl+r: now" in said[:80]
+        hung = False
+        assert (await client.health())["status"] == "ok"
+        assert client.connection() is None  # it answers again: cleared
+    finally:
+        await client.close()
+        server.close()
