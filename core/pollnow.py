@@ -109,7 +109,9 @@ async def poll_source_now(
     source = find_source(configured_sources(settings), source_id, settings)
     own = store_for(settings, data_dir=store.data_dir)
     holder = str(os.getpid())
-    if not own.acquire_lease(POLLER_LEASE, holder, LEASE_TTL):
+    # held for the whole poll, never renewed meanwhile: longer than the longest fetch can take (a git source, a
+    # PATCHMOI_FETCH_DEADLINE above 30 s), so no `serve` takes it over mid-poll (two writers of the feed state)
+    if not own.acquire_lease(POLLER_LEASE, holder, max(LEASE_TTL, settings.fetch_deadline + 60)):
         busy = own.lease_holder(POLLER_LEASE)
         own.close()
         raise PollerBusy(busy_message(busy, store.data_dir))

@@ -22,7 +22,7 @@ import httpx
 from patchmoi.core.config import Settings
 from patchmoi.core.dispatch.contract import BackendQueries
 from patchmoi.core.dispatch.transports import backend_for_url
-from patchmoi.core.errors import ConfigError, PatchmoiError, StoreWriteError
+from patchmoi.core.errors import ConfigError, NotFoundError, PatchmoiError, StoreWriteError
 from patchmoi.core.events import branch_key
 from patchmoi.core.feeds import workers as parse_workers
 from patchmoi.core.feeds.fetch import Fetcher, FetchLimits
@@ -72,6 +72,8 @@ class SourcesFile:
         return self.sources
 
 
+POLL_NOW_REUSE_SECONDS = 1.0
+"""A poll-now asked for within this long after the last one finished gets that one's answer (`reused`)."""
 WARM_WAIT_SECONDS = 0.5
 """How long a server's start waits for the store's indexes before it answers with `indexing` instead."""
 
@@ -133,6 +135,8 @@ class Service:
         self.dispatch_concurrency = dispatch_concurrency
         self._running: dict[str, asyncio.Task[PollReport]] = {}  # the poll loop's polls under way, by source
         self._due: dict[str, float] = {}  # when the poll loop polls each source next (monotonic)
+        self._asked: set[str] = set()  # sources whose poll under way an operator asked for (poll now)
+        self._polled_now: dict[str, tuple[float, dict[str, Any]]] = {}  # the last poll-now answer, per source
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._outbox_wake = asyncio.Event()
@@ -390,15 +394,28 @@ class Service:
                 await asyncio.wait_for(self._stop.wait(), max(0.02, wake))
 
     def _schedule(self, source: FeedSource, report: PollReport) -> None:
-        """After a poll of `source`: when the next one is due (its interval, or a back-off after errors)."""
+        """After a poll of `source`: when the next one is due (its interval, or a back-off after errors). A
+        poll-now that failed never puts the next scheduled poll later (pressing `p` to see whether a feed
+        is back must not lengthen its back-off)."""
         delay = self.poller.next_due(source, report.status)
+        planned = self._due.get(source.id, 0.0) - time.monotonic()
+        if source.id in self._asked and report.status == "error" and planned > 0:
+            delay = min(delay, planned)
+        self._asked.discard(source.id)
         self._due[source.id] = time.monotonic() + delay
         self.poller.health.setdefault(source.id, {})["nextDueAt"] = iso_at(time.time() + delay)
 
     # -- poll one source now -----------------------------------------------------------------------------
     def source(self, source_id: str) -> FeedSource:
-        """The configured source with this id (the last good feed-sources.json); NotFoundError if none."""
-        return find_source(self.sources_file.load(), source_id, self.settings)
+        """The configured source with this id (the last good feed-sources.json); NotFoundError if none, or
+        ConfigError (`invalid_config`) when the file is invalid and its last good version does not have it."""
+        sources = self.sources_file.load()
+        try:
+            return find_source(sources, source_id, self.settings)
+        except NotFoundError:
+            if self.sources_file.error:
+                raise ConfigError(self.sources_file.error) from None
+            raise
 
     async def poll_now(self, source_id: str) -> dict[str, Any]:
         """Poll one source now and answer its summary (core.pollnow.summary).
@@ -422,9 +439,13 @@ class Service:
             raise PollerUnavailable("this replica does not poll (no feed sources configured, or it is stopping)")
         if not self.polling:  # (PollerBusy when another process polls this DATA_DIR)
             return await poll_source_now(self.settings, self.store, source.id, dispatcher=self.dispatcher)
+        recent = self._polled_now.get(source.id)
+        if recent is not None and time.monotonic() - recent[0] < POLL_NOW_REUSE_SECONDS:
+            return {**recent[1], "reused": True}  # asked again at once (a key held down): that poll's answer
         task = self._running.get(source.id)
         if task is None:
             task = self._running[source.id] = asyncio.create_task(self.poller.poll_source(source))
+            self._asked.add(source.id)
         try:
             report = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -437,7 +458,9 @@ class Service:
         self.poller.state.maybe_flush()
         health = self.poller.health.get(source.id, {})
         log_event("feed.poll_now", sourceId=source.id, status=report.status, emitted=report.emitted)
-        return summary(report, polled_at=health.get("lastPolledAt"), next_due_at=health.get("nextDueAt"))
+        answer = summary(report, polled_at=health.get("lastPolledAt"), next_due_at=health.get("nextDueAt"))
+        self._polled_now[source.id] = (time.monotonic(), answer)
+        return answer
 
     # -- dispatch ----------------------------------------------------------------------------------------
     async def _recovery_loop(self) -> None:

@@ -64,7 +64,9 @@ def parse_kinds(text: str | None) -> frozenset[str]:
     unknown = sorted(asked - set(TAB_NAMES))
     if unknown:
         raise ValueError(f"unknown kinds {', '.join(unknown)}; known: {', '.join(TAB_NAMES)}")
-    return frozenset(asked) or frozenset(TAB_NAMES)
+    if not asked:  # `,,,`: a client that meant something and sent nothing
+        raise ValueError(f"kinds names no tab; known: {', '.join(TAB_NAMES)} (or leave it out for all)")
+    return frozenset(asked)
 
 
 class Subscription:

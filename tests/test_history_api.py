@@ -219,7 +219,7 @@ def test_errors_are_400_invalid_request(http: httpx.Client) -> None:
     r = http.get("/history/notifications")
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
     assert "signals, events, attempts, dispatches, runs" in r.json()["message"]
-    for bad in ("garbage", "1e3", "12:34", "99999999999999999999999"):
+    for bad in ("garbage", "1e3", "12:34", "99999999999999999999999", "-1", "  1", "01", "1_0", "+5"):
         r = http.get("/history/attempts", params={"before": bad})
         assert r.status_code == 400, (bad, r.text)
         assert r.json()["error"] == "invalid_request" and "`before`" in r.json()["message"], bad

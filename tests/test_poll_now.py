@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from patchmoi.core.config import Settings
 from patchmoi.core.errors import NotFoundError
 from patchmoi.core.operations import POLLER_LEASE, build_dispatcher
 from patchmoi.core.pollnow import PollerBusy, poll_source_now
-from patchmoi.core.service import Service
+from patchmoi.core.service import POLL_NOW_REUSE_SECONDS, Service
 from patchmoi.core.store import Kind, Store
 from patchmoi.server.app import create_app
 
@@ -92,6 +93,7 @@ def test_poll_now_in_the_poll_worker(tmp_path: Path, server: LoopbackServer) -> 
         return dict(sources[0])
 
     def poll() -> dict[str, Any]:
+        time.sleep(POLL_NOW_REUSE_SECONDS + 0.1)  # presses apart: each polls (one at once gets the last answer)
         r = httpx.post(base + PATH, headers=H, timeout=60)
         assert r.status_code == 200, r.text
         return dict(r.json())
@@ -99,7 +101,8 @@ def test_poll_now_in_the_poll_worker(tmp_path: Path, server: LoopbackServer) -> 
     try:
         wait_for(lambda: ready_source().get("lastStatus") == "primed")  # the schedule's first poll
         fetched = feed.fetches
-        # failures back the schedule off, as the schedule's own failures would
+        planned = ready_source()["nextDueAt"]
+        # failures are counted, but a poll-now's failure never puts the schedule's next poll later
         feed.fail()
         assert poll()["status"] == "error"
         failed = poll()
@@ -107,7 +110,7 @@ def test_poll_now_in_the_poll_worker(tmp_path: Path, server: LoopbackServer) -> 
         health = ready_source()
         assert health["consecutiveErrors"] == 2 and health["lastPolledAt"] == failed["polledAt"]
         assert health["nextDueAt"] == failed["nextDueAt"]
-        assert 1.8 * INTERVAL <= seconds_between(health["nextDueAt"], health["lastPolledAt"]) <= 2.2 * INTERVAL
+        assert seconds_between(health["nextDueAt"], planned) < 1  # no later than planned (jitter may be earlier)
         # a new release: one signal, one flow event, and the back-off is over
         feed.set(["v1.1.0", "v1.0.0"])
         done = poll()
@@ -162,6 +165,35 @@ def test_poll_now_in_process(tmp_path: Path, server: LoopbackServer) -> None:
         assert 0.9 * INTERVAL <= seconds_between(done["nextDueAt"], done["polledAt"]) <= 1.1 * INTERVAL
         assert SID not in service._running  # reaped and scheduled, once
         assert client.post("/feed-sources/nope/poll", headers=H).status_code == 404
+
+
+@pytest.mark.slow
+def test_poll_now_of_a_failing_source_keeps_its_schedule_and_repeats_are_one_poll(
+    tmp_path: Path, server: LoopbackServer
+) -> None:
+    """(review of #16) 12 poll-nows of a failing feed moved its next poll from ~10 to ~80 minutes away, and 20
+    at once made 11 fetches; an invalid feed-sources.json answered `not_found`."""
+    feed = Feed(server, ["v1.0.0"])
+    sources = write_sources(tmp_path, server)
+    settings = Settings.from_env(env_for(tmp_path, sources))
+    service = Service(settings)
+    with TestClient(create_app(settings, service=service)) as client:
+        wait_for(lambda: service.poller.health.get(SID, {}).get("lastStatus") == "primed")
+        planned = client.get("/readyz", headers=H).json()["sources"][0]["nextDueAt"]
+        feed.fail()
+        answers = []
+        for _ in range(6):
+            answers.append(client.post(PATH, headers=H).json())
+            service._polled_now.clear()  # past the reuse window, as presses seconds apart are
+        assert all(a["status"] == "error" for a in answers)
+        assert service.poller.health[SID]["consecutiveErrors"] == 6
+        assert client.get("/readyz", headers=H).json()["sources"][0]["nextDueAt"] <= planned  # not pushed back
+        fetches = feed.fetches
+        again = [client.post(PATH, headers=H).json() for _ in range(5)]  # a key held down
+        assert feed.fetches == fetches + 1 and [a.get("reused") for a in again] == [None, True, True, True, True]
+        sources.write_text("{not json")  # an operator's broken edit: the last good list is kept, and said
+        r = client.post("/feed-sources/added-in-the-broken-edit/poll", headers=H)
+        assert r.status_code == 500 and r.json()["error"] == "invalid_config" and str(sources) in r.json()["message"]
 
 
 # -- a server that does not poll -----------------------------------------------------------------------------

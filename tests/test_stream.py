@@ -235,6 +235,8 @@ async def test_auth_methods_and_bad_kinds(tmp_path: Path) -> None:
             assert r.status_code == 401
             r = await asyncio.wait_for(http.get("/stream?kinds=events,jobs", headers=AUTH), 5)
             assert r.status_code == 400 and r.json()["error"] == "invalid_request" and "jobs" in r.json()["message"]
+            r = await asyncio.wait_for(http.get("/stream?kinds=,,,", headers=AUTH), 5)
+            assert r.status_code == 400 and "names no tab" in r.json()["message"]
             r = await asyncio.wait_for(http.post("/stream", headers=AUTH), 5)
             assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS"
             r = await asyncio.wait_for(http.head("/stream", headers=AUTH), 5)

@@ -76,10 +76,10 @@ def _reporter(kind: Kind, progress: Callable[[Warming], None]) -> Callable[[Buil
 def _offset(cursor: Cursor | None) -> int | None:
     if cursor is None:
         return None
-    try:
-        return int(cursor)
-    except ValueError:
-        raise ValueError(f"not a cursor of this store: {cursor!r}") from None
+    # a cursor is the decimal byte offset this store gave out: no sign, space, underscore or leading zero
+    if not (cursor.isascii() and cursor.isdigit() and (cursor == "0" or cursor[0] != "0")):
+        raise ValueError(f"not a cursor of this store: {cursor[:100]!r}")
+    return int(cursor)
 
 
 class JsonlStore:
