@@ -17,6 +17,7 @@ from patchmoi.core.errors import NotFoundError, PatchmoiError, UsageError, exit_
 from patchmoi.core.records import ATTEMPT_STATUSES, DISPATCH_STATUSES
 from patchmoi.tui import commands_read
 from patchmoi.tui.cliutil import EVENT_FILTER_HELP, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SHORT_HELP
+from patchmoi.tui.commands_db import add_db_commands
 from patchmoi.tui.commands_ops import add_ops_commands
 from patchmoi.tui.commands_patch import add_patch_commands
 from patchmoi.tui.commands_sources import add_sources_commands
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ops_commands(sub, _common)
     add_patch_commands(sub, _common)
     add_sources_commands(sub, _common)
+    add_db_commands(sub)
 
     p = add("serve", "run the HTTP API (and the poller, unless --no-poll)", cmd_serve)
     p.add_argument("--host", help="bind address (env HOST, default 127.0.0.1)")

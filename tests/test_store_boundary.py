@@ -18,7 +18,14 @@ OUTSIDE = [
     if not p.is_relative_to(ROOT / "core" / "store")
 ]
 # The store package's public face; its other modules (files, indexes, tailing, the JSONL store) are private.
-PUBLIC_MODULES = {"patchmoi.core.store", "patchmoi.core.store.contract"}
+# `factory` opens a store by URL (PostgreSQL without importing the driver until then); `transfer` copies every
+# record between two stores through the contract (`patchmoi db import|export`).
+PUBLIC_MODULES = {
+    "patchmoi.core.store",
+    "patchmoi.core.store.contract",
+    "patchmoi.core.store.factory",
+    "patchmoi.core.store.transfer",
+}
 # Attributes and methods of the JSONL store's insides.
 PRIVATE_NAMES = {
     "logs",

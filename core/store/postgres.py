@@ -946,6 +946,11 @@ class PostgresStore:
         return False
 
     # -- health ------------------------------------------------------------------------------------------
+    def versions(self, kind: Kind) -> int:
+        """Every stored version of the kind (`count` counts ids for latest kinds): what a transfer copies."""
+        rows = self._query("SELECT count(*) FROM records WHERE kind = %s", (kind.value,))
+        return int(rows[0][0]) if rows else 0
+
     def migrate(self) -> tuple[int, list[int]]:
         """Apply the migrations the database lacks now (`patchmoi db migrate`; opening the store does it too):
         the version it had before and the versions applied."""
