@@ -39,7 +39,7 @@ from patchmoi.tui.screens import (
     rebuild_artifacts,
     review_note,
 )
-from patchmoi.tui.textfmt import relative_time, shorten
+from patchmoi.tui.textfmt import plural, relative_time, shorten
 
 PAGE = 200
 MAX_ROWS = 5000  # rows held per tab: paging further drops the newest ones (`g` brings them back), so memory
@@ -66,6 +66,10 @@ MAX_NOTES = 200
 NOTE_STYLE = {"error": "bold red", "warning": "yellow", "information": ""}
 
 
+RECORD_ACTIONS = frozenset({"retry", "replay", "sync", "adopt"})
+"""The footer's actions on a record, which the Sources tab does not have (it offers `p` instead)."""
+
+
 def appended_on_top(
     fresh: list[dict[str, Any]], before: dict[str, dict[str, Any]], key: Callable[[dict[str, Any]], str]
 ) -> list[dict[str, Any]] | None:
@@ -86,6 +90,7 @@ def appended_on_top(
 class PatchmoiApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere keep the styles
     TITLE = "patchmoi"
+    HELP_EXTRA: tuple[tuple[str, str], ...] = ()  # keys a subclass adds, for the help
     BINDINGS = [
         Binding("q", "leave", "Quit"),
         Binding("question_mark", "help", "Help"),
@@ -144,12 +149,29 @@ class PatchmoiApp(App[None]):
         self._placed: dict[str, str | None] = {}  # per tab: the row render_table put the cursor on
         self.age_tick = AGE_TICK
         self.messages: list[Note] = []
+        self._source_line = False  # the message line shows the highlighted source (the Sources tab's)
         self.tail_stopped = False  # the live tail gave up (a refused token): ctrl+r starts it again
         self.sub_title = client.label + (" (read-only)" if client.read_only else "")
         if client.read_only:  # the keys still explain themselves when pressed, but the footer does not offer them
             bindings = self._bindings.key_to_bindings
             for key, found in bindings.items():
                 bindings[key] = [dataclasses.replace(b, show=False) if b.action in MUTATING else b for b in found]
+        self._shown = {b.action: b.show for found in self._bindings.key_to_bindings.values() for b in found}
+
+    def footer_for(self, kind: str) -> None:
+        """The footer offers what acts on the open tab: on Sources, `p` poll now instead of the record actions."""
+        on_sources = kind == "sources"
+        bindings = self._bindings.key_to_bindings
+        for key, found in bindings.items():
+            bindings[key] = [
+                dataclasses.replace(b, show=self._shown.get(b.action, b.show) and not on_sources)
+                if b.action in RECORD_ACTIONS
+                else dataclasses.replace(b, show=on_sources and not self.client.read_only)
+                if b.action == "poll_now"
+                else b
+                for b in found
+            ]
+        self.refresh_bindings()
 
     # -- layout ------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -541,6 +563,7 @@ class PatchmoiApp(App[None]):
             line.append(f"{title}: " if title else "", style="bold")
             line.append(message, style=NOTE_STYLE.get(note.severity, ""))
             self.dashboard.query_one("#message", Static).update(line)
+            self._source_line = False
             if isinstance(self.screen, DetailScreen):  # the outcome of an action key pressed there, there
                 self.screen.show_message(f"{title}: {message}" if title else message, note.severity)
 
@@ -601,8 +624,7 @@ class PatchmoiApp(App[None]):
             style = "red" if failing else "green"
             parts.append(
                 Text(
-                    f"● {len(sources)} source{'' if len(sources) == 1 else 's'}"
-                    + (f", {len(failing)} failing (6)" if failing else ""),
+                    f"● {plural(len(sources), 'source')}" + (f", {len(failing)} failing (6)" if failing else ""),
                     style=style,
                 )
             )
@@ -654,6 +676,10 @@ class PatchmoiApp(App[None]):
             self.update_status()  # (what it says can depend on the tab: an empty queue)
             if kind == "sources":
                 self.describe_source()
+            elif self._source_line:  # a source's description is the Sources tab's: not under another tab
+                self.dashboard.query_one("#message", Static).update("")
+                self._source_line = False
+            self.footer_for(kind)
             self.tick_ages()  # its ages were last computed when it was shown
             if kind in self.stale:  # a filter set on another tab: its search starts now
                 await self.reload(kind)
@@ -697,12 +723,13 @@ class PatchmoiApp(App[None]):
             f"every {record['intervalSeconds']:g}s" if record.get("intervalSeconds") else "",
             f"polled {relative_time(polled, now)}" if polled else "never polled",
             "ETag kept" if record.get("etag") else "",
-            f"{record['consecutiveErrors']} errors in a row" if record.get("consecutiveErrors") else "",
+            plural(int(record["consecutiveErrors"]), "error") + " in a row" if record.get("consecutiveErrors") else "",
         ]
         line.append(" · " + " · ".join(f for f in facts if f), style="bright_black")
         if record.get("lastError"):
             line.append(f" · {record['lastError']}", style="red")
         self.dashboard.query_one("#message", Static).update(line)
+        self._source_line = True
 
     async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         kind = event.data_table.id or self.active_kind
@@ -846,7 +873,7 @@ class PatchmoiApp(App[None]):
         self.update_status()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(self.HELP_EXTRA))
 
     def action_messages(self) -> None:
         log = Text()
@@ -976,14 +1003,14 @@ class PatchmoiApp(App[None]):
         record = result.get("record") or {}
         attempt = result.get("attempt") or {}
         if op == "sync":
-            self.notify(f"sync: attempt is {attempt.get('status')}", title="sync")
+            self.notify(f"attempt is {attempt.get('status')}", title="sync")
         elif record.get("status") == "failed":
             self.notify(f"{op}: dispatch failed: {record.get('error')}", severity="error", timeout=10)
         elif record.get("status") == "skipped":
             self.notify(f"{op}: skipped: {record.get('error')}", severity="warning", timeout=10)
         else:
             self.notify(
-                f"{op}: {record.get('status')} via {record.get('transport')}; attempt {attempt.get('status')}", title=op
+                f"{record.get('status')} via {record.get('transport')}; attempt {attempt.get('status')}", title=op
             )
         await self.refresh_detail()
 

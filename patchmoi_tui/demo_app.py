@@ -14,6 +14,7 @@ from patchmoi.tui.client import LocalClient
 
 class DemoApp(PatchmoiApp):
     BINDINGS = [*PatchmoiApp.BINDINGS, Binding("n", "next_release", "Next release")]
+    HELP_EXTRA = (("n", "demo: the upstream cuts its next release now"),)
 
     def __init__(self, demo: Demo, cycles: int | None = None, **kwargs: Any) -> None:
         super().__init__(LocalClient(demo.world.settings(), workspace=demo.world.fork), **kwargs)

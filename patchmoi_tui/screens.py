@@ -133,10 +133,14 @@ class FilterScreen(ModalScreen[str | None]):
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
+    def __init__(self, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__()
+        self.extra = extra  # an app's own keys (the demo's `n`)
+
     def compose(self) -> ComposeResult:
         text = Text()
         text.append("patchmoi keys\n", style="bold")
-        for key, what in KEYS:
+        for key, what in (*KEYS, *self.extra):
             text.append(f"{key:>14}  ", style="bold cyan")
             text.append(what + "\n")
         with Vertical(id="dialog"):

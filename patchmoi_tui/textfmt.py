@@ -33,6 +33,11 @@ def relative_time(value: Any, now: datetime | None = None) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+def plural(n: int, word: str) -> str:
+    """`1 error`, `2 errors`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def shorten(text: Any, width: int) -> str:
     s = "" if text is None else str(text)
     return s if len(s) <= width else s[: max(0, width - 1)] + "…"

@@ -236,7 +236,8 @@ async def test_replay_cancel_and_sync(data_dir: Path, tmp_path: Path) -> None:
         assert not any("failed" in n.message for n in notes), [n.message for n in notes]
         synced = [n for n in notes if n.title == "sync"]
         assert synced and synced[-1].severity == "information"
-        assert synced[-1].message.startswith("sync: attempt is ") and "None" not in synced[-1].message
+        assert synced[-1].title == "sync" and synced[-1].message.startswith("attempt is ")
+        assert "None" not in synced[-1].message
 
 
 async def test_read_only_disables_actions(data_dir: Path) -> None:
