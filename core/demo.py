@@ -249,11 +249,14 @@ Timeline = Callable[[str], None]
 class DemoDriver:
     """Cuts releases and plays the operator; reports a timeline and checks the outcomes."""
 
-    def __init__(self, world: DemoWorld, service: Service, timeline: Timeline, *, interval: float = 6.0) -> None:
+    def __init__(
+        self, world: DemoWorld, service: Service, timeline: Timeline, *, interval: float = 6.0, patience: float = 0.0
+    ) -> None:
         self.world = world
         self.service = service
         self.timeline = timeline
         self.interval = interval
+        self.patience = patience  # how long an open conflict waits for a person to retry it before the demo does
         self.cycle = 0
         self.outcomes: list[tuple[str, str, str]] = []  # (tag, expected, actual)
         self.next_now = asyncio.Event()
@@ -336,13 +339,17 @@ class DemoDriver:
         if attempt and status == AttemptStatus.NEEDS_INTERVENTION:
             await asyncio.sleep(min(self.interval, 3.0))
             await self.resolve_in_worktree(attempt)
-            await self.service.dispatcher.retry(event_id, reason="conflict resolved in the worktree", wait=False)
-            self.timeline(f"operator retried {release.tag}")
+            if not await self.person_retried(event_id, release.tag):
+                await self.service.dispatcher.retry(event_id, reason="conflict resolved in the worktree", wait=False)
+                self.timeline(f"operator retried {release.tag}")
             attempt = await self.wait_outcome(event_id, after=1)
             status = attempt.get("status") if attempt else "timeout"
             self.timeline(f"{release.tag} after retry: {status}")
             self.outcomes.append((release.tag + " retry", AttemptStatus.CHANGED, str(status)))
-            if attempt and status == AttemptStatus.CHANGED:
+            stored = self.service.store.get_attempt(str(attempt["id"])) if attempt else None
+            if stored and isinstance(stored.get("adoption"), dict):  # a person adopted it
+                self.outcomes.append((release.tag + " adopt", "adopted", "adopted"))
+            elif attempt and status == AttemptStatus.CHANGED:
                 adopted = await asyncio.to_thread(
                     adopt, self.service.store, str(attempt["id"]), by="demo operator", reason="reviewed the resolution"
                 )
@@ -360,6 +367,26 @@ class DemoDriver:
                     + (f"; retired {retired}" if retired else "")
                 )
             self.outcomes.append((release.tag + " adopt", "adopted", "adopted" if adoption else "not adopted"))
+
+    async def person_retried(self, event_id: str, tag: str) -> bool:
+        """With `patience` (the dashboard's demo), the open conflict waits for a person: its file is fixed in the
+        worktree already, so their retry (`r` on it in the Queue) succeeds. `n` ends the wait; then the demo's
+        operator retries. Whether a person did."""
+        if self.patience <= 0:
+            return False
+        self.timeline(
+            f"{tag} waits for you: 3 opens the Queue, enter shows why, r retries (the fix is in the worktree); "
+            f"the demo retries in {self.patience:g}s, or at n"
+        )
+        self.next_now.clear()
+        deadline = asyncio.get_running_loop().time() + self.patience
+        while asyncio.get_running_loop().time() < deadline and not self.next_now.is_set():
+            if len(self.service.store.list_attempts(event_id=event_id, limit=20)) > 1:
+                self.timeline(f"you retried {tag}")
+                return True
+            await asyncio.sleep(0.2)
+        self.next_now.clear()
+        return False
 
     async def wait_primed(self, timeout: float = 30.0) -> None:
         """The first release must come after the first poll, or priming would swallow it."""
@@ -391,11 +418,14 @@ class DemoDriver:
 class Demo:
     """World + feed server + service + driver, started and stopped together."""
 
-    def __init__(self, root: Path | None = None, *, keep: bool = False, interval: float = 6.0) -> None:
+    def __init__(
+        self, root: Path | None = None, *, keep: bool = False, interval: float = 6.0, patience: float = 0.0
+    ) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="patchmoi-demo-"))
         self.keep = keep or root is not None
         self.world = DemoWorld(self.root)
         self.interval = interval
+        self.patience = patience
         self.feed = FeedServer(self.world)
         self.service: Service | None = None
         self.driver: DemoDriver | None = None
@@ -416,7 +446,9 @@ class Demo:
         self.timeline(f"feed server {url}; fork {self.world.fork} with {len(PATCHES)} patch branches")
         self.service = Service(self.world.settings())
         await self.service.start(poll=True)
-        self.driver = DemoDriver(self.world, self.service, self.timeline, interval=self.interval)
+        self.driver = DemoDriver(
+            self.world, self.service, self.timeline, interval=self.interval, patience=self.patience
+        )
         return self.service
 
     async def stop(self) -> None:

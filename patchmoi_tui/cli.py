@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the self-contained live demo (no network, no configuration)",
         description="Builds a throwaway upstream repo, a fork with three patch branches and a "
         "loopback feed server, starts the service and cuts upstream releases every few seconds "
-        "(one conflicts), so changed and needs_intervention arrive live. Keys: n next release.",
+        "(one conflicts), so changed and needs_intervention arrive live. In the dashboard the conflict "
+        "waits a minute in the Queue for you to read why and retry it (r); then the demo does. "
+        "Keys: n next release (or: stop waiting).",
     )
     p.add_argument("--headless", action="store_true", help="no dashboard: print the timeline and check outcomes")
     p.add_argument("--cycles", type=int, help="stop after N releases (default: forever, or 4 with --headless)")
@@ -184,7 +186,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     root = Path(args.dir).resolve() if args.dir else None
     if root is not None and root.exists() and any(root.iterdir()):
         raise UsageError(f"--dir {root} is not empty")
-    demo = Demo(root, keep=args.keep, interval=args.interval)
+    # In the dashboard the conflict waits a minute for you (triage, read why, retry); headless, it is resolved at once.
+    demo = Demo(root, keep=args.keep, interval=args.interval, patience=0.0 if args.headless else 60.0)
     if not args.headless:
         from patchmoi.tui.demo_app import DemoApp
 

@@ -115,3 +115,33 @@ def test_doctor_passes_on_a_ready_fork_and_fails_clearly(tmp_path: Path) -> None
     assert "not loopback" in fails["admin token"]
     sources.write_text("{ broken")
     assert "invalid JSON" in cli("doctor", env=env).stdout
+
+
+@pytest.mark.slow
+async def test_the_dashboards_demo_leaves_the_conflict_for_a_person_to_retry(tmp_path: Path) -> None:
+    """(review of #16) The demo's operator resolved its one conflict within seconds, so the queue was empty and
+    nothing could be triaged. With patience (the dashboard's demo), the conflict waits for a person's `r`."""
+    import asyncio
+
+    from patchmoi.core.demo import Demo
+
+    demo = Demo(tmp_path / "demo", interval=0.5, patience=60.0)
+    await demo.start()
+    try:
+        driver = demo.driver
+        assert driver is not None and demo.service is not None
+        running = asyncio.create_task(driver.run(2))
+        for _ in range(300):  # the v1.2.0 conflict is open, its file fixed in the worktree: a person retries
+            if any("waits for you" in line for line in demo.lines):
+                break
+            await asyncio.sleep(0.1)
+        assert any("waits for you" in line for line in demo.lines), demo.lines
+        queue = demo.service.store.list_attempts(limit=20)
+        assert any(a.get("status") == "needs_intervention" for a in queue)
+        await demo.service.dispatcher.retry(driver.event_id("v1.2.0"), reason="a person", wait=False)
+        await asyncio.wait_for(running, 60)
+        assert any("you retried v1.2.0" in line for line in demo.lines)
+        assert not any("operator retried v1.2.0" in line for line in demo.lines)
+        assert driver.ok, driver.outcomes
+    finally:
+        await demo.stop()
