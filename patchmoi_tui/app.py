@@ -209,7 +209,7 @@ class PatchmoiApp(App[None]):
         width = width or self.size.width or 80
         changed = False
         for spec in TABS:
-            wanted = layout(spec, width, wide=self.wide)
+            wanted = layout(spec, width, wide=self.wide, longest=self.longest(spec) if self.wide else None)
             if self.columns.get(spec.kind) == wanted:
                 continue
             changed = True
@@ -222,6 +222,17 @@ class PatchmoiApp(App[None]):
             if self.rows[spec.kind]:
                 self.render_table(spec.kind, keep=selected)
         return changed
+
+    def longest(self, spec: TabSpec, sample: int = 2000) -> dict[str, int]:
+        """Each column's longest value among the newest `sample` loaded rows (what `w` sizes columns to)."""
+        out: dict[str, int] = {}
+        now = self.clock()
+        for rec in self.rows[spec.kind][:sample]:
+            for label, value in spec.cells(rec, now).items():
+                n = value.cell_len if isinstance(value, Text) else len(str(value if value is not None else ""))
+                if n > out.get(label, 0):
+                    out[label] = n
+        return out
 
     def on_resize(self, event: events.Resize) -> None:
         with contextlib.suppress(NoMatches):  # (before the tabs are mounted)

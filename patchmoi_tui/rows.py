@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,16 +114,27 @@ class TabSpec:
 
 CELL_PAD = 2  # DataTable's cell padding: one column either side of every cell
 FRAME = 3  # the vertical scrollbar and a margin
-WIDE_FLEX = 72  # the flex column's width in the wide layout (the rest: their full ids)
+WIDE_FLEX = 72  # the flex column's width in the wide layout at least (the rest: their full ids)
+WIDE_MAX = 240  # no column wider than this in the wide layout (a 4 KB error message stays a line)
 
 
-def layout(spec: TabSpec, width: int, *, wide: bool = False) -> list[tuple[Column, int]]:
+def layout(
+    spec: TabSpec, width: int, *, wide: bool = False, longest: Mapping[str, int] | None = None
+) -> list[tuple[Column, int]]:
     """The columns shown and their widths. Fitted (the default): columns are dropped, most expendable first,
     until the rest fit `width`, and the flex column (OUTCOME, TITLE, MESSAGE) takes what is left, so the text
-    that explains a row gets the width. Wide: every column, the flex one at WIDE_FLEX and ids in full (wider
-    than the terminal: scroll right)."""
+    that explains a row gets the width. Wide: every column as wide as its longest value among the loaded rows
+    (`longest`, up to WIDE_MAX; the flex one at least WIDE_FLEX) and ids in full: wider than the terminal, scroll
+    right."""
     if wide:
-        return [(c, WIDE_FLEX if c.flex else (ID_WIDE if c.label == "ID" else c.width)) for c in spec.columns]
+        seen = longest or {}
+
+        def full(c: Column) -> int:
+            if c.label == "ID":
+                return ID_WIDE
+            return min(WIDE_MAX, max(WIDE_FLEX if c.flex else c.width, seen.get(c.label, 0)))
+
+        return [(c, full(c)) for c in spec.columns]
     shown = list(spec.columns)
 
     def need(cols: list[Column]) -> int:

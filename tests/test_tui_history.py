@@ -121,6 +121,10 @@ async def test_columns_fit_the_terminal_and_w_shows_everything(data_dir: Path) -
         assert {c.label.plain: c.width for c in app.table("attempts").columns.values()}["OUTCOME"] > 90
         await pilot.press("w")
         assert cell(app, "attempts", 0, "ID") == attempt_id  # wide: the full id
+        widths = {c.label.plain: c.width for c in app.table("attempts").columns.values()}
+        longest = max(len(str(r.get("error") or r.get("message") or "")) for r in app.rows["attempts"])
+        assert widths["OUTCOME"] >= min(longest, 240)  # every column as wide as its longest loaded value
+        assert all("…" not in cell(app, "attempts", i, "UPSTREAM") for i in range(app.table("attempts").row_count))
         await pilot.press("greater_than_sign")  # sort by AGE (newest first), then the next column
         assert "sort AGE" in status(app)
         await pilot.press("greater_than_sign", "less_than_sign")
