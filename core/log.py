@@ -71,6 +71,15 @@ def configure(level: int = logging.INFO) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    # The PostgreSQL driver's pool logs its reconnection attempts as multi-line text: one JSON line each instead.
+    driver = logging.getLogger("psycopg")
+    driver.addHandler(_DriverLines())
+    driver.propagate = False
+
+
+class _DriverLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log_event("store.driver", level=record.levelname.lower(), message=" ".join(record.getMessage().split()))
 
 
 def flush(timeout: float = EXIT_FLUSH_SECONDS) -> bool:

@@ -523,7 +523,13 @@ class Service:
             self._claimed.discard(str(event.get("id")))
 
     async def _dispatch_claimed(self, event: dict[str, Any]) -> None:
-        if not self.store.undispatched([str(event["id"])]):
+        ids = [str(event["id"])]
+        undispatched = (
+            await asyncio.to_thread(self.store.undispatched, ids)
+            if self.store.networked
+            else self.store.undispatched(ids)
+        )
+        if not undispatched:
             return  # already dispatched (by us before a restart, or by an operator)
         newer = self.superseded_by(event)
         if newer is not None and self._runs_here(event):

@@ -208,7 +208,7 @@ class Api:
     async def _list(self, kinds: list[Kind] | None, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A list read: inline when its indexes are ready (sub-millisecond), else on a thread, where it reads the
         newest records from the end of the files while the indexes are built, or waits for them."""
-        if self.store.warm_for(kinds):
+        if self.store.networked or self.store.warm_for(kinds):  # (a database read waits on the network)
             return await asyncio.to_thread(read, *args, **kwargs)
         return read(*args, **kwargs)
 

@@ -83,6 +83,8 @@ class LocalPostgres:
         self.base: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._admin: psycopg.Connection[tuple[object, ...]] | None = None
+        # how the server was started (command, environment, uid, gid, groups): `restart` starts it the same way
+        self._launch: tuple[list[str], dict[str, str], int | None, int | None, list[int] | None] | None = None
 
     @property
     def socket_dir(self) -> Path:
@@ -136,7 +138,15 @@ class LocalPostgres:
         command = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(PORT)]
         for key, value in options.items():
             command += ["-c", f"{key}={value}"]
-        with open(self.base / "postgres.log", "wb") as log:
+        self._launch = (command, env, uid, gid, groups)
+        self._spawn()
+        self._await_ready(timeout)
+        return self
+
+    def _spawn(self) -> None:
+        assert self.base is not None and self._launch is not None
+        command, env, uid, gid, groups = self._launch
+        with open(self.base / "postgres.log", "ab") as log:
             self.process = subprocess.Popen(
                 command,
                 stdout=log,
@@ -148,6 +158,23 @@ class LocalPostgres:
                 group=gid,
                 extra_groups=groups,
             )
+
+    def restart(self, down: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop the server (fast shutdown: every session ends), stay down `down` seconds, start it again on the
+        same data: what clients see of a database restart or a failover."""
+        assert self.process is not None, "not started"
+        if self._admin is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._admin.close()
+            self._admin = None
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=30)
+        time.sleep(down)
+        self._spawn()
+        self._await_ready(timeout)
+
+    def _await_ready(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -156,7 +183,7 @@ class LocalPostgres:
                 )
             try:
                 self._admin = psycopg.connect(self.url(), autocommit=True, connect_timeout=2)
-                return self
+                return
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
                     self.stop()

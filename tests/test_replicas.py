@@ -30,6 +30,7 @@ TOKEN = "replica-test-token"
 SOURCES = 200
 INTERVAL = 2.0
 TAKEOVER_LIMIT = 10.0
+TARGET = {"mode": "workspace_flow", "eventType": "upstream.release"}
 
 
 def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
@@ -125,7 +126,7 @@ def replicas(
                 f"s{i}",
                 f"{server.url}/f/{i}.atom",
                 repo=f"acme/fork{i}",
-                target={"mode": "workspace_flow", "eventType": "upstream.release"},
+                target=TARGET,
             ),
             "pollIntervalSeconds": INTERVAL,
         }
@@ -216,3 +217,79 @@ def test_three_replicas_share_the_sources_survive_a_sigkill_and_do_nothing_twice
     assert len(posts) == expected and max(posts.values()) == 1, posts.most_common(3)  # 0 duplicate POSTs
     signals = store.every(Kind.SIGNALS, {})
     assert len(signals) == len({(s["sourceId"], s["entryId"]) for s in signals})
+
+
+@pytest.mark.slow
+def test_a_database_restart_loses_nothing_and_polling_resumes(
+    tmp_path: Path, postgres_server: Any, postgres_url: str, server: LoopbackServer
+) -> None:
+    """The database goes away for 12 s (a restart, a failover) while releases are published: a request waits
+    up to 10 s for a connection (a shorter outage is only slower), then says so (503 database_unavailable, never
+    a hang or a 500); once the database is back the releases are recorded and dispatched exactly once, with no
+    restart of patchmoi."""
+    feeds = Feeds(server)
+    backend = FakeBackend(server, secret="s", prefix="/backend")
+    sources = [
+        {
+            **source(f"s{i}", f"{server.url}/f/{i}.atom", repo=f"acme/fork{i}", target=TARGET),
+            "pollIntervalSeconds": 1.0,
+        }
+        for i in range(5)
+    ]
+    path = tmp_path / "feed-sources.json"
+    path.write_text(json.dumps({"sources": sources}))
+    env = {
+        "PATH": os.environ["PATH"],
+        "FEED_SOURCES_PATH": str(path),
+        "PATCH_ADMIN_TOKEN": TOKEN,
+        "PATCHMOI_MIN_POLL_SECONDS": "1",
+        "PATCHMOI_DATABASE_URL": postgres_url,
+        "PATCH_WORKSPACE_BACKEND_URL": backend.url,
+        "PATCH_WORKSPACE_BACKEND_SECRET": "s",
+    }
+    replica = Replica(0, tmp_path, env)
+    store = Store(PostgresStore(postgres_url), data_dir=tmp_path / "reader")
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        wait_for(replica.ready, 60, "the replica answering")
+        wait_for(lambda: sum(1 for s in store.read_state().values() if s.get("primed")) == 5, 60, "every source primed")
+        store.close()
+        feeds.release([0], "v1.1.0")
+        wait_for(lambda: len(backend.events) == 1, 30, "the first release delivered")
+        feeds.release([1, 2], "v1.2.0")  # published while the database is down
+        outage: dict[str, Any] = {}
+
+        def during() -> None:
+            time.sleep(1.0)
+            began = time.monotonic()
+            try:
+                r = httpx.get(f"{replica.base}/flow-events", headers=h, timeout=30)
+                outage["status"], outage["body"] = r.status_code, r.json()
+            except httpx.HTTPError as exc:
+                outage["status"] = type(exc).__name__
+            outage["seconds"] = time.monotonic() - began
+
+        probe = threading.Thread(target=during)
+        probe.start()
+        postgres_server.restart(down=12.0)  # longer than a request waits for a connection (10 s)
+        probe.join(timeout=40)
+        print(f"database down 12 s: /flow-events answered {outage}")
+        assert outage.get("status") == 503 and outage["body"]["error"] == "database_unavailable", outage
+        assert outage["seconds"] < 12 and "password" not in json.dumps(outage["body"])
+        wait_for(lambda: len(backend.events) == 3, 60, "the releases published during the outage delivered")
+        time.sleep(3)
+        store = Store(PostgresStore(postgres_url), data_dir=tmp_path / "reader")
+        events = store.every(Kind.EVENTS, {})
+        assert sorted(e["payload"]["tag"] for e in events) == ["v1.1.0", "v1.2.0", "v1.2.0"]
+        assert max(Counter(d["eventId"] for d in store.every(Kind.DISPATCHES, {})).values()) == 1
+        assert max(Counter(backend.webhook_ids).values()) == 1
+        r = httpx.get(f"{replica.base}/flow-events", headers=h, timeout=10)
+        assert r.status_code == 200 and len(r.json()["events"]) == 3
+        log = (tmp_path / "replica0.log").read_text().splitlines()
+        assert '"type": "store.driver"' in "\n".join(log)  # the driver's reconnection attempts: JSON lines too
+        assert all(line.startswith(("{", "patchmoi serving on")) for line in log if line.strip()), log[-20:]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{(tmp_path / 'replica0.log').read_text()[-4000:]}") from None
+    finally:
+        store.close()
+        replica.stop()

@@ -90,6 +90,10 @@ class Change:
 class RecordStore(Protocol):
     """Append-only collections of JSON records, per-source feed state and leases."""
 
+    # Whether every operation may wait on the network (a database): an event loop then calls even the reads it
+    # would call inline (sub-millisecond local reads) on a thread, so a slow or lost server never holds it.
+    networked: bool
+
     # -- writes: durable when they return ---------------------------------------------------------------
     def append(self, kind: Kind, record: Record) -> None: ...
 

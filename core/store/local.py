@@ -85,6 +85,8 @@ def _offset(cursor: Cursor | None) -> int | None:
 class JsonlStore:
     """Every reader and writer of a DATA_DIR goes through this (via `Store`)."""
 
+    networked = False
+
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir).absolute()  # a later chdir (a step's cwd) must not move it
         self.index_dir = self.data_dir / ".index"

@@ -250,6 +250,8 @@ class PostgresStore:
     Nothing connects until the first operation; that one opens a pool of up to `pool_size` connections and
     applies the migrations the database lacks (as `ensure` does). Thread-safe; one instance per process."""
 
+    networked = True
+
     def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0) -> None:
         self.url = url
         self.location = redact(url)

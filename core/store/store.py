@@ -193,6 +193,11 @@ class Store:
         """Whether reading any of these kinds (all if None) may build an index first."""
         return any(self.records.warm_for(kind) for kind in (kinds or list(Kind)))
 
+    @property
+    def networked(self) -> bool:
+        """Whether a read may wait on the network (the database store): an event loop reads on a thread then."""
+        return self.records.networked
+
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         return self.records.acquire_lease(name, holder, ttl)
 
