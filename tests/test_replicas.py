@@ -114,35 +114,37 @@ class Replica:
         self.log.close()
 
 
+def replica_env(
+    tmp_path: Path, server: LoopbackServer, backend: FakeBackend, database: str, count: int, interval: float
+) -> dict[str, str]:
+    """`count` loopback feed sources polled every `interval` s, dispatched to `backend`, on `database`."""
+    sources = [
+        {
+            **source(f"s{i}", f"{server.url}/f/{i}.atom", repo=f"acme/fork{i}", target=TARGET),
+            "pollIntervalSeconds": interval,
+        }
+        for i in range(count)
+    ]
+    path = tmp_path / "feed-sources.json"
+    path.write_text(json.dumps({"sources": sources}))
+    return {
+        "PATH": os.environ["PATH"],
+        "FEED_SOURCES_PATH": str(path),
+        "PATCH_ADMIN_TOKEN": TOKEN,
+        "PATCHMOI_MIN_POLL_SECONDS": str(interval),
+        "PATCHMOI_DATABASE_URL": database,
+        "PATCH_WORKSPACE_BACKEND_URL": backend.url,
+        "PATCH_WORKSPACE_BACKEND_SECRET": "s",
+    }
+
+
 @pytest.fixture
 def replicas(
     tmp_path: Path, postgres_url: str, server: LoopbackServer
 ) -> Iterator[tuple[list[Replica], Feeds, FakeBackend]]:
     feeds = Feeds(server)
     backend = FakeBackend(server, secret="s", prefix="/backend")
-    sources = [
-        {
-            **source(
-                f"s{i}",
-                f"{server.url}/f/{i}.atom",
-                repo=f"acme/fork{i}",
-                target=TARGET,
-            ),
-            "pollIntervalSeconds": INTERVAL,
-        }
-        for i in range(SOURCES)
-    ]
-    path = tmp_path / "feed-sources.json"
-    path.write_text(json.dumps({"sources": sources}))
-    env = {
-        "PATH": os.environ["PATH"],
-        "FEED_SOURCES_PATH": str(path),
-        "PATCH_ADMIN_TOKEN": TOKEN,
-        "PATCHMOI_MIN_POLL_SECONDS": str(INTERVAL),
-        "PATCHMOI_DATABASE_URL": postgres_url,
-        "PATCH_WORKSPACE_BACKEND_URL": backend.url,
-        "PATCH_WORKSPACE_BACKEND_SECRET": "s",
-    }
+    env = replica_env(tmp_path, server, backend, postgres_url, SOURCES, INTERVAL)
     started = [Replica(n, tmp_path, env) for n in range(3)]
     try:
         yield started, feeds, backend
@@ -229,24 +231,7 @@ def test_a_database_restart_loses_nothing_and_polling_resumes(
     restart of patchmoi."""
     feeds = Feeds(server)
     backend = FakeBackend(server, secret="s", prefix="/backend")
-    sources = [
-        {
-            **source(f"s{i}", f"{server.url}/f/{i}.atom", repo=f"acme/fork{i}", target=TARGET),
-            "pollIntervalSeconds": 1.0,
-        }
-        for i in range(5)
-    ]
-    path = tmp_path / "feed-sources.json"
-    path.write_text(json.dumps({"sources": sources}))
-    env = {
-        "PATH": os.environ["PATH"],
-        "FEED_SOURCES_PATH": str(path),
-        "PATCH_ADMIN_TOKEN": TOKEN,
-        "PATCHMOI_MIN_POLL_SECONDS": "1",
-        "PATCHMOI_DATABASE_URL": postgres_url,
-        "PATCH_WORKSPACE_BACKEND_URL": backend.url,
-        "PATCH_WORKSPACE_BACKEND_SECRET": "s",
-    }
+    env = replica_env(tmp_path, server, backend, postgres_url, 5, 1.0)
     replica = Replica(0, tmp_path, env)
     store = Store(PostgresStore(postgres_url), data_dir=tmp_path / "reader")
     h = {"Authorization": f"Bearer {TOKEN}"}
