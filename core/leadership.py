@@ -96,10 +96,17 @@ class Shares:
             log_event("feed.shards_taken", shards=sorted(moves.gained), replicas=self.replicas)
         return moves
 
+    def stop_polling(self, shards: set[int]) -> set[int]:
+        """The first half of a hand-over, on the event loop: these shards' sources are no longer this replica's
+        to poll (`owns` says no at once), so no poll of theirs starts while their leases are released."""
+        leaving = shards & self.held
+        self.held -= leaving
+        return leaving
+
     def hand_over(self, shards: set[int]) -> None:
-        for n in shards & self.held:
+        """The second half (on a thread): release the leases `stop_polling` took the shards out of."""
+        for n in shards:
             self._release(shard_lease(n))
-            self.held.discard(n)
         log_event("feed.shards_handed_over", shards=sorted(shards), replicas=self.replicas)
 
     def _others_full(self, holders: dict[int, str | None], target: int) -> bool:

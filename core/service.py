@@ -212,6 +212,7 @@ class Service:
         if self.shared:
             self.shares = Shares(self.store, self.holder)
             self.recovery.owns = self.shares.owns
+            self.poller.state.owns = self.shares.owns  # never save the state of a source another replica polls
             self._tasks.append(asyncio.create_task(self._share_loop()))
         self._tasks.append(asyncio.create_task(self._recovery_loop()))
         self._tasks.append(asyncio.create_task(self._poll_loop()))
@@ -274,7 +275,8 @@ class Service:
                 self._due[sid] = 0.0
         if moves.surplus and not any(sid in self._running for sid in shards_of(sources, moves.surplus)):
             self.poller.state.flush()  # what this replica knows of them, before another polls them
-            await asyncio.to_thread(shares.hand_over, moves.surplus)
+            leaving = shares.stop_polling(moves.surplus)  # (no await since the flush: no poll of theirs started)
+            await asyncio.to_thread(shares.hand_over, leaving)
 
     def indexing(self) -> dict[str, Any] | None:
         """While the store's indexes are being built: overall percent and each collection's progress."""

@@ -195,6 +195,7 @@ class FeedState:
         self._data: dict[str, Any] | None = None
         self.changed: set[str] = set()
         self.urgent = False  # a cursor moved since the last flush
+        self.owns: Callable[[str], bool] | None = None  # several replicas: the sources this one polls
         self._flushed_at = 0.0
 
     @property
@@ -234,7 +235,10 @@ class FeedState:
 
     def flush(self) -> None:
         if self.changed:
-            self.store.write_state({sid: self.data[sid] for sid in self.changed})
+            owns = self.owns
+            mine = {sid: self.data[sid] for sid in self.changed if owns is None or owns(sid)}
+            if mine:  # (with replicas: a source whose shard was lost meanwhile is another's; its state is theirs)
+                self.store.write_state(mine)
             self.changed.clear()
         self.urgent = False
         self._flushed_at = time.monotonic()
