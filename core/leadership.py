@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,32 +61,48 @@ class Shares:
         self.holder = holder
         self.shards = shards
         self.ttl = ttl
-        self.held: set[int] = set()
+        self.held: set[int] = set()  # the shards whose lease this replica holds
+        self.leaving: set[int] = set()  # held, being handed over: no new poll, no new dispatch of theirs
         self.coordinator = False
         self.member: int | None = None
         self.replicas = 1
+        self.renewed_at = 0.0  # (monotonic) the last step that renewed every lease held
+
+    def fresh(self) -> bool:
+        """Whether the leases held are surely still this replica's: renewed within their TTL (less a second). A
+        replica that was stopped (SIGSTOP, a long pause) polls nothing until its next step has renewed them."""
+        return time.monotonic() - self.renewed_at < self.ttl - 1.0
 
     def owns(self, source_id: str) -> bool:
-        return shard_of(source_id, self.shards) in self.held
+        """This replica holds the source's shard: it may save its feed state and finish dispatching its events."""
+        return shard_of(source_id, self.shards) in self.held and self.fresh()
+
+    def polls(self, source_id: str) -> bool:
+        """This replica polls the source (and dispatches its new events): owned, and not being handed over."""
+        return self.owns(source_id) and shard_of(source_id, self.shards) not in self.leaving
 
     def step(self) -> Moves:
         """Renew what this replica holds, count the live replicas, take free shards up to an even share, and
         name the surplus above it (`Moves.surplus`) when another replica waits for a share: the caller saves
         their feed state and hands them over with `hand_over`."""
         moves = Moves()
+        started = time.monotonic()
         self._membership()
         for n in sorted(self.held):
             if not self.store.renew_lease(shard_lease(n), self.holder, self.ttl):
                 self.held.discard(n)
+                self.leaving.discard(n)
                 moves.lost.add(n)
                 log_event("feed.shard_lost", shard=n, holder=self.holder)
+        self.renewed_at = started  # (when the renewals began: their TTL counts from no later than that)
         self._coordinate()
         holders = {n: self.store.lease_holder(shard_lease(n)) for n in range(self.shards) if n not in self.held}
         free = [n for n, h in holders.items() if h is None]
         target = math.ceil(self.shards / self.replicas)
-        if self.replicas > 1 and len(self.held) > target and not free:
+        active = self.held - self.leaving
+        if self.replicas > 1 and len(active) > target and not free:
             # a replica joined (or came back) and waits for a share
-            moves.surplus = set(sorted(self.held, reverse=True)[: len(self.held) - target])
+            moves.surplus = set(sorted(active, reverse=True)[: len(active) - target])
         # a replica alone, or the others have their share: take every free shard (a dead replica's included)
         room = len(free) if self._others_full(holders, target) else max(0, target - len(self.held))
         for n in free[:room]:
@@ -96,16 +113,16 @@ class Shares:
             log_event("feed.shards_taken", shards=sorted(moves.gained), replicas=self.replicas)
         return moves
 
-    def stop_polling(self, shards: set[int]) -> set[int]:
-        """The first half of a hand-over, on the event loop: these shards' sources are no longer this replica's
-        to poll (`owns` says no at once), so no poll of theirs starts while their leases are released."""
-        leaving = shards & self.held
-        self.held -= leaving
-        return leaving
+    def stop_polling(self, shards: set[int]) -> None:
+        """The first half of a hand-over (on the event loop): no poll or dispatch of these shards' sources starts
+        from now on (`polls` says no); those under way finish, and their feed state is still saved."""
+        self.leaving |= shards & self.held
 
     def hand_over(self, shards: set[int]) -> None:
-        """The second half (on a thread): release the leases `stop_polling` took the shards out of."""
+        """The second half (on a thread), once nothing of theirs is under way: release the leases."""
         for n in shards:
+            self.held.discard(n)
+            self.leaving.discard(n)
             self._release(shard_lease(n))
         log_event("feed.shards_handed_over", shards=sorted(shards), replicas=self.replicas)
 
@@ -166,6 +183,7 @@ class Shares:
             "holder": self.holder,
             "replicas": self.replicas,
             "shards": sorted(self.held),
+            "leaving": sorted(self.leaving),
             "of": self.shards,
             "coordinator": self.coordinator,
         }

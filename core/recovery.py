@@ -73,6 +73,8 @@ class Recovery:
         # Several replicas (core.leadership): an event is dispatched by the replica that polls its source. The
         # others leave it to that one, and keep the watermark before it until it has a dispatch record.
         self.owns: Callable[[str], bool] | None = None
+        # Event ids queued or being dispatched already (the service's): not queued again, nor counted, nor a backlog.
+        self.claimed: Callable[[str], bool] = lambda _event_id: False
 
     # -- watermarks --------------------------------------------------------------------------------------
     def _save(self, name: str, cursor: str) -> None:
@@ -218,6 +220,8 @@ class Recovery:
                     first_missing, found_missing = before, True
                 if owns is not None and not owns(str(event["payload"]["sourceId"])):
                     continue  # another replica's
+                if self.claimed(str(event["id"])):
+                    continue  # on its way (a slow backend): it was logged as queued when it was
                 owned_missing = True
                 if queued < limit:
                     self.enqueue(event)

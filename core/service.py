@@ -31,7 +31,7 @@ from patchmoi.core.leadership import STEP_SECONDS, Moves, Shares, replica_name, 
 from patchmoi.core.log import log_event
 from patchmoi.core.notify.discord import DiscordSender, Outbox
 from patchmoi.core.operations import POLLER_LEASE, build_dispatcher
-from patchmoi.core.pollnow import PollerBusy, PollerUnavailable, find_source, poll_source_now, summary
+from patchmoi.core.pollnow import PollerUnavailable, find_source, poll_source_now, summary
 from patchmoi.core.records import iso_at, now_iso
 from patchmoi.core.recovery import Recovery
 from patchmoi.core.sources import FeedSource, load_sources
@@ -114,10 +114,13 @@ class Service:
         )
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._claimed: set[str] = set()  # event ids queued or being dispatched: each goes out once at a time
+        self._claimed_sources: dict[str, str] = {}  # of those, the polled ones' source ids
+        self._delivering: dict[str, str] = {}  # with replicas: event id -> source id of the dispatches under way
         self._newest_update: dict[str, str] = {}  # branch key -> newest queued upstream.branch_update event id
         self.dispatch_failures: list[dict[str, Any]] = []  # dispatches that failed for configuration (newest last)
         self.dispatcher.superseded = self.superseded_by
         self.recovery = Recovery(self.store, self.dispatcher, self.enqueue, notify=self.outbox.active)
+        self.recovery.claimed = self._claimed.__contains__
         self.poller = Poller(
             self.store,
             self.fetcher,
@@ -198,8 +201,8 @@ class Service:
         if self.worker is not None:  # it closes interrupted runs, dispatches, recovers and notifies
             self.worker.start()
             return
-        if not self.shared:  # (with replicas, the coordinator does it: `_share_loop`)
-            self.recovery.close_interrupted()  # before any new run starts: what is running now is ours
+        # before any new run starts: what is running now is ours (with replicas: of this machine, `owner_alive`)
+        self.recovery.close_interrupted()
         for _ in range(self.dispatch_concurrency):
             self._tasks.append(asyncio.create_task(self._dispatch_worker()))
         self._tasks.append(asyncio.create_task(self._outbox_loop()))
@@ -211,7 +214,7 @@ class Service:
     def _lead(self) -> None:
         if self.shared:
             self.shares = Shares(self.store, self.holder)
-            self.recovery.owns = self.shares.owns
+            self.recovery.owns = self.shares.polls  # its backlog: the events of the sources this replica polls
             self.poller.state.owns = self.shares.owns  # never save the state of a source another replica polls
             self._tasks.append(asyncio.create_task(self._share_loop()))
         self._tasks.append(asyncio.create_task(self._recovery_loop()))
@@ -250,6 +253,7 @@ class Service:
                 self.last_error = f"leadership: {exc}"
                 if time.monotonic() - last_ok > shares.ttl and (shares.held or shares.coordinator):
                     shares.held.clear()
+                    shares.leaving.clear()
                     shares.coordinator = False
                     log_event("service.leadership_lapsed", holder=self.holder, error=str(exc))
             else:
@@ -273,10 +277,16 @@ class Service:
             self.poller.state.adopt(gained, fresh)
             for sid in gained:
                 self._due[sid] = 0.0
-        if moves.surplus and not any(sid in self._running for sid in shards_of(sources, moves.surplus)):
-            self.poller.state.flush()  # what this replica knows of them, before another polls them
-            leaving = shares.stop_polling(moves.surplus)  # (no await since the flush: no poll of theirs started)
-            await asyncio.to_thread(shares.hand_over, leaving)
+        if moves.surplus:  # from now on no poll or dispatch of theirs starts here
+            shares.stop_polling(moves.surplus)
+        if moves.lost:  # (a lapsed lease: another replica may poll them already; queued dispatches are dropped)
+            log_event("feed.shards_lost", shards=sorted(moves.lost), holder=self.holder)
+        if shares.leaving:
+            busy = set(self._running) | set(self._delivering.values())  # (queued ones are left to the new owner)
+            ready = {n for n in shares.leaving if not shards_of(busy, {n}, shares.shards)}
+            if ready:  # nothing of theirs under way: save what this replica knows of them, then let go
+                self.poller.state.flush()
+                await asyncio.to_thread(shares.hand_over, ready)
 
     def indexing(self) -> dict[str, Any] | None:
         """While the store's indexes are being built: overall percent and each collection's progress."""
@@ -362,7 +372,7 @@ class Service:
             room, backlog = max(0, self.poller.concurrency - len(running)), False
             shares = self.shares
             for src in sources:
-                if shares is not None and not shares.owns(src.id):
+                if shares is not None and not shares.polls(src.id):
                     continue  # another replica polls it
                 if src.id not in running and due.get(src.id, 0.0) <= now:
                     if not room:
@@ -389,7 +399,7 @@ class Service:
             waiting = [
                 t - time.monotonic()
                 for sid, t in due.items()
-                if sid not in running and (shares is None or shares.owns(sid))
+                if sid not in running and (shares is None or shares.polls(sid))
             ]
             wake = min([0.25, *waiting]) if not running else (0.005 if backlog else 0.05)
             with contextlib.suppress(TimeoutError):
@@ -431,14 +441,10 @@ class Service:
             raise PollerUnavailable("the service is stopping")
         if self.worker is not None:
             return await self.worker.poll_now(source.id)
-        if self.shares is not None and not self.shares.owns(source.id):
-            holder = await asyncio.to_thread(self.store.lease_holder, shard_lease(shard_of(source.id)))
-            raise PollerBusy(
-                f"source {source.id} is polled by replica {holder or '(none yet: replicas are starting)'}; "
-                "ask that replica, or wait for its next poll (one replica polls each source)"
-            )
         if self.shared and not self.polling:
             raise PollerUnavailable("this replica does not poll (no feed sources configured, or it is stopping)")
+        if self.shares is not None and not self.shares.polls(source.id):
+            return await self._poll_for_another(source)
         if not self.polling:  # (PollerBusy when another process polls this DATA_DIR)
             return await poll_source_now(self.settings, self.store, source.id, dispatcher=self.dispatcher)
         recent = self._polled_now.get(source.id)
@@ -464,6 +470,20 @@ class Service:
         self._polled_now[source.id] = (time.monotonic(), answer)
         return answer
 
+    async def _poll_for_another(self, source: FeedSource) -> dict[str, Any]:
+        """Poll-now of a source another replica polls (behind a load balancer, any replica gets the request):
+        poll it here from the state that replica saved. Intake is exactly-once whoever polls; the state is not
+        saved here (FeedState.owns), and the new events are dispatched by the polling replica's recovery."""
+        fresh = await asyncio.to_thread(self.store.read_state)
+        self.poller.state.adopt({source.id}, fresh)
+        report = await self.poller.poll_source(source)
+        holder = await asyncio.to_thread(self.store.lease_holder, shard_lease(shard_of(source.id)))
+        health = self.poller.health.get(source.id, {})
+        log_event("feed.poll_now", sourceId=source.id, status=report.status, emitted=report.emitted, forReplica=holder)
+        answer = summary(report, polled_at=health.get("lastPolledAt"), next_due_at=None)
+        answer["polledBy"], answer["polledFor"] = self.holder, holder
+        return answer
+
     # -- dispatch ----------------------------------------------------------------------------------------
     async def _recovery_loop(self) -> None:
         """Finish what a crash left behind, in the background (the API answers meanwhile): missing attempts,
@@ -486,7 +506,8 @@ class Service:
                 self.last_error = f"recovery: {exc}"
             busy = self.recovery.state.backlog
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 1.0 if busy else 30.0)
+                # (with replicas, every 5 s at least: another replica's poll-now left this one events to dispatch)
+                await asyncio.wait_for(self._stop.wait(), 1.0 if busy else 5.0 if self.shared else 30.0)
 
     def enqueue(self, event: dict[str, Any]) -> None:
         """Queue an event for dispatch, unless it is queued or being dispatched already: recovery looks for
@@ -499,6 +520,9 @@ class Service:
         if event_id in self._claimed:
             return
         self._claimed.add(event_id)
+        payload = event.get("payload")
+        if isinstance(payload, dict) and isinstance(payload.get("sourceId"), str):
+            self._claimed_sources[event_id] = payload["sourceId"]  # (a hand-over waits for its source's dispatches)
         self.queue.put_nowait(event)
 
     def superseded_by(self, event: dict[str, Any]) -> str | None:
@@ -523,6 +547,8 @@ class Service:
             await self._dispatch_claimed(event)
         finally:  # its dispatch record is written (or it failed): recovery may queue it again if it has none
             self._claimed.discard(str(event.get("id")))
+            self._claimed_sources.pop(str(event.get("id")), None)
+            self._delivering.pop(str(event.get("id")), None)
 
     async def _dispatch_claimed(self, event: dict[str, Any]) -> None:
         ids = [str(event["id"])]
@@ -533,6 +559,13 @@ class Service:
         )
         if not undispatched:
             return  # already dispatched (by us before a restart, or by an operator)
+        source_id = self._claimed_sources.get(ids[0])
+        if self.shares is not None and source_id is not None:
+            if not self.shares.polls(source_id):
+                # its shard is being handed over, or went to another replica: that one's recovery dispatches it
+                log_event("dispatch.left_to_owner", eventId=ids[0], sourceId=source_id)
+                return
+            self._delivering[ids[0]] = source_id  # (no await since the check: a hand-over waits for it now)
         newer = self.superseded_by(event)
         if newer is not None and self._runs_here(event):
             self.dispatcher.record_superseded(event, newer)  # the newest update of the branch is rebuilt instead
@@ -705,7 +738,7 @@ class Service:
                 h["lastError"] = st.get("lastError")
             h["intervalSeconds"] = s.poll_interval_seconds
             if shares is not None:
-                h["polledHere"] = shares.owns(s.id)
+                h["polledHere"] = shares.polls(s.id)
             per_source.append(h)
         store = self.store.health()
         return {

@@ -279,12 +279,24 @@ async def _child(reader: asyncio.StreamReader, out: int) -> int:
         with contextlib.suppress(BrokenPipeError):
             send(answer)
 
+    async def answer_health() -> dict[str, Any]:
+        """This worker's /readyz. A database store is read on a thread (a lost database must not hold the loop
+        that polls), and a failure is an answer (`degraded`, why), never the end of this listener."""
+        try:
+            if service.store.networked:
+                return await asyncio.to_thread(service.health)
+            return service.health()
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, PatchmoiError) else f"{type(exc).__name__}: {exc}"
+            log_event("worker.health_failed", error=reason)
+            return {"status": "degraded", "lastError": reason, "polling": service.polling, "sources": []}
+
     async def requests() -> None:
         while line := await reader.readline():
             with contextlib.suppress(ValueError, AttributeError):
                 request = json.loads(line)
                 if request.get("op") == "health":
-                    health = service.health()
+                    health = await answer_health()
                     head = {k: health.pop(k, None) for k in HEAD}
                     send({"type": "health", "id": request.get("id"), "head": head})
                     send(health)

@@ -109,7 +109,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         emit_json(summary)
         return EXIT_OK
     totals = summary["totals"]
-    print(f"data dir     {summary['dataDir']}")
+    health = summary["store"]
+    database = health.get("backend") == "postgresql"
+    if database:  # (DATA_DIR then holds only worktrees)
+        print(f"database     {health.get('location')} (PostgreSQL {health.get('serverVersion') or '?'})")
+    else:
+        print(f"data dir     {summary['dataDir']}")
     print(
         f"records      {totals['signals']} signals, {totals['events']} flow events, "
         f"{totals['dispatches']} dispatches, {totals['attempts']} attempts, {totals['runs']} runs"
@@ -134,7 +139,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if latest:
         a = latest[0]
         print(f"latest       {glyph(a.get('status'))} {upstream_label(a)} {relative_time(a.get('updatedAt'))}")
-    health = summary["store"]
+    if database:
+        trouble = "; ".join(map(str, health["degraded"]))
+        print(f"store        {trouble or 'ok'}, schema {health.get('schemaVersion')}")
+        return EXIT_OK
     state = "ok" if not (health["skippedLines"] or health["quarantinedBytes"]) else "DAMAGED"
     print(
         f"store        {state}: {health['skippedLines']} malformed lines skipped, "

@@ -51,6 +51,7 @@ from patchmoi.core.config import Settings, is_loopback
 from patchmoi.core.errors import ConfigError, UsageError
 from patchmoi.core.log import configure, log_event
 from patchmoi.core.log import flush as flush_logs
+from patchmoi.core.store import store_for
 from patchmoi.server.app import create_app
 from patchmoi.server.stream import end_streams
 
@@ -400,6 +401,17 @@ class Server(uvicorn.Server):
                 flush_logs()
 
 
+def check_database(settings: Settings) -> None:
+    """Before listening: the database answers and its schema is current (migrated here if not). A database that
+    cannot be reached is one line and exit 1, not a traceback from the app's start: a supervisor (systemd's
+    Restart=on-failure) starts the replica again, and it joins the others once the database answers."""
+    store = store_for(settings)
+    try:
+        store.ensure()
+    finally:
+        store.close()
+
+
 def serve(
     settings: Settings,
     *,
@@ -416,6 +428,8 @@ def serve(
     timeout = header_timeout_from_env() if header_timeout is None else header_timeout
     stack = http_from_env() if http is None else http
     configure()
+    if settings.database_url:
+        check_database(settings)
     app = create_app(settings, poll=poll)
     config = uvicorn_config(app, settings.host, settings.port, header_timeout=timeout, http=stack)
     log_event(

@@ -28,8 +28,10 @@ def settle(replicas: list[Shares], rounds: int = 4) -> None:
     for _ in range(rounds):
         for shares in replicas:
             moves = shares.step()
-            if moves.surplus:
-                shares.hand_over(shares.stop_polling(moves.surplus))
+            if moves.surplus:  # (nothing under way here: the service waits for its polls and dispatches)
+                shares.stop_polling(moves.surplus)
+                assert not any(shares.polls(f"src-{i}") for i in range(200) if shard_of(f"src-{i}") in moves.surplus)
+                shares.hand_over(moves.surplus)
 
 
 def test_shards_are_shared_handed_over_and_taken_over(stores: list[Store]) -> None:

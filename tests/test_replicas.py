@@ -246,6 +246,8 @@ def test_a_database_restart_loses_nothing_and_polling_resumes(
 
         def during() -> None:
             time.sleep(1.0)
+            with contextlib.suppress(httpx.HTTPError):  # (review of #17: one /readyz then broke the poll worker)
+                outage["readyz"] = httpx.get(f"{replica.base}/readyz", headers=h, timeout=30).status_code
             began = time.monotonic()
             try:
                 r = httpx.get(f"{replica.base}/flow-events", headers=h, timeout=30)
@@ -270,6 +272,11 @@ def test_a_database_restart_loses_nothing_and_polling_resumes(
         assert max(Counter(backend.webhook_ids).values()) == 1
         r = httpx.get(f"{replica.base}/flow-events", headers=h, timeout=10)
         assert r.status_code == 200 and len(r.json()["events"]) == 3
+        began = time.monotonic()  # the poll worker answers again: /readyz fresh and fast, poll-now works
+        ready = httpx.get(f"{replica.base}/readyz", headers=h, timeout=10).json()
+        assert time.monotonic() - began < 1.5 and ready["status"] == "ok" and len(ready["replica"]["shards"]) == 32
+        polled = httpx.post(f"{replica.base}/feed-sources/s3/poll", headers=h, timeout=30)
+        assert polled.status_code == 200 and polled.json()["status"] == "ok", polled.text
         log = (tmp_path / "replica0.log").read_text().splitlines()
         assert '"type": "store.driver"' in "\n".join(log)  # the driver's reconnection attempts: JSON lines too
         assert all(line.startswith(("{", "patchmoi serving on")) for line in log if line.strip()), log[-20:]
@@ -278,3 +285,53 @@ def test_a_database_restart_loses_nothing_and_polling_resumes(
     finally:
         store.close()
         replica.stop()
+
+
+@pytest.mark.slow
+def test_a_replica_that_joins_gets_its_share_while_polls_and_slow_dispatches_go_on(
+    tmp_path: Path, postgres_url: str, server: LoopbackServer
+) -> None:
+    """(review of #17) A fourth replica got no share for minutes (a poll of some surplus source was always under
+    way), and events queued on the old owner were dispatched by both. Here: a slow backend (2 s a POST), polls
+    every second, a third replica joining while deliveries are in flight; and poll-now through a replica that
+    does not poll the source."""
+    feeds = Feeds(server)
+    backend = FakeBackend(server, secret="s", prefix="/backend")
+    deliver = server.routes["/backend/events"]
+
+    def slowly(request: Any) -> Reply:
+        if request.method == "POST":
+            time.sleep(2.0)
+        return deliver(request)
+
+    server.route("/backend/events", slowly)
+    env = replica_env(tmp_path, server, backend, postgres_url, 60, 1.0)
+    group = [Replica(n, tmp_path, env) for n in range(2)]
+    store = Store(PostgresStore(postgres_url), data_dir=tmp_path / "reader")
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        wait_for(lambda: all(r.ready() for r in group), 60, "two replicas answering")
+        wait_for(lambda: sum(1 for s in store.read_state().values() if s.get("primed")) == 60, 60, "primed")
+        wait_for(lambda: all(polled := [r.polls() for r in group]) and sum(map(len, polled)) == 60, 30, "shared by two")
+        feeds.release(range(60), "v1.1.0")
+        time.sleep(1.5)  # deliveries in flight, more queued behind them
+        group.append(Replica(2, tmp_path, env))
+        joined = time.monotonic()
+        wait_for(lambda: len((group[2].ready() or {}).get("replica", {}).get("shards", [])) >= 10, 40, "its share")
+        print(f"third replica got its share after {time.monotonic() - joined:.1f} s")
+        wait_for(lambda: len(backend.events) >= 60, 120, "every event delivered")
+        theirs = next(sid for sid in (f"s{i}" for i in range(60)) if sid not in group[0].polls())
+        feeds.release([int(theirs[1:])], "v1.2.0")
+        polled = httpx.post(f"{group[0].base}/feed-sources/{theirs}/poll", headers=h, timeout=30).json()
+        assert polled["status"] == "ok" and polled["newEntries"] == 1 and polled["polledFor"], polled
+        wait_for(lambda: len(backend.events) >= 61, 60, "the poll-now's event dispatched by the source's replica")
+        time.sleep(3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n" + "\n".join(r.log.name for r in group)) from None
+    finally:
+        for replica in group:
+            replica.stop()
+    dispatches = Counter(d["eventId"] for d in store.every(Kind.DISPATCHES, {}))
+    assert len(dispatches) == 61 and max(dispatches.values()) == 1, dispatches.most_common(3)
+    assert max(Counter(backend.webhook_ids).values()) == 1
+    store.close()

@@ -14,6 +14,7 @@ from patchmoi.tui.app import PatchmoiApp
 from patchmoi.tui.client import LocalClient
 
 from .conftest import PYTHON, ROOT
+from .loopback import free_port
 from .test_tui import EID, EID2, NOW, seed, wait_for
 
 
@@ -54,6 +55,9 @@ def test_the_cli_lists_from_the_database_and_never_prints_the_password(postgres_
     )
     assert out.returncode == 0, out.stderr
     assert {e["id"] for e in json.loads(out.stdout)["events"]} == {EID, EID2}
+    status = subprocess.run([PYTHON, "-m", "patchmoi", "status"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert status.returncode == 0 and status.stdout.startswith("database     host=") and "hunter2" not in status.stdout
+    assert "malformed lines" not in status.stdout and "ok, schema 1" in status.stdout
     status = subprocess.run(
         [PYTHON, "-m", "patchmoi", "doctor", "--json"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60
     )
@@ -70,3 +74,33 @@ def test_the_cli_lists_from_the_database_and_never_prints_the_password(postgres_
     )
     assert down.returncode == 1 and "hunter2" not in down.stdout + down.stderr
     assert "cannot connect to PostgreSQL" in down.stderr and "Traceback" not in down.stderr
+    serving = subprocess.run(  # a replica started while its database is down: one line, exit 1 (systemd retries)
+        [PYTHON, "-m", "patchmoi", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "PATCHMOI_DATABASE_URL": "host=127.0.0.1 port=1 dbname=x password=hunter2-secret"},
+        timeout=60,
+    )
+    assert serving.returncode == 1 and "Traceback" not in serving.stderr and "hunter2" not in serving.stderr
+    assert [line for line in serving.stderr.splitlines() if line.startswith("error:")] == [
+        line for line in serving.stderr.splitlines() if "cannot connect to PostgreSQL" in line
+    ]
+
+
+def test_a_connection_string_that_does_not_parse_never_shows_its_password(tmp_path: Path) -> None:
+    """(review of #17) The driver's parse error quoted the whole string: a traceback with the password."""
+    for url in (
+        "postgres://pmuser:Sekr1tPw77@[::1",
+        "host=x password=Sekr1tPw77 dbname=a nosuch=1",
+        "host=x password='Sekr1tPw77 dbname=a",
+        "postgresql://u:Sekr1tPw77@h/db?nosuchopt=1",
+    ):
+        env = {"PATH": "/usr/bin:/bin", "PATCHMOI_DATABASE_URL": url, "DATA_DIR": str(tmp_path)}
+        for args in (["status"], ["db", "migrate"], ["doctor"]):
+            out = subprocess.run(
+                [PYTHON, "-m", "patchmoi", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60
+            )
+            said = out.stdout + out.stderr
+            assert "Sekr1tPw77" not in said and "Traceback" not in said, (url, args, said)
+            assert out.returncode in (1, 2) and "does not parse" in said, (url, args, said)

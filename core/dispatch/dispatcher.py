@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,10 @@ class DispatchOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.event, "record": self.record, "attempt": self.attempt}
+
+
+HOST = socket.gethostname()
+"""This machine, recorded on local runs (`owner_alive`)."""
 
 
 def new_run_id() -> str:
@@ -330,6 +335,7 @@ class Dispatcher:
                 "effectiveStatus": RunStatus.QUEUED,
                 "createdAt": created,
                 "pid": os.getpid(),
+                "host": HOST,  # with replicas on several machines, a pid says something only on its own host
             }
             for step in steps
         ]
@@ -425,6 +431,7 @@ class Dispatcher:
                     "effectiveStatus": RunStatus.RUNNING,
                     "startedAt": now_iso(),
                     "pid": os.getpid(),
+                    "host": HOST,
                 }
                 self.store.append(Kind.RUNS, running)
                 self.progress(f"[flow] start {step.flow}/{step.name} {run['id']}")
@@ -582,7 +589,12 @@ class Dispatcher:
 
 
 def owner_alive(run: Mapping[str, Any]) -> bool:
-    """A run whose recorded pid is still alive belongs to another live process (a CLI `run`, say)."""
+    """A run whose recorded pid is still alive belongs to another live process (a CLI `run`, say). A run of
+    another machine (replicas on one database) counts as alive: only a process on that machine can tell, and
+    that machine's replica closes it when it starts again."""
+    host = run.get("host")
+    if isinstance(host, str) and host != HOST:
+        return True
     pid = run.get("pid")
     return pid != os.getpid() and pid_alive(pid)
 

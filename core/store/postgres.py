@@ -113,6 +113,16 @@ def redact(conninfo: str) -> str:
     return shown
 
 
+_URL_SECRET = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def _scrubbed(message: str, conninfo: str) -> str:
+    """A driver's message about a connection string that does not parse, without the string or its password."""
+    message = message.replace(conninfo, "<the connection string>")
+    message = _URL_SECRET.sub(r"\1***@", message)
+    return _SECRET_VALUE.sub(r"\1***", " ".join(message.split()))
+
+
 def _password(conninfo: str) -> str | None:
     try:
         value = conninfo_to_dict(conninfo).get("password")
@@ -253,6 +263,13 @@ class PostgresStore:
     networked = True
 
     def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0) -> None:
+        try:
+            conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:  # its message quotes the string, password and all: never shown
+            raise ConfigError(
+                f"the PostgreSQL connection string does not parse: {_scrubbed(str(exc), url)} (PATCHMOI_DATABASE_URL: "
+                "postgresql://user:password@host:5432/db, or host=... dbname=...; percent-encode special characters)"
+            ) from None
         self.url = url
         self.location = redact(url)
         self.pool_size = pool_size
@@ -271,7 +288,7 @@ class PostgresStore:
     def _safe(self, exc: BaseException) -> str:
         """An error's message with the password cut out (the driver's messages do not carry it; this makes
         sure)."""
-        text = str(exc).strip() or type(exc).__name__
+        text = " ".join(str(exc).split()) or type(exc).__name__  # one line: the driver's hint follows a newline
         if self._secret:
             text = text.replace(self._secret, "***")
         return text
