@@ -73,6 +73,10 @@ class Shares:
         replica that was stopped (SIGSTOP, a long pause) polls nothing until its next step has renewed them."""
         return time.monotonic() - self.renewed_at < self.ttl - 1.0
 
+    def holds(self, source_id: str) -> bool:
+        """This replica holds the source's shard, whether or not its leases were renewed lately."""
+        return shard_of(source_id, self.shards) in self.held
+
     def owns(self, source_id: str) -> bool:
         """This replica holds the source's shard: it may save its feed state and finish dispatching its events."""
         return shard_of(source_id, self.shards) in self.held and self.fresh()

@@ -12,10 +12,11 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -39,6 +40,8 @@ from patchmoi.core.store import parse_limit, store_for
 from patchmoi.core.tls import tls_context
 from patchmoi.core.views import event_view, run_view
 from patchmoi.core.worker import PollWorker
+
+T = TypeVar("T")
 
 LEASE_TTL = 30.0  # the poll loop renews the poller lease every third of it
 LEASE_RETRY_SECONDS = 2.0  # how often a process that wants to poll asks again for a lease another holds
@@ -134,6 +137,7 @@ class Service:
         self.shared = bool(settings.database_url)
         self.holder = replica_name() if self.shared else str(os.getpid())
         self.shares: Shares | None = None
+        self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patchmoi-leases")
         self.polling = False
         self.dispatch_concurrency = dispatch_concurrency
         self._running: dict[str, asyncio.Task[PollReport]] = {}  # the poll loop's polls under way, by source
@@ -216,6 +220,7 @@ class Service:
             self.shares = Shares(self.store, self.holder)
             self.recovery.owns = self.shares.polls  # its backlog: the events of the sources this replica polls
             self.poller.state.owns = self.shares.owns  # never save the state of a source another replica polls
+            self.poller.state.holds = self.shares.holds
             self._tasks.append(asyncio.create_task(self._share_loop()))
         self._tasks.append(asyncio.create_task(self._recovery_loop()))
         self._tasks.append(asyncio.create_task(self._poll_loop()))
@@ -248,7 +253,7 @@ class Service:
         while not self._stop.is_set():
             was_coordinator = shares.coordinator
             try:
-                moves = await asyncio.to_thread(shares.step)
+                moves = await self._on_lease_thread(shares.step)
             except PatchmoiError as exc:  # the database is unreachable: stop leading once the leases lapsed
                 self.last_error = f"leadership: {exc}"
                 if time.monotonic() - last_ok > shares.ttl and (shares.held or shares.coordinator):
@@ -266,6 +271,11 @@ class Service:
                     self._outbox_wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), STEP_SECONDS)
+
+    async def _on_lease_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """Lease work on a thread of its own: queued behind the shared pool's reads and dispatches on a busy
+        replica, a step came late, the leases looked stale (`Shares.fresh`) and the replica stopped polling."""
+        return await asyncio.get_running_loop().run_in_executor(self._lease_thread, call, *args)
 
     async def _apply_moves(self, moves: Moves) -> None:
         shares = self.shares
@@ -286,7 +296,7 @@ class Service:
             ready = {n for n in shares.leaving if not shards_of(busy, {n}, shares.shards)}
             if ready:  # nothing of theirs under way: save what this replica knows of them, then let go
                 self.poller.state.flush()
-                await asyncio.to_thread(shares.hand_over, ready)
+                await self._on_lease_thread(shares.hand_over, ready)
 
     def indexing(self) -> dict[str, Any] | None:
         """While the store's indexes are being built: overall percent and each collection's progress."""
@@ -306,7 +316,8 @@ class Service:
         # polls at once, while local runs still get their grace (their records do not need the lease).
         self.poller.state.flush()
         if self.shares is not None:
-            await asyncio.to_thread(self.shares.release_all)
+            await self._on_lease_thread(self.shares.release_all)
+            self._lease_thread.shutdown(wait=False)
         else:
             self.store.release_lease(POLLER_LEASE, self.holder)
         self.polling = False

@@ -67,3 +67,19 @@ def test_a_replica_saves_only_the_feed_state_of_the_sources_it_polls(stores: lis
     state.flush()
     saved = stores[2].read_state()
     assert saved[mine] == {"lastSeenId": "x"} and saved[theirs] == {"lastSeenId": "fresh"}
+
+
+def test_a_late_renewal_keeps_the_feed_state_for_the_next_flush(stores: list[Store]) -> None:
+    """A step that came late (a busy replica) made the leases look stale: the flush then dropped the sources'
+    new state, and a replica that took one of them later primed it from nothing, swallowing a release."""
+    a = Shares(stores[0], "host:a")
+    settle([a])
+    state = FeedState(stores[0])
+    state.owns, state.holds = a.owns, a.holds
+    state.put("src-1", {"lastSeenId": "v2"}, flush=False)
+    a.renewed_at = 0.0  # as if the last renewal were long ago
+    state.flush()
+    assert "src-1" not in stores[1].read_state() and state.changed == {"src-1"}  # not saved yet, not forgotten
+    a.step()  # renewed
+    state.flush()
+    assert stores[1].read_state()["src-1"] == {"lastSeenId": "v2"} and not state.changed

@@ -161,7 +161,24 @@ def test_three_replicas_share_the_sources_survive_a_sigkill_and_do_nothing_twice
     store = Store(PostgresStore(postgres_url), data_dir=tmp_path / "reader")
 
     def logs() -> str:
-        return "\n".join(f"--- replica {r.n}\n" + (tmp_path / f"replica{r.n}.log").read_text()[-3000:] for r in group)
+        """What went wrong: the events not delivered (recorded? dispatched?), and the replicas' own words."""
+        events = {str(e["id"]) for e in store.every(Kind.EVENTS, {})}
+        dispatched = {str(d["eventId"]) for d in store.every(Kind.DISPATCHES, {})}
+        missing = sorted(events - set(backend.events))[:5]
+        lines = [
+            f"{len(backend.events)} delivered, {len(events)} recorded, {len(dispatched)} dispatched; "
+            f"not delivered: {missing} (dispatched: {[m in dispatched for m in missing]})"
+        ]
+        for r in group:
+            text = (tmp_path / f"replica{r.n}.log").read_text()
+            notable = [
+                line
+                for line in text.splitlines()
+                if any(k in line for k in ("shard", "coordinator", "left_to_owner", "lapsed", "error", "lost"))
+                or any(m in line for m in missing)
+            ]
+            lines += [f"--- replica {r.n}", *notable[-40:]]
+        return "\n".join(lines)
 
     try:
         wait_for(lambda: all(r.ready() for r in group), 60, "three replicas answering /readyz")
@@ -323,7 +340,9 @@ def test_a_replica_that_joins_gets_its_share_while_polls_and_slow_dispatches_go_
         theirs = next(sid for sid in (f"s{i}" for i in range(60)) if sid not in group[0].polls())
         feeds.release([int(theirs[1:])], "v1.2.0")
         polled = httpx.post(f"{group[0].base}/feed-sources/{theirs}/poll", headers=h, timeout=30).json()
-        assert polled["status"] == "ok" and polled["newEntries"] == 1 and polled["polledFor"], polled
+        # (its owner polls every second: it may have recorded the release first; exactly once either way)
+        assert polled["status"] == "ok" and polled["newEntries"] in (0, 1) and polled["polledFor"], polled
+        assert polled["polledBy"] != polled["polledFor"]
         wait_for(lambda: len(backend.events) >= 61, 60, "the poll-now's event dispatched by the source's replica")
         time.sleep(3)
     except AssertionError as exc:

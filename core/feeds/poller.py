@@ -195,7 +195,8 @@ class FeedState:
         self._data: dict[str, Any] | None = None
         self.changed: set[str] = set()
         self.urgent = False  # a cursor moved since the last flush
-        self.owns: Callable[[str], bool] | None = None  # several replicas: the sources this one polls
+        self.owns: Callable[[str], bool] | None = None  # several replicas: the sources whose state it may save now
+        self.holds: Callable[[str], bool] | None = None  # ... and those it still holds (a late renewal: save later)
         self._flushed_at = 0.0
 
     @property
@@ -235,11 +236,14 @@ class FeedState:
 
     def flush(self) -> None:
         if self.changed:
-            owns = self.owns
+            owns, holds = self.owns, self.holds
             mine = {sid: self.data[sid] for sid in self.changed if owns is None or owns(sid)}
-            if mine:  # (with replicas: a source whose shard was lost meanwhile is another's; its state is theirs)
+            if mine:
                 self.store.write_state(mine)
-            self.changed.clear()
+            # With replicas: a source whose shard was lost is another's (its state is theirs: dropped here); one
+            # whose lease is only late in its renewal is saved at the next flush (dropping it lost cursors, and a
+            # replica taking the shard later primed from nothing, swallowing a release).
+            self.changed = {sid for sid in self.changed if sid not in mine and holds is not None and holds(sid)}
         self.urgent = False
         self._flushed_at = time.monotonic()
 
