@@ -63,6 +63,8 @@ class Shares:
         self.ttl = ttl
         self.held: set[int] = set()  # the shards whose lease this replica holds
         self.leaving: set[int] = set()  # held, being handed over: no new poll, no new dispatch of theirs
+        # held, just taken: nothing of theirs until the caller loaded the state their last owner saved (`arrived`)
+        self.arriving: set[int] = set()
         self.coordinator = False
         self.member: int | None = None
         self.replicas = 1
@@ -79,7 +81,14 @@ class Shares:
 
     def owns(self, source_id: str) -> bool:
         """This replica holds the source's shard: it may save its feed state and finish dispatching its events."""
-        return shard_of(source_id, self.shards) in self.held and self.fresh()
+        shard = shard_of(source_id, self.shards)
+        return shard in self.held and shard not in self.arriving and self.fresh()
+
+    def arrived(self, shards: set[int]) -> None:
+        """The feed state of these newly taken shards' sources is loaded: poll them. (A poll that started before
+        used this replica's own old view of them; a source it had never seen was primed, and the release
+        published meanwhile was taken for history and never recorded.)"""
+        self.arriving -= shards
 
     def polls(self, source_id: str) -> bool:
         """This replica polls the source (and dispatches its new events): owned, and not being handed over."""
@@ -96,6 +105,7 @@ class Shares:
             if not self.store.renew_lease(shard_lease(n), self.holder, self.ttl):
                 self.held.discard(n)
                 self.leaving.discard(n)
+                self.arriving.discard(n)
                 moves.lost.add(n)
                 log_event("feed.shard_lost", shard=n, holder=self.holder)
         self.renewed_at = started  # (when the renewals began: their TTL counts from no later than that)
@@ -111,6 +121,7 @@ class Shares:
         room = len(free) if self._others_full(holders, target) else max(0, target - len(self.held))
         for n in free[:room]:
             if self.store.acquire_lease(shard_lease(n), self.holder, self.ttl):
+                self.arriving.add(n)  # (before `held`: the event loop reads these while this thread runs)
                 self.held.add(n)
                 moves.gained.add(n)
         if moves.gained:

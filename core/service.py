@@ -259,16 +259,21 @@ class Service:
                 if time.monotonic() - last_ok > shares.ttl and (shares.held or shares.coordinator):
                     shares.held.clear()
                     shares.leaving.clear()
+                    shares.arriving.clear()
                     shares.coordinator = False
                     log_event("service.leadership_lapsed", holder=self.holder, error=str(exc))
             else:
                 last_ok = time.monotonic()
                 if self.last_error and self.last_error.startswith("leadership: "):
                     self.last_error = None
-                await self._apply_moves(moves)
-                if shares.coordinator and not was_coordinator:
-                    await asyncio.to_thread(self.recovery.close_interrupted)
-                    self._outbox_wake.set()
+                try:
+                    await self._apply_moves(moves)
+                    if shares.coordinator and not was_coordinator:
+                        await asyncio.to_thread(self.recovery.close_interrupted)
+                        self._outbox_wake.set()
+                except PatchmoiError as exc:  # (a lost database: taken shards wait in `arriving`, tried again)
+                    self.last_error = f"leadership: {exc}"
+                    log_event("service.leadership_failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), STEP_SECONDS)
 
@@ -281,12 +286,14 @@ class Service:
         shares = self.shares
         assert shares is not None
         sources = [s.id for s in self.sources_file.load()]
-        if moves.gained:  # polled by another replica until now: its saved state is the truth, poll them soon
-            gained = shards_of(sources, moves.gained, shares.shards)
+        arriving = set(shares.arriving)  # taken this step (or an earlier one whose state could not be read)
+        if arriving:  # polled by another replica until now: its saved state is the truth, poll them soon
+            gained = shards_of(sources, arriving, shares.shards)
             fresh = await asyncio.to_thread(self.store.read_state)
             self.poller.state.adopt(gained, fresh)
             for sid in gained:
                 self._due[sid] = 0.0
+            shares.arrived(arriving)
         if moves.surplus:  # from now on no poll or dispatch of theirs starts here
             shares.stop_polling(moves.surplus)
         if moves.lost:  # (a lapsed lease: another replica may poll them already; queued dispatches are dropped)

@@ -28,6 +28,8 @@ def settle(replicas: list[Shares], rounds: int = 4) -> None:
     for _ in range(rounds):
         for shares in replicas:
             moves = shares.step()
+            assert not any(shares.polls(f"src-{i}") for i in range(200) if shard_of(f"src-{i}") in moves.gained)
+            shares.arrived(set(shares.arriving))  # (the service: once their saved feed state is loaded)
             if moves.surplus:  # (nothing under way here: the service waits for its polls and dispatches)
                 shares.stop_polling(moves.surplus)
                 assert not any(shares.polls(f"src-{i}") for i in range(200) if shard_of(f"src-{i}") in moves.surplus)
