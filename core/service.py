@@ -570,11 +570,7 @@ class Service:
 
     async def _dispatch_claimed(self, event: dict[str, Any]) -> None:
         ids = [str(event["id"])]
-        undispatched = (
-            await asyncio.to_thread(self.store.undispatched, ids)
-            if self.store.networked
-            else self.store.undispatched(ids)
-        )
+        undispatched = await self.store.off_loop(self.store.undispatched, ids)
         if not undispatched:
             return  # already dispatched (by us before a restart, or by an operator)
         source_id = self._claimed_sources.get(ids[0])

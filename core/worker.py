@@ -283,9 +283,7 @@ async def _child(reader: asyncio.StreamReader, out: int) -> int:
         """This worker's /readyz. A database store is read on a thread (a lost database must not hold the loop
         that polls), and a failure is an answer (`degraded`, why), never the end of this listener."""
         try:
-            if service.store.networked:
-                return await asyncio.to_thread(service.health)
-            return service.health()
+            return await service.store.off_loop(service.health)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, PatchmoiError) else f"{type(exc).__name__}: {exc}"
             log_event("worker.health_failed", error=reason)

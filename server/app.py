@@ -205,13 +205,6 @@ class Api:
             await asyncio.to_thread(self.store.warm)
         return await handler(self, request, segments[1:])
 
-    async def _read(self, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A record read: inline on the JSONL store (an indexed read, sub-millisecond), on a thread on a database
-        (a network round trip, or a 10 s wait for a connection while it is down, which would stop every request)."""
-        if self.store.networked:
-            return await asyncio.to_thread(read, *args, **kwargs)
-        return read(*args, **kwargs)
-
     async def _list(self, kinds: list[Kind] | None, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A list read: inline when its indexes are ready (sub-millisecond), else on a thread, where it reads the
         newest records from the end of the files while the indexes are built, or waits for them."""
@@ -326,14 +319,14 @@ class Api:
         if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("retry", "replay", "chain")) or not rest[0]:
             return error(404, "not_found")
         event_id = rest[0]
-        event = await self._read(self.store.get_event, event_id)
+        event = await self.store.off_loop(self.store.get_event, event_id)
         if event is None:
             return error(404, "flow_event_not_found")
         if rest[1:] == ["chain"]:
             return await self._chain(request, event_id)
         if len(rest) == 1:
             _method(request, GET)
-            dispatches = await self._read(self.store.list_dispatches, event_id=event_id, limit=q.get("limit"))
+            dispatches = await self.store.off_loop(self.store.list_dispatches, event_id=event_id, limit=q.get("limit"))
             return json_response({"event": event, "dispatches": dispatches})
         _method(request, POST)
         reason = await _reason(request)
@@ -357,7 +350,7 @@ class Api:
 
     async def signals(self, request: Request, rest: list[str]) -> Response:
         if len(rest) == 2 and rest[1] == "chain" and rest[0]:
-            if await self._read(self.store.get, Kind.SIGNALS, rest[0]) is None:
+            if await self.store.off_loop(self.store.get, Kind.SIGNALS, rest[0]) is None:
                 return error(404, "feed_signal_not_found")
             return await self._chain(request, rest[0])
         _require(request, rest, GET)
@@ -408,7 +401,7 @@ class Api:
             return raw_list("attempts", lines)
         if len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("sync", "adopt", "chain")) or not rest[0]:
             return error(404, "not_found")
-        attempt = await self._read(self.store.get_attempt, rest[0])
+        attempt = await self.store.off_loop(self.store.get_attempt, rest[0])
         if attempt is None:
             return error(404, "maintenance_attempt_not_found")
         if rest[1:] == ["chain"]:

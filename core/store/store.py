@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from patchmoi.core.attempt_states import STATES, derive_states
 from patchmoi.core.errors import PatchmoiError, UsageError
@@ -22,6 +22,8 @@ from patchmoi.core.records import (
 )
 from patchmoi.core.store.contract import Change, Cursor, Kind, RecordStore, Warming
 from patchmoi.core.store.local import JsonlStore
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -197,6 +199,14 @@ class Store:
     def networked(self) -> bool:
         """Whether a read may wait on the network (the database store): an event loop reads on a thread then."""
         return self.records.networked
+
+    async def off_loop(self, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call something that reads this store from an event loop: inline on the JSONL files (an indexed read,
+        sub-millisecond), on a thread on a database (a round trip, or a 10 s wait for a connection while it is
+        down, which would hold every other task of the loop)."""
+        if self.networked:
+            return await asyncio.to_thread(read, *args, **kwargs)
+        return read(*args, **kwargs)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         return self.records.acquire_lease(name, holder, ttl)
